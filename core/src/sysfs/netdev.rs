@@ -1,0 +1,103 @@
+//! Reading the netdevs of a PCI function.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::attr;
+use super::model::Netdev;
+use super::Error;
+use crate::paths::attr as a;
+
+/// The netdev directories of a PCI function: `<dev>/net/*`, and for virtio functions
+/// `<dev>/virtioN/net/*` (virtio-net hangs its netdev off the virtio bus device).
+fn netdev_dirs(dev_dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut net_dirs = vec![dev_dir.join(a::NET)];
+    for entry in list(dev_dir)? {
+        let is_virtio = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(a::VIRTIO_PREFIX))
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+        if is_virtio {
+            net_dirs.push(entry.join(a::NET));
+        }
+    }
+    let mut out = Vec::new();
+    for dir in net_dirs {
+        out.extend(list(&dir)?);
+    }
+    Ok(out)
+}
+
+/// Directory entries, empty when the directory does not exist.
+fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    entries
+        .map(|e| {
+            e.map(|e| e.path()).map_err(|source| Error::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The netdevs of the PCI function whose directory is `dev_dir`, sorted by name. A netdev renamed
+/// or removed while it is being read is left out.
+pub(crate) fn read_netdevs(dev_dir: &Path) -> Result<Vec<Netdev>, Error> {
+    let mut out = Vec::new();
+    for dir in netdev_dirs(dev_dir)? {
+        match read_netdev(&dir) {
+            Ok(Some(n)) => out.push(n),
+            Ok(None) => {}
+            Err(e) if e.is_vanished() && !dir.exists() => {
+                tracing::debug!(path = %dir.display(), "netdev vanished while being read");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(out)
+}
+
+fn read_netdev(dir: &Path) -> Result<Option<Netdev>, Error> {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return Ok(None);
+    };
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mac = attr::read_lenient(&dir.join(a::ADDRESS))?.and_then(|m| m.parse().ok());
+    let operstate = attr::read_lenient(&dir.join(a::OPERSTATE))?;
+    let carrier_path = dir.join(a::CARRIER);
+    let carrier = attr::read_lenient(&carrier_path)?
+        .map(|v| attr::parse_bool(&carrier_path, &v))
+        .transpose()?;
+    let speed_path = dir.join(a::SPEED);
+    let speed_mbps = attr::read_lenient(&speed_path)?
+        .map(|v| attr::parse_u32_or_negative(&speed_path, &v))
+        .transpose()?
+        .flatten()
+        .filter(|s| *s != u32::MAX);
+    let mtu_path = dir.join(a::MTU);
+    let mtu = attr::read_lenient(&mtu_path)?
+        .map(|v| attr::parse_u32(&mtu_path, &v))
+        .transpose()?;
+    Ok(Some(Netdev {
+        name: name.to_string(),
+        mac,
+        operstate,
+        carrier,
+        speed_mbps,
+        mtu,
+    }))
+}
