@@ -1,0 +1,225 @@
+//! Device-info files of the NPWG device-info specification (version 1.1.0): the device plugin writes
+//! one per allocated device under `<devinfo>/dp/`, the CNI copies it under `<devinfo>/cni/` and
+//! reports it in the pod's network-status.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where device-info files live on a node.
+pub const DEVINFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
+/// The spec version we write.
+pub const VERSION: &str = "1.1.0";
+
+/// `{"type":"pci","version":"1.1.0","pci":{...}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<PciInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PciInfo {
+    #[serde(rename = "pci-address")]
+    pub pci_address: String,
+    #[serde(
+        rename = "pf-pci-address",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub pf_pci_address: String,
+    #[serde(
+        rename = "rdma-device",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub rdma_device: String,
+    #[serde(
+        rename = "representor-device",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub representor_device: String,
+}
+
+impl DeviceInfo {
+    pub fn pci(address: impl Into<String>, pf: impl Into<String>) -> Self {
+        Self {
+            kind: "pci".into(),
+            version: VERSION.into(),
+            pci: Some(PciInfo {
+                pci_address: address.into(),
+                pf_pci_address: pf.into(),
+                ..PciInfo::default()
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot write device-info file {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read device-info file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("device-info file {path} is not valid: {source}")]
+    Decode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{what:?} cannot be part of a device-info file name")]
+    BadName { what: String },
+}
+
+/// A name part must not climb out of the directory.
+fn checked(part: &str) -> Result<String, Error> {
+    if part.is_empty() || part.contains("..") || part.contains('\0') {
+        return Err(Error::BadName { what: part.into() });
+    }
+    Ok(part.replace('/', "-"))
+}
+
+/// `<devinfo>/dp/<prefix>-<name>-<device>-device.json` for resource `<prefix>/<name>`.
+pub fn dp_file(devinfo: &Path, resource: &str, device: &str) -> Result<PathBuf, Error> {
+    Ok(devinfo.join("dp").join(format!(
+        "{}-{}-device.json",
+        checked(resource)?,
+        checked(device)?
+    )))
+}
+
+/// `<devinfo>/cni/<network>-<container>-<ifname>-device.json`, the copy a CNI keeps per attachment.
+pub fn cni_file(
+    devinfo: &Path,
+    network: &str,
+    container: &str,
+    ifname: &str,
+) -> Result<PathBuf, Error> {
+    Ok(devinfo.join("cni").join(format!(
+        "{}-{}-{}-device.json",
+        checked(network)?,
+        checked(container)?,
+        checked(ifname)?
+    )))
+}
+
+/// Writes `info` at `path` atomically (temporary file, fsync, rename) with mode 0444, creating the
+/// directory (0755) if needed. Readers never see a partial file.
+pub fn write(path: &Path, info: &DeviceInfo) -> Result<(), Error> {
+    let err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().ok_or_else(|| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no parent directory",
+        ))
+    })?;
+    fs::create_dir_all(dir).map_err(err)?;
+    let body = serde_json::to_vec(info).map_err(|e| err(std::io::Error::other(e)))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o444)
+            .open(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        // The mode given to open() is masked by the umask; make it exact.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Reads a device-info file.
+pub fn read(path: &Path) -> Result<DeviceInfo, Error> {
+    let body = fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&body).map_err(|source| Error::Decode {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Removes a device-info file; a file that is already gone is fine.
+pub fn remove(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_follow_the_spec_and_refuse_traversal() {
+        let d = Path::new("/x");
+        assert_eq!(
+            dp_file(d, "intel.com/sriov_net", "0000:02:10.0").unwrap(),
+            PathBuf::from("/x/dp/intel.com-sriov_net-0000:02:10.0-device.json")
+        );
+        assert!(dp_file(d, "intel.com/../../etc", "0000:02:10.0").is_err());
+        assert!(cni_file(d, "net", "..", "net1").is_err());
+    }
+
+    #[test]
+    fn written_files_are_read_only_json_in_the_spec_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dp_file(dir.path(), "example.com/vf", "0000:02:10.0").unwrap();
+        let info = DeviceInfo::pci("0000:02:10.0", "0000:02:00.0");
+        write(&p, &info).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o444);
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:02:10.0","pf-pci-address":"0000:02:00.0"}})
+        );
+        assert_eq!(read(&p).unwrap(), info);
+        // Rewriting over a read-only file works (rename replaces it), and no temp file is left.
+        write(&p, &info).unwrap();
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        remove(&p).unwrap();
+        remove(&p).unwrap();
+        assert!(!p.exists());
+    }
+}
