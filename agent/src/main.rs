@@ -1,0 +1,154 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use vfagent::inventory::Inventory;
+use vfagent::run::RunOptions;
+use vfagent::state::Snapshot;
+use vfcore::SysRoot;
+
+#[derive(Parser)]
+#[command(name = "vfgenie-agent", version, about = "SR-IOV node agent")]
+struct Cli {
+    /// Root under which /sys and /dev are read (a fixture tree in tests).
+    #[arg(long, global = true, default_value = "/", env = "VFGENIE_SYSFS_ROOT")]
+    sysfs_root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision VFs and serve the configured pools to the kubelet until SIGTERM or SIGINT.
+    Run {
+        /// The config file (resourceList and provisioning).
+        #[arg(long, default_value = "/etc/vfgenie/config.json")]
+        config: PathBuf,
+        /// The kubelet's device-plugin directory.
+        #[arg(long, default_value = vfdp::paths::DEVICE_PLUGIN_DIR)]
+        plugin_dir: PathBuf,
+        /// Where device-info files are written.
+        #[arg(long, default_value = vfdp::devinfo::DEVINFO_DIR)]
+        devinfo_dir: PathBuf,
+        /// The kubelet's PodResources socket.
+        #[arg(long, default_value = vfdp::paths::POD_RESOURCES_SOCKET)]
+        pod_resources_socket: PathBuf,
+        /// Seconds between full reconciles without events.
+        #[arg(long, default_value_t = 60)]
+        resync_seconds: u64,
+        /// Milliseconds between health checks without events.
+        #[arg(long, default_value_t = 1000)]
+        health_ms: u64,
+        /// Where /metrics and /healthz are served; "off" serves neither.
+        #[arg(long, default_value = "0.0.0.0:9808")]
+        metrics_addr: String,
+    },
+    /// Print the node's SR-IOV capable NICs, their VFs and other network PCI functions.
+    Inventory {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The agent's config: with it, each device's pool and health are shown (read when the
+        /// file exists; the default is the agent's own).
+        #[arg(long, default_value = "/etc/vfgenie/config.json")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VFGENIE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vfgenie-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = SysRoot::new(cli.sysfs_root);
+    match cli.command {
+        Command::Run {
+            config,
+            plugin_dir,
+            devinfo_dir,
+            pod_resources_socket,
+            resync_seconds,
+            health_ms,
+            metrics_addr,
+        } => {
+            let mut opts = RunOptions::new(config);
+            opts.kernel_events = root == SysRoot::host();
+            opts.root = root;
+            opts.plugin_dir = plugin_dir;
+            opts.devinfo_dir = devinfo_dir;
+            opts.pod_resources_socket = pod_resources_socket;
+            opts.resync_interval = std::time::Duration::from_secs(resync_seconds.max(1));
+            opts.health_interval = std::time::Duration::from_millis(health_ms.max(50));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let metrics = (metrics_addr != "off").then_some(metrics_addr);
+            rt.block_on(run_agent(opts, metrics))?;
+        }
+        Command::Inventory { json, config } => {
+            let inv = if config.exists() {
+                let cfg = vfagent::config::Config::load(&config)?;
+                Inventory::read_with_pools(&root, &cfg)?
+            } else {
+                Inventory::read(&root)?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv)?);
+            } else {
+                print!("{}", inv.table());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_agent(opts: RunOptions, metrics: Option<String>) -> anyhow::Result<()> {
+    let (state_tx, state_rx) = watch::channel(Snapshot::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http = match metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!(%addr, "serving /metrics and /healthz");
+            Some(tokio::spawn(vfagent::http::serve(
+                listener,
+                state_rx,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
+    let mut agent = tokio::spawn(vfagent::run::run(opts, state_tx, stop_rx));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        // The agent ends on its own only when it cannot start (e.g. an invalid config).
+        r = &mut agent => return Ok(r??),
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    agent.await??;
+    if let Some(h) = http {
+        h.await??;
+    }
+    Ok(())
+}

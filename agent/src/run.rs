@@ -1,0 +1,343 @@
+//! The agent's main loop: reconcile at start, then again when the config file changes, a device
+//! comes or goes (uevents), a retryable condition is pending, or the periodic resync is due; refresh
+//! health on link events and on a short tick. Each pool gets a device-plugin server of its own; a
+//! pool that leaves the config is stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use vfcore::{PciAddress, SysRoot};
+
+use crate::config::Config;
+use crate::events::Event;
+use crate::pool::Pool;
+use crate::reconcile::{self, Outcome};
+use crate::state::{Condition, Snapshot};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub root: SysRoot,
+    /// The kubelet's device-plugin directory (`kubelet.sock` and our sockets).
+    pub plugin_dir: PathBuf,
+    pub devinfo_dir: PathBuf,
+    pub pod_resources_socket: PathBuf,
+    /// Health is re-read this often even without link events.
+    pub health_interval: Duration,
+    /// A full reconcile runs this often even without events.
+    pub resync_interval: Duration,
+    /// Pending conditions are retried this often.
+    pub retry_interval: Duration,
+    /// The config file is checked for changes this often.
+    pub config_poll: Duration,
+    /// Listen for kernel uevents and link events (off for fixture trees).
+    pub kernel_events: bool,
+    pub reconcile: reconcile::Options,
+}
+
+impl RunOptions {
+    pub fn new(config: PathBuf) -> Self {
+        Self {
+            config,
+            root: SysRoot::host(),
+            plugin_dir: PathBuf::from(vfdp::paths::DEVICE_PLUGIN_DIR),
+            devinfo_dir: PathBuf::from(vfdp::devinfo::DEVINFO_DIR),
+            pod_resources_socket: PathBuf::from(vfdp::paths::POD_RESOURCES_SOCKET),
+            health_interval: Duration::from_secs(1),
+            resync_interval: Duration::from_secs(60),
+            retry_interval: Duration::from_secs(5),
+            config_poll: Duration::from_secs(1),
+            kernel_events: true,
+            reconcile: reconcile::Options::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error("a reconcile task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What identifies a version of the config file (a ConfigMap update swaps the file behind a
+/// symlink, which changes the inode).
+fn stamp(path: &Path) -> Option<(u64, u64, i64, i64, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+}
+
+struct Served {
+    tx: watch::Sender<Pool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), vfdp::Error>>,
+}
+
+struct Agent {
+    opts: RunOptions,
+    config: Config,
+    served: BTreeMap<String, Served>,
+    conditions: Vec<Condition>,
+    config_condition: Option<Condition>,
+    snapshot: Snapshot,
+}
+
+impl Agent {
+    fn resource_names(&self) -> BTreeSet<String> {
+        self.config
+            .resource_list
+            .iter()
+            .map(|r| r.full_name())
+            .collect()
+    }
+
+    /// The devices pods hold. When the kubelet cannot tell us, every VF counts as held, so that
+    /// nothing a pod may use is removed or rebound.
+    async fn held(&self) -> BTreeSet<PciAddress> {
+        match crate::podres::held_devices(
+            &self.opts.pod_resources_socket,
+            &self.resource_names(),
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(Some(h)) => h,
+            Ok(None) => BTreeSet::new(),
+            Err(e) => {
+                warn!(error = %e, "cannot tell which devices pods hold; treating every VF as held");
+                let root = self.opts.root.clone();
+                tokio::task::spawn_blocking(move || {
+                    vfcore::sysfs::discover(&root)
+                        .map(|d| {
+                            d.into_iter()
+                                .filter(|d| d.physfn.is_some())
+                                .map(|d| d.address)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default()
+            }
+        }
+    }
+
+    async fn full(&mut self) -> Result<(), Error> {
+        let held = self.held().await;
+        let (root, cfg, opts) = (
+            self.opts.root.clone(),
+            self.config.clone(),
+            self.opts.reconcile.clone(),
+        );
+        let out: Outcome =
+            tokio::task::spawn_blocking(move || reconcile::reconcile(&root, &cfg, &held, &opts))
+                .await?;
+        self.snapshot.provisioning_errors += out.errors;
+        self.snapshot.reconciles += 1;
+        self.conditions = out.conditions;
+        self.apply(out.pools);
+        self.snapshot.ready = true;
+        Ok(())
+    }
+
+    async fn health(&mut self) -> Result<(), Error> {
+        let held = self.held().await;
+        let root = self.opts.root.clone();
+        let mut pools: Vec<Pool> = self
+            .served
+            .values()
+            .map(|s| s.tx.borrow().clone())
+            .collect();
+        let pools = tokio::task::spawn_blocking(move || {
+            crate::health::refresh(&root, &mut pools, &held);
+            pools
+        })
+        .await?;
+        self.apply(pools);
+        Ok(())
+    }
+
+    /// Publishes `pools`: changed pools reach their servers, new ones get a server, pools that
+    /// left the config are stopped.
+    fn apply(&mut self, pools: Vec<Pool>) {
+        let wanted: BTreeSet<String> = self.resource_names();
+        let gone: Vec<String> = self
+            .served
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(s) = self.served.remove(&name) {
+                info!(pool = %name, "pool removed from the config; stopping its server");
+                let _ = s.stop.send(true);
+                tokio::spawn(async move {
+                    let _ = s.task.await;
+                });
+            }
+        }
+        for pool in pools {
+            let name = pool.full_name();
+            match self.served.get(&name) {
+                Some(s) => {
+                    s.tx.send_if_modified(|cur| {
+                        if *cur == pool {
+                            false
+                        } else {
+                            *cur = pool;
+                            true
+                        }
+                    });
+                }
+                None => {
+                    let (tx, rx) = watch::channel(pool);
+                    let (stop, stop_rx) = watch::channel(false);
+                    let task = tokio::spawn(crate::serve::run_pool(
+                        self.opts.plugin_dir.clone(),
+                        rx,
+                        self.opts.devinfo_dir.clone(),
+                        stop_rx,
+                    ));
+                    info!(pool = %name, "serving pool");
+                    self.served.insert(name, Served { tx, stop, task });
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, state: &watch::Sender<Snapshot>) {
+        let order: Vec<String> = self
+            .config
+            .resource_list
+            .iter()
+            .map(|r| r.full_name())
+            .collect();
+        self.snapshot.pools = order
+            .iter()
+            .filter_map(|n| self.served.get(n))
+            .map(|s| s.tx.borrow().clone())
+            .collect();
+        self.snapshot.conditions = self
+            .config_condition
+            .iter()
+            .chain(self.conditions.iter())
+            .cloned()
+            .collect();
+        let snap = self.snapshot.clone();
+        state.send_if_modified(|cur| {
+            if *cur == snap {
+                false
+            } else {
+                *cur = snap;
+                true
+            }
+        });
+    }
+
+    fn reload(&mut self) -> bool {
+        match Config::load(&self.opts.config) {
+            Ok(cfg) => {
+                self.config_condition = None;
+                if cfg == self.config {
+                    return false;
+                }
+                info!(config = %self.opts.config.display(), "config changed; reconciling");
+                self.config = cfg;
+                true
+            }
+            Err(e) => {
+                self.snapshot.config_errors += 1;
+                error!(error = %e, "config reload refused; the last good config stays in force");
+                self.config_condition = Some(Condition {
+                    object: self.opts.config.display().to_string(),
+                    reason: "ConfigInvalid".into(),
+                    message: e.to_string(),
+                });
+                false
+            }
+        }
+    }
+
+    async fn stop(self) {
+        for (_, s) in self.served {
+            let _ = s.stop.send(true);
+            match s.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "pool server ended with an error"),
+                Err(e) => warn!(error = %e, "pool server task failed"),
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` turns true, publishing into `state`. An invalid config at start is an
+/// error; later an invalid config is refused and the last good one kept.
+pub async fn run(
+    opts: RunOptions,
+    state: watch::Sender<Snapshot>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let config = Config::load(&opts.config)?;
+    let mut config_stamp = stamp(&opts.config);
+    let (ev_tx, mut ev_rx) = mpsc::channel(4);
+    if opts.kernel_events {
+        crate::events::spawn(ev_tx.clone());
+    }
+    let mut health_tick = tokio::time::interval(opts.health_interval);
+    let mut resync_tick = tokio::time::interval(opts.resync_interval);
+    let mut retry_tick = tokio::time::interval(opts.retry_interval);
+    let mut config_tick = tokio::time::interval(opts.config_poll);
+    for t in [
+        &mut health_tick,
+        &mut resync_tick,
+        &mut retry_tick,
+        &mut config_tick,
+    ] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t.reset();
+    }
+    let mut agent = Agent {
+        opts,
+        config,
+        served: BTreeMap::new(),
+        conditions: Vec::new(),
+        config_condition: None,
+        snapshot: Snapshot::default(),
+    };
+    agent.full().await?;
+    agent.publish(&state);
+    loop {
+        let full = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            Some(ev) = ev_rx.recv() => ev == Event::Device,
+            _ = health_tick.tick() => false,
+            _ = resync_tick.tick() => true,
+            _ = retry_tick.tick() => !agent.conditions.is_empty(),
+            _ = config_tick.tick() => {
+                let now = stamp(&agent.opts.config);
+                if now != config_stamp {
+                    config_stamp = now;
+                    agent.reload()
+                } else {
+                    false
+                }
+            }
+        };
+        if full {
+            agent.full().await?;
+        } else {
+            agent.health().await?;
+        }
+        agent.publish(&state);
+    }
+    drop(ev_tx);
+    agent.stop().await;
+    Ok(())
+}
