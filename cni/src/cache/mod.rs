@@ -1,0 +1,528 @@
+//! Crash-safe records of what was attached, so DEL and GC work from the node alone.
+//!
+//! - `<dir>/results/<network>-<containerID>-<ifname>`: libcni's `cniCacheV1` record of one
+//!   attachment (the runtime's own tooling can read ours and we can read theirs).
+//! - `<dir>/vfgenie/<containerID>-<ifname>.json`: the meta-plugin's record of one pod attachment
+//!   (every delegate in order, with its config and result).
+//!
+//! Files are written atomically (a temp file in the same directory, fsync, rename, fsync of the
+//! directory), mode 0600 in directories of mode 0700. Reading a missing record is `Ok(None)`; a
+//! record that exists but cannot be read is an error, never "nothing to delete".
+
+mod base64;
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::spec::env::{validate_container_id, validate_ifname, validate_network_name};
+use crate::spec::error::CniError;
+
+/// libcni's record kind.
+pub const CNI_CACHE_V1: &str = "cniCacheV1";
+/// Our pod record kind.
+pub const POD_RECORD_V1: &str = "vfgeniePodV1";
+
+const RESULTS_DIR: &str = "results";
+const PODS_DIR: &str = "vfgenie";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Why a cache operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache key {what} {value:?} is refused: {reason}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{op} {} failed", .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache record {} is corrupt: {reason}", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("encoding cache record {} failed", .path.display())]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+impl CacheError {
+    /// The CNI error to report: a refused key is code 4 (it came from the environment), a corrupt
+    /// record 6, I/O 5.
+    pub fn to_cni_error(&self) -> CniError {
+        let msg = match self {
+            CacheError::Io { source, .. } => format!("{self}: {source}"),
+            CacheError::Encode { source, .. } => format!("{self}: {source}"),
+            _ => self.to_string(),
+        };
+        match self {
+            CacheError::InvalidName { .. } => CniError::invalid_env(msg),
+            CacheError::Corrupt { .. } => CniError::decode(msg),
+            CacheError::Io { .. } | CacheError::Encode { .. } => CniError::io(msg),
+        }
+    }
+}
+
+impl From<CacheError> for CniError {
+    fn from(e: CacheError) -> Self {
+        e.to_cni_error()
+    }
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CacheError {
+    let path = path.to_path_buf();
+    move |source| CacheError::Io { op, path, source }
+}
+
+/// The three parts naming an attachment, validated so they cannot leave the cache directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttachmentKey {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl AttachmentKey {
+    pub fn new(
+        network: impl Into<String>,
+        container_id: impl Into<String>,
+        ifname: impl Into<String>,
+    ) -> Result<Self, CacheError> {
+        let key = Self {
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+        };
+        validate_network_name(&key.network).map_err(|e| CacheError::InvalidName {
+            what: "network",
+            value: key.network.clone(),
+            reason: e.msg,
+        })?;
+        validate_container_id(&key.container_id).map_err(|e| CacheError::InvalidName {
+            what: "container ID",
+            value: key.container_id.clone(),
+            reason: e.msg,
+        })?;
+        validate_ifname(&key.ifname).map_err(|e| CacheError::InvalidName {
+            what: "interface name",
+            value: key.ifname.clone(),
+            reason: e.msg,
+        })?;
+        Ok(key)
+    }
+
+    fn file_name(&self) -> String {
+        format!("{}-{}-{}", self.network, self.container_id, self.ifname)
+    }
+}
+
+/// libcni's per-attachment record (`cniCacheV1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub kind: String,
+    #[serde(rename = "containerId")]
+    pub container_id: String,
+    /// The exact config bytes sent to the plugin (base64 in the file, as Go writes `[]byte`).
+    #[serde(with = "bytes_b64")]
+    pub config: Vec<u8>,
+    #[serde(rename = "ifName")]
+    pub if_name: String,
+    #[serde(rename = "networkName")]
+    pub network_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub netns: String,
+    #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty")]
+    pub cni_args: Vec<[String; 2]>,
+    #[serde(
+        rename = "capabilityArgs",
+        default,
+        skip_serializing_if = "Map::is_empty"
+    )]
+    pub capability_args: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+impl AttachmentRecord {
+    /// A record for `key` with the config bytes sent and nothing else yet.
+    pub fn new(key: &AttachmentKey, config: Vec<u8>) -> Self {
+        Self {
+            kind: CNI_CACHE_V1.to_string(),
+            container_id: key.container_id.clone(),
+            config,
+            if_name: key.ifname.clone(),
+            network_name: key.network.clone(),
+            netns: String::new(),
+            cni_args: Vec::new(),
+            capability_args: Map::new(),
+            result: None,
+        }
+    }
+
+    /// The key this record belongs under (validated).
+    pub fn key(&self) -> Result<AttachmentKey, CacheError> {
+        AttachmentKey::new(&self.network_name, &self.container_id, &self.if_name)
+    }
+}
+
+mod bytes_b64 {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::decode(&s).ok_or_else(|| serde::de::Error::custom("config is not base64"))
+    }
+}
+
+/// The key of a pod record: the runtime's container ID and the meta-plugin's CNI_IFNAME.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodKey {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl PodKey {
+    pub fn new(
+        container_id: impl Into<String>,
+        ifname: impl Into<String>,
+    ) -> Result<Self, CacheError> {
+        // The network part is fixed; reuse the attachment checks.
+        let k = AttachmentKey::new("pod", container_id, ifname)?;
+        Ok(Self {
+            container_id: k.container_id,
+            ifname: k.ifname,
+        })
+    }
+
+    fn file_name(&self) -> String {
+        format!("{}-{}.json", self.container_id, self.ifname)
+    }
+}
+
+/// The meta-plugin's record of one pod: what it attached, in order, so DEL can undo it all
+/// without the API server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub kind: String,
+    #[serde(rename = "containerId")]
+    pub container_id: String,
+    #[serde(rename = "ifName")]
+    pub if_name: String,
+    #[serde(default)]
+    pub netns: String,
+    #[serde(
+        rename = "podNamespace",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pod_namespace: Option<String>,
+    #[serde(rename = "podName", default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(rename = "podUid", default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// In attach order; DEL walks it backwards.
+    pub attachments: Vec<PodAttachment>,
+}
+
+/// One delegate attachment of a pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodAttachment {
+    /// The network's name (the conflist `name`), or `namespace/name` for a NAD.
+    pub network: String,
+    #[serde(rename = "ifName")]
+    pub if_name: String,
+    /// The config as delegated (a conf or a conflist, after injection).
+    pub conf: Value,
+    /// The delegate's result as returned, when ADD got that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Anything else the flow needs to undo this attachment (device IDs, capability args, ...).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl PodRecord {
+    pub fn new(key: &PodKey, netns: impl Into<String>) -> Self {
+        Self {
+            kind: POD_RECORD_V1.to_string(),
+            container_id: key.container_id.clone(),
+            if_name: key.ifname.clone(),
+            netns: netns.into(),
+            pod_namespace: None,
+            pod_name: None,
+            pod_uid: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    pub fn key(&self) -> Result<PodKey, CacheError> {
+        PodKey::new(&self.container_id, &self.if_name)
+    }
+}
+
+/// One entry of a listing: where it is and what reading it gave.
+#[derive(Debug)]
+pub struct Listed<T> {
+    pub path: PathBuf,
+    pub record: Result<T, CacheError>,
+}
+
+/// A cache directory (`/var/lib/cni` by default for libcni's layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheDir {
+    root: PathBuf,
+}
+
+impl CacheDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn results_dir(&self) -> PathBuf {
+        self.root.join(RESULTS_DIR)
+    }
+
+    fn pods_dir(&self) -> PathBuf {
+        self.root.join(PODS_DIR)
+    }
+
+    /// Where the record for `key` lives.
+    pub fn attachment_path(&self, key: &AttachmentKey) -> PathBuf {
+        self.results_dir().join(key.file_name())
+    }
+
+    pub fn pod_path(&self, key: &PodKey) -> PathBuf {
+        self.pods_dir().join(key.file_name())
+    }
+
+    /// Writes (or replaces) the record atomically.
+    pub fn write_attachment(&self, record: &AttachmentRecord) -> Result<(), CacheError> {
+        let key = record.key()?;
+        let path = self.attachment_path(&key);
+        let bytes = serde_json::to_vec(record).map_err(|source| CacheError::Encode {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&self.results_dir(), &key.file_name(), &bytes)
+    }
+
+    /// `Ok(None)` when there is no record; an error when there is one that cannot be read.
+    pub fn read_attachment(
+        &self,
+        key: &AttachmentKey,
+    ) -> Result<Option<AttachmentRecord>, CacheError> {
+        let path = self.attachment_path(key);
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
+        };
+        let record = decode_attachment(&path, &bytes)?;
+        if record.key().ok().as_ref() != Some(key) {
+            return Err(CacheError::Corrupt {
+                path,
+                reason: format!(
+                    "it names {}/{}/{} instead",
+                    record.network_name, record.container_id, record.if_name
+                ),
+            });
+        }
+        Ok(Some(record))
+    }
+
+    /// Removes the record; one already gone is fine.
+    pub fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), CacheError> {
+        remove_if_exists(&self.attachment_path(key), &self.results_dir())
+    }
+
+    /// Every attachment record, each read on its own (one corrupt file does not hide the rest).
+    pub fn list_attachments(&self) -> Result<Vec<Listed<AttachmentRecord>>, CacheError> {
+        list(&self.results_dir(), decode_attachment, |r| {
+            r.key().ok().map(|k| k.file_name())
+        })
+    }
+
+    pub fn write_pod(&self, record: &PodRecord) -> Result<(), CacheError> {
+        let key = record.key()?;
+        let path = self.pod_path(&key);
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| CacheError::Encode {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&self.pods_dir(), &key.file_name(), &bytes)
+    }
+
+    pub fn read_pod(&self, key: &PodKey) -> Result<Option<PodRecord>, CacheError> {
+        let path = self.pod_path(key);
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
+        };
+        let record = decode_pod(&path, &bytes)?;
+        if record.key().ok().as_ref() != Some(key) {
+            return Err(CacheError::Corrupt {
+                path,
+                reason: format!(
+                    "it names container {} ifname {} instead",
+                    record.container_id, record.if_name
+                ),
+            });
+        }
+        Ok(Some(record))
+    }
+
+    pub fn remove_pod(&self, key: &PodKey) -> Result<(), CacheError> {
+        remove_if_exists(&self.pod_path(key), &self.pods_dir())
+    }
+
+    pub fn list_pods(&self) -> Result<Vec<Listed<PodRecord>>, CacheError> {
+        list(&self.pods_dir(), decode_pod, |r| {
+            r.key().ok().map(|k| k.file_name())
+        })
+    }
+}
+
+fn decode_attachment(path: &Path, bytes: &[u8]) -> Result<AttachmentRecord, CacheError> {
+    let r: AttachmentRecord = serde_json::from_slice(bytes).map_err(|e| CacheError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if r.kind != CNI_CACHE_V1 {
+        return Err(CacheError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("kind {:?} is not {CNI_CACHE_V1:?}", r.kind),
+        });
+    }
+    Ok(r)
+}
+
+fn decode_pod(path: &Path, bytes: &[u8]) -> Result<PodRecord, CacheError> {
+    let r: PodRecord = serde_json::from_slice(bytes).map_err(|e| CacheError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if r.kind != POD_RECORD_V1 {
+        return Err(CacheError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("kind {:?} is not {POD_RECORD_V1:?}", r.kind),
+        });
+    }
+    Ok(r)
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), CacheError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("creating directory", dir))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CacheError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing directory", dir))
+}
+
+/// Temp file in `dir`, write, fsync, rename over `name`, fsync `dir`.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
+    ensure_dir(dir)?;
+    let target = dir.join(name);
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("creating", &tmp))?;
+        f.write_all(bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+        fs::rename(&tmp, &target).map_err(io("renaming into place", &target))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    sync_dir(dir)
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("reading", path)(e)),
+    }
+}
+
+fn remove_if_exists(path: &Path, dir: &Path) -> Result<(), CacheError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing", path)(e)),
+    }
+}
+
+/// Reads every record in `dir`; a record whose content does not name its own file is corrupt.
+fn list<T>(
+    dir: &Path,
+    decode: impl Fn(&Path, &[u8]) -> Result<T, CacheError>,
+    file_name_of: impl Fn(&T) -> Option<String>,
+) -> Result<Vec<Listed<T>>, CacheError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("listing", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io("listing", dir))?;
+        let name = entry.file_name();
+        // Temp files of writes in progress (or of a crash) start with '.'.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let record = match read_if_exists(&path) {
+            Ok(Some(bytes)) => decode(&path, &bytes).and_then(|r| {
+                if file_name_of(&r).as_deref() == Some(&*name.to_string_lossy()) {
+                    Ok(r)
+                } else {
+                    Err(CacheError::Corrupt {
+                        path: path.clone(),
+                        reason: "its content names another attachment".to_string(),
+                    })
+                }
+            }),
+            // Removed since the listing: not an entry any more.
+            Ok(None) => continue,
+            Err(e) => Err(e),
+        };
+        out.push(Listed { path, record });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,424 @@
+//! The meta-plugin (`"type": "genie"`): one invocation from the container runtime, many delegates.
+//!
+//! ADD plans the pod's attachments ([`plan`]), records each one in the pod's cache record *before*
+//! running its delegates (so that whatever a crash leaves behind is known to the DEL that follows),
+//! runs them in order, tears down what it added in reverse when one fails, writes the pod's
+//! network-status, and prints the merged result. DEL works from the cache record alone (no API
+//! server needed), runs every delegate's DEL even after one fails, and removes the record only when
+//! all succeeded. A corrupt record is an error, never "nothing to delete".
+
+pub mod delegate;
+pub mod plan;
+pub mod routes;
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{Map, Value};
+use tracing::{info, warn};
+
+use self::delegate::Injected;
+use self::plan::{Planned, PodContext};
+use crate::annotations::{parse_pod_annotations, PodRef};
+use crate::cache::{CacheDir, PodAttachment, PodKey, PodRecord};
+use crate::genieconf::GenieConf;
+use crate::k8s::{Client, ClientOptions, InClusterPaths};
+use crate::netstatus::{status_annotations, AttachmentStatus};
+use crate::spec::conf::NetConf;
+use crate::spec::env::{CniCommand, CniEnv};
+use crate::spec::error::CniError;
+use crate::spec::result::CniResult;
+use crate::spec::version::{CniVersion, VersionInfo};
+
+/// What the binary prints and how it exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub success: bool,
+}
+
+const EXTRA_RUNTIME_CONFIG: &str = "runtimeConfig";
+const EXTRA_CNI_ARGS: &str = "cniArgs";
+const EXTRA_DEFAULT: &str = "default";
+
+/// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
+pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
+    let version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .and_then(|s| CniVersion::parse(&s).ok())
+        .unwrap_or(CniVersion::LATEST);
+    match dispatch(env, stdin) {
+        Ok(out) => Outcome {
+            stdout: out,
+            success: true,
+        },
+        Err(e) => {
+            warn!(code = e.code, error = %e.msg, "failed");
+            Outcome {
+                stdout: e.to_json(version),
+                success: false,
+            }
+        }
+    }
+}
+
+fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {
+    let env = CniEnv::from_map(env_map)?;
+    if env.command == CniCommand::Version {
+        return Ok(VersionInfo::ours().to_json());
+    }
+    let netconf = NetConf::from_bytes(stdin)?;
+    let version = CniVersion::parse_or_default(netconf.cni_version.as_deref())?;
+    version.require(env.command)?;
+    let conf = GenieConf::from_slice(stdin).map_err(|e| CniError::invalid_config(e.to_string()))?;
+    let cache = CacheDir::new(&conf.cni_dir);
+    let span = tracing::info_span!("genie", command = ?env.command, container = %env.container_id);
+    let _guard = span.enter();
+    match env.command {
+        CniCommand::Add => add(&env, &conf, &cache, version),
+        CniCommand::Del => del(&env, &cache).map(|()| String::new()),
+        CniCommand::Check => check(&env, &cache).map(|()| String::new()),
+        CniCommand::Gc => gc(&env, &netconf, &cache).map(|()| String::new()),
+        CniCommand::Status => status(&conf).map(|()| String::new()),
+        CniCommand::Version => Ok(VersionInfo::ours().to_json()),
+    }
+}
+
+fn key_of(env: &CniEnv) -> Result<PodKey, CniError> {
+    let ifname = env
+        .ifname
+        .as_ref()
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    Ok(PodKey::new(&env.container_id, ifname)?)
+}
+
+/// The pod this call is for, from CNI_ARGS.
+fn pod_ref(env: &CniEnv) -> Option<PodRef> {
+    match (
+        env.args.k8s_pod_namespace.as_deref(),
+        env.args.k8s_pod_name.as_deref(),
+    ) {
+        (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Some(PodRef::new(ns, name)),
+        _ => None,
+    }
+}
+
+fn client_for(conf: &GenieConf) -> Result<Client, CniError> {
+    let cluster = conf
+        .cluster_config(&InClusterPaths::default())
+        .map_err(|e| CniError::invalid_config(format!("Kubernetes API configuration: {e}")))?;
+    Client::new(cluster, ClientOptions::default())
+        .map_err(|e| CniError::invalid_config(format!("Kubernetes API client: {e}")))
+}
+
+fn attachment_record(p: &Planned) -> PodAttachment {
+    let mut extra = Map::new();
+    if !p.injected.runtime_config.is_empty() {
+        extra.insert(
+            EXTRA_RUNTIME_CONFIG.into(),
+            Value::Object(p.injected.runtime_config.clone()),
+        );
+    }
+    if let Some(a) = &p.injected.cni_args {
+        extra.insert(EXTRA_CNI_ARGS.into(), Value::Object(a.clone()));
+    }
+    extra.insert(EXTRA_DEFAULT.into(), Value::Bool(p.default));
+    PodAttachment {
+        network: p.network.clone(),
+        if_name: p.ifname.clone(),
+        conf: p.config.clone(),
+        result: None,
+        extra,
+    }
+}
+
+fn injected_of(a: &PodAttachment) -> Injected {
+    Injected {
+        runtime_config: match a.extra.get(EXTRA_RUNTIME_CONFIG) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        },
+        cni_args: match a.extra.get(EXTRA_CNI_ARGS) {
+            Some(Value::Object(m)) => Some(m.clone()),
+            _ => None,
+        },
+    }
+}
+
+fn cached_result(a: &PodAttachment) -> Result<Option<CniResult>, CniError> {
+    match &a.result {
+        None => Ok(None),
+        Some(v) => CniResult::from_value(v.clone(), CniVersion::LATEST).map(Some),
+    }
+}
+
+/// DEL of one recorded attachment.
+fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), CniError> {
+    let list = delegate::as_list(&a.conf)?;
+    let cached = cached_result(a)?;
+    delegate::del(
+        env,
+        &a.network,
+        &a.if_name,
+        &list,
+        &injected_of(a),
+        cached.as_ref(),
+    )
+}
+
+/// DEL of every recorded attachment, newest first, past failures.
+fn teardown(env: &CniEnv, record: &PodRecord) -> Result<(), CniError> {
+    let errors: Vec<CniError> = record
+        .attachments
+        .iter()
+        .rev()
+        .filter_map(|a| del_attachment(env, a).err())
+        .collect();
+    delegate::combine(errors)
+}
+
+fn status_of(p: &Planned, r: &CniResult, netns: &str) -> AttachmentStatus {
+    // Interfaces in the pod (the sandbox), and the one the attachment is named after.
+    let in_pod: BTreeSet<usize> = r
+        .interfaces
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| !i.sandbox.is_empty() || netns.is_empty())
+        .map(|(n, _)| n)
+        .collect();
+    let own = r
+        .interfaces
+        .iter()
+        .find(|i| i.name == p.ifname && (!i.sandbox.is_empty() || netns.is_empty()));
+    let ips: Vec<_> = r
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none_or(|n| in_pod.contains(&n)))
+        .collect();
+    AttachmentStatus {
+        network: p.network.clone(),
+        interface: Some(p.ifname.clone()),
+        ips: ips.iter().map(|ip| ip.address.addr).collect(),
+        mac: own.map(|i| i.mac.clone()).filter(|m| !m.is_empty()),
+        mtu: own.and_then(|i| i.mtu),
+        default: p.default,
+        dns: (!r.dns.is_empty())
+            .then(|| serde_json::to_value(&r.dns).ok())
+            .flatten(),
+        device_info: None,
+        gateways: ips.iter().filter_map(|ip| ip.gateway).collect(),
+    }
+}
+
+fn add(
+    env: &CniEnv,
+    conf: &GenieConf,
+    cache: &CacheDir,
+    version: CniVersion,
+) -> Result<String, CniError> {
+    let key = key_of(env)?;
+    // A record left by an ADD that never got its DEL: undo it before starting again.
+    if let Some(stale) = cache.read_pod(&key)? {
+        warn!("an earlier ADD of this container left attachments; removing them first");
+        teardown(env, &stale)?;
+        cache.remove_pod(&key)?;
+    }
+    let pod = pod_ref(env);
+    let client = match &pod {
+        Some(_) => Some(client_for(conf)?),
+        None => None,
+    };
+    let (request, pod_obj) = match (&pod, &client) {
+        (Some(p), Some(c)) => {
+            let obj = c.get_pod(&p.namespace, &p.name).map_err(|e| {
+                if e.is_unavailable() {
+                    CniError::try_again_later(format!("reading pod {}: {e}", p))
+                } else {
+                    CniError::invalid_config(format!("reading pod {}: {e}", p))
+                }
+            })?;
+            let req = parse_pod_annotations(p, &obj.metadata.annotations)
+                .map_err(|e| CniError::invalid_config(e.to_string()))?;
+            (req, Some(obj))
+        }
+        _ => (Default::default(), None),
+    };
+    let ctx = pod.as_ref().map(|p| PodContext {
+        namespace: &p.namespace,
+        name: &p.name,
+        request: &request,
+    });
+    let ifname = key.ifname.clone();
+    let planned = plan::plan(conf, &ifname, ctx.as_ref(), client.as_ref())?;
+
+    let mut record = PodRecord::new(&key, env.netns.clone());
+    if let Some(p) = &pod {
+        record.pod_namespace = Some(p.namespace.clone());
+        record.pod_name = Some(p.name.clone());
+        record.pod_uid = pod_obj
+            .as_ref()
+            .map(|o| o.metadata.uid.clone())
+            .filter(|u| !u.is_empty())
+            .or_else(|| env.args.k8s_pod_uid.clone());
+    }
+    let mut results = Vec::with_capacity(planned.len());
+    for p in &planned {
+        record.attachments.push(attachment_record(p));
+        cache.write_pod(&record)?;
+        let outcome = delegate::as_list(&p.config)
+            .and_then(|list| delegate::add(env, &p.network, &p.ifname, &list, &p.injected));
+        match outcome {
+            Ok(r) => {
+                if let Some(last) = record.attachments.last_mut() {
+                    last.result = Some(r.to_value());
+                }
+                cache.write_pod(&record)?;
+                results.push(r);
+            }
+            Err(e) => return Err(undo(env, cache, &key, &record, e)),
+        }
+    }
+
+    if let Err(e) = routes::settle(&env.netns, &planned, &mut results) {
+        return Err(undo(env, cache, &key, &record, e));
+    }
+
+    if let (Some(p), Some(c)) = (&pod, &client) {
+        let statuses: Vec<AttachmentStatus> = planned
+            .iter()
+            .zip(&results)
+            .map(|(p, r)| status_of(p, r, &env.netns))
+            .collect();
+        let written = status_annotations(&statuses)
+            .map_err(|e| CniError::io(format!("network-status cannot be encoded: {e}")))
+            .and_then(|changes| {
+                c.set_pod_annotations(&p.namespace, &p.name, &changes)
+                    .map_err(|e| {
+                        CniError::try_again_later(format!(
+                            "writing the network-status of pod {p}: {e}"
+                        ))
+                    })
+            });
+        if let Err(e) = written {
+            return Err(undo(env, cache, &key, &record, e));
+        }
+    }
+    let merged = CniResult::merge(version, &results);
+    info!(attachments = planned.len(), "pod attached");
+    Ok(merged.to_version(version).to_json())
+}
+
+/// A failed ADD: tear down what was added, newest first. The attachment whose ADD failed gets a
+/// best-effort DEL (its plugin is responsible for what its failed ADD left, and may refuse DEL for
+/// the same reason it refused ADD); the ones that succeeded must come down, or the record stays so
+/// that the runtime's DEL finds it and tries again.
+fn undo(env: &CniEnv, cache: &CacheDir, key: &PodKey, record: &PodRecord, e: CniError) -> CniError {
+    let (failed, done) = match record.attachments.split_last() {
+        Some((last, rest)) if last.result.is_none() => (Some(last), rest),
+        _ => (None, record.attachments.as_slice()),
+    };
+    if let Some(f) = failed {
+        if let Err(de) = del_attachment(env, f) {
+            info!(network = %f.network, error = %de.msg, "DEL of the failed attachment was refused");
+        }
+    }
+    let errors: Vec<CniError> = done
+        .iter()
+        .rev()
+        .filter_map(|a| del_attachment(env, a).err())
+        .collect();
+    match delegate::combine(errors) {
+        Ok(()) => {
+            if let Err(ce) = cache.remove_pod(key) {
+                warn!(error = %ce, "cache record of a failed ADD left behind");
+            }
+        }
+        Err(te) => {
+            warn!(error = %te.msg, "teardown after a failed ADD was incomplete; DEL will retry")
+        }
+    }
+    e
+}
+
+fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
+    let key = key_of(env)?;
+    let Some(record) = cache.read_pod(&key)? else {
+        // The record is written before any delegate runs: no record, nothing was attached.
+        info!("nothing recorded for this container; nothing to delete");
+        return Ok(());
+    };
+    teardown(env, &record)?;
+    cache.remove_pod(&key)?;
+    info!(attachments = record.attachments.len(), "pod detached");
+    Ok(())
+}
+
+fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
+    let key = key_of(env)?;
+    let record = cache.read_pod(&key)?.ok_or_else(|| {
+        CniError::unknown_container(format!(
+            "no attachments are recorded for container {}",
+            env.container_id
+        ))
+    })?;
+    for a in &record.attachments {
+        let list = delegate::as_list(&a.conf)?;
+        let cached = cached_result(a)?;
+        delegate::check(
+            env,
+            &a.network,
+            &a.if_name,
+            &list,
+            &injected_of(a),
+            cached.as_ref(),
+        )?;
+    }
+    Ok(())
+}
+
+/// GC: every recorded pod that is not in `cni.dev/valid-attachments` is deleted.
+fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), CniError> {
+    let valid = netconf.valid_attachments()?.unwrap_or_default();
+    let keep: BTreeSet<(String, String)> = valid
+        .into_iter()
+        .map(|a| (a.container_id, a.ifname))
+        .collect();
+    let mut errors = Vec::new();
+    for listed in cache.list_pods()? {
+        let record = match listed.record {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e.to_cni_error());
+                continue;
+            }
+        };
+        if keep.contains(&(record.container_id.clone(), record.if_name.clone())) {
+            continue;
+        }
+        let mut e2 = env.clone();
+        e2.container_id = record.container_id.clone();
+        e2.netns = record.netns.clone();
+        info!(container = %record.container_id, "collecting a stale attachment record");
+        match teardown(&e2, &record).and_then(|()| Ok(cache.remove_pod(&record.key()?)?)) {
+            Ok(()) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    delegate::combine(errors)
+}
+
+/// STATUS: ready when the readiness indicator file (the default network's) exists.
+fn status(conf: &GenieConf) -> Result<(), CniError> {
+    match &conf.readiness_indicator_file {
+        Some(f) if !f.exists() => Err(CniError::plugin_not_available(format!(
+            "the default network is not ready: {} does not exist",
+            f.display()
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,418 @@
+//! Which networks a pod gets, on which interfaces, with which configs.
+//!
+//! The first attachment is the pod's default network, on `CNI_IFNAME`:
+//! - the pod's `v1.multus-cni.io/default-network` when set, else the conf's `clusterNetwork` (a conf
+//!   file path, a conf name in `confDir`, or a NetworkAttachmentDefinition `[namespace/]name`,
+//!   `kube-system` by default), else the first of the conf's `delegates`;
+//! - without any of those (CNI-Genie style), the first plugin of the pod's `cni:` annotation, else
+//!   of its `networks:` LogicalNetworks, else of the conf's `default_plugin`.
+//!
+//! Then, in order: the conf's `defaultNetworks` (outside `systemNamespaces`), the NPWG
+//! `k8s.v1.cni.cncf.io/networks` (interfaces `net1`, `net2`, ... unless requested), and the rest of
+//! the CNI-Genie plugins or LogicalNetworks (`eth1`, `eth2`, ... unless requested). Two attachments
+//! on one interface name are refused.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use super::delegate::Injected;
+use crate::annotations::{GeniePlugin, LogicalNetworkRef, NetworkSelection, PodNetworkRequest};
+use crate::genieconf::{
+    apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, GenieConf,
+    ResolvedConfig,
+};
+use crate::k8s::Client;
+use crate::spec::error::CniError;
+
+/// The namespace a `clusterNetwork` or `defaultNetworks` NAD name without one lives in.
+pub const DEFAULT_NAD_NAMESPACE: &str = "kube-system";
+
+/// One planned attachment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// Its name in network-status: `namespace/name` for a NAD, else the network's name.
+    pub network: String,
+    pub ifname: String,
+    /// The network's config (a conf or a conflist object).
+    pub config: Value,
+    pub injected: Injected,
+    /// This attachment is the pod's default network.
+    pub default: bool,
+    /// Gateways through which this attachment should carry the default route (NPWG).
+    pub default_route: Vec<IpAddr>,
+}
+
+/// A network's status name and config.
+type Network = (String, Value);
+
+/// A CNI-Genie entry: the interface it asks for, and its network (or why there is none).
+type GenieEntry = (Option<String>, Result<Network, CniError>);
+
+/// A secondary attachment before its interface name is settled.
+struct Secondary {
+    network: Network,
+    injected: Injected,
+    want: Option<String>,
+    default_route: Vec<IpAddr>,
+}
+
+/// The pod the plan is for, with what its annotations ask.
+pub struct PodContext<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub request: &'a PodNetworkRequest,
+}
+
+fn config_error(msg: String) -> CniError {
+    CniError::invalid_config(msg)
+}
+
+fn api_error(what: String, e: crate::k8s::Error) -> CniError {
+    if e.is_unavailable() {
+        CniError::try_again_later(format!("{what}: {e}"))
+    } else {
+        CniError::invalid_config(format!("{what}: {e}"))
+    }
+}
+
+fn resolved_name(r: &ResolvedConfig, fallback: &str) -> String {
+    r.name().unwrap_or(fallback).to_string()
+}
+
+struct Planner<'a> {
+    conf: &'a GenieConf,
+    client: Option<&'a Client>,
+    pod: Option<&'a PodContext<'a>>,
+    out: Vec<Planned>,
+    used: BTreeSet<String>,
+}
+
+impl Planner<'_> {
+    fn pod_label(&self) -> String {
+        self.pod
+            .map(|p| format!("pod {}/{}", p.namespace, p.name))
+            .unwrap_or_else(|| "the container".into())
+    }
+
+    fn push(&mut self, mut p: Planned) -> Result<(), CniError> {
+        if !self.used.insert(p.ifname.clone()) {
+            return Err(config_error(format!(
+                "{}: interface {} is requested twice (network {})",
+                self.pod_label(),
+                p.ifname,
+                p.network
+            )));
+        }
+        if let Value::Object(m) = &mut p.config {
+            if !m.contains_key("name") {
+                m.insert("name".into(), Value::String(p.network.replace('/', "-")));
+            }
+        }
+        self.out.push(p);
+        Ok(())
+    }
+
+    fn client(&self, what: &str) -> Result<&Client, CniError> {
+        self.client.ok_or_else(|| {
+            config_error(format!(
+                "{what} needs the Kubernetes API, but {} has no pod identity in CNI_ARGS",
+                self.pod_label()
+            ))
+        })
+    }
+
+    fn nad(&self, namespace: &str, name: &str) -> Result<Network, CniError> {
+        if let Some(p) = self.pod {
+            self.conf
+                .check_isolation(p.namespace, p.name, namespace, name)
+                .map_err(|e| config_error(e.to_string()))?;
+        }
+        let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
+        let nad = self
+            .client(&what)?
+            .get_network_attachment_definition(namespace, name)
+            .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
+        let resolved = resolve_nad_config(&nad, &self.conf.conf_dir)
+            .map_err(|e| config_error(e.to_string()))?;
+        Ok((
+            format!("{namespace}/{name}"),
+            Value::Object(resolved.config),
+        ))
+    }
+
+    fn plugin(&self, plugin: &str) -> Result<Network, CniError> {
+        let r = find_plugin_conf(&self.conf.conf_dir, plugin)
+            .map_err(|e| config_error(e.to_string()))?
+            .ok_or_else(|| {
+                config_error(format!(
+                    "{} asks for plugin {plugin:?}, but no config in {} has that name or type",
+                    self.pod_label(),
+                    self.conf.conf_dir.display()
+                ))
+            })?;
+        Ok((resolved_name(&r, plugin), Value::Object(r.config)))
+    }
+
+    fn logical_network(&self, ln: &LogicalNetworkRef) -> Result<Network, CniError> {
+        let ns = self.pod.map_or(DEFAULT_NAD_NAMESPACE, |p| p.namespace);
+        let what = format!("LogicalNetwork {ns}/{}", ln.name);
+        let obj = self
+            .client(&what)?
+            .get_logical_network(ns, &ln.name)
+            .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
+        let mut r = find_plugin_conf(&self.conf.conf_dir, &obj.spec.plugin)
+            .map_err(|e| config_error(e.to_string()))?
+            .ok_or_else(|| {
+                config_error(format!(
+                    "{what} uses plugin {:?}, which has no config in {}",
+                    obj.spec.plugin,
+                    self.conf.conf_dir.display()
+                ))
+            })?;
+        apply_logical_network(&mut r, &obj).map_err(|e| config_error(e.to_string()))?;
+        Ok((format!("{ns}/{}", ln.name), Value::Object(r.config)))
+    }
+
+    /// `clusterNetwork`: a conf file path, a conf name in confDir, or a NAD.
+    fn cluster_network(&self, spec: &str) -> Result<Network, CniError> {
+        if spec.starts_with('/') {
+            let bytes = std::fs::read(spec)
+                .map_err(|e| config_error(format!("clusterNetwork {spec}: {e}")))?;
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| config_error(format!("clusterNetwork {spec}: {e}")))?;
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("cluster")
+                .to_string();
+            return Ok((name, v));
+        }
+        if let Some(r) =
+            find_conf_file(&self.conf.conf_dir, spec).map_err(|e| config_error(e.to_string()))?
+        {
+            return Ok((resolved_name(&r, spec), Value::Object(r.config)));
+        }
+        let (ns, name) = spec
+            .split_once('/')
+            .unwrap_or((DEFAULT_NAD_NAMESPACE, spec));
+        self.nad(ns, name)
+    }
+}
+
+/// NPWG capability args of a selection element.
+fn injected(sel: &NetworkSelection) -> Injected {
+    let mut rc = Map::new();
+    if !sel.ips.is_empty() {
+        rc.insert(
+            "ips".into(),
+            Value::Array(
+                sel.ips
+                    .iter()
+                    .map(|i| Value::String(i.to_string()))
+                    .collect(),
+            ),
+        );
+    }
+    if let Some(mac) = &sel.mac {
+        rc.insert("mac".into(), Value::String(mac.to_string()));
+    }
+    if !sel.port_mappings.is_empty() {
+        if let Ok(v) = serde_json::to_value(&sel.port_mappings) {
+            rc.insert("portMappings".into(), v);
+        }
+    }
+    if let Some(bw) = &sel.bandwidth {
+        if let Ok(v) = serde_json::to_value(bw) {
+            rc.insert("bandwidth".into(), v);
+        }
+    }
+    if let Some(id) = &sel.device_id {
+        rc.insert("deviceID".into(), Value::String(id.clone()));
+    }
+    if let Some(guid) = &sel.infiniband_guid {
+        rc.insert("infinibandGUID".into(), Value::String(guid.clone()));
+    }
+    Injected {
+        runtime_config: rc,
+        cni_args: sel.cni_args.clone(),
+    }
+}
+
+/// Works out the pod's attachments. `ifname` is the runtime's CNI_IFNAME.
+pub fn plan(
+    conf: &GenieConf,
+    ifname: &str,
+    pod: Option<&PodContext<'_>>,
+    client: Option<&Client>,
+) -> Result<Vec<Planned>, CniError> {
+    let mut p = Planner {
+        conf,
+        client,
+        pod,
+        out: Vec::new(),
+        used: BTreeSet::new(),
+    };
+    let empty = PodNetworkRequest::default();
+    let req = pod.map_or(&empty, |c| c.request);
+
+    // CNI-Genie entries (plugins or LogicalNetworks), in order.
+    let genie: Vec<GenieEntry> = match (&req.genie_plugins, req.logical_networks.is_empty()) {
+        (Some(plugins), _) => plugins
+            .iter()
+            .map(|g: &GeniePlugin| {
+                (
+                    g.interface.as_ref().map(|i| i.to_string()),
+                    p.plugin(&g.plugin),
+                )
+            })
+            .collect(),
+        (None, false) => req
+            .logical_networks
+            .iter()
+            .map(|l| {
+                (
+                    l.interface.as_ref().map(|i| i.to_string()),
+                    p.logical_network(l),
+                )
+            })
+            .collect(),
+        (None, true) => Vec::new(),
+    };
+
+    // The default network.
+    let default: Option<(String, Value, Injected)> = if let Some(sel) = &req.default_network {
+        let ns = sel.namespace_or(pod.map_or(DEFAULT_NAD_NAMESPACE, |c| c.namespace));
+        let (n, v) = p.nad(ns, &sel.name)?;
+        Some((n, v, injected(sel)))
+    } else if let Some(cn) = &conf.cluster_network {
+        let (n, v) = p.cluster_network(cn)?;
+        Some((n, v, Injected::default()))
+    } else if let Some(d) = conf.delegates.first() {
+        let n = d
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        Some((n, d.clone(), Injected::default()))
+    } else {
+        None
+    };
+    let mut genie = genie.into_iter();
+    let genie_mode = default.is_none();
+    match default {
+        Some((network, config, injected)) => p.push(Planned {
+            network,
+            ifname: ifname.to_string(),
+            config,
+            injected,
+            default: true,
+            default_route: Vec::new(),
+        })?,
+        None => {
+            let (want, first) = match genie.next() {
+                Some((want, r)) => (want, r?),
+                None => (None, {
+                    let plugin = conf.default_plugins.first().ok_or_else(|| {
+                        config_error(format!(
+                            "{} has no default network: set clusterNetwork, delegates or default_plugin in the genie conf, or annotate the pod with cni",
+                            p.pod_label()
+                        ))
+                    })?;
+                    p.plugin(plugin)?
+                }),
+            };
+            p.push(Planned {
+                network: first.0,
+                // CNI-Genie lets even the first plugin name its interface (`flannel@eth1`).
+                ifname: want.unwrap_or_else(|| ifname.to_string()),
+                config: first.1,
+                injected: Injected::default(),
+                default: true,
+                default_route: Vec::new(),
+            })?;
+        }
+    }
+
+    // defaultNetworks, then the NPWG selections: net1, net2, ...
+    let mut secondary: Vec<Secondary> = Vec::new();
+    if let Some(c) = pod {
+        if conf.default_networks_apply(c.namespace) {
+            for dn in &conf.default_networks {
+                let (ns, name) = dn.split_once('/').unwrap_or((DEFAULT_NAD_NAMESPACE, dn));
+                secondary.push(Secondary {
+                    network: p.nad(ns, name)?,
+                    injected: Injected::default(),
+                    want: None,
+                    default_route: Vec::new(),
+                });
+            }
+        }
+    }
+    for sel in &req.networks {
+        let ns = sel.namespace_or(pod.map_or(DEFAULT_NAD_NAMESPACE, |c| c.namespace));
+        secondary.push(Secondary {
+            network: p.nad(ns, &sel.name)?,
+            injected: injected(sel),
+            want: sel.interface.as_ref().map(|i| i.to_string()),
+            default_route: sel.default_route.clone(),
+        });
+    }
+    // Requested names are taken first so that generated ones step around them.
+    let requested: BTreeSet<String> = secondary.iter().filter_map(|s| s.want.clone()).collect();
+    let mut n = 0;
+    for s in secondary {
+        let ifname = match s.want {
+            Some(i) => i,
+            None => loop {
+                n += 1;
+                let cand = format!("net{n}");
+                if !requested.contains(&cand) && !p.used.contains(&cand) {
+                    break cand;
+                }
+            },
+        };
+        p.push(Planned {
+            network: s.network.0,
+            ifname,
+            config: s.network.1,
+            injected: s.injected,
+            default: false,
+            default_route: s.default_route,
+        })?;
+    }
+
+    // The remaining CNI-Genie entries (or the repeated default plugins): eth1, eth2, ...
+    let mut rest: Vec<(Option<String>, Network)> = Vec::new();
+    for (want, r) in genie {
+        rest.push((want, r?));
+    }
+    if genie_mode && req.genie_plugins.is_none() && req.logical_networks.is_empty() {
+        for plugin in conf.default_plugins.iter().skip(1) {
+            rest.push((None, p.plugin(plugin)?));
+        }
+    }
+    let mut e = 0;
+    for (want, (network, config)) in rest {
+        let ifname = match want {
+            Some(i) => i,
+            None => loop {
+                e += 1;
+                let cand = format!("eth{e}");
+                if !p.used.contains(&cand) {
+                    break cand;
+                }
+            },
+        };
+        p.push(Planned {
+            network,
+            ifname,
+            config,
+            injected: Injected::default(),
+            default: false,
+            default_route: Vec::new(),
+        })?;
+    }
+    Ok(p.out)
+}

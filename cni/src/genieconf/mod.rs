@@ -1,0 +1,392 @@
+//! The node's `"type": "genie"` network configuration: CNI-Genie's keys and the Multus keys we
+//! accept, with defaults; resolving a NetworkAttachmentDefinition to a CNI config; namespace
+//! isolation.
+//!
+//! Keys are read one by one from the JSON object so that every error names its key; unknown keys
+//! are ignored (a CNI conf carries many).
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use crate::annotations::is_plugin_name;
+use crate::k8s::objects::is_dns_label;
+
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/vfgenie";
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+
+/// Errors in the genie conf, each naming its key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfError {
+    #[error("the genie conf is not valid JSON: {0}")]
+    Json(String),
+    #[error("the genie conf is not a JSON object")]
+    NotAnObject,
+    #[error("the genie conf key {key:?} is invalid: {problem}")]
+    Key { key: String, problem: String },
+}
+
+mod resolve;
+pub use resolve::{
+    apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, ConfigSource,
+    LogicalNetworkError, ResolvedConfig,
+};
+
+/// Errors while turning a NetworkAttachmentDefinition into a CNI config.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("NetworkAttachmentDefinition {namespace}/{name}: spec.config is not a valid CNI config: {problem}")]
+    SpecConfig {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+    #[error("NetworkAttachmentDefinition {namespace}/{name} has no spec.config and no file in {conf_dir} is named {name:?}")]
+    NoFile {
+        namespace: String,
+        name: String,
+        conf_dir: PathBuf,
+    },
+    #[error("{plugin:?} is not a plain plugin name")]
+    PluginName { plugin: String },
+    #[error("cannot read the conf dir {conf_dir}")]
+    ReadDir {
+        conf_dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A pod referenced a NetworkAttachmentDefinition that namespace isolation forbids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pod {pod_namespace}/{pod_name} may not use NetworkAttachmentDefinition {nad_namespace}/{nad_name}: with namespaceIsolation a pod may only use NetworkAttachmentDefinitions of its own namespace or of the global namespaces ({global})")]
+pub struct IsolationError {
+    pub pod_namespace: String,
+    pub pod_name: String,
+    pub nad_namespace: String,
+    pub nad_name: String,
+    pub global: String,
+}
+
+/// Log levels of both projects' spellings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Panic,
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Verbose,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "panic" | "fatal" => LogLevel::Panic,
+            "error" => LogLevel::Error,
+            "warning" | "warn" => LogLevel::Warning,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "verbose" | "trace" => LogLevel::Verbose,
+            _ => return None,
+        })
+    }
+}
+
+/// The genie conf, validated, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenieConf {
+    pub name: Option<String>,
+    pub cni_version: Option<String>,
+    /// CNI-Genie `default_plugin`, in order, repeats kept.
+    pub default_plugins: Vec<String>,
+    /// CNI-Genie `kubernetes.kubeconfig`, else Multus `kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// CNI-Genie `kubernetes.k8s_api_root`.
+    pub k8s_api_root: Option<String>,
+    /// CNI-Genie `cAdvisor_address`.
+    pub cadvisor_address: Option<String>,
+    /// Multus `clusterNetwork`: a NAD name (`[namespace/]name`), a conf name, or a conf file path.
+    pub cluster_network: Option<String>,
+    /// Multus `defaultNetworks`: NAD names added to every pod outside `systemNamespaces`.
+    pub default_networks: Vec<String>,
+    /// Multus `delegates` (legacy): inline CNI configs; the first is the cluster default.
+    pub delegates: Vec<Value>,
+    pub conf_dir: PathBuf,
+    pub cni_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub readiness_indicator_file: Option<PathBuf>,
+    pub namespace_isolation: bool,
+    pub global_namespaces: Vec<String>,
+    pub system_namespaces: Vec<String>,
+    /// `logLevel`, else CNI-Genie `log_level`.
+    pub log_level: Option<LogLevel>,
+    pub log_file: Option<PathBuf>,
+}
+
+impl GenieConf {
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ConfError> {
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| ConfError::Json(e.to_string()))?;
+        Self::from_value(&v)
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, ConfError> {
+        let o = v.as_object().ok_or(ConfError::NotAnObject)?;
+        let k = Keys(o);
+        let kubernetes = k.object("kubernetes")?;
+        let genie_kubeconfig = match kubernetes {
+            Some(m) => Keys(m).string_in("kubernetes.kubeconfig", "kubeconfig")?,
+            None => None,
+        };
+        let k8s_api_root = match kubernetes {
+            Some(m) => Keys(m).string_in("kubernetes.k8s_api_root", "k8s_api_root")?,
+            None => None,
+        };
+        if let Some(root) = &k8s_api_root {
+            crate::k8s::kubeconfig::parse_server(root)
+                .map_err(|e| key_err("kubernetes.k8s_api_root", e.to_string()))?;
+        }
+        let default_plugins = match k.string("default_plugin")? {
+            Some(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    if is_plugin_name(p) {
+                        Ok(p.to_string())
+                    } else {
+                        Err(key_err(
+                            "default_plugin",
+                            format!("{p:?} is not a plain plugin name"),
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let kubeconfig = match genie_kubeconfig {
+            Some(p) => Some(abs_path("kubernetes.kubeconfig", &p)?),
+            None => k.path("kubeconfig")?,
+        };
+        let log_level = match (k.string("logLevel")?, k.string("log_level")?) {
+            (Some(l), _) => Some(LogLevel::parse(&l).ok_or_else(|| {
+                key_err(
+                    "logLevel",
+                    format!("{l:?} is not one of panic, error, warning, info, debug, verbose"),
+                )
+            })?),
+            (None, Some(l)) => Some(LogLevel::parse(&l).ok_or_else(|| {
+                key_err(
+                    "log_level",
+                    format!("{l:?} is not one of panic, error, warning, info, debug, verbose"),
+                )
+            })?),
+            (None, None) => None,
+        };
+        let namespaces = |key: &str, default: &[&str]| -> Result<Vec<String>, ConfError> {
+            let list = match o.get(key) {
+                None | Some(Value::Null) => {
+                    return Ok(default.iter().map(|s| s.to_string()).collect())
+                }
+                Some(Value::String(s)) => s
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|e| {
+                        e.as_str()
+                            .map(|s| s.trim().to_string())
+                            .ok_or_else(|| key_err(key, "elements must be strings"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(_) => {
+                    return Err(key_err(key, "must be a comma list or a list of namespaces"))
+                }
+            };
+            for ns in &list {
+                if !is_dns_label(ns) {
+                    return Err(key_err(key, format!("{ns:?} is not a valid namespace")));
+                }
+            }
+            Ok(list)
+        };
+        let default_networks = match o.get("defaultNetworks") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|e| {
+                    let s = e
+                        .as_str()
+                        .ok_or_else(|| key_err("defaultNetworks", "elements must be strings"))?;
+                    check_nad_ref("defaultNetworks", s)?;
+                    Ok(s.to_string())
+                })
+                .collect::<Result<Vec<_>, ConfError>>()?,
+            Some(_) => {
+                return Err(key_err(
+                    "defaultNetworks",
+                    "must be a list of network names",
+                ))
+            }
+        };
+        let delegates = match o.get("delegates") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => {
+                for d in a {
+                    if !d.is_object() {
+                        return Err(key_err("delegates", "elements must be CNI config objects"));
+                    }
+                }
+                a.clone()
+            }
+            Some(_) => return Err(key_err("delegates", "must be a list of CNI config objects")),
+        };
+        let cluster_network = k.string("clusterNetwork")?.filter(|s| !s.is_empty());
+        Ok(Self {
+            name: k.string("name")?,
+            cni_version: k.string("cniVersion")?,
+            default_plugins,
+            kubeconfig,
+            k8s_api_root,
+            cadvisor_address: k.string("cAdvisor_address")?.filter(|s| !s.is_empty()),
+            cluster_network,
+            default_networks,
+            delegates,
+            conf_dir: k
+                .path("confDir")?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF_DIR)),
+            cni_dir: k
+                .path("cniDir")?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_DIR)),
+            bin_dir: k
+                .path("binDir")?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_BIN_DIR)),
+            readiness_indicator_file: k.path("readinessindicatorfile")?,
+            namespace_isolation: k.bool("namespaceIsolation")?.unwrap_or(false),
+            global_namespaces: namespaces("globalNamespaces", &[])?,
+            system_namespaces: namespaces("systemNamespaces", &["kube-system"])?,
+            log_level,
+            log_file: k.path("logFile")?,
+        })
+    }
+
+    /// Where the API server is: `kubernetes.kubeconfig` (or `kubeconfig`) when set, else the
+    /// in-cluster configuration; `kubernetes.k8s_api_root` replaces the server address.
+    pub fn cluster_config(
+        &self,
+        in_cluster: &crate::k8s::InClusterPaths,
+    ) -> Result<crate::k8s::ClusterConfig, crate::k8s::ConfigError> {
+        let cluster = crate::k8s::ClusterConfig::load(self.kubeconfig.as_deref(), in_cluster)?;
+        match &self.k8s_api_root {
+            Some(root) => cluster.with_server(root),
+            None => Ok(cluster),
+        }
+    }
+
+    /// Whether `defaultNetworks` apply to pods of this namespace (not to `systemNamespaces`).
+    pub fn default_networks_apply(&self, pod_namespace: &str) -> bool {
+        !self.system_namespaces.iter().any(|n| n == pod_namespace)
+    }
+
+    /// Namespace isolation: with `namespaceIsolation`, a pod may only reference NADs of its own
+    /// namespace or of `globalNamespaces`.
+    pub fn check_isolation(
+        &self,
+        pod_namespace: &str,
+        pod_name: &str,
+        nad_namespace: &str,
+        nad_name: &str,
+    ) -> Result<(), IsolationError> {
+        if !self.namespace_isolation
+            || pod_namespace == nad_namespace
+            || self.global_namespaces.iter().any(|g| g == nad_namespace)
+        {
+            return Ok(());
+        }
+        Err(IsolationError {
+            pod_namespace: pod_namespace.to_string(),
+            pod_name: pod_name.to_string(),
+            nad_namespace: nad_namespace.to_string(),
+            nad_name: nad_name.to_string(),
+            global: if self.global_namespaces.is_empty() {
+                "none".to_string()
+            } else {
+                self.global_namespaces.join(", ")
+            },
+        })
+    }
+}
+
+fn key_err(key: &str, problem: impl Into<String>) -> ConfError {
+    ConfError::Key {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn abs_path(key: &str, s: &str) -> Result<PathBuf, ConfError> {
+    let p = PathBuf::from(s);
+    if !p.is_absolute() {
+        return Err(key_err(key, format!("{s:?} is not an absolute path")));
+    }
+    Ok(p)
+}
+
+/// `[namespace/]name` with both parts DNS labels.
+fn check_nad_ref(key: &str, s: &str) -> Result<(), ConfError> {
+    let ok = match s.split_once('/') {
+        Some((ns, name)) => is_dns_label(ns) && is_dns_label(name),
+        None => is_dns_label(s),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(key_err(key, format!("{s:?} is not [namespace/]name")))
+    }
+}
+
+struct Keys<'a>(&'a Map<String, Value>);
+
+impl<'a> Keys<'a> {
+    fn string(&self, key: &str) -> Result<Option<String>, ConfError> {
+        self.string_in(key, key)
+    }
+
+    /// `full` names the key in errors (`kubernetes.kubeconfig`), `key` is looked up.
+    fn string_in(&self, full: &str, key: &str) -> Result<Option<String>, ConfError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(key_err(full, "must be a string")),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(key_err(key, "must be true or false")),
+        }
+    }
+
+    fn object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, ConfError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(_) => Err(key_err(key, "must be an object")),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfError> {
+        match self.string(key)?.filter(|s| !s.is_empty()) {
+            Some(s) => abs_path(key, &s).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,17 @@
+//! A small hand-written Kubernetes API client: only the calls the CNI binary makes (read a pod, a
+//! NetworkAttachmentDefinition, a LogicalNetwork; write pod annotations through pods/status). No
+//! kube-rs: the binary is exec'd once per pod and must start fast.
+
+mod client;
+pub mod kubeconfig;
+pub mod objects;
+mod tls;
+
+pub use client::{AsyncClient, Client, ClientOptions, Error};
+pub use kubeconfig::{
+    Auth, ClientIdentity, ClusterConfig, ConfigError, InClusterPaths, Secret, TlsConfig,
+};
+pub use objects::{
+    Kind, LogicalNetwork, LogicalNetworkSpec, NadSpec, NetworkAttachmentDefinition, ObjectMeta,
+    ObjectRef, Pod, PodStatus, RESOURCE_NAME_ANNOTATION,
+};

@@ -1,0 +1,19 @@
+//! The CNI meta-plugin (`"type": "genie"`) and the SR-IOV plugin (`"type": "sriov"`).
+//!
+//! - [`spec`]: the CNI protocol as types: versions, errors, the environment, network configs and
+//!   results of every version with conversions between them.
+//! - [`exec`]: finding and running delegate plugins.
+//! - [`cache`]: crash-safe per-attachment and per-pod records for DEL and GC.
+//! - [`install`]: `genie install`, the atomic copy of the binary into a CNI bin dir.
+//! - [`k8s`], [`annotations`], [`genieconf`], [`netstatus`]: the Kubernetes side: the API client,
+//!   the pod's network annotations, the node's genie conf, and what is written back on the pod.
+
+pub mod annotations;
+pub mod cache;
+pub mod exec;
+pub mod genie;
+pub mod genieconf;
+pub mod install;
+pub mod k8s;
+pub mod netstatus;
+pub mod spec;

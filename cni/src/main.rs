@@ -1,0 +1,121 @@
+//! The CNI binary the container runtime execs: reads the network config from stdin and the `CNI_*`
+//! variables, prints only the result (or the error JSON) on stdout, and logs to stderr or to the
+//! conf's `logFile`.
+//!
+//! Run with arguments it is a tool, not a plugin: `genie install --to DIR [--name NAME ...]`
+//! copies itself into a CNI bin dir (see [`vfcni::install`]). Runtimes exec plugins without
+//! arguments.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(stdin: &[u8]) {
+    let conf: serde_json::Value = serde_json::from_slice(stdin).unwrap_or_default();
+    let level = conf
+        .get("logLevel")
+        .or_else(|| conf.get("log_level"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("info")
+        .to_ascii_lowercase();
+    let level = match level.as_str() {
+        "panic" | "fatal" | "error" => "error",
+        "warning" | "warn" => "warn",
+        "debug" | "verbose" => "debug",
+        _ => "info",
+    };
+    let filter = EnvFilter::try_from_env("VFGENIE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let file = conf
+        .get("logFile")
+        .and_then(|v| v.as_str())
+        .filter(|p| p.starts_with('/'))
+        .and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(p)
+                .ok()
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    match file {
+        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// `genie install ...`; logs go to stderr.
+fn run_tool(mut args: std::env::ArgsOs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("VFGENIE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match args.next().as_ref().and_then(|a| a.to_str()) {
+        Some("install") => {}
+        other => {
+            eprintln!(
+                "genie: unknown command {:?}; usage: genie install --to DIR [--name NAME ...] (as a CNI plugin genie takes no arguments)",
+                other.unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let result =
+        vfcni::install::InstallArgs::parse(args).and_then(|a| vfcni::install::install_self(&a));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("genie install: {}", error_chain(&e));
+            match e {
+                vfcni::install::InstallError::Usage { .. }
+                | vfcni::install::InstallError::Name { .. } => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let _argv0 = args.next();
+    if args.len() > 0 {
+        return run_tool(args);
+    }
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        eprintln!("genie: cannot read the network config from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    init_logging(&stdin);
+    let env = vfcni::spec::env::CniEnv::capture();
+    let out = vfcni::genie::run(&env, &stdin);
+    let mut so = std::io::stdout().lock();
+    if !out.stdout.is_empty() {
+        let _ = so.write_all(out.stdout.as_bytes());
+        let _ = so.write_all(b"\n");
+    }
+    let _ = so.flush();
+    if out.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
