@@ -1,0 +1,7 @@
+//! Harnesses for the integration tests: stand-ins for what cannot run here (the kubelet), speaking
+//! the real wire protocol over the real paths.
+
+pub mod apiserver;
+pub mod kubelet;
+pub mod runtime;
+pub mod synth;

@@ -1,0 +1,880 @@
+//! Every YAML document under `manifests/` parses into its typed Kubernetes object without losing a
+//! field (a misspelt key fails), and the agent's manifests agree with the code: the DaemonSet
+//! mounts every host path the agent uses (taken from the code's constants), its probes ask for
+//! paths the HTTP server serves, the ConfigMap holds a config the agent accepts at the path its
+//! arguments name, and RBAC grants no wildcards and nothing to an agent that makes no API calls.
+//!
+//! The CNI's manifests likewise: the CRDs are the ones genie's client reads, the genie conf in the
+//! ConfigMap is one genie accepts and names the paths the DaemonSet installs into, the init script
+//! (run here against a temp dir) installs a binary, conf and kubeconfig that genie accepts, and
+//! the ClusterRole grants exactly the API calls genie makes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Probe, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vfagent::config::Config;
+use vfagent::http::{DEFAULT_PORT, HEALTHZ_PATH, METRICS_PATH};
+use vfcore::paths::{modules, params};
+use vfcore::SysRoot;
+
+const AGENT: &str = "vfgenie-agent";
+
+/// All objects found under `manifests/`.
+#[derive(Default)]
+struct Manifests {
+    daemon_sets: Vec<DaemonSet>,
+    config_maps: Vec<ConfigMap>,
+    service_accounts: Vec<ServiceAccount>,
+    namespaces: Vec<Namespace>,
+    roles: Vec<Role>,
+    cluster_roles: Vec<ClusterRole>,
+    role_bindings: Vec<RoleBinding>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    crds: Vec<CustomResourceDefinition>,
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+}
+
+/// Parses `doc` as `T` and checks that serializing it again gives the document back, so a key the
+/// type does not know (a typo, a field at the wrong level) fails instead of vanishing.
+fn typed<T: DeserializeOwned + Serialize>(doc: serde_json::Value, at: &str) -> T {
+    let obj: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{at}: not a valid object of its kind: {e}"));
+    let back = serde_json::to_value(&obj).unwrap();
+    assert_eq!(
+        back, doc,
+        "{at}: fields were lost in parsing (a misspelt or misplaced key?)"
+    );
+    obj
+}
+
+fn load() -> Manifests {
+    let mut files = Vec::new();
+    yaml_files(&workspace().join("manifests"), &mut files);
+    files.sort();
+    assert!(!files.is_empty(), "no manifests found");
+    let mut m = Manifests::default();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, de) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+            let at = format!("{} document {i}", file.display());
+            // YAML's core types map onto JSON values, which the k8s-openapi types read.
+            let doc: serde_json::Value = serde::Deserialize::deserialize(de)
+                .unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
+            if doc.is_null() {
+                continue; // an empty document between `---` separators
+            }
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            let api = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
+            match (api.as_str(), kind.as_str()) {
+                ("apps/v1", "DaemonSet") => m.daemon_sets.push(typed(doc, &at)),
+                ("v1", "ConfigMap") => m.config_maps.push(typed(doc, &at)),
+                ("v1", "ServiceAccount") => m.service_accounts.push(typed(doc, &at)),
+                ("v1", "Namespace") => m.namespaces.push(typed(doc, &at)),
+                ("rbac.authorization.k8s.io/v1", "Role") => m.roles.push(typed(doc, &at)),
+                ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                    m.cluster_roles.push(typed(doc, &at))
+                }
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                    m.role_bindings.push(typed(doc, &at))
+                }
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                    m.cluster_role_bindings.push(typed(doc, &at))
+                }
+                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                    m.crds.push(typed(doc, &at))
+                }
+                _ => panic!("{at}: {api} {kind} is not a kind this test knows; add it here"),
+            }
+        }
+    }
+    m
+}
+
+fn agent_daemon_set(m: &Manifests) -> &DaemonSet {
+    let found: Vec<_> = m
+        .daemon_sets
+        .iter()
+        .filter(|d| d.metadata.name.as_deref() == Some(AGENT))
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one DaemonSet {AGENT}");
+    found[0]
+}
+
+fn pod_spec(ds: &DaemonSet) -> &PodSpec {
+    ds.spec.template.spec.as_ref().unwrap()
+}
+
+fn agent_container(ds: &DaemonSet) -> &Container {
+    let spec = pod_spec(ds);
+    assert_eq!(spec.containers.len(), 1, "the agent pod has one container");
+    &spec.containers[0]
+}
+
+/// Host paths the agent opens, from the code's own path constants and helpers.
+fn host_paths_used() -> Vec<(PathBuf, Access)> {
+    let host = SysRoot::host();
+    let pod_resources_dir = Path::new(vfdp::paths::POD_RESOURCES_SOCKET)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    vec![
+        (host.pci_devices(), Access::Write),
+        (host.pci_drivers(), Access::Write),
+        (host.pci_drivers_probe(), Access::Write),
+        (host.net_class(), Access::Read),
+        (host.iommu_groups(), Access::Read),
+        (
+            host.module_parameter(modules::VFIO, params::ENABLE_UNSAFE_NOIOMMU_MODE)
+                .unwrap(),
+            Access::Read,
+        ),
+        (host.dev_vfio(), Access::Read),
+        (host.dev_vfio_container(), Access::Read),
+        (host.dev_vhost_net(), Access::Read),
+        (host.dev_net_tun(), Access::Read),
+        (PathBuf::from(vfdp::paths::DEVICE_PLUGIN_DIR), Access::Write),
+        (
+            vfdp::paths::kubelet_socket(Path::new(vfdp::paths::DEVICE_PLUGIN_DIR)),
+            Access::Write,
+        ),
+        // Connecting to a unix socket works on a read-only mount.
+        (pod_resources_dir, Access::Read),
+        (PathBuf::from(vfdp::devinfo::DEVINFO_DIR), Access::Write),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+#[test]
+fn every_manifest_parses_into_typed_objects() {
+    let m = load();
+    assert!(!m.daemon_sets.is_empty());
+    assert!(!m.config_maps.is_empty());
+    assert!(!m.service_accounts.is_empty());
+}
+
+#[test]
+fn the_daemon_set_mounts_every_host_path_the_agent_uses() {
+    let m = load();
+    let ds = agent_daemon_set(&m);
+    let spec = pod_spec(ds);
+    let volumes: BTreeMap<&str, _> = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
+    let mounts = agent_container(ds).volume_mounts.as_ref().unwrap();
+    for (path, access) in host_paths_used() {
+        // The deepest mount that holds the path is the one the agent sees it through.
+        let mount = mounts
+            .iter()
+            .filter(|vm| path.starts_with(&vm.mount_path))
+            .max_by_key(|vm| vm.mount_path.len())
+            .unwrap_or_else(|| panic!("no volume mount covers {}", path.display()));
+        assert!(
+            mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
+            "{}: a subPath mount hides later changes",
+            mount.mount_path
+        );
+        let volume = volumes
+            .get(mount.name.as_str())
+            .unwrap_or_else(|| panic!("mount {} names no volume", mount.name));
+        let host_path = volume
+            .host_path
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} must be a hostPath volume", mount.name));
+        assert_eq!(
+            host_path.path, mount.mount_path,
+            "{}: the agent uses host paths as they are, so the mount must keep the host's path",
+            mount.name
+        );
+        if access == Access::Write {
+            assert_ne!(
+                mount.read_only,
+                Some(true),
+                "{} is written by the agent but mounted read-only",
+                path.display()
+            );
+        }
+    }
+    // And nothing host-side that the agent does not use.
+    for vm in mounts {
+        if volumes[vm.name.as_str()].host_path.is_some() {
+            assert!(
+                host_paths_used()
+                    .iter()
+                    .any(|(p, _)| p.starts_with(&vm.mount_path)),
+                "{} is mounted from the host but the agent does not use it",
+                vm.mount_path
+            );
+        }
+    }
+}
+
+#[test]
+fn the_daemon_set_runs_where_and_how_the_agent_needs() {
+    let m = load();
+    let ds = agent_daemon_set(&m);
+    assert_eq!(ds.metadata.namespace.as_deref(), Some("kube-system"));
+    let ds_spec = &ds.spec;
+    assert_eq!(
+        ds_spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
+    let template_labels = ds_spec.template.metadata.as_ref().unwrap().labels.as_ref();
+    for (k, v) in ds_spec.selector.match_labels.as_ref().unwrap() {
+        assert_eq!(template_labels.unwrap().get(k), Some(v), "selector {k}");
+    }
+    let spec = pod_spec(ds);
+    assert_eq!(spec.host_network, Some(true));
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert!(spec
+        .node_selector
+        .as_ref()
+        .unwrap()
+        .contains_key("feature.node.kubernetes.io/network-sriov.capable"));
+    assert!(spec.tolerations.as_ref().is_some_and(|t| !t.is_empty()));
+    let c = agent_container(ds);
+    assert_eq!(
+        c.security_context.as_ref().unwrap().privileged,
+        Some(true),
+        "writing sysfs and binding drivers need a privileged container"
+    );
+    let res = c.resources.as_ref().unwrap();
+    assert!(res
+        .requests
+        .as_ref()
+        .is_some_and(|r| r.contains_key("memory")));
+    assert!(res
+        .limits
+        .as_ref()
+        .is_some_and(|r| r.contains_key("memory")));
+}
+
+#[test]
+fn probes_and_ports_match_the_http_server() {
+    let m = load();
+    let c = agent_container(agent_daemon_set(&m));
+    let ports = c.ports.as_ref().unwrap();
+    let metrics = ports
+        .iter()
+        .find(|p| p.container_port == i32::from(DEFAULT_PORT))
+        .unwrap_or_else(|| panic!("port {DEFAULT_PORT} is not declared"));
+    let served = [METRICS_PATH, HEALTHZ_PATH];
+    let probes: Vec<(&str, &Probe)> = [
+        ("startupProbe", &c.startup_probe),
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+    ]
+    .into_iter()
+    .filter_map(|(n, p)| p.as_ref().map(|p| (n, p)))
+    .collect();
+    assert!(probes.iter().any(|(n, _)| *n == "livenessProbe"));
+    assert!(probes.iter().any(|(n, _)| *n == "readinessProbe"));
+    for (name, probe) in probes {
+        let get = probe
+            .http_get
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} is not an HTTP probe"));
+        let path = get.path.as_deref().unwrap_or("/");
+        assert!(served.contains(&path), "{name} asks for {path}");
+        assert_eq!(path, HEALTHZ_PATH, "{name} should use the health endpoint");
+        match &get.port {
+            IntOrString::Int(n) => assert_eq!(*n, i32::from(DEFAULT_PORT), "{name}"),
+            IntOrString::String(s) => {
+                assert_eq!(Some(s), metrics.name.as_ref(), "{name} names another port")
+            }
+        }
+    }
+}
+
+#[test]
+fn the_config_map_holds_a_valid_config_where_the_arguments_say() {
+    let m = load();
+    let ds = agent_daemon_set(&m);
+    let c = agent_container(ds);
+    let args = c.args.as_ref().unwrap();
+    assert_eq!(args.first().map(String::as_str), Some("run"));
+    let at = args.iter().position(|a| a == "--config").unwrap();
+    let config_path = Path::new(&args[at + 1]);
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|vm| Path::new(&vm.mount_path) == config_path.parent().unwrap())
+        .unwrap_or_else(|| panic!("nothing is mounted at {}", config_path.display()));
+    assert!(
+        mount.sub_path.is_none(),
+        "ConfigMap edits do not reach subPath mounts"
+    );
+    let volume = pod_spec(ds)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let cm_name = volume.config_map.as_ref().unwrap().name.as_str();
+    let ns = ds.metadata.namespace.as_deref();
+    let cm = m
+        .config_maps
+        .iter()
+        .find(|cm| {
+            cm.metadata.name.as_deref() == Some(cm_name) && cm.metadata.namespace.as_deref() == ns
+        })
+        .unwrap_or_else(|| panic!("ConfigMap {cm_name} is not in the manifests"));
+    let key = config_path.file_name().unwrap().to_str().unwrap();
+    let text = &cm.data.as_ref().unwrap()[key];
+    let value: serde_json::Value = serde_json::from_str(text).unwrap();
+    let cfg = Config::from_value(&value).unwrap_or_else(|e| panic!("{cm_name}/{key}: {e}"));
+    assert!(!cfg.resource_list.is_empty());
+    assert!(!cfg.provisioning.is_empty());
+}
+
+fn assert_no_wildcards(owner: &str, rules: Option<&Vec<PolicyRule>>) {
+    for r in rules.into_iter().flatten() {
+        let lists = [
+            ("verbs", Some(&r.verbs)),
+            ("resources", r.resources.as_ref()),
+            ("apiGroups", r.api_groups.as_ref()),
+            ("resourceNames", r.resource_names.as_ref()),
+            ("nonResourceURLs", r.non_resource_urls.as_ref()),
+        ];
+        for (field, list) in lists {
+            for item in list.into_iter().flatten() {
+                assert!(
+                    !item.contains('*'),
+                    "{owner}: {field} has the wildcard {item:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let m = load();
+    for r in &m.roles {
+        assert_no_wildcards(
+            r.metadata.name.as_deref().unwrap_or("Role"),
+            r.rules.as_ref(),
+        );
+    }
+    for r in &m.cluster_roles {
+        assert_no_wildcards(
+            r.metadata.name.as_deref().unwrap_or("ClusterRole"),
+            r.rules.as_ref(),
+        );
+        assert!(
+            r.aggregation_rule.is_none(),
+            "aggregated roles grant what others add"
+        );
+    }
+    let ds = agent_daemon_set(&m);
+    let sa_name = pod_spec(ds).service_account_name.as_deref().unwrap();
+    let ns = ds.metadata.namespace.as_deref();
+    let sa = m
+        .service_accounts
+        .iter()
+        .find(|s| {
+            s.metadata.name.as_deref() == Some(sa_name) && s.metadata.namespace.as_deref() == ns
+        })
+        .unwrap_or_else(|| panic!("ServiceAccount {sa_name} is not in the manifests"));
+    // The agent has no Kubernetes client today: it gets no token and no bindings. When it gains
+    // one, this test is the place to name exactly what it may do.
+    let agent_toml = std::fs::read_to_string(workspace().join("agent/Cargo.toml")).unwrap();
+    let uses_api = agent_toml
+        .lines()
+        .any(|l| l.trim_start().starts_with("kube"));
+    assert!(
+        !uses_api,
+        "the agent now talks to the API server: grant it what it uses here"
+    );
+    assert_eq!(sa.automount_service_account_token, Some(false));
+    assert_eq!(pod_spec(ds).automount_service_account_token, Some(false));
+    let bound_to_agent = |subjects: Option<&Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        subjects
+            .into_iter()
+            .flatten()
+            .any(|s| s.kind == "ServiceAccount" && s.name == sa_name)
+    };
+    assert!(!m
+        .role_bindings
+        .iter()
+        .any(|b| bound_to_agent(b.subjects.as_ref())));
+    assert!(!m
+        .cluster_role_bindings
+        .iter()
+        .any(|b| bound_to_agent(b.subjects.as_ref())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The genie CNI (manifests/cni).
+
+const CNI: &str = "vfgenie-cni";
+const CONF_KEY: &str = "00-genie.conflist";
+/// Where the DaemonSet mounts the host's root-owned CNI directories.
+const HOST_PREFIX: &str = "/host";
+
+fn cni_daemon_set(m: &Manifests) -> &DaemonSet {
+    let found: Vec<_> = m
+        .daemon_sets
+        .iter()
+        .filter(|d| d.metadata.name.as_deref() == Some(CNI))
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one DaemonSet {CNI}");
+    found[0]
+}
+
+fn init_container(ds: &DaemonSet) -> &Container {
+    let inits = pod_spec(ds).init_containers.as_ref().unwrap();
+    assert_eq!(inits.len(), 1, "one init container installs everything");
+    &inits[0]
+}
+
+/// The `sh -c` script of a container.
+fn script(c: &Container) -> &str {
+    let cmd = c.command.as_ref().unwrap();
+    assert_eq!(cmd.len(), 3, "{}: /bin/sh -c SCRIPT", c.name);
+    assert_eq!((cmd[0].as_str(), cmd[1].as_str()), ("/bin/sh", "-c"));
+    &cmd[2]
+}
+
+/// The genie conf from the ConfigMap the init container copies from, as the runtime hands it to
+/// the plugin: the conflist's one plugin with the list's name and cniVersion injected.
+fn genie_conf(m: &Manifests) -> (serde_json::Value, vfcni::genieconf::GenieConf) {
+    let ds = cni_daemon_set(m);
+    let init = init_container(ds);
+    let volumes = pod_spec(ds).volumes.as_ref().unwrap();
+    // The ConfigMap volume the script copies the conf from.
+    let cm_name = init
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|vm| script(init).contains(&format!("cp {}/{CONF_KEY} ", vm.mount_path)))
+        .find_map(|vm| {
+            volumes
+                .iter()
+                .find(|v| v.name == vm.name)
+                .and_then(|v| v.config_map.as_ref())
+        })
+        .unwrap_or_else(|| panic!("the init script copies {CONF_KEY} from no ConfigMap"))
+        .name
+        .as_str();
+    let cm = m
+        .config_maps
+        .iter()
+        .find(|cm| {
+            cm.metadata.name.as_deref() == Some(cm_name)
+                && cm.metadata.namespace == ds.metadata.namespace
+        })
+        .unwrap_or_else(|| panic!("ConfigMap {cm_name} is not in the manifests"));
+    let text = &cm.data.as_ref().unwrap()[CONF_KEY];
+    let list: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(list["cniVersion"], "1.0.0");
+    let plugins = list["plugins"].as_array().unwrap();
+    assert_eq!(plugins.len(), 1, "genie is the only plugin of its list");
+    let mut plugin = plugins[0].clone();
+    assert_eq!(plugin["type"], "genie");
+    plugin["name"] = list["name"].clone();
+    plugin["cniVersion"] = list["cniVersion"].clone();
+    let bytes = serde_json::to_vec(&plugin).unwrap();
+    let conf = vfcni::genieconf::GenieConf::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{cm_name}/{CONF_KEY}: {e}"));
+    (list, conf)
+}
+
+fn host_view(host_path: &Path) -> String {
+    format!("{HOST_PREFIX}{}", host_path.display())
+}
+
+#[test]
+fn the_crds_are_the_ones_genie_reads() {
+    use vfcni::k8s::Kind;
+    let m = load();
+    let cases = [
+        (
+            Kind::NetworkAttachmentDefinition,
+            "k8s.cni.cncf.io",
+            "NetworkAttachmentDefinition",
+            "network-attachment-definitions",
+            Some("net-attach-def"),
+            &["config"][..],
+        ),
+        (
+            Kind::LogicalNetwork,
+            "alpha.network.k8s.io",
+            "LogicalNetwork",
+            "logicalnetworks",
+            None,
+            &["physicalNet", "plugin", "subnet"][..],
+        ),
+    ];
+    assert_eq!(m.crds.len(), cases.len());
+    for (kind, group, kind_name, plural, short, fields) in cases {
+        let crd = m
+            .crds
+            .iter()
+            .find(|c| c.spec.names.kind == kind_name)
+            .unwrap_or_else(|| panic!("no CRD for {kind_name}"));
+        let spec = &crd.spec;
+        assert_eq!(spec.group, group);
+        assert_eq!(spec.names.plural, plural);
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some(format!("{plural}.{group}").as_str())
+        );
+        assert_eq!(spec.scope, "Namespaced");
+        assert_eq!(
+            spec.names.short_names.clone().unwrap_or_default(),
+            short.map(String::from).into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(spec.versions.len(), 1);
+        let v = &spec.versions[0];
+        assert_eq!(v.name, "v1");
+        assert!(v.served && v.storage);
+        // The path genie's client requests is the one the API server serves for this CRD.
+        assert_eq!(
+            kind.collection("ns"),
+            format!("/apis/{group}/{}/namespaces/ns/{plural}", v.name)
+        );
+        let schema = v
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap();
+        let crd_spec = &schema.properties.as_ref().unwrap()["spec"];
+        assert_eq!(crd_spec.type_.as_deref(), Some("object"));
+        let props = crd_spec.properties.as_ref().unwrap();
+        assert_eq!(
+            props.keys().map(String::as_str).collect::<Vec<_>>(),
+            fields,
+            "{kind_name} spec fields"
+        );
+        for f in fields {
+            assert_eq!(
+                props[*f].type_.as_deref(),
+                Some("string"),
+                "{kind_name} {f}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_genie_conf_is_one_genie_accepts() {
+    let m = load();
+    let (list, conf) = genie_conf(&m);
+    assert_eq!(list["name"], "genie");
+    assert_eq!(conf.cni_version.as_deref(), Some("1.0.0"));
+    assert_eq!(conf.conf_dir, Path::new(vfcni::genieconf::DEFAULT_CONF_DIR));
+    assert_eq!(conf.cni_dir, Path::new("/var/lib/cni/vfgenie"));
+    assert_eq!(conf.bin_dir, Path::new(vfcni::genieconf::DEFAULT_BIN_DIR));
+    assert!(!conf.namespace_isolation);
+    assert!(conf.readiness_indicator_file.is_some());
+    let cluster_network = conf.cluster_network.as_deref().unwrap();
+    if cluster_network.starts_with('/') {
+        assert!(
+            Path::new(cluster_network).starts_with(&conf.conf_dir),
+            "the cluster network's conf lives in confDir"
+        );
+    }
+    let kubeconfig = conf.kubeconfig.as_ref().unwrap();
+    assert!(
+        kubeconfig.starts_with(&conf.conf_dir) && kubeconfig != &conf.conf_dir,
+        "the kubeconfig is written under the mounted conf dir"
+    );
+}
+
+#[test]
+fn the_cni_daemon_set_mounts_exactly_the_host_paths_it_needs() {
+    let m = load();
+    let (_, conf) = genie_conf(&m);
+    let ds = cni_daemon_set(&m);
+    assert_eq!(ds.metadata.namespace.as_deref(), Some("kube-system"));
+    let spec = pod_spec(ds);
+    assert_eq!(spec.host_network, Some(true), "runs before the pod network");
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    let volumes = spec.volumes.as_ref().unwrap();
+    let mut host_paths: Vec<&str> = volumes
+        .iter()
+        .filter_map(|v| v.host_path.as_ref().map(|h| h.path.as_str()))
+        .collect();
+    host_paths.sort();
+    let bin_dir = conf.bin_dir.to_str().unwrap();
+    let conf_dir = conf.conf_dir.to_str().unwrap();
+    let mut want = vec![bin_dir, conf_dir];
+    want.sort();
+    assert_eq!(
+        host_paths, want,
+        "host mounts: the CNI bin and conf dirs only"
+    );
+    let init = init_container(ds);
+    let all: Vec<&Container> = std::iter::once(init).chain(&spec.containers).collect();
+    for c in &all {
+        for vm in c.volume_mounts.as_ref().unwrap() {
+            let v = volumes.iter().find(|v| v.name == vm.name).unwrap();
+            assert!(vm.sub_path.is_none(), "{}: no subPath", c.name);
+            if let Some(h) = &v.host_path {
+                assert_eq!(vm.mount_path, host_view(Path::new(&h.path)), "{}", c.name);
+                assert_ne!(vm.read_only, Some(true), "{} writes {}", c.name, h.path);
+            }
+        }
+        let sc = c.security_context.as_ref().unwrap();
+        assert_ne!(sc.privileged, Some(true), "{} needs no privilege", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert!(c.resources.as_ref().unwrap().limits.is_some(), "{}", c.name);
+    }
+    // The init script installs into exactly the conf's dirs.
+    let init_script = script(init);
+    assert!(init_script.contains(&format!(
+        "genie install --to {}\n",
+        host_view(&conf.bin_dir)
+    )));
+    assert!(init_script.contains(&format!("{}/{CONF_KEY}", host_view(&conf.conf_dir))));
+    // The main container only refreshes the token under the conf dir.
+    assert_eq!(spec.containers.len(), 1);
+    let main = &spec.containers[0];
+    let mounts = main.volume_mounts.as_ref().unwrap();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts[0].mount_path, host_view(&conf.conf_dir));
+}
+
+#[test]
+fn the_cni_cluster_role_grants_exactly_what_genie_does() {
+    let m = load();
+    let ds = cni_daemon_set(&m);
+    let sa_name = pod_spec(ds).service_account_name.as_deref().unwrap();
+    let ns = ds.metadata.namespace.as_deref().unwrap();
+    let sa = m
+        .service_accounts
+        .iter()
+        .find(|s| {
+            s.metadata.name.as_deref() == Some(sa_name)
+                && s.metadata.namespace.as_deref() == Some(ns)
+        })
+        .unwrap_or_else(|| panic!("ServiceAccount {sa_name} is not in the manifests"));
+    // The init container copies the token for the CNI binary: it must be mounted.
+    assert_ne!(sa.automount_service_account_token, Some(false));
+    assert_ne!(pod_spec(ds).automount_service_account_token, Some(false));
+    let bound = |subjects: Option<&Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        subjects.into_iter().flatten().any(|s| {
+            s.kind == "ServiceAccount" && s.name == sa_name && s.namespace.as_deref() == Some(ns)
+        })
+    };
+    assert!(!m.role_bindings.iter().any(|b| bound(b.subjects.as_ref())));
+    let bindings: Vec<_> = m
+        .cluster_role_bindings
+        .iter()
+        .filter(|b| bound(b.subjects.as_ref()))
+        .collect();
+    assert_eq!(bindings.len(), 1, "one ClusterRoleBinding for {sa_name}");
+    let role_ref = &bindings[0].role_ref;
+    assert_eq!(
+        (role_ref.api_group.as_deref(), role_ref.kind.as_str()),
+        (Some("rbac.authorization.k8s.io"), "ClusterRole")
+    );
+    let role = m
+        .cluster_roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(role_ref.name.as_str()))
+        .unwrap_or_else(|| panic!("ClusterRole {} is not in the manifests", role_ref.name));
+    let rules = role.rules.as_ref().unwrap();
+    assert_no_wildcards(&role_ref.name, Some(rules));
+    let mut granted = Vec::new();
+    for r in rules {
+        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
+        for g in r.api_groups.as_ref().unwrap() {
+            for res in r.resources.as_ref().unwrap() {
+                for v in &r.verbs {
+                    granted.push((g.clone(), res.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    granted.sort();
+    // What the client calls: GET pods, GET + PUT pods/status (annotations, retried on
+    // conflict), GET NetworkAttachmentDefinitions and LogicalNetworks, by name only.
+    let nad = &m
+        .crds
+        .iter()
+        .find(|c| c.spec.names.kind == "NetworkAttachmentDefinition")
+        .unwrap()
+        .spec;
+    let ln = &m
+        .crds
+        .iter()
+        .find(|c| c.spec.names.kind == "LogicalNetwork")
+        .unwrap()
+        .spec;
+    let mut want: Vec<(String, String, String)> = [
+        ("", "pods", "get"),
+        ("", "pods/status", "get"),
+        ("", "pods/status", "update"),
+        (nad.group.as_str(), nad.names.plural.as_str(), "get"),
+        (ln.group.as_str(), ln.names.plural.as_str(), "get"),
+    ]
+    .iter()
+    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(granted, want);
+}
+
+/// Runs the init container's script against a temp dir standing in for the host and the pod
+/// (paths rewritten, the real genie binary on PATH), twice, and checks what it leaves: the binary,
+/// the conf, and a kubeconfig genie's client accepts, with the right modes and no temp files.
+#[test]
+fn the_init_script_installs_what_genie_needs() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = load();
+    let (list, conf) = genie_conf(&m);
+    let ds = cni_daemon_set(&m);
+    let init = init_container(ds);
+    let genie = vfgenie_tests::runtime::genie_binary().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let host = root.join("host");
+    let sa = root.join("sa");
+    let cm = root.join("cm");
+    let path_dir = root.join("path");
+    for d in [&sa, &cm, &path_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for h in [&conf.bin_dir, &conf.conf_dir] {
+        std::fs::create_dir_all(host.join(h.strip_prefix("/").unwrap())).unwrap();
+    }
+    std::fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    std::fs::write(sa.join("token"), "t0ken").unwrap();
+    std::os::unix::fs::symlink(&genie, path_dir.join("genie")).unwrap();
+    let cm_mount = init
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|vm| vm.name == "genie-conf")
+        .unwrap();
+    std::fs::write(
+        cm.join(CONF_KEY),
+        serde_json::to_string_pretty(&list).unwrap(),
+    )
+    .unwrap();
+    let text = script(init)
+        .replace(HOST_PREFIX, host.to_str().unwrap())
+        .replace(
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+            sa.to_str().unwrap(),
+        )
+        .replace(&cm_mount.mount_path, cm.to_str().unwrap());
+    let path = format!(
+        "{}:{}",
+        path_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (service_host, server) in [
+        ("10.96.0.1", "https://10.96.0.1:443/"),
+        ("fd00::1", "https://[fd00::1]:443/"),
+    ] {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&text)
+            .env("PATH", &path)
+            .env("KUBERNETES_SERVICE_HOST", service_host)
+            .env("KUBERNETES_SERVICE_PORT", "443")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let on_host = |p: &Path| host.join(p.strip_prefix("/").unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let installed = on_host(&conf.bin_dir.join("genie"));
+        assert_eq!(
+            std::fs::read(&installed).unwrap(),
+            std::fs::read(&genie).unwrap()
+        );
+        assert_eq!(mode(&installed), 0o755);
+        let conf_file = on_host(&conf.conf_dir.join(CONF_KEY));
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&conf_file).unwrap()).unwrap();
+        assert_eq!(written, list);
+        assert_eq!(mode(&conf_file), 0o644);
+        let kubeconfig = conf.kubeconfig.as_ref().unwrap();
+        let kc_dir = on_host(kubeconfig.parent().unwrap());
+        assert_eq!(mode(&kc_dir), 0o700);
+        for f in std::fs::read_dir(&kc_dir).unwrap() {
+            let f = f.unwrap();
+            let name = f.file_name().into_string().unwrap();
+            assert!(!name.starts_with('.'), "temp file {name} left behind");
+            assert_eq!(mode(&f.path()), 0o600, "{name}");
+        }
+        // The kubeconfig names host paths; read it where they are in this stand-in.
+        let kc_text = std::fs::read_to_string(on_host(kubeconfig))
+            .unwrap()
+            .replace(
+                conf.conf_dir.to_str().unwrap(),
+                on_host(&conf.conf_dir).to_str().unwrap(),
+            );
+        let cluster =
+            vfcni::k8s::ClusterConfig::from_kubeconfig_str(&kc_text, &on_host(kubeconfig))
+                .unwrap_or_else(|e| panic!("{service_host}: {e}"));
+        assert_eq!(cluster.server.to_string(), server);
+        assert_eq!(
+            cluster.auth,
+            vfcni::k8s::Auth::TokenFile(kc_dir.join("token"))
+        );
+        assert!(cluster.tls.ca_pem.is_some());
+        for d in [on_host(&conf.bin_dir), on_host(&conf.conf_dir)] {
+            for f in std::fs::read_dir(&d).unwrap() {
+                let name = f.unwrap().file_name().into_string().unwrap();
+                assert!(!name.starts_with('.'), "temp file {name} left in {d:?}");
+            }
+        }
+    }
+}
