@@ -1,0 +1,73 @@
+# shellcheck shell=bash
+# Builds the lab's initramfs: busybox-static as the shell, the guest /init, the kernel modules the lab
+# needs (decompressed, with their load order), the workspace's dev-profile binaries with the glibc
+# loader and libraries they link, Debian's CNI plugins, and hack/capture-sysfs when present.
+#
+# Needs deps.sh and kernel.sh (LAB_KDIR). `lab_initramfs_build REPO OUT` writes an uncompressed newc
+# cpio archive to OUT (QEMU loads it from disk; skipping compression saves guest boot time under TCG).
+
+LAB_MODULES=(igb igbvf vfio vfio_iommu_type1 vfio-pci veth)
+
+# Copies an ELF file to the same path under ROOT, plus the loader and libraries ldd reports.
+_lab_copy_elf() {
+	local root=$1 src=$2 dst=${3:-$2} lib
+	mkdir -p "$root$(dirname "$dst")"
+	cp -L "$src" "$root$dst"
+	# Debug info makes dev-profile binaries large; the guest never needs it.
+	strip --strip-debug "$root$dst" 2>/dev/null || true
+	while read -r lib; do
+		[[ -n $lib && ! -e $root$lib ]] || continue
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done < <(ldd "$src" 2>/dev/null | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }')
+}
+
+lab_initramfs_build() {
+	local repo=$1 out=$2 root kver moddir m name
+	root=$(mktemp -d "${TMPDIR:-/tmp}/vmlab-root.XXXXXX")
+	mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,tmp,etc,lib/modules,usr/local/bin,opt/cni/bin,lab}
+
+	cp /bin/busybox "$root/bin/busybox"
+	for name in $(/bin/busybox --list); do
+		[[ $name == busybox ]] || ln -s busybox "$root/bin/$name"
+	done
+
+	kver=$(cat "$LAB_KDIR/kver")
+	moddir=$LAB_KDIR/lib/modules/$kver
+	: >"$root/lib/modules/load.list"
+	while read -r m; do
+		name=$(basename "$m")
+		case $name in
+		*.ko.xz) xz -dc "$moddir/$m" >"$root/lib/modules/${name%.xz}" ;;
+		*.ko.zst) zstd -qdc "$moddir/$m" >"$root/lib/modules/${name%.zst}" ;;
+		*.ko) cp "$moddir/$m" "$root/lib/modules/$name" ;;
+		*) lab_die "unexpected module file $m" ;;
+		esac
+		printf '%s\n' "${name%.ko*}.ko" >>"$root/lib/modules/load.list"
+	done < <(lab_kernel_module_closure "${LAB_MODULES[@]}")
+
+	# Every binary of the workspace's dev build (the lab reuses the test build).
+	local bin
+	for bin in "$repo"/target/debug/*; do
+		[[ -f $bin && -x $bin ]] || continue
+		_lab_copy_elf "$root" "$bin" "/usr/local/bin/$(basename "$bin")"
+	done
+	for bin in /usr/lib/cni/*; do
+		[[ -f $bin && -x $bin ]] || continue
+		_lab_copy_elf "$root" "$bin" "/opt/cni/bin/$(basename "$bin")"
+	done
+
+	cp "$repo/hack/lab-guest/init" "$root/init"
+	chmod 755 "$root/init"
+	cp "$repo"/hack/lab-guest/*.sh "$root/lab/" 2>/dev/null || true
+	if [[ -f $repo/hack/capture-sysfs ]]; then
+		cp "$repo/hack/capture-sysfs" "$root/usr/local/bin/capture-sysfs"
+		chmod 755 "$root/usr/local/bin/capture-sysfs"
+	fi
+	printf 'root:x:0:0:root:/:/bin/sh\n' >"$root/etc/passwd"
+	printf 'root:x:0:\n' >"$root/etc/group"
+
+	(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out.tmp"
+	mv "$out.tmp" "$out"
+	rm -rf "$root"
+}
