@@ -120,6 +120,16 @@ pub fn cni_file(
 /// Writes `info` at `path` atomically (temporary file, fsync, rename) with mode 0444, creating the
 /// directory (0755) if needed. Readers never see a partial file.
 pub fn write(path: &Path, info: &DeviceInfo) -> Result<(), Error> {
+    let body = serde_json::to_vec(info).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    write_raw(path, &body)
+}
+
+/// Writes `body` (an already encoded device-info document, e.g. a device plugin's file copied
+/// as it is, keys we do not model included) at `path` as [`write`] does.
+pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
     let err = |source| Error::Write {
         path: path.to_path_buf(),
         source,
@@ -131,7 +141,6 @@ pub fn write(path: &Path, info: &DeviceInfo) -> Result<(), Error> {
         ))
     })?;
     fs::create_dir_all(dir).map_err(err)?;
-    let body = serde_json::to_vec(info).map_err(|e| err(std::io::Error::other(e)))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name()
@@ -145,7 +154,7 @@ pub fn write(path: &Path, info: &DeviceInfo) -> Result<(), Error> {
             .truncate(true)
             .mode(0o444)
             .open(&tmp)?;
-        f.write_all(&body)?;
+        f.write_all(body)?;
         f.sync_all()?;
         // The mode given to open() is masked by the umask; make it exact.
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
