@@ -4,12 +4,15 @@
 //!   results of every version with conversions between them.
 //! - [`exec`]: finding and running delegate plugins.
 //! - [`cache`]: crash-safe per-attachment and per-pod records for DEL and GC.
+//! - [`devices`]: the pod's device-plugin devices (kubelet PodResources or checkpoint) and NPWG
+//!   device-info files.
 //! - [`install`]: `genie install`, the atomic copy of the binary into a CNI bin dir.
 //! - [`k8s`], [`annotations`], [`genieconf`], [`netstatus`]: the Kubernetes side: the API client,
 //!   the pod's network annotations, the node's genie conf, and what is written back on the pod.
 
 pub mod annotations;
 pub mod cache;
+pub mod devices;
 pub mod exec;
 pub mod genie;
 pub mod genieconf;

@@ -1,0 +1,325 @@
+//! Devices behind attachments: which device-plugin devices the kubelet allocated to the pod
+//! (PodResources, else the kubelet checkpoint), which one each resource-backed attachment gets
+//! (the pod's device IDs of that resource sorted, the Nth attachment of the resource gets the Nth
+//! device), how the delegate is told (`deviceID`), and the NPWG device-info files ([`info`]).
+
+pub mod checkpoint;
+pub mod info;
+pub mod podresources;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tracing::info;
+
+use crate::spec::error::CniError;
+
+/// Device IDs by resource name.
+pub type PodDevices = BTreeMap<String, BTreeSet<String>>;
+
+/// Bound on the PodResources call.
+pub const POD_RESOURCES_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the kubelet tells which devices a pod holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub pod_resources_socket: &'a Path,
+    pub checkpoint: &'a Path,
+    pub timeout: Duration,
+}
+
+/// The pod a lookup is for.
+#[derive(Debug, Clone, Copy)]
+pub struct PodIdentity<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// Needed for the checkpoint, which knows pods by UID only.
+    pub uid: Option<&'a str>,
+}
+
+impl PodIdentity<'_> {
+    fn label(&self) -> String {
+        format!("pod {}/{}", self.namespace, self.name)
+    }
+}
+
+/// The pod's devices by resource: PodResources `List`, or the checkpoint when nothing listens on
+/// the PodResources socket.
+pub fn lookup(src: &Sources<'_>, pod: &PodIdentity<'_>) -> Result<PodDevices, CniError> {
+    let unreachable = match podresources::pod_devices(
+        src.pod_resources_socket,
+        pod.namespace,
+        pod.name,
+        src.timeout,
+    ) {
+        Ok(d) => return Ok(d),
+        Err(e @ podresources::Error::Unreachable { .. }) => e,
+        Err(e) => {
+            return Err(CniError::try_again_later(format!(
+                "{}: cannot learn its devices: {e}",
+                pod.label()
+            )))
+        }
+    };
+    let uid = pod.uid.filter(|u| !u.is_empty()).ok_or_else(|| {
+        CniError::try_again_later(format!(
+            "{}: cannot learn its devices: {unreachable}, and without the pod's UID the kubelet checkpoint cannot be read",
+            pod.label()
+        ))
+    })?;
+    info!(error = %unreachable, checkpoint = %src.checkpoint.display(), "reading the kubelet checkpoint instead");
+    checkpoint::pod_devices(src.checkpoint, uid).map_err(|e| {
+        let msg = format!(
+            "{}: cannot learn its devices: {unreachable}; and {e}",
+            pod.label()
+        );
+        if e.is_missing() {
+            CniError::try_again_later(msg)
+        } else {
+            CniError::io(msg)
+        }
+    })
+}
+
+/// Checks a device-plugin resource name (`k8s.v1.cni.cncf.io/resourceName`): an extended resource
+/// `<domain>/<name>`, the domain a DNS subdomain, the name a qualified name. It becomes part of a
+/// file name, so nothing else is accepted.
+pub fn validate_resource_name(s: &str) -> Result<(), String> {
+    let Some((domain, name)) = s.split_once('/') else {
+        return Err(format!(
+            "resource name {s:?} is not <domain>/<name> (e.g. intel.com/sriov_net)"
+        ));
+    };
+    let domain_ok = !domain.is_empty()
+        && crate::k8s::objects::is_dns_subdomain(domain)
+        && domain.split('.').all(|l| l.len() <= 63);
+    let nb = name.as_bytes();
+    let edge = |c: &u8| c.is_ascii_alphanumeric();
+    let name_ok = name.len() <= 63
+        && nb.first().is_some_and(edge)
+        && nb.last().is_some_and(edge)
+        && nb
+            .iter()
+            .all(|c| edge(c) || matches!(c, b'-' | b'_' | b'.'))
+        && !name.contains("..");
+    if domain_ok && name_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "resource name {s:?} is not <domain>/<name> with a DNS domain and a name of letters, digits, '-', '_' and '.'"
+        ))
+    }
+}
+
+/// A device ID as device plugins hand them out (PCI addresses for SR-IOV): it becomes part of a
+/// file name and of the delegate's config.
+pub fn is_device_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.contains("..")
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'_' | b'-'))
+}
+
+/// One attachment that needs a device of one of `resources`.
+#[derive(Debug, Clone, Copy)]
+pub struct Need<'a> {
+    pub network: &'a str,
+    pub ifname: &'a str,
+    pub resources: &'a [String],
+}
+
+/// The device an attachment got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub resource: String,
+    pub id: String,
+}
+
+/// Gives each need a device, in order: the lowest device ID of its resources not given yet. An
+/// attachment alone on its resource thus gets the first device, the second attachment of one
+/// resource the second device, and so on. A pod holding too few devices is refused before anything
+/// is attached, naming what to request.
+pub fn assign(
+    pod: &PodIdentity<'_>,
+    needs: &[Need<'_>],
+    devices: &PodDevices,
+) -> Result<Vec<Assigned>, CniError> {
+    let mut taken: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut out = Vec::with_capacity(needs.len());
+    for need in needs {
+        let mut candidates: Vec<(&String, &String)> = Vec::new();
+        for r in need.resources {
+            for id in devices.get(r).into_iter().flatten() {
+                if !is_device_id(id) {
+                    return Err(CniError::invalid_config(format!(
+                        "{}: the kubelet reports device {id:?} of resource {r}, which is not a usable device ID",
+                        pod.label()
+                    )));
+                }
+                candidates.push((id, r));
+            }
+        }
+        candidates.sort();
+        let pick = candidates
+            .into_iter()
+            .find(|(id, r)| !taken.contains(&((*r).clone(), (*id).clone())));
+        let Some((id, r)) = pick else {
+            return Err(shortfall(pod, need, needs, devices));
+        };
+        taken.insert((r.clone(), id.clone()));
+        out.push(Assigned {
+            resource: r.clone(),
+            id: id.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn shortfall(
+    pod: &PodIdentity<'_>,
+    need: &Need<'_>,
+    needs: &[Need<'_>],
+    devices: &PodDevices,
+) -> CniError {
+    let wanted = needs
+        .iter()
+        .filter(|n| n.resources == need.resources)
+        .count();
+    let held: usize = need
+        .resources
+        .iter()
+        .map(|r| devices.get(r).map_or(0, BTreeSet::len))
+        .sum();
+    let resources = need.resources.join(" or ");
+    let request = match need.resources {
+        [one] => format!("request {one}: {wanted} in the resources of one of its containers"),
+        _ => format!("request {wanted} in all of {resources} in the resources of its containers"),
+    };
+    CniError::invalid_config(format!(
+        "{}: network {} ({}) needs a device of resource {resources}, but the pod holds {held} and {wanted} of its attachments need one: {request}",
+        pod.label(),
+        need.network,
+        need.ifname,
+    ))
+}
+
+/// Tells the network's plugin which device to use, as Multus does: `deviceID` at the top level of
+/// the conf (of a conflist's first plugin) and in its `runtimeConfig`; `host-device` reads
+/// `pciBusID` instead.
+pub fn set_device_id(config: &mut Value, id: &str) {
+    let target = match config {
+        Value::Object(m) if m.contains_key("plugins") => match m.get_mut("plugins") {
+            Some(Value::Array(list)) => list.first_mut(),
+            _ => None,
+        },
+        other => Some(other),
+    };
+    let Some(Value::Object(conf)) = target else {
+        return;
+    };
+    conf.insert("deviceID".into(), Value::String(id.to_string()));
+    if conf.get("type").and_then(Value::as_str) == Some("host-device") {
+        conf.insert("pciBusID".into(), Value::String(id.to_string()));
+    }
+    let mut rc = match conf.remove("runtimeConfig") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    rc.insert("deviceID".into(), Value::String(id.to_string()));
+    conf.insert("runtimeConfig".into(), Value::Object(rc));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn devs(list: &[(&str, &[&str])]) -> PodDevices {
+        list.iter()
+            .map(|(r, ids)| (r.to_string(), ids.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    const POD: PodIdentity<'static> = PodIdentity {
+        namespace: "team",
+        name: "web",
+        uid: None,
+    };
+
+    #[test]
+    fn nth_attachment_of_a_resource_gets_the_nth_sorted_device() {
+        let a = vec!["x.com/a".to_string()];
+        let b = vec!["x.com/b".to_string()];
+        let both = vec!["x.com/a".to_string(), "x.com/b".to_string()];
+        let d = devs(&[
+            ("x.com/a", &["0000:02:10.2", "0000:02:10.0"]),
+            ("x.com/b", &["0000:03:10.0"]),
+        ]);
+        let need = |n, r| Need {
+            network: n,
+            ifname: "net1",
+            resources: r,
+        };
+        let got = assign(&POD, &[need("n1", &a), need("n2", &b), need("n3", &a)], &d).unwrap();
+        let ids: Vec<&str> = got.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, vec!["0000:02:10.0", "0000:03:10.0", "0000:02:10.2"]);
+        // Several candidate pools: never a device twice.
+        let got = assign(
+            &POD,
+            &[need("n1", &both), need("n2", &both), need("n3", &both)],
+            &d,
+        )
+        .unwrap();
+        let set: BTreeSet<_> = got.iter().map(|g| g.id.clone()).collect();
+        assert_eq!(set.len(), 3);
+        assert_eq!(got[2].resource, "x.com/b");
+        // Too few: the error names the pod, the network and what to request.
+        let e = assign(&POD, &[need("n1", &b), need("n2", &b)], &d).unwrap_err();
+        assert!(e.msg.contains("pod team/web"), "{}", e.msg);
+        assert!(e.msg.contains("network n2"), "{}", e.msg);
+        assert!(e.msg.contains("request x.com/b: 2"), "{}", e.msg);
+        let bad = devs(&[("x.com/a", &["../x"])]);
+        assert!(assign(&POD, &[need("n1", &a)], &bad).is_err());
+    }
+
+    #[test]
+    fn resource_names_are_extended_resource_names() {
+        for ok in ["intel.com/sriov_a", "example.com/vf.net-1", "a/b"] {
+            assert!(validate_resource_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "sriov",
+            "intel.com/../../etc",
+            "../x/y",
+            "intel.com/a/b",
+            "/a",
+            "a/",
+            "Intel.com/a",
+            "intel.com/a..b",
+            "intel.com/.a",
+        ] {
+            assert!(validate_resource_name(bad).is_err(), "{bad}");
+        }
+        assert!(is_device_id("0000:02:10.0"));
+        assert!(!is_device_id("0000:02:10.0/.."));
+        assert!(!is_device_id(""));
+    }
+
+    #[test]
+    fn device_id_goes_to_the_top_level_and_runtime_config() {
+        let mut c = json!({"type": "sriov", "runtimeConfig": {"mac": "x"}});
+        set_device_id(&mut c, "0000:02:10.0");
+        assert_eq!(
+            c,
+            json!({"type": "sriov", "deviceID": "0000:02:10.0", "runtimeConfig": {"mac": "x", "deviceID": "0000:02:10.0"}})
+        );
+        let mut l = json!({"name": "n", "plugins": [{"type": "host-device"}, {"type": "tuning"}]});
+        set_device_id(&mut l, "0000:02:10.0");
+        assert_eq!(l["plugins"][0]["pciBusID"], "0000:02:10.0");
+        assert_eq!(l["plugins"][0]["deviceID"], "0000:02:10.0");
+        assert!(l["plugins"][1].get("deviceID").is_none());
+    }
+}
