@@ -15,6 +15,10 @@ use crate::k8s::objects::is_dns_label;
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/vfgenie";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = vfdp::paths::POD_RESOURCES_SOCKET;
+pub const DEFAULT_KUBELET_CHECKPOINT: &str =
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+pub const DEFAULT_DEVICE_INFO_DIR: &str = vfdp::devinfo::DEVINFO_DIR;
 
 /// Errors in the genie conf, each naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +32,12 @@ pub enum ConfError {
 }
 
 mod resolve;
+mod sriov;
 pub use resolve::{
     apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, ConfigSource,
     LogicalNetworkError, ResolvedConfig,
 };
+pub use sriov::{pools_of, AgentConfigError, SriovConf, DEFAULT_AGENT_CONFIG, SRIOV};
 
 /// Errors while turning a NetworkAttachmentDefinition into a CNI config.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +129,15 @@ pub struct GenieConf {
     /// `logLevel`, else CNI-Genie `log_level`.
     pub log_level: Option<LogLevel>,
     pub log_file: Option<PathBuf>,
+    /// `podResourcesSocket`: the kubelet's PodResources API, asked which devices a pod holds.
+    pub pod_resources_socket: PathBuf,
+    /// `kubeletCheckpoint`: the kubelet's device-manager checkpoint, read when nothing listens on
+    /// `podResourcesSocket`.
+    pub kubelet_checkpoint: PathBuf,
+    /// `deviceInfoDir`: the NPWG device-info directory (`dp/` from device plugins, `cni/` ours).
+    pub device_info_dir: PathBuf,
+    /// `sriov`: CNI-Genie's `cni: "sriov"` from the agent's pools.
+    pub sriov: Option<SriovConf>,
 }
 
 impl GenieConf {
@@ -270,6 +285,19 @@ impl GenieConf {
             system_namespaces: namespaces("systemNamespaces", &["kube-system"])?,
             log_level,
             log_file: k.path("logFile")?,
+            pod_resources_socket: k
+                .path("podResourcesSocket")?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET)),
+            kubelet_checkpoint: k
+                .path("kubeletCheckpoint")?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBELET_CHECKPOINT)),
+            device_info_dir: k
+                .path("deviceInfoDir")?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DEVICE_INFO_DIR)),
+            sriov: match k.object("sriov")? {
+                Some(m) => Some(SriovConf::from_map(m)?),
+                None => None,
+            },
         })
     }
 
