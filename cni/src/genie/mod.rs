@@ -8,6 +8,7 @@
 //! all succeeded. A corrupt record is an error, never "nothing to delete".
 
 pub mod delegate;
+pub mod devices;
 pub mod plan;
 pub mod routes;
 
@@ -39,6 +40,9 @@ pub struct Outcome {
 const EXTRA_RUNTIME_CONFIG: &str = "runtimeConfig";
 const EXTRA_CNI_ARGS: &str = "cniArgs";
 const EXTRA_DEFAULT: &str = "default";
+const EXTRA_DEVICE_ID: &str = "deviceID";
+const EXTRA_RESOURCE: &str = "resourceName";
+const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
 
 /// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
 pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
@@ -128,6 +132,16 @@ fn attachment_record(p: &Planned) -> PodAttachment {
         extra.insert(EXTRA_CNI_ARGS.into(), Value::Object(a.clone()));
     }
     extra.insert(EXTRA_DEFAULT.into(), Value::Bool(p.default));
+    if let Some(d) = &p.device {
+        extra.insert(EXTRA_DEVICE_ID.into(), Value::String(d.id.clone()));
+        extra.insert(EXTRA_RESOURCE.into(), Value::String(d.resource.clone()));
+    }
+    if let Some(f) = &p.device_info_file {
+        extra.insert(
+            EXTRA_DEVICE_INFO_FILE.into(),
+            Value::String(f.display().to_string()),
+        );
+    }
     PodAttachment {
         network: p.network.clone(),
         if_name: p.ifname.clone(),
@@ -157,17 +171,28 @@ fn cached_result(a: &PodAttachment) -> Result<Option<CniResult>, CniError> {
     }
 }
 
-/// DEL of one recorded attachment.
+/// DEL of one recorded attachment, then its device-info file.
 fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), CniError> {
-    let list = delegate::as_list(&a.conf)?;
-    let cached = cached_result(a)?;
-    delegate::del(
-        env,
-        &a.network,
-        &a.if_name,
-        &list,
-        &injected_of(a),
-        cached.as_ref(),
+    let deleted = delegate::as_list(&a.conf).and_then(|list| {
+        let cached = cached_result(a)?;
+        delegate::del(
+            env,
+            &a.network,
+            &a.if_name,
+            &list,
+            &injected_of(a),
+            cached.as_ref(),
+        )
+    });
+    let info_removed = match a.extra.get(EXTRA_DEVICE_INFO_FILE) {
+        Some(Value::String(f)) => crate::devices::info::remove(std::path::Path::new(f)),
+        _ => Ok(()),
+    };
+    delegate::combine(
+        [deleted, info_removed]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect(),
     )
 }
 
@@ -183,6 +208,10 @@ fn teardown(env: &CniEnv, record: &PodRecord) -> Result<(), CniError> {
 }
 
 fn status_of(p: &Planned, r: &CniResult, netns: &str) -> AttachmentStatus {
+    let device_info = crate::devices::info::status_info(
+        p.device_info_file.as_deref(),
+        p.device.as_ref().map(|d| d.id.as_str()),
+    );
     // Interfaces in the pod (the sandbox), and the one the attachment is named after.
     let in_pod: BTreeSet<usize> = r
         .interfaces
@@ -210,7 +239,7 @@ fn status_of(p: &Planned, r: &CniResult, netns: &str) -> AttachmentStatus {
         dns: (!r.dns.is_empty())
             .then(|| serde_json::to_value(&r.dns).ok())
             .flatten(),
-        device_info: None,
+        device_info,
         gateways: ips.iter().filter_map(|ip| ip.gateway).collect(),
     }
 }
@@ -254,23 +283,31 @@ fn add(
         request: &request,
     });
     let ifname = key.ifname.clone();
-    let planned = plan::plan(conf, &ifname, ctx.as_ref(), client.as_ref())?;
+    let mut planned = plan::plan(conf, &ifname, ctx.as_ref(), client.as_ref())?;
+    let pod_uid = pod_obj
+        .as_ref()
+        .map(|o| o.metadata.uid.clone())
+        .filter(|u| !u.is_empty())
+        .or_else(|| env.args.k8s_pod_uid.clone());
+    let identity = pod.as_ref().map(|p| crate::devices::PodIdentity {
+        namespace: &p.namespace,
+        name: &p.name,
+        uid: pod_uid.as_deref(),
+    });
+    devices::prepare(env, conf, identity.as_ref(), &mut planned)?;
 
     let mut record = PodRecord::new(&key, env.netns.clone());
     if let Some(p) = &pod {
         record.pod_namespace = Some(p.namespace.clone());
         record.pod_name = Some(p.name.clone());
-        record.pod_uid = pod_obj
-            .as_ref()
-            .map(|o| o.metadata.uid.clone())
-            .filter(|u| !u.is_empty())
-            .or_else(|| env.args.k8s_pod_uid.clone());
+        record.pod_uid = pod_uid.clone();
     }
     let mut results = Vec::with_capacity(planned.len());
     for p in &planned {
         record.attachments.push(attachment_record(p));
         cache.write_pod(&record)?;
-        let outcome = delegate::as_list(&p.config)
+        let outcome = publish_device_info(conf, p)
+            .and_then(|()| delegate::as_list(&p.config))
             .and_then(|list| delegate::add(env, &p.network, &p.ifname, &list, &p.injected));
         match outcome {
             Ok(r) => {
@@ -311,6 +348,16 @@ fn add(
     let merged = CniResult::merge(version, &results);
     info!(attachments = planned.len(), "pod attached");
     Ok(merged.to_version(version).to_json())
+}
+
+/// Copies the device plugin's device-info file of the attachment's device to the attachment's own
+/// file, before its plugins run (they may read it).
+fn publish_device_info(conf: &GenieConf, p: &Planned) -> Result<(), CniError> {
+    if let (Some(d), Some(f)) = (&p.device, &p.device_info_file) {
+        let copied = crate::devices::info::publish(&conf.device_info_dir, &d.resource, &d.id, f)?;
+        info!(network = %p.network, device = %d.id, copied, "device-info");
+    }
+    Ok(())
 }
 
 /// A failed ADD: tear down what was added, newest first. The attachment whose ADD failed gets a

@@ -14,15 +14,18 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
 use super::delegate::Injected;
 use crate::annotations::{GeniePlugin, LogicalNetworkRef, NetworkSelection, PodNetworkRequest};
+use crate::devices::Assigned;
 use crate::genieconf::{
     apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, GenieConf,
-    ResolvedConfig,
+    ResolvedConfig, SriovConf, SRIOV,
 };
+use crate::k8s::objects::RESOURCE_NAME_ANNOTATION;
 use crate::k8s::Client;
 use crate::spec::error::CniError;
 
@@ -42,10 +45,33 @@ pub struct Planned {
     pub default: bool,
     /// Gateways through which this attachment should carry the default route (NPWG).
     pub default_route: Vec<IpAddr>,
+    /// The device-plugin resources one of whose devices the attachment needs (the NAD's
+    /// `k8s.v1.cni.cncf.io/resourceName`, or the agent's pools for CNI-Genie's `sriov`); empty
+    /// for an attachment without a device.
+    pub resources: Vec<String>,
+    /// The device it got (after [`crate::devices::assign`]).
+    pub device: Option<Assigned>,
+    /// Its NPWG device-info file (`<deviceInfoDir>/cni/...`), when it has a device or one of its
+    /// plugins declares `CNIDeviceInfoFile`.
+    pub device_info_file: Option<PathBuf>,
 }
 
-/// A network's status name and config.
-type Network = (String, Value);
+/// A network's status name, config, and the resources it takes a device from.
+struct Network {
+    name: String,
+    config: Value,
+    resources: Vec<String>,
+}
+
+impl Network {
+    fn new(name: String, config: Value) -> Self {
+        Self {
+            name,
+            config,
+            resources: Vec::new(),
+        }
+    }
+}
 
 /// A CNI-Genie entry: the interface it asks for, and its network (or why there is none).
 type GenieEntry = (Option<String>, Result<Network, CniError>);
@@ -75,6 +101,18 @@ fn api_error(what: String, e: crate::k8s::Error) -> CniError {
     } else {
         CniError::invalid_config(format!("{what}: {e}"))
     }
+}
+
+/// An error with its sources, for a CNI message (which has no room for a chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 fn resolved_name(r: &ResolvedConfig, fallback: &str) -> String {
@@ -136,13 +174,53 @@ impl Planner<'_> {
             .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
         let resolved = resolve_nad_config(&nad, &self.conf.conf_dir)
             .map_err(|e| config_error(e.to_string()))?;
-        Ok((
-            format!("{namespace}/{name}"),
-            Value::Object(resolved.config),
-        ))
+        let resources = match nad.resource_name() {
+            Some(r) => {
+                crate::devices::validate_resource_name(r).map_err(|e| {
+                    config_error(format!(
+                        "{} asks for {what}, whose {RESOURCE_NAME_ANNOTATION} is refused: {e}",
+                        self.pod_label()
+                    ))
+                })?;
+                vec![r.to_string()]
+            }
+            None => Vec::new(),
+        };
+        Ok(Network {
+            name: format!("{namespace}/{name}"),
+            config: Value::Object(resolved.config),
+            resources,
+        })
+    }
+
+    /// CNI-Genie's `sriov` with the genie conf's `sriov` key: an sriov netconf on the agent's pools.
+    fn genie_sriov(&self, sriov: &SriovConf) -> Result<Network, CniError> {
+        let pools = sriov.pools().map_err(|e| {
+            config_error(format!(
+                "{} asks for plugin \"sriov\": {}",
+                self.pod_label(),
+                error_chain(&e)
+            ))
+        })?;
+        if pools.is_empty() {
+            return Err(config_error(format!(
+                "{} asks for plugin \"sriov\", but the agent config {} has no pools",
+                self.pod_label(),
+                sriov.agent_config.display()
+            )));
+        }
+        let version = self.conf.cni_version.as_deref().unwrap_or("1.0.0");
+        Ok(Network {
+            name: SRIOV.to_string(),
+            config: sriov.netconf(version),
+            resources: pools,
+        })
     }
 
     fn plugin(&self, plugin: &str) -> Result<Network, CniError> {
+        if let (SRIOV, Some(sriov)) = (plugin, &self.conf.sriov) {
+            return self.genie_sriov(sriov);
+        }
         let r = find_plugin_conf(&self.conf.conf_dir, plugin)
             .map_err(|e| config_error(e.to_string()))?
             .ok_or_else(|| {
@@ -152,7 +230,10 @@ impl Planner<'_> {
                     self.conf.conf_dir.display()
                 ))
             })?;
-        Ok((resolved_name(&r, plugin), Value::Object(r.config)))
+        Ok(Network::new(
+            resolved_name(&r, plugin),
+            Value::Object(r.config),
+        ))
     }
 
     fn logical_network(&self, ln: &LogicalNetworkRef) -> Result<Network, CniError> {
@@ -172,7 +253,10 @@ impl Planner<'_> {
                 ))
             })?;
         apply_logical_network(&mut r, &obj).map_err(|e| config_error(e.to_string()))?;
-        Ok((format!("{ns}/{}", ln.name), Value::Object(r.config)))
+        Ok(Network::new(
+            format!("{ns}/{}", ln.name),
+            Value::Object(r.config),
+        ))
     }
 
     /// `clusterNetwork`: a conf file path, a conf name in confDir, or a NAD.
@@ -187,12 +271,15 @@ impl Planner<'_> {
                 .and_then(Value::as_str)
                 .unwrap_or("cluster")
                 .to_string();
-            return Ok((name, v));
+            return Ok(Network::new(name, v));
         }
         if let Some(r) =
             find_conf_file(&self.conf.conf_dir, spec).map_err(|e| config_error(e.to_string()))?
         {
-            return Ok((resolved_name(&r, spec), Value::Object(r.config)));
+            return Ok(Network::new(
+                resolved_name(&r, spec),
+                Value::Object(r.config),
+            ));
         }
         let (ns, name) = spec
             .split_once('/')
@@ -282,33 +369,34 @@ pub fn plan(
     };
 
     // The default network.
-    let default: Option<(String, Value, Injected)> = if let Some(sel) = &req.default_network {
+    let default: Option<(Network, Injected)> = if let Some(sel) = &req.default_network {
         let ns = sel.namespace_or(pod.map_or(DEFAULT_NAD_NAMESPACE, |c| c.namespace));
-        let (n, v) = p.nad(ns, &sel.name)?;
-        Some((n, v, injected(sel)))
+        Some((p.nad(ns, &sel.name)?, injected(sel)))
     } else if let Some(cn) = &conf.cluster_network {
-        let (n, v) = p.cluster_network(cn)?;
-        Some((n, v, Injected::default()))
+        Some((p.cluster_network(cn)?, Injected::default()))
     } else if let Some(d) = conf.delegates.first() {
         let n = d
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_string();
-        Some((n, d.clone(), Injected::default()))
+        Some((Network::new(n, d.clone()), Injected::default()))
     } else {
         None
     };
     let mut genie = genie.into_iter();
     let genie_mode = default.is_none();
     match default {
-        Some((network, config, injected)) => p.push(Planned {
-            network,
+        Some((network, injected)) => p.push(Planned {
+            network: network.name,
             ifname: ifname.to_string(),
-            config,
+            config: network.config,
             injected,
             default: true,
             default_route: Vec::new(),
+            resources: network.resources,
+            device: None,
+            device_info_file: None,
         })?,
         None => {
             let (want, first) = match genie.next() {
@@ -324,13 +412,16 @@ pub fn plan(
                 }),
             };
             p.push(Planned {
-                network: first.0,
+                network: first.name,
                 // CNI-Genie lets even the first plugin name its interface (`flannel@eth1`).
                 ifname: want.unwrap_or_else(|| ifname.to_string()),
-                config: first.1,
+                config: first.config,
                 injected: Injected::default(),
                 default: true,
                 default_route: Vec::new(),
+                resources: first.resources,
+                device: None,
+                device_info_file: None,
             })?;
         }
     }
@@ -374,12 +465,15 @@ pub fn plan(
             },
         };
         p.push(Planned {
-            network: s.network.0,
+            network: s.network.name,
             ifname,
-            config: s.network.1,
+            config: s.network.config,
             injected: s.injected,
             default: false,
             default_route: s.default_route,
+            resources: s.network.resources,
+            device: None,
+            device_info_file: None,
         })?;
     }
 
@@ -394,7 +488,7 @@ pub fn plan(
         }
     }
     let mut e = 0;
-    for (want, (network, config)) in rest {
+    for (want, network) in rest {
         let ifname = match want {
             Some(i) => i,
             None => loop {
@@ -406,12 +500,15 @@ pub fn plan(
             },
         };
         p.push(Planned {
-            network,
+            network: network.name,
             ifname,
-            config,
+            config: network.config,
             injected: Injected::default(),
             default: false,
             default_route: Vec::new(),
+            resources: network.resources,
+            device: None,
+            device_info_file: None,
         })?;
     }
     Ok(p.out)

@@ -1,0 +1,78 @@
+//! The planned attachments' devices and device-info files, settled before anything is attached:
+//! a pod that lacks a device one of its networks needs is refused here, with nothing to undo.
+
+use serde_json::Value;
+
+use super::delegate::as_list;
+use super::plan::Planned;
+use crate::devices::{self, info, Need, PodIdentity, Sources};
+use crate::genieconf::GenieConf;
+use crate::spec::env::CniEnv;
+use crate::spec::error::CniError;
+
+/// Gives every attachment that needs one its device (`deviceID` in its config) and every
+/// attachment with a device, or with a plugin declaring `CNIDeviceInfoFile`, its device-info file.
+pub fn prepare(
+    env: &CniEnv,
+    conf: &GenieConf,
+    pod: Option<&PodIdentity<'_>>,
+    planned: &mut [Planned],
+) -> Result<(), CniError> {
+    let needs: Vec<Need<'_>> = planned
+        .iter()
+        .filter(|p| !p.resources.is_empty())
+        .map(|p| Need {
+            network: &p.network,
+            ifname: &p.ifname,
+            resources: &p.resources,
+        })
+        .collect();
+    if let Some(first) = needs.first() {
+        let pod = pod.ok_or_else(|| {
+            CniError::invalid_config(format!(
+                "network {} ({}) needs a device of resource {}, but CNI_ARGS name no pod to look its devices up for",
+                first.network,
+                first.ifname,
+                first.resources.join(" or ")
+            ))
+        })?;
+        let held = devices::lookup(
+            &Sources {
+                pod_resources_socket: &conf.pod_resources_socket,
+                checkpoint: &conf.kubelet_checkpoint,
+                timeout: devices::POD_RESOURCES_TIMEOUT,
+            },
+            pod,
+        )?;
+        let assigned = devices::assign(pod, &needs, &held)?;
+        let mut assigned = assigned.into_iter();
+        for p in planned.iter_mut().filter(|p| !p.resources.is_empty()) {
+            if let Some(a) = assigned.next() {
+                devices::set_device_id(&mut p.config, &a.id);
+                p.device = Some(a);
+            }
+        }
+    }
+    for p in planned.iter_mut() {
+        let declares = as_list(&p.config)
+            .map(|l| l.plugins.iter().any(|c| c.declares(info::CAPABILITY)))
+            .unwrap_or(false);
+        if p.device.is_none() && !declares {
+            continue;
+        }
+        let path = info::cni_file(
+            &conf.device_info_dir,
+            &p.network,
+            &env.container_id,
+            &p.ifname,
+        )?;
+        if declares {
+            p.injected.runtime_config.insert(
+                info::CAPABILITY.into(),
+                Value::String(path.display().to_string()),
+            );
+        }
+        p.device_info_file = Some(path);
+    }
+    Ok(())
+}
