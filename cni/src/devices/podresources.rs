@@ -5,6 +5,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tonic::Code;
 use vfdp::podresources::pod_resources_lister_client::PodResourcesListerClient;
 use vfdp::podresources::{ListPodResourcesRequest, PodResources};
 
@@ -54,22 +55,28 @@ pub fn pod_devices(
         .enable_all()
         .build()
         .map_err(|e| failed(format!("no async runtime: {e}")))?;
+    let timed_out = || Error::Timeout {
+        path: socket.to_path_buf(),
+        timeout,
+    };
     let call = async {
-        let channel = vfdp::connect(socket, timeout)
+        // The transport's own bounds are looser than the one on the whole call, so that a silent
+        // kubelet is reported as such.
+        let channel = vfdp::connect(socket, timeout * 2)
             .await
             .map_err(|e| failed(e.to_string()))?;
         PodResourcesListerClient::new(channel)
             .list(ListPodResourcesRequest {})
             .await
             .map(|r| r.into_inner().pod_resources)
-            .map_err(|s| failed(format!("{}: {}", s.code(), s.message())))
+            .map_err(|s| match s.code() {
+                Code::Cancelled | Code::DeadlineExceeded => timed_out(),
+                _ => failed(format!("{}: {}", s.code(), s.message())),
+            })
     };
     let pods = rt
         .block_on(async { tokio::time::timeout(timeout, call).await })
-        .map_err(|_| Error::Timeout {
-            path: socket.to_path_buf(),
-            timeout,
-        })??;
+        .map_err(|_| timed_out())??;
     Ok(devices_of(&pods, namespace, name))
 }
 
