@@ -3,5 +3,6 @@
 
 pub mod apiserver;
 pub mod kubelet;
+pub mod podresources;
 pub mod runtime;
 pub mod synth;
