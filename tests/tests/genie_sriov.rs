@@ -39,6 +39,13 @@ f="$d/$(printf %03d "$n")-$t-$CNI_COMMAND-$CNI_IFNAME.json"
 cat > "$f"
 case "$CNI_COMMAND" in
 ADD)
+  # A plugin given a device-info file path that holds nothing yet may write one (device-info spec).
+  p=$(sed -n 's/.*"CNIDeviceInfoFile":"\([^"]*\)".*/\1/p' "$f")
+  dev=$(sed -n 's/.*"deviceID":"\([^"]*\)".*/\1/p' "$f")
+  if [ -n "$p" ] && [ ! -e "$p" ]; then
+    mkdir -p "$(dirname "$p")"
+    printf '{{"type":"pci","version":"1.1.0","pci":{{"pci-address":"%s","rdma-device":"written-by-plugin"}}}}' "$dev" > "$p"
+  fi
   v=$(sed -n 's/.*"cniVersion":"\([^"]*\)".*/\1/p' "$f")
   printf '{{"cniVersion":"%s","interfaces":[{{"name":"%s","mac":"02:00:00:00:00:%02x","sandbox":"%s"}}],"ips":[]}}' "$v" "$CNI_IFNAME" "$n" "$CNI_NETNS" ;;
 VERSION)
@@ -66,7 +73,11 @@ impl SriovNode {
         )
         .unwrap();
         for (name, resource) in [("sriov-a", VF_A), ("sriov-b", VF_B)] {
-            let conf = json!({"cniVersion": "1.0.0", "name": name, "type": "sriov", "vlan": 10});
+            let mut conf =
+                json!({"cniVersion": "1.0.0", "name": name, "type": "sriov", "vlan": 10});
+            if name == "sriov-b" {
+                conf["capabilities"] = json!({"CNIDeviceInfoFile": true});
+            }
             node.api
                 .add_nad(NS, name, &conf.to_string(), Some(resource));
         }
@@ -216,10 +227,19 @@ fn each_attachment_gets_its_own_sorted_device_with_device_info() {
     );
     assert_eq!(net1["vlan"], 10);
     assert_eq!(net1["name"], "sriov-a");
+    let net2 = n.sriov_add("net2");
     assert_eq!(
-        device_id_of(&n.sriov_add("net2")),
+        device_id_of(&net2),
         (Some("0000:03:10.0"), Some("0000:03:10.0"))
     );
+    // sriov-b declares CNIDeviceInfoFile: it gets its attachment's file path (and, finding no
+    // copy there, writes the file itself); sriov-a declares nothing and gets no such key.
+    let net2_file = n.devinfo.join("cni/team-sriov-b-c1-net2-device.json");
+    assert_eq!(
+        net2["runtimeConfig"]["CNIDeviceInfoFile"].as_str(),
+        Some(net2_file.to_str().unwrap())
+    );
+    assert!(net1["runtimeConfig"].get("CNIDeviceInfoFile").is_none());
     assert_eq!(
         device_id_of(&n.sriov_add("vf9")),
         (Some("0000:02:10.4"), Some("0000:02:10.4"))
@@ -266,6 +286,12 @@ fn each_attachment_gets_its_own_sorted_device_with_device_info() {
         json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:02:10.4"}})
     );
     assert!(by_if("eth0").get("device-info").is_none());
+    // What the plugin wrote is what network-status reports.
+    assert_eq!(
+        by_if("net2")["device-info"]["pci"],
+        json!({"pci-address": "0000:03:10.0", "rdma-device": "written-by-plugin"})
+    );
+    assert!(net2_file.exists());
 
     // DEL: the delegate gets its device again; the device-info files and the record go.
     let del = n
