@@ -33,20 +33,6 @@ pub fn pod_devices(
     name: &str,
     timeout: Duration,
 ) -> Result<PodDevices, Error> {
-    // A connection refused or a missing file is "no kubelet API here"; anything that accepts the
-    // connection is the kubelet, and its silence is an error rather than a reason to guess.
-    if let Err(source) = std::os::unix::net::UnixStream::connect(socket) {
-        return Err(match source.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::Unreachable {
-                path: socket.to_path_buf(),
-                source,
-            },
-            _ => Error::Failed {
-                path: socket.to_path_buf(),
-                reason: source.to_string(),
-            },
-        });
-    }
     let failed = |reason: String| Error::Failed {
         path: socket.to_path_buf(),
         reason,
@@ -60,6 +46,17 @@ pub fn pod_devices(
         timeout,
     };
     let call = async {
+        // A connection refused or a missing file is "no kubelet API here"; anything that accepts
+        // the connection is the kubelet, and its silence is an error rather than a reason to guess.
+        if let Err(source) = tokio::net::UnixStream::connect(socket).await {
+            return Err(match source.kind() {
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::Unreachable {
+                    path: socket.to_path_buf(),
+                    source,
+                },
+                _ => failed(source.to_string()),
+            });
+        }
         // The transport's own bounds are looser than the one on the whole call, so that a silent
         // kubelet is reported as such.
         let channel = vfdp::connect(socket, timeout * 2)
