@@ -271,3 +271,39 @@ fn the_cluster_config_comes_from_the_kubeconfig_with_the_api_root_override() {
         "https://10.96.0.1:443/"
     );
 }
+
+#[test]
+fn device_keys_default_to_the_kubelet_and_npwg_paths() {
+    let c = conf(serde_json::json!({"type":"genie"})).unwrap();
+    assert_eq!(
+        c.pod_resources_socket,
+        PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock")
+    );
+    assert_eq!(
+        c.kubelet_checkpoint,
+        PathBuf::from("/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint")
+    );
+    assert_eq!(
+        c.device_info_dir,
+        PathBuf::from("/var/run/k8s.cni.cncf.io/devinfo")
+    );
+    assert!(c.sriov.is_none());
+    let c = conf(serde_json::json!({"type":"genie",
+        "podResourcesSocket":"/k/pr.sock","kubeletCheckpoint":"/k/ckpt","deviceInfoDir":"/k/devinfo",
+        "sriov":{"vlan":5}}))
+    .unwrap();
+    assert_eq!(c.pod_resources_socket, PathBuf::from("/k/pr.sock"));
+    assert_eq!(c.kubelet_checkpoint, PathBuf::from("/k/ckpt"));
+    assert_eq!(c.device_info_dir, PathBuf::from("/k/devinfo"));
+    let s = c.sriov.unwrap();
+    assert_eq!(s.agent_config, PathBuf::from("/etc/vfgenie/config.json"));
+    for (key, bad) in [
+        ("podResourcesSocket", serde_json::json!("pr.sock")),
+        ("kubeletCheckpoint", serde_json::json!(7)),
+        ("deviceInfoDir", serde_json::json!("../devinfo")),
+        ("sriov", serde_json::json!("yes")),
+    ] {
+        let e = conf(serde_json::json!({"type":"genie", key: bad})).unwrap_err();
+        assert!(e.to_string().contains(key), "{e}");
+    }
+}
