@@ -279,7 +279,6 @@ impl Node {
     }
 
     /// Execs genie as a runtime does.
-    #[allow(clippy::too_many_arguments)]
     pub fn cni(
         &self,
         command: &str,
@@ -289,12 +288,31 @@ impl Node {
         pod: Option<(&str, &str)>,
         conf: &Value,
     ) -> anyhow::Result<CniOutput> {
+        self.cni_with_args(command, container_id, netns, ifname, pod, "", conf)
+    }
+
+    /// As [`Node::cni`], with `extra` (`K=V;K=V`) appended to CNI_ARGS (e.g. `K8S_POD_UID=...`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn cni_with_args(
+        &self,
+        command: &str,
+        container_id: &str,
+        netns: &Path,
+        ifname: &str,
+        pod: Option<(&str, &str)>,
+        extra: &str,
+        conf: &Value,
+    ) -> anyhow::Result<CniOutput> {
         use std::io::Write;
         let mut args = String::from("IgnoreUnknown=true");
         if let Some((ns, name)) = pod {
             args.push_str(&format!(
                 ";K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container_id}"
             ));
+        }
+        if !extra.is_empty() {
+            args.push(';');
+            args.push_str(extra);
         }
         let path = format!("{}:{}", self.bin_dir.display(), DEBIAN_CNI_DIR);
         let mut child = Command::new(self.bin_dir.join("genie"))

@@ -438,6 +438,36 @@ fn without_pod_resources_the_kubelet_checkpoint_is_read_in_both_formats() {
         }
     }
 
+    // The kubelet's K8S_POD_UID wins over the API's uid (a pod recreated under the same name).
+    let _ = std::fs::remove_file(&n.socket);
+    n.node
+        .api
+        .add_pod(NS, "again", &[("k8s.v1.cni.cncf.io/networks", "sriov-a")]);
+    let doc = checkpoint_old("uid-from-kubelet", VF_A, &ids);
+    std::fs::write(&n.checkpoint, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = n
+        .node
+        .cni_with_args(
+            "ADD",
+            "k8",
+            &sb.path,
+            "eth0",
+            Some((NS, "again")),
+            "K8S_POD_UID=uid-from-kubelet",
+            &conf,
+        )
+        .unwrap();
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    assert_eq!(device_id_of(&n.sriov_add("net1")).0, Some("0000:02:10.1"));
+    let del = n
+        .node
+        .cni("DEL", "k8", &sb.path, "eth0", Some((NS, "again")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stdout);
+    for e in std::fs::read_dir(&n.rec).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+
     // Neither PodResources nor a checkpoint: an error naming both, nothing run.
     std::fs::remove_file(&n.checkpoint).unwrap();
     let _ = std::fs::remove_file(&n.socket);

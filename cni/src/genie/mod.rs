@@ -289,10 +289,18 @@ fn add(
         .map(|o| o.metadata.uid.clone())
         .filter(|u| !u.is_empty())
         .or_else(|| env.args.k8s_pod_uid.clone());
+    // The checkpoint knows the pod the kubelet is creating this sandbox for by the UID the kubelet
+    // passes; the API's object can be a newer pod of the same name.
+    let kubelet_uid = env
+        .args
+        .k8s_pod_uid
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .or(pod_uid.as_deref());
     let identity = pod.as_ref().map(|p| crate::devices::PodIdentity {
         namespace: &p.namespace,
         name: &p.name,
-        uid: pod_uid.as_deref(),
+        uid: kubelet_uid,
     });
     devices::prepare(env, conf, identity.as_ref(), &mut planned)?;
 
