@@ -39,6 +39,10 @@ f="$d/$(printf %03d "$n")-$t-$CNI_COMMAND-$CNI_IFNAME.json"
 cat > "$f"
 case "$CNI_COMMAND" in
 ADD)
+  if [ "$CNI_IFNAME" = fail0 ]; then
+    printf '{{"cniVersion":"1.0.0","code":999,"msg":"this recorder refuses fail0"}}'
+    exit 1
+  fi
   # A plugin given a device-info file path that holds nothing yet may write one (device-info spec).
   p=$(sed -n 's/.*"CNIDeviceInfoFile":"\([^"]*\)".*/\1/p' "$f")
   dev=$(sed -n 's/.*"deviceID":"\([^"]*\)".*/\1/p' "$f")
@@ -692,4 +696,45 @@ fn traversal_through_resource_network_or_device_names_is_refused() {
     assert!(msg.contains("not a usable device ID"), "{msg}");
     n.assert_nothing_ran();
     assert!(!n.devinfo.exists() || n.cni_devinfo_files().is_empty());
+}
+
+#[test]
+fn a_failed_add_removes_the_device_info_it_copied() {
+    require_root();
+    let n = SriovNode::new();
+    let pr = PodResourcesStandIn::start(&n.socket).unwrap();
+    n.node.api.add_pod(
+        NS,
+        "half",
+        &[("k8s.v1.cni.cncf.io/networks", "sriov-a,sriov-a@fail0")],
+    );
+    let ids = ["0000:02:10.2", "0000:02:10.4"];
+    pr.set_pod(NS, "half", &[("app", VF_A, &ids)]);
+    for id in ids {
+        let dp = vfdp::devinfo::dp_file(&n.devinfo, VF_A, id).unwrap();
+        vfdp::devinfo::write(&dp, &vfdp::devinfo::DeviceInfo::pci(id, "0000:02:00.0")).unwrap();
+    }
+    let sb = Sandbox::new().unwrap();
+    let conf = n.conf(json!({}));
+    let out = n
+        .node
+        .cni("ADD", "h1", &sb.path, "eth0", Some((NS, "half")), &conf)
+        .unwrap();
+    assert!(!out.success, "{}", out.stdout);
+    assert!(out.stdout.contains("refuses fail0"), "{}", out.stdout);
+    // net1 was attached with its device and then torn down with it; nothing is left.
+    assert_eq!(device_id_of(&n.sriov_add("net1")).0, Some("0000:02:10.2"));
+    let net1_del = n
+        .recorded()
+        .into_iter()
+        .find(|(t, c, i, _)| t == "sriov" && c == "DEL" && i == "net1")
+        .expect("net1 was not torn down")
+        .3;
+    assert_eq!(device_id_of(&net1_del).0, Some("0000:02:10.2"));
+    assert!(
+        n.cni_devinfo_files().is_empty(),
+        "{:?}",
+        n.cni_devinfo_files()
+    );
+    assert!(n.node.cache_records().is_empty());
 }
