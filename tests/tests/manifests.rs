@@ -676,13 +676,38 @@ fn the_cni_daemon_set_mounts_exactly_the_host_paths_it_needs() {
         host_view(&conf.bin_dir)
     )));
     assert!(init_script.contains(&format!("{}/{CONF_KEY}", host_view(&conf.conf_dir))));
-    // The main container only refreshes the token under the conf dir.
+    // The main container only refreshes files under the conf dir: the token, and the agent's
+    // config from the agent's own ConfigMap (read-only, optional).
     assert_eq!(spec.containers.len(), 1);
     let main = &spec.containers[0];
     let mounts = main.volume_mounts.as_ref().unwrap();
-    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts.len(), 2);
     assert_eq!(mounts[0].mount_path, host_view(&conf.conf_dir));
+    assert_eq!(mounts[1].mount_path, AGENT_CONF_MOUNT);
+    assert_eq!(mounts[1].read_only, Some(true));
+    let agent_cm = volumes
+        .iter()
+        .find(|v| v.name == mounts[1].name)
+        .and_then(|v| v.config_map.as_ref())
+        .unwrap();
+    assert_eq!(agent_cm.name, "vfgenie-agent-config");
+    assert_eq!(agent_cm.optional, Some(true), "nodes without the agent");
+    // genie's `cni: "sriov"` reads the copy the DaemonSet keeps, under the conf dir.
+    let sriov = conf.sriov.as_ref().unwrap();
+    assert_eq!(
+        sriov.agent_config,
+        conf.kubeconfig
+            .as_ref()
+            .unwrap()
+            .with_file_name("agent-config.json")
+    );
+    let refresh = script(main);
+    assert!(refresh.contains(&format!("{AGENT_CONF_MOUNT}/config.json")));
+    assert!(refresh.contains("mv -f \"$d/.agent-config.json.tmp\" \"$d/agent-config.json\""));
 }
+
+/// Where the CNI DaemonSet mounts the agent's ConfigMap.
+const AGENT_CONF_MOUNT: &str = "/etc/vfgenie";
 
 #[test]
 fn the_cni_cluster_role_grants_exactly_what_genie_does() {
@@ -782,7 +807,8 @@ fn the_init_script_installs_what_genie_needs() {
     let sa = root.join("sa");
     let cm = root.join("cm");
     let path_dir = root.join("path");
-    for d in [&sa, &cm, &path_dir] {
+    let agent_cm = root.join("agent-cm");
+    for d in [&sa, &cm, &path_dir, &agent_cm] {
         std::fs::create_dir_all(d).unwrap();
     }
     for h in [&conf.bin_dir, &conf.conf_dir] {
@@ -790,6 +816,16 @@ fn the_init_script_installs_what_genie_needs() {
     }
     std::fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
     std::fs::write(sa.join("token"), "t0ken").unwrap();
+    // The agent's ConfigMap, as the manifests define it.
+    let agent_config = m
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("vfgenie-agent-config"))
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get("config.json"))
+        .unwrap()
+        .clone();
+    std::fs::write(agent_cm.join("config.json"), &agent_config).unwrap();
     std::os::unix::fs::symlink(&genie, path_dir.join("genie")).unwrap();
     let cm_mount = init
         .volume_mounts
@@ -809,7 +845,11 @@ fn the_init_script_installs_what_genie_needs() {
             "/var/run/secrets/kubernetes.io/serviceaccount",
             sa.to_str().unwrap(),
         )
-        .replace(&cm_mount.mount_path, cm.to_str().unwrap());
+        .replace(&cm_mount.mount_path, cm.to_str().unwrap())
+        .replace(
+            &format!("{AGENT_CONF_MOUNT}/"),
+            &format!("{}/", agent_cm.display()),
+        );
     let path = format!(
         "{}:{}",
         path_dir.display(),
@@ -870,6 +910,14 @@ fn the_init_script_installs_what_genie_needs() {
             vfcni::k8s::Auth::TokenFile(kc_dir.join("token"))
         );
         assert!(cluster.tls.ca_pem.is_some());
+        // The agent's config is where the genie conf's `sriov` looks, and names its pools.
+        let sriov = conf.sriov.as_ref().unwrap();
+        let copied = std::fs::read(on_host(&sriov.agent_config)).unwrap();
+        assert_eq!(copied, agent_config.as_bytes());
+        assert_eq!(
+            vfcni::genieconf::pools_of(&copied).unwrap(),
+            ["intel.com/sriov_netdevice", "intel.com/sriov_dpdk"]
+        );
         for d in [on_host(&conf.bin_dir), on_host(&conf.conf_dir)] {
             for f in std::fs::read_dir(&d).unwrap() {
                 let name = f.unwrap().file_name().into_string().unwrap();
