@@ -672,7 +672,7 @@ fn the_cni_daemon_set_mounts_exactly_the_host_paths_it_needs() {
     // The init script installs into exactly the conf's dirs.
     let init_script = script(init);
     assert!(init_script.contains(&format!(
-        "genie install --to {}\n",
+        "genie install --to {} --name genie --name sriov\n",
         host_view(&conf.bin_dir)
     )));
     assert!(init_script.contains(&format!("{}/{CONF_KEY}", host_view(&conf.conf_dir))));
@@ -880,6 +880,13 @@ fn the_init_script_installs_what_genie_needs() {
             std::fs::read(&genie).unwrap()
         );
         assert_eq!(mode(&installed), 0o755);
+        // The same binary is the sriov plugin NADs of type "sriov" name.
+        let sriov = on_host(&conf.bin_dir.join("sriov"));
+        assert_eq!(
+            std::fs::read(&sriov).unwrap(),
+            std::fs::read(&genie).unwrap()
+        );
+        assert_eq!(mode(&sriov), 0o755);
         let conf_file = on_host(&conf.conf_dir.join(CONF_KEY));
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&conf_file).unwrap()).unwrap();
