@@ -9,6 +9,7 @@
 //! - [`install`]: `genie install`, the atomic copy of the binary into a CNI bin dir.
 //! - [`k8s`], [`annotations`], [`genieconf`], [`netstatus`]: the Kubernetes side: the API client,
 //!   the pod's network annotations, the node's genie conf, and what is written back on the pod.
+//! - [`sriov`]: the SR-IOV plugin (`"type": "sriov"`, sriov-cni's netconf), the same binary.
 
 pub mod annotations;
 pub mod cache;
@@ -20,3 +21,4 @@ pub mod install;
 pub mod k8s;
 pub mod netstatus;
 pub mod spec;
+pub mod sriov;

@@ -2,6 +2,9 @@
 //! variables, prints only the result (or the error JSON) on stdout, and logs to stderr or to the
 //! conf's `logFile`.
 //!
+//! The conf's `type` picks the plugin: `sriov` runs the SR-IOV plugin ([`vfcni::sriov`]), anything
+//! else the meta-plugin; installed under the name `sriov` it is always the SR-IOV plugin.
+//!
 //! Run with arguments it is a tool, not a plugin: `genie install --to DIR [--name NAME ...]`
 //! copies itself into a CNI bin dir (see [`vfcni::install`]). Runtimes exec plugins without
 //! arguments.
@@ -95,7 +98,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
-    let _argv0 = args.next();
+    let argv0 = args.next();
     if args.len() > 0 {
         return run_tool(args);
     }
@@ -106,7 +109,17 @@ fn main() -> ExitCode {
     }
     init_logging(&stdin);
     let env = vfcni::spec::env::CniEnv::capture();
-    let out = vfcni::genie::run(&env, &stdin);
+    // One binary, two plugins: installed as `sriov` (`genie install --name sriov`) or handed a
+    // `"type": "sriov"` config, it is the SR-IOV plugin.
+    let as_sriov = argv0
+        .as_ref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "sriov");
+    let out = if as_sriov || vfcni::sriov::is_sriov_conf(&stdin) {
+        vfcni::sriov::run(&env, &stdin, &vfcni::sriov::CrashAt::from_process_env())
+    } else {
+        vfcni::genie::run(&env, &stdin)
+    };
     let mut so = std::io::stdout().lock();
     if !out.stdout.is_empty() {
         let _ = so.write_all(out.stdout.as_bytes());

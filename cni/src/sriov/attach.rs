@@ -1,0 +1,354 @@
+//! ADD: the VF into the pod.
+//!
+//! Order: lock the VF; reclaim it from a dead holder; read its original state from the PF and
+//! the host; write the intent record; then change things: PF-side settings, the netdev's MAC
+//! (in the host, where a driver rebind is possible), a temporary netns, rename to CNI_IFNAME
+//! there (old alternative names dropped), the pod's netns, MTU, up, IPAM and its addresses and
+//! routes. The record is rewritten with the result at the end. Any failure after the intent
+//! record restores everything from it ([`super::restore`]) before the error is returned.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use vfcore::netlink::{IfAddress, LinkOps, Netlink, RouteSpec};
+use vfcore::netns::NetNs;
+use vfcore::SysRoot;
+
+use super::device::{self, kernel, Vf, KERNEL_TIMEOUT};
+use super::netconf::SriovConf;
+use super::restore::{netns_alive, restore, RestoreCtx};
+use super::state::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, StateDir, RECORD_KIND};
+use super::CrashAt;
+use crate::exec::{exec_add, Invocation};
+use crate::spec::env::{CniCommand, CniEnv};
+use crate::spec::error::CniError;
+use crate::spec::result::{CniResult, Interface, IpConfig};
+use crate::spec::version::CniVersion;
+
+/// How long ADD waits for another ADD or DEL of the same VF.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an IPAM plugin may run.
+pub const IPAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The code for "the VF belongs to another live attachment".
+pub const CODE_VF_BUSY: u32 = 101;
+
+/// Everything one ADD needs.
+pub struct AddCtx<'a> {
+    pub root: &'a SysRoot,
+    pub env: &'a CniEnv,
+    pub conf: &'a SriovConf,
+    /// The config as received (IPAM gets it whole, the record keeps it).
+    pub stdin: &'a [u8],
+    pub version: CniVersion,
+    pub state: &'a StateDir,
+    pub crash: &'a CrashAt,
+}
+
+pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
+    let env = ctx.env;
+    let ifname = env
+        .ifname
+        .as_ref()
+        .map(|i| i.to_string())
+        .ok_or_else(|| CniError::invalid_env("CNI_IFNAME is missing"))?;
+    let pci = ctx.conf.require_device()?;
+    let vf = Vf::resolve(ctx.root, pci)?;
+    let _lock = ctx.state.lock(&pci, LOCK_TIMEOUT)?;
+    let rctx = RestoreCtx {
+        root: ctx.root,
+        cni_path: &env.path,
+    };
+
+    // An earlier ADD of this attachment that was never deleted: undo it first.
+    if let Some(prev) = ctx.state.read(&env.container_id, &ifname)? {
+        tracing::info!(pci = %prev.pci, "restoring the leftovers of an earlier ADD of this attachment");
+        if prev.pci != pci {
+            let _other = ctx.state.lock(&prev.pci, LOCK_TIMEOUT)?;
+            restore(&rctx, &prev)?;
+        } else {
+            restore(&rctx, &prev)?;
+        }
+        ctx.state.remove(&env.container_id, &ifname)?;
+    }
+    // Another attachment's record for this VF: refuse while its pod lives, reclaim otherwise.
+    for other in ctx.state.list()?.into_iter().filter(|r| r.pci == pci) {
+        if netns_alive(&other.netns) {
+            return Err(CniError::new(
+                CODE_VF_BUSY,
+                format!(
+                    "sriov: VF {pci} is attached to container {} as {} (netns {} exists)",
+                    other.container_id, other.ifname, other.netns
+                ),
+            ));
+        }
+        tracing::info!(pci = %pci, container = %other.container_id, "reclaiming the VF from an attachment whose netns is gone");
+        restore(&rctx, &other)?;
+        ctx.state.remove(&other.container_id, &other.ifname)?;
+    }
+
+    let pod_ns = NetNs::open(&env.netns).map_err(kernel)?;
+    let mut nl = Netlink::open().map_err(kernel)?;
+    let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
+    let original_vf = nl
+        .vf_configs(pf_link.index)
+        .map_err(kernel)?
+        .into_iter()
+        .find(|c| c.vf == vf.index)
+        .ok_or_else(|| {
+            CniError::io(format!(
+                "PF {} ({}) reports no VF {} for {pci}",
+                vf.pf, pf_link.name, vf.index
+            ))
+        })?;
+    let mode = if vf.is_userspace() {
+        Mode::Userspace
+    } else {
+        Mode::Netdev
+    };
+    let original_netdev = match mode {
+        Mode::Userspace => None,
+        Mode::Netdev => {
+            let Some(name) = device::host_netdev(ctx.root, &pci)? else {
+                return Err(CniError::io(format!(
+                    "VF {pci} (driver {}) has no netdev in the host network namespace; is it in use elsewhere?",
+                    vf.driver.as_deref().unwrap_or("none")
+                )));
+            };
+            let link = nl
+                .link_by_name(&name)
+                .map_err(kernel)?
+                .ok_or_else(|| CniError::io(format!("VF {pci}'s netdev {name} vanished")))?;
+            Some(SavedNetdev {
+                name: link.name,
+                mac: link.mac,
+                mtu: link.mtu,
+                up: link.up,
+                alt_names: link.alt_names,
+            })
+        }
+    };
+    let settings = ctx.conf.vf_settings();
+    let config: Value = serde_json::from_slice(ctx.stdin)
+        .map_err(|e| CniError::decode(format!("the network config is not JSON: {e}")))?;
+    let mut record = Record {
+        kind: RECORD_KIND.into(),
+        container_id: env.container_id.clone(),
+        ifname: ifname.clone(),
+        netns: env.netns.clone(),
+        cni_args: env.args.to_env_string(),
+        network: ctx.conf.name.clone(),
+        pci,
+        pf: vf.pf,
+        vf: vf.index,
+        mode,
+        stage: Stage::Intent,
+        original_vf: SavedVf::from_config(&original_vf),
+        original_netdev,
+        applied: Applied::new(&settings, ctx.conf.mtu),
+        temp_netns: (mode == Mode::Netdev).then(|| device::temp_netns_name(&pci)),
+        device_info_file: ctx.conf.device_info_file.clone(),
+        config,
+        result: None,
+    };
+    ctx.state.write(&record)?;
+    ctx.crash.at("after-intent");
+
+    let applied = apply(ctx, &vf, &record, &pod_ns, &ifname).and_then(|result| {
+        record.stage = Stage::Done;
+        record.result = Some(result.to_value());
+        ctx.state.write(&record)?;
+        Ok(result)
+    });
+    match applied {
+        Ok(result) => Ok(result),
+        Err(e) => {
+            tracing::warn!(error = %e, "ADD failed; restoring the VF");
+            match restore(&rctx, &record) {
+                Ok(()) => {
+                    ctx.state.remove(&record.container_id, &record.ifname)?;
+                    Err(e)
+                }
+                Err(undo) => Err(e.with_details(format!(
+                    "undoing the ADD also failed ({undo}); its record is kept for DEL"
+                ))),
+            }
+        }
+    }
+}
+
+/// The changes, in order; `record` (already on disk) says how to undo them.
+fn apply(
+    ctx: &AddCtx<'_>,
+    vf: &Vf,
+    record: &Record,
+    pod_ns: &NetNs,
+    ifname: &str,
+) -> Result<CniResult, CniError> {
+    let settings = record.applied.vf_settings();
+    let mut nl = Netlink::open().map_err(kernel)?;
+    if !settings.is_empty() {
+        let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
+        nl.set_vf(pf_link.index, vf.index, &settings)
+            .map_err(kernel)?;
+    }
+    ctx.crash.at("after-pf-config");
+
+    let mut result = CniResult::empty(ctx.version);
+    let mut iface = Interface {
+        name: ifname.to_string(),
+        sandbox: ctx.env.netns.clone(),
+        pci_id: vf.pci.to_string(),
+        ..Interface::default()
+    };
+    let mut pod_link = None;
+    if let (Mode::Netdev, Some(orig)) = (record.mode, &record.original_netdev) {
+        let link = into_pod(ctx, vf, record, pod_ns, &mut nl, &orig.name, ifname)?;
+        iface.mac = link.mac.map(|m| m.to_string()).unwrap_or_default();
+        iface.mtu = Some(link.mtu);
+        pod_link = Some(link.index);
+    }
+    result.interfaces.push(iface);
+
+    if let Some(ipam) = &ctx.conf.ipam_type {
+        let inv = Invocation::from_env(ctx.env, CniCommand::Add, ifname, IPAM_TIMEOUT);
+        let ipam_result = exec_add(ipam, &inv, ctx.stdin, ctx.version)?;
+        ctx.crash.at("after-ipam");
+        result.ips = ipam_result
+            .ips
+            .iter()
+            .map(|ip| IpConfig {
+                interface: Some(0),
+                ..ip.clone()
+            })
+            .collect();
+        result.routes = ipam_result.routes.clone();
+        result.dns = ipam_result.dns.clone();
+        if let Some(index) = pod_link {
+            configure_ips(pod_ns, index, &result)?;
+        }
+    }
+
+    if let Some(path) = &ctx.conf.device_info_file {
+        super::devinfo::write(path, &vf.pci, &vf.pf)?;
+    }
+    Ok(result)
+}
+
+/// Moves the netdev from the host into the pod as `ifname` via the temp netns, with the MAC and
+/// MTU of the config, up. Returns the link as the pod sees it.
+fn into_pod(
+    ctx: &AddCtx<'_>,
+    vf: &Vf,
+    record: &Record,
+    pod_ns: &NetNs,
+    nl: &mut Netlink,
+    host_name: &str,
+    ifname: &str,
+) -> Result<vfcore::netlink::LinkInfo, CniError> {
+    let link = nl
+        .link_by_name(host_name)
+        .map_err(kernel)?
+        .ok_or_else(|| CniError::io(format!("VF {}'s netdev {host_name} vanished", vf.pci)))?;
+    nl.set_up(link.index, false).map_err(kernel)?;
+    let mut name = host_name.to_string();
+    if let Some(mac) = record.applied.mac {
+        name = device::adopt_mac(ctx.root, nl, &vf.pci, &name, mac)?;
+    }
+    let link = nl
+        .link_by_name(&name)
+        .map_err(kernel)?
+        .ok_or_else(|| CniError::io(format!("VF {}'s netdev {name} vanished", vf.pci)))?;
+
+    let temp_name = record
+        .temp_netns
+        .clone()
+        .unwrap_or_else(|| device::temp_netns_name(&vf.pci));
+    let temp = device::open_or_create_named(ctx.root, &temp_name)?;
+    nl.move_to_netns(link.index, &temp).map_err(kernel)?;
+    ctx.crash.at("after-temp-netns");
+
+    let ifname_owned = ifname.to_string();
+    temp.run(|| -> Result<(), CniError> {
+        let mut nl = Netlink::open().map_err(kernel)?;
+        let link = nl.wait_for_link(&name, KERNEL_TIMEOUT).map_err(kernel)?;
+        if link.name != ifname_owned {
+            nl.set_name(link.index, &ifname_owned).map_err(kernel)?;
+        }
+        // Names the host gave it (udev's predictable names) mean nothing in the pod.
+        for alt in &link.alt_names {
+            if let Err(e) = nl.del_alt_name(link.index, alt) {
+                tracing::warn!(altname = %alt, error = %e, "could not drop an alternative name");
+            }
+        }
+        nl.move_to_netns(link.index, pod_ns).map_err(kernel)?;
+        Ok(())
+    })
+    .map_err(kernel)??;
+    ctx.crash.at("after-move");
+
+    let mac = record.applied.mac;
+    let mtu = record.applied.mtu;
+    let link = pod_ns
+        .run(|| -> Result<vfcore::netlink::LinkInfo, CniError> {
+            let mut nl = Netlink::open().map_err(kernel)?;
+            let link = nl
+                .wait_for_link(&ifname_owned, KERNEL_TIMEOUT)
+                .map_err(kernel)?;
+            if let Some(mtu) = mtu {
+                nl.set_mtu(link.index, mtu).map_err(kernel)?;
+            }
+            if let Some(mac) = mac {
+                if link.mac != Some(mac) {
+                    nl.set_mac(link.index, mac).map_err(kernel)?;
+                }
+            }
+            nl.set_up(link.index, true).map_err(kernel)?;
+            nl.link_by_index(link.index)
+                .map_err(kernel)?
+                .ok_or_else(|| CniError::io(format!("{ifname_owned} vanished in the pod")))
+        })
+        .map_err(kernel)??;
+    if let Err(e) = NetNs::delete_named(ctx.root, &temp_name) {
+        tracing::warn!(netns = %temp_name, error = %e, "could not delete the temporary netns");
+    }
+    Ok(link)
+}
+
+/// Adds the IPAM addresses and routes to the link inside the pod.
+fn configure_ips(
+    pod_ns: &NetNs,
+    index: vfcore::IfIndex,
+    result: &CniResult,
+) -> Result<(), CniError> {
+    pod_ns
+        .run(|| -> Result<(), CniError> {
+            let mut nl = Netlink::open().map_err(kernel)?;
+            for ip in &result.ips {
+                nl.add_address(index, ip.address.addr, ip.address.prefix)
+                    .map_err(kernel)?;
+            }
+            for route in &result.routes {
+                let gw = route.gw.or_else(|| {
+                    result
+                        .ips
+                        .iter()
+                        .filter(|ip| ip.address.is_ipv4() == route.dst.is_ipv4())
+                        .find_map(|ip| ip.gateway)
+                });
+                let destination = (route.dst.prefix != 0).then_some(IfAddress {
+                    addr: route.dst.addr,
+                    prefix_len: route.dst.prefix,
+                });
+                let spec = RouteSpec {
+                    destination,
+                    gateway: gw.filter(|g: &IpAddr| g.is_ipv4() == route.dst.is_ipv4()),
+                    link: Some(index),
+                };
+                nl.add_route(&spec).map_err(kernel)?;
+            }
+            Ok(())
+        })
+        .map_err(kernel)?
+}

@@ -1,0 +1,392 @@
+//! The SR-IOV plugin (`"type": "sriov"`), a drop-in for sriov-cni under Multus or genie: the VF
+//! named by `deviceID` goes into the pod as CNI_IFNAME with the PF-side settings of the config
+//! (VLAN, MAC, spoof check, trust, link state, rates), or, bound to a userspace driver (DPDK),
+//! gets its PF-side settings and is reported by PCI address.
+//!
+//! - [`netconf`]: the config, validated as sriov-cni validates it;
+//! - [`state`]: per-VF locks and per-attachment records under the state dir;
+//! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`device`]: the VF and its netdev.
+//!
+//! Crash safety: ADD writes the attachment's record, with the VF's original state, before its
+//! first change, so the DEL that follows any crash restores the VF. `VFGENIE_SRIOV_CRASH_AT`
+//! names a step after which the process aborts (tests use it to prove this): `after-intent`,
+//! `after-pf-config`, `after-temp-netns`, `after-move`, `after-ipam`.
+
+pub mod attach;
+pub mod device;
+pub mod devinfo;
+pub mod netconf;
+pub mod restore;
+pub mod state;
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::Value;
+use vfcore::netlink::{LinkOps, Netlink};
+use vfcore::netns::NetNs;
+use vfcore::SysRoot;
+
+use self::attach::{AddCtx, LOCK_TIMEOUT};
+use self::device::kernel;
+use self::netconf::SriovConf;
+use self::restore::{restore, RestoreCtx};
+use self::state::{Mode, Stage, StateDir};
+use crate::genie::Outcome;
+use crate::spec::conf::NetConf;
+use crate::spec::env::{CniCommand, CniEnv};
+use crate::spec::error::CniError;
+use crate::spec::version::{CniVersion, VersionInfo};
+
+/// The environment variable naming the crash point.
+pub const CRASH_ENV: &str = "VFGENIE_SRIOV_CRASH_AT";
+
+/// The code of a failed CHECK.
+pub const CODE_CHECK_FAILED: u32 = 102;
+
+/// A fault-injection point: the process aborts right after the named step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CrashAt(Option<String>);
+
+impl CrashAt {
+    pub fn new(step: Option<String>) -> Self {
+        Self(step.filter(|s| !s.is_empty()))
+    }
+
+    pub fn from_process_env() -> Self {
+        Self::new(std::env::var(CRASH_ENV).ok())
+    }
+
+    /// Aborts the process when `step` is the configured crash point.
+    pub fn at(&self, step: &str) {
+        if self.0.as_deref() == Some(step) {
+            tracing::error!(step, "{CRASH_ENV}: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// Whether a config (stdin) is for this plugin.
+pub fn is_sriov_conf(stdin: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| t == "sriov"))
+        .unwrap_or(false)
+}
+
+/// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
+pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outcome {
+    let version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .and_then(|s| CniVersion::parse(&s).ok())
+        .unwrap_or(CniVersion::LATEST);
+    match dispatch(&SysRoot::host(), env, stdin, crash) {
+        Ok(out) => Outcome {
+            stdout: out,
+            success: true,
+        },
+        Err(e) => {
+            tracing::warn!(code = e.code, error = %e, "failed");
+            Outcome {
+                stdout: e.to_json(version),
+                success: false,
+            }
+        }
+    }
+}
+
+fn dispatch(
+    root: &SysRoot,
+    env_map: &HashMap<String, String>,
+    stdin: &[u8],
+    crash: &CrashAt,
+) -> Result<String, CniError> {
+    let env = CniEnv::from_map(env_map)?;
+    if env.command == CniCommand::Version {
+        return Ok(VersionInfo::ours().to_json());
+    }
+    let netconf = NetConf::from_bytes(stdin)?;
+    let version = CniVersion::parse_or_default(netconf.cni_version.as_deref())?;
+    version.require(env.command)?;
+    let conf = SriovConf::parse(stdin, &env.args)?;
+    let state = StateDir::new(&conf.state_dir);
+    let span = tracing::info_span!(
+        "sriov",
+        command = %env.command,
+        container = %env.container_id,
+        ifname = env.ifname.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+    );
+    let _guard = span.enter();
+    match env.command {
+        CniCommand::Add => {
+            let ctx = AddCtx {
+                root,
+                env: &env,
+                conf: &conf,
+                stdin,
+                version,
+                state: &state,
+                crash,
+            };
+            attach::add(&ctx).map(|r| r.to_json())
+        }
+        CniCommand::Del => del(root, &env, &state).map(|()| String::new()),
+        CniCommand::Check => check(root, &env, &state).map(|()| String::new()),
+        CniCommand::Gc => gc(root, &env, &netconf, &conf, &state).map(|()| String::new()),
+        CniCommand::Status => Ok(String::new()),
+        CniCommand::Version => Ok(VersionInfo::ours().to_json()),
+    }
+}
+
+fn ifname_of(env: &CniEnv) -> Result<String, CniError> {
+    env.ifname
+        .as_ref()
+        .map(|i| i.to_string())
+        .ok_or_else(|| CniError::invalid_env("CNI_IFNAME is missing"))
+}
+
+/// DEL from the record alone; no record means nothing was attached (or DEL already ran).
+fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
+    let ifname = ifname_of(env)?;
+    let Some(first) = state.read(&env.container_id, &ifname)? else {
+        tracing::info!("no record of this attachment: nothing to delete");
+        return Ok(());
+    };
+    let _lock = state.lock(&first.pci, LOCK_TIMEOUT)?;
+    // Read again under the lock: a concurrent DEL may have finished meanwhile.
+    let Some(record) = state.read(&env.container_id, &ifname)? else {
+        return Ok(());
+    };
+    let ctx = RestoreCtx {
+        root,
+        cni_path: &env.path,
+    };
+    restore(&ctx, &record)?;
+    state.remove(&env.container_id, &ifname)
+}
+
+fn check_failed(msg: String) -> CniError {
+    CniError::new(CODE_CHECK_FAILED, format!("sriov CHECK: {msg}"))
+}
+
+/// CHECK: the VF is in the pod as CNI_IFNAME with the MAC and MTU ADD set, and the PF still
+/// holds the VF settings ADD applied.
+fn check(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
+    let ifname = ifname_of(env)?;
+    let record = state
+        .read(&env.container_id, &ifname)?
+        .ok_or_else(|| check_failed(format!("no attachment of this container as {ifname}")))?;
+    if record.stage != Stage::Done {
+        return Err(check_failed(
+            "the ADD of this attachment did not finish".into(),
+        ));
+    }
+    let _lock = state.lock(&record.pci, LOCK_TIMEOUT)?;
+    if record.mode == Mode::Netdev {
+        let netns = if env.netns.is_empty() {
+            record.netns.clone()
+        } else {
+            env.netns.clone()
+        };
+        let ns = NetNs::open(&netns).map_err(kernel)?;
+        let name = ifname.clone();
+        let link = ns
+            .run(|| Netlink::open().and_then(|mut nl| nl.link_by_name(&name)))
+            .map_err(kernel)?
+            .map_err(kernel)?
+            .ok_or_else(|| check_failed(format!("{ifname} is not in {netns}")))?;
+        if link.kind.is_some() {
+            return Err(check_failed(format!("{ifname} in {netns} is not the VF")));
+        }
+        let want_mac = record.applied.mac.map(|m| m.to_string()).or_else(|| {
+            record
+                .result
+                .as_ref()
+                .and_then(|r| r.pointer("/interfaces/0/mac"))
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+        });
+        let have_mac = link.mac.map(|m| m.to_string());
+        if let Some(want) = want_mac {
+            if have_mac.as_deref() != Some(want.as_str()) {
+                return Err(check_failed(format!(
+                    "{ifname} has MAC {}, not {want}",
+                    have_mac.unwrap_or_default()
+                )));
+            }
+        }
+        if let Some(mtu) = record.applied.mtu {
+            if link.mtu != mtu {
+                return Err(check_failed(format!(
+                    "{ifname} has MTU {}, not {mtu}",
+                    link.mtu
+                )));
+            }
+        }
+    }
+    let mut nl = Netlink::open().map_err(kernel)?;
+    let pf = device::pf_link(root, &mut nl, &record.pf)?;
+    let vf = nl
+        .vf_configs(pf.index)
+        .map_err(kernel)?
+        .into_iter()
+        .find(|c| c.vf == record.vf)
+        .ok_or_else(|| check_failed(format!("PF {} reports no VF {}", pf.name, record.vf)))?;
+    let want = record.applied.vf_settings();
+    if let Some(vlan) = want.vlan {
+        if vf.vlan != vlan || Some(vf.qos) != want.qos {
+            return Err(check_failed(format!(
+                "VF {} has VLAN {} QoS {}, not {vlan} QoS {}",
+                record.pci,
+                vf.vlan,
+                vf.qos,
+                want.qos.unwrap_or(0)
+            )));
+        }
+    }
+    if let Some(mac) = want.mac {
+        if vf.mac != mac {
+            return Err(check_failed(format!(
+                "VF {} has PF-side MAC {}, not {mac}",
+                record.pci, vf.mac
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// GC (1.1.0): restores and forgets the attachments of this network that the runtime no longer
+/// lists as valid.
+fn gc(
+    root: &SysRoot,
+    env: &CniEnv,
+    netconf: &NetConf,
+    conf: &SriovConf,
+    state: &StateDir,
+) -> Result<(), CniError> {
+    let Some(valid) = netconf.valid_attachments()? else {
+        return Ok(());
+    };
+    let keep: BTreeSet<(String, String)> = valid
+        .into_iter()
+        .map(|a| (a.container_id, a.ifname))
+        .collect();
+    let ctx = RestoreCtx {
+        root,
+        cni_path: &env.path,
+    };
+    let mut errors = Vec::new();
+    for r in state.list()? {
+        if r.network != conf.name || keep.contains(&(r.container_id.clone(), r.ifname.clone())) {
+            continue;
+        }
+        let _lock = state.lock(&r.pci, LOCK_TIMEOUT)?;
+        match restore(&ctx, &r).and_then(|()| state.remove(&r.container_id, &r.ifname)) {
+            Ok(()) => {
+                tracing::info!(container = %r.container_id, ifname = %r.ifname, "GC released a VF")
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::io(format!("sriov GC: {}", errors.join("; "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(cmd: &str, dir: &std::path::Path) -> HashMap<String, String> {
+        [
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "net1"),
+            ("CNI_NETNS", "/nonexistent/ns"),
+            ("CNI_PATH", dir.to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn recognises_its_configs() {
+        assert!(is_sriov_conf(br#"{"type":"sriov","name":"a"}"#));
+        assert!(!is_sriov_conf(br#"{"type":"genie"}"#));
+        assert!(!is_sriov_conf(b"not json"));
+    }
+
+    #[test]
+    fn del_without_a_record_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
+            "deviceID": "0000:01:10.1", "stateDir": dir.path()});
+        let out = run(
+            &env("DEL", dir.path()),
+            conf.to_string().as_bytes(),
+            &CrashAt::default(),
+        );
+        assert!(out.success, "{}", out.stdout);
+        assert_eq!(out.stdout, "");
+    }
+
+    #[test]
+    fn invalid_config_is_code_7_in_the_configs_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = serde_json::json!({"cniVersion": "0.4.0", "name": "n", "type": "sriov",
+            "deviceID": "0000:01:10.1", "vlan": 5000, "stateDir": dir.path()});
+        let out = run(
+            &env("ADD", dir.path()),
+            conf.to_string().as_bytes(),
+            &CrashAt::default(),
+        );
+        assert!(!out.success);
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["code"], 7);
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert!(v["msg"].as_str().unwrap().contains("\"vlan\""));
+    }
+
+    #[test]
+    fn check_without_a_record_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
+            "deviceID": "0000:01:10.1", "stateDir": dir.path()});
+        let out = run(
+            &env("CHECK", dir.path()),
+            conf.to_string().as_bytes(),
+            &CrashAt::default(),
+        );
+        assert!(!out.success);
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["code"], CODE_CHECK_FAILED);
+    }
+
+    #[test]
+    fn add_of_an_unknown_device_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
+            "deviceID": "0000:ee:1f.7", "stateDir": dir.path()});
+        let out = run(
+            &env("ADD", dir.path()),
+            conf.to_string().as_bytes(),
+            &CrashAt::default(),
+        );
+        assert!(!out.success);
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["code"], 7);
+        assert!(
+            v["msg"].as_str().unwrap().contains("0000:ee:1f.7"),
+            "{}",
+            out.stdout
+        );
+    }
+}

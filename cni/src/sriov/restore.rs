@@ -1,0 +1,218 @@
+//! Undoing an attachment from its record alone: DEL, the rollback of a failed ADD, the reclaim
+//! of a VF whose pod is gone, and GC all come here.
+//!
+//! The record may be an intent (ADD crashed or failed somewhere after writing it) or a finished
+//! attachment, so every step works from whatever state it finds: the netdev is looked for in
+//! the host (by PCI address, so a `devN` the kernel returned from a destroyed netns is found),
+//! in the temporary netns, and in the pod under CNI_IFNAME. Steps run in reverse order of ADD:
+//! IPAM DEL; the netdev down and back into the host; the PF-side settings ADD changed back to
+//! their original values; the netdev's original name, MAC (see [`device::adopt_mac`]), MTU,
+//! alternative names and up state; the temporary netns and device-info file removed. Every step
+//! runs even after one fails; the errors are combined and the record is then kept for a retry.
+
+use std::path::PathBuf;
+
+use vfcore::netlink::{LinkOps, Netlink};
+use vfcore::netns::NetNs;
+use vfcore::{provision, SysRoot};
+
+use super::attach::IPAM_TIMEOUT;
+use super::device::{self, kernel, KERNEL_TIMEOUT};
+use super::state::{Mode, Record, SavedNetdev};
+use crate::exec::{exec_no_result, Invocation};
+use crate::spec::env::CniCommand;
+use crate::spec::error::CniError;
+
+/// What restoring needs beyond the record.
+pub struct RestoreCtx<'a> {
+    pub root: &'a SysRoot,
+    /// CNI_PATH, to find the IPAM plugin.
+    pub cni_path: &'a [PathBuf],
+}
+
+/// Whether a netns path still names a live namespace.
+pub fn netns_alive(path: &str) -> bool {
+    !path.is_empty() && NetNs::open(path).is_ok()
+}
+
+fn ipam_type(record: &Record) -> Option<String> {
+    record
+        .config
+        .get("ipam")
+        .and_then(|i| i.get("type"))
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+/// Restores everything `record` says ADD may have changed.
+pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
+    let mut errors: Vec<CniError> = Vec::new();
+
+    if let Some(ipam) = ipam_type(record) {
+        let inv = Invocation {
+            command: CniCommand::Del,
+            container_id: record.container_id.clone(),
+            netns: record.netns.clone(),
+            ifname: record.ifname.clone(),
+            args: record.cni_args.clone(),
+            path: ctx.cni_path.to_vec(),
+            timeout: IPAM_TIMEOUT,
+        };
+        let conf = serde_json::to_vec(&record.config).unwrap_or_default();
+        if let Err(e) = exec_no_result(&ipam, &inv, &conf) {
+            errors.push(e.to_cni_error());
+        }
+    }
+
+    let home = match (record.mode, &record.original_netdev) {
+        (Mode::Netdev, Some(_)) => match bring_home(ctx, record) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        _ => None,
+    };
+
+    if let Err(e) = restore_pf_side(ctx, record) {
+        errors.push(e);
+    }
+
+    if let (Some(name), Some(orig)) = (home, &record.original_netdev) {
+        if let Err(e) = restore_netdev(ctx, record, &name, orig) {
+            errors.push(e);
+        }
+    }
+
+    if let Some(temp) = &record.temp_netns {
+        if let Err(e) = NetNs::delete_named(ctx.root, temp) {
+            errors.push(kernel(e));
+        }
+    }
+    if let Some(path) = &record.device_info_file {
+        if let Err(e) = super::devinfo::remove(path) {
+            errors.push(e);
+        }
+    }
+
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => {
+            let code = errors[0].code;
+            let msg = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(CniError::new(code, msg))
+        }
+    }
+}
+
+/// Finds the VF's netdev wherever ADD left it, brings it down and back into the host; returns
+/// its name there.
+fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError> {
+    if let Some(name) = device::host_netdev(ctx.root, &record.pci)? {
+        return Ok(name);
+    }
+    let host = NetNs::current().map_err(kernel)?;
+    let mut moved = false;
+    if let Some(temp) = &record.temp_netns {
+        if let Ok(ns) = NetNs::named(ctx.root, temp) {
+            moved |= ns
+                .run(|| -> Result<bool, CniError> {
+                    let mut nl = Netlink::open().map_err(kernel)?;
+                    let mut any = false;
+                    for link in device::physical_links(&mut nl)? {
+                        nl.set_up(link.index, false).map_err(kernel)?;
+                        nl.move_to_netns(link.index, &host).map_err(kernel)?;
+                        any = true;
+                    }
+                    Ok(any)
+                })
+                .map_err(kernel)??;
+        }
+    }
+    let pod_alive = netns_alive(&record.netns);
+    if !moved && pod_alive {
+        let ns = NetNs::open(&record.netns).map_err(kernel)?;
+        let ifname = record.ifname.clone();
+        moved |= ns
+            .run(|| -> Result<bool, CniError> {
+                let mut nl = Netlink::open().map_err(kernel)?;
+                match nl.link_by_name(&ifname).map_err(kernel)? {
+                    Some(link) if link.kind.is_none() => {
+                        nl.set_up(link.index, false).map_err(kernel)?;
+                        nl.move_to_netns(link.index, &host).map_err(kernel)?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            })
+            .map_err(kernel)??;
+    }
+    if !moved && pod_alive {
+        return Err(CniError::io(format!(
+            "VF {} has no netdev in the host, in the temporary netns or as {} in {}",
+            record.pci, record.ifname, record.netns
+        )));
+    }
+    // Moved, or the pod's netns is gone and the kernel returns the netdev to the host on its
+    // own (asynchronously, possibly as devN).
+    provision::wait_vf_netdev(ctx.root, &record.pci, KERNEL_TIMEOUT).map_err(kernel)
+}
+
+fn restore_pf_side(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
+    let back = record
+        .original_vf
+        .restore_settings(&record.applied.vf_settings());
+    if back.is_empty() {
+        return Ok(());
+    }
+    let mut nl = Netlink::open().map_err(kernel)?;
+    let pf = device::pf_link(ctx.root, &mut nl, &record.pf)?;
+    nl.set_vf(pf.index, record.vf, &back).map_err(kernel)
+}
+
+fn restore_netdev(
+    ctx: &RestoreCtx<'_>,
+    record: &Record,
+    name: &str,
+    orig: &SavedNetdev,
+) -> Result<(), CniError> {
+    let mut nl = Netlink::open().map_err(kernel)?;
+    let vanished = |n: &str| CniError::io(format!("VF {}'s netdev {n} vanished", record.pci));
+    let link = nl
+        .link_by_name(name)
+        .map_err(kernel)?
+        .ok_or_else(|| vanished(name))?;
+    nl.set_up(link.index, false).map_err(kernel)?;
+    let mut name = name.to_string();
+    if let Some(mac) = orig.mac {
+        name = device::adopt_mac(ctx.root, &mut nl, &record.pci, &name, mac)?;
+    }
+    let link = nl
+        .link_by_name(&name)
+        .map_err(kernel)?
+        .ok_or_else(|| vanished(&name))?;
+    if link.name != orig.name {
+        nl.set_name(link.index, &orig.name).map_err(kernel)?;
+    }
+    if link.mtu != orig.mtu {
+        nl.set_mtu(link.index, orig.mtu).map_err(kernel)?;
+    }
+    for alt in &orig.alt_names {
+        if !link.alt_names.contains(alt) {
+            if let Err(e) = nl.add_alt_name(link.index, alt) {
+                tracing::warn!(altname = %alt, error = %e, "could not restore an alternative name");
+            }
+        }
+    }
+    if orig.up {
+        nl.set_up(link.index, true).map_err(kernel)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,627 @@
+//! The plugin's state on the node, under the state dir (`stateDir`, default
+//! `/var/lib/cni/vfgenie/sriov`):
+//!
+//! - `locks/<pci>.lock`: one lock file per VF, held with `flock(LOCK_EX)` for the whole of an ADD,
+//!   DEL or CHECK of that VF. Lock files are never removed (removing one would let two processes
+//!   hold "the" lock on different inodes).
+//! - `attachments/<containerID>-<ifname>.json`: one record per attachment. ADD writes it *before*
+//!   changing anything (the intent: the VF's original PF-side state and netdev), rewrites it when
+//!   done (with the result), and DEL removes it after restoring the VF. Written atomically.
+//!
+//! A record is the only thing DEL needs: it names the VF, the pod's netns, the temporary netns,
+//! the original state to restore and the config whose IPAM must release the address.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vfcore::netlink::{VfConfig, VfLinkState, VfSettings, VlanProto};
+use vfcore::{MacAddr, PciAddress, VfIndex};
+
+use crate::spec::error::CniError;
+
+/// The record kind.
+pub const RECORD_KIND: &str = "vfgenieSriovV1";
+
+const LOCKS_DIR: &str = "locks";
+const ATTACHMENTS_DIR: &str = "attachments";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{op} {} failed", .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sriov state record {} is corrupt: {reason}", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("VF {pci} is busy: another ADD or DEL of it did not finish within {timeout:?}")]
+    LockTimeout { pci: PciAddress, timeout: Duration },
+}
+
+impl StateError {
+    pub fn to_cni_error(&self) -> CniError {
+        let mut msg = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        match self {
+            StateError::LockTimeout { .. } => CniError::try_again_later(msg),
+            _ => CniError::io(msg),
+        }
+    }
+}
+
+impl From<StateError> for CniError {
+    fn from(e: StateError) -> Self {
+        e.to_cni_error()
+    }
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A VF's configuration as its PF reported it, in a form that round-trips through JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedVf {
+    pub mac: MacAddr,
+    pub vlan: u16,
+    pub qos: u8,
+    /// `802.1q` or `802.1ad`.
+    pub vlan_proto: String,
+    pub spoofchk: Option<bool>,
+    pub trust: Option<bool>,
+    /// `auto`, `enable` or `disable`.
+    pub link_state: Option<String>,
+    pub min_tx_rate: u32,
+    pub max_tx_rate: u32,
+}
+
+fn proto_name(p: VlanProto) -> &'static str {
+    match p {
+        VlanProto::Dot1Q => "802.1q",
+        VlanProto::Dot1AD => "802.1ad",
+    }
+}
+
+fn link_state_name(s: VfLinkState) -> &'static str {
+    match s {
+        VfLinkState::Auto => "auto",
+        VfLinkState::Enable => "enable",
+        VfLinkState::Disable => "disable",
+    }
+}
+
+impl SavedVf {
+    pub fn from_config(c: &VfConfig) -> Self {
+        Self {
+            mac: c.mac,
+            vlan: c.vlan,
+            qos: c.qos,
+            vlan_proto: proto_name(c.vlan_proto).to_string(),
+            spoofchk: c.spoofchk,
+            trust: c.trust,
+            link_state: c.link_state.map(|s| link_state_name(s).to_string()),
+            min_tx_rate: c.min_tx_rate,
+            max_tx_rate: c.max_tx_rate,
+        }
+    }
+
+    /// The settings that put back what `applied` changed, and nothing else (a driver may refuse
+    /// an attribute ADD never touched, such as igb's link state).
+    pub fn restore_settings(&self, applied: &VfSettings) -> VfSettings {
+        let proto = match self.vlan_proto.as_str() {
+            "802.1ad" => VlanProto::Dot1AD,
+            _ => VlanProto::Dot1Q,
+        };
+        let link_state = match self.link_state.as_deref() {
+            Some("enable") => Some(VfLinkState::Enable),
+            Some("disable") => Some(VfLinkState::Disable),
+            Some("auto") => Some(VfLinkState::Auto),
+            _ => None,
+        };
+        let rates = applied.min_tx_rate.is_some() || applied.max_tx_rate.is_some();
+        VfSettings {
+            mac: applied.mac.map(|_| self.mac),
+            vlan: applied.vlan.map(|_| self.vlan),
+            qos: applied.vlan.map(|_| self.qos),
+            vlan_proto: applied.vlan.map(|_| proto),
+            spoofchk: applied.spoofchk.and(self.spoofchk),
+            trust: applied.trust.and(self.trust),
+            link_state: applied.link_state.and(link_state),
+            min_tx_rate: rates.then_some(self.min_tx_rate),
+            max_tx_rate: rates.then_some(self.max_tx_rate),
+        }
+    }
+}
+
+/// The VF's kernel netdev as it was in the host before ADD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedNetdev {
+    pub name: String,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub up: bool,
+    #[serde(default)]
+    pub alt_names: Vec<String>,
+}
+
+/// How the VF is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A kernel netdev moved into the pod.
+    Netdev,
+    /// Bound to a userspace driver (vfio-pci, uio): nothing to move, PF-side settings only.
+    Userspace,
+}
+
+/// How far ADD got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Written before the first change; anything after it may or may not have happened.
+    Intent,
+    /// ADD finished and returned this record's result.
+    Done,
+}
+
+/// What the PF-side settings and the netdev were set to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub qos: Option<u8>,
+    #[serde(default)]
+    pub vlan_proto: Option<String>,
+    #[serde(default)]
+    pub spoofchk: Option<bool>,
+    #[serde(default)]
+    pub trust: Option<bool>,
+    #[serde(default)]
+    pub link_state: Option<String>,
+    #[serde(default)]
+    pub min_tx_rate: Option<u32>,
+    #[serde(default)]
+    pub max_tx_rate: Option<u32>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+impl Applied {
+    pub fn new(s: &VfSettings, mtu: Option<u32>) -> Self {
+        Self {
+            mac: s.mac,
+            vlan: s.vlan,
+            qos: s.qos,
+            vlan_proto: s.vlan_proto.map(|p| proto_name(p).to_string()),
+            spoofchk: s.spoofchk,
+            trust: s.trust,
+            link_state: s.link_state.map(|l| link_state_name(l).to_string()),
+            min_tx_rate: s.min_tx_rate,
+            max_tx_rate: s.max_tx_rate,
+            mtu,
+        }
+    }
+
+    pub fn vf_settings(&self) -> VfSettings {
+        VfSettings {
+            mac: self.mac,
+            vlan: self.vlan,
+            qos: self.qos,
+            vlan_proto: self.vlan_proto.as_deref().map(|p| match p {
+                "802.1ad" => VlanProto::Dot1AD,
+                _ => VlanProto::Dot1Q,
+            }),
+            spoofchk: self.spoofchk,
+            trust: self.trust,
+            link_state: self.link_state.as_deref().and_then(|l| match l {
+                "auto" => Some(VfLinkState::Auto),
+                "enable" => Some(VfLinkState::Enable),
+                "disable" => Some(VfLinkState::Disable),
+                _ => None,
+            }),
+            min_tx_rate: self.min_tx_rate,
+            max_tx_rate: self.max_tx_rate,
+        }
+    }
+}
+
+/// One attachment of a VF to a pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub kind: String,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    /// CNI_NETNS of the ADD.
+    pub netns: String,
+    /// CNI_ARGS of the ADD (passed to IPAM DEL).
+    #[serde(default)]
+    pub cni_args: String,
+    /// The network name, when the config had one (GC scopes by it).
+    #[serde(default)]
+    pub network: Option<String>,
+    pub pci: PciAddress,
+    pub pf: PciAddress,
+    pub vf: VfIndex,
+    pub mode: Mode,
+    pub stage: Stage,
+    /// The VF's configuration as its PF reported it before ADD.
+    pub original_vf: SavedVf,
+    /// The netdev before ADD (netdev mode).
+    #[serde(default)]
+    pub original_netdev: Option<SavedNetdev>,
+    pub applied: Applied,
+    /// The named netns (`/run/netns/<name>`) ADD passes the netdev through.
+    #[serde(default)]
+    pub temp_netns: Option<String>,
+    /// The device-info file ADD wrote, removed by DEL.
+    #[serde(default)]
+    pub device_info_file: Option<PathBuf>,
+    /// The network config of the ADD, whole (IPAM DEL gets it back).
+    pub config: Value,
+    /// The result ADD returned (stage `done`).
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// An exclusive lock on one VF, released on drop.
+#[derive(Debug)]
+pub struct VfLock {
+    _lock: Flock<File>,
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("creating directory", dir))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing directory", dir))
+}
+
+/// Checks a file-name part (container ID or ifname) before it goes into a path.
+fn plain(what: &str, s: &str) -> Result<(), CniError> {
+    if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
+        return Err(CniError::invalid_env(format!(
+            "{what} {s:?} cannot name a state record"
+        )));
+    }
+    Ok(())
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn record_path(&self, container_id: &str, ifname: &str) -> Result<PathBuf, CniError> {
+        plain("the container ID", container_id)?;
+        plain("the interface name", ifname)?;
+        Ok(self
+            .root
+            .join(ATTACHMENTS_DIR)
+            .join(format!("{container_id}-{ifname}.json")))
+    }
+
+    /// Takes the VF's lock, waiting at most `timeout`.
+    pub fn lock(&self, pci: &PciAddress, timeout: Duration) -> Result<VfLock, StateError> {
+        let dir = self.root.join(LOCKS_DIR);
+        ensure_dir(&dir)?;
+        let path = dir.join(format!("{pci}.lock"));
+        let deadline = Instant::now() + timeout;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("opening lock file", &path))?;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(VfLock { _lock: lock }),
+                Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => {
+                    if Instant::now() >= deadline {
+                        return Err(StateError::LockTimeout { pci: *pci, timeout });
+                    }
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err((_, errno)) => {
+                    return Err(StateError::Io {
+                        op: "locking",
+                        path,
+                        source: std::io::Error::from_raw_os_error(errno as i32),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Writes a record atomically: temp file, fsync, rename, fsync of the directory.
+    pub fn write(&self, record: &Record) -> Result<(), CniError> {
+        let path = self.record_path(&record.container_id, &record.ifname)?;
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| CniError::io(format!("encoding the sriov state record: {e}")))?;
+        let dir = self.root.join(ATTACHMENTS_DIR);
+        ensure_dir(&dir)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp.{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("creating", &tmp))?;
+            f.write_all(&bytes).map_err(io("writing", &tmp))?;
+            f.sync_all().map_err(io("syncing", &tmp))?;
+            fs::rename(&tmp, &path).map_err(io("renaming into place", &path))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        Ok(sync_dir(&dir)?)
+    }
+
+    /// The record of an attachment; `None` when there is none. A record that exists but cannot
+    /// be read is an error, never "nothing to delete".
+    pub fn read(&self, container_id: &str, ifname: &str) -> Result<Option<Record>, CniError> {
+        let path = self.record_path(container_id, ifname)?;
+        Ok(read_record(&path)?)
+    }
+
+    pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), CniError> {
+        let path = self.record_path(container_id, ifname)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(sync_dir(&self.root.join(ATTACHMENTS_DIR))?),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing", &path)(e).into()),
+        }
+    }
+
+    /// Every record (for the holder check and GC), sorted by path.
+    pub fn list(&self) -> Result<Vec<Record>, StateError> {
+        let dir = self.root.join(ATTACHMENTS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("listing", &dir)(e)),
+        };
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("listing", &dir))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            paths.push(entry.path());
+        }
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths {
+            if let Some(r) = read_record(&p)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_record(path: &Path) -> Result<Option<Record>, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("reading", path)(e)),
+    };
+    let r: Record = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if r.kind != RECORD_KIND {
+        return Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("kind {:?} is not {RECORD_KIND:?}", r.kind),
+        });
+    }
+    Ok(Some(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn original() -> VfConfig {
+        VfConfig {
+            vf: VfIndex(2),
+            mac: MacAddr::ZERO,
+            vlan: 0,
+            qos: 0,
+            vlan_proto: VlanProto::Dot1Q,
+            spoofchk: Some(true),
+            trust: Some(false),
+            link_state: Some(VfLinkState::Auto),
+            min_tx_rate: 0,
+            max_tx_rate: 0,
+        }
+    }
+
+    pub(crate) fn record(cid: &str, pci: &str) -> Record {
+        let applied = VfSettings {
+            mac: Some("02:00:00:00:00:01".parse().unwrap()),
+            vlan: Some(100),
+            qos: Some(0),
+            vlan_proto: Some(VlanProto::Dot1Q),
+            spoofchk: Some(false),
+            ..VfSettings::default()
+        };
+        Record {
+            kind: RECORD_KIND.into(),
+            container_id: cid.into(),
+            ifname: "net1".into(),
+            netns: "/run/netns/pod".into(),
+            cni_args: "IgnoreUnknown=1".into(),
+            network: Some("sriov-a".into()),
+            pci: pci.parse().unwrap(),
+            pf: "0000:01:00.0".parse().unwrap(),
+            vf: VfIndex(2),
+            mode: Mode::Netdev,
+            stage: Stage::Intent,
+            original_vf: SavedVf::from_config(&original()),
+            original_netdev: Some(SavedNetdev {
+                name: "eth3".into(),
+                mac: Some("52:54:00:11:22:33".parse().unwrap()),
+                mtu: 1500,
+                up: false,
+                alt_names: vec!["enp1s0f0v2".into()],
+            }),
+            applied: Applied::new(&applied, Some(1400)),
+            temp_netns: Some("vfgenie-sriov-x".into()),
+            device_info_file: None,
+            config: json!({"type": "sriov", "ipam": {"type": "host-local"}}),
+            result: None,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert!(state.read("c1", "net1").unwrap().is_none());
+        let r = record("c1", "0000:01:10.2");
+        state.write(&r).unwrap();
+        assert_eq!(state.read("c1", "net1").unwrap(), Some(r.clone()));
+        let mut done = r.clone();
+        done.stage = Stage::Done;
+        done.result = Some(json!({"cniVersion": "1.0.0"}));
+        state.write(&done).unwrap();
+        state.write(&record("c2", "0000:01:10.4")).unwrap();
+        let all = state.list().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], done);
+        state.remove("c1", "net1").unwrap();
+        state.remove("c1", "net1").unwrap();
+        assert!(state.read("c1", "net1").unwrap().is_none());
+        assert_eq!(state.list().unwrap().len(), 1);
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(dir.path().join(ATTACHMENTS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["c2-net1.json".to_string()]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let path = state.record_path("c1", "net1").unwrap();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"{\"kind\": ").unwrap();
+        let e = state.read("c1", "net1").unwrap_err();
+        assert_eq!(e.code, 5);
+        assert!(e.msg.contains("corrupt"), "{}", e.msg);
+        assert!(state.list().is_err());
+    }
+
+    #[test]
+    fn record_names_cannot_climb() {
+        let state = StateDir::new("/tmp/x");
+        assert!(state.record_path("../etc", "net1").is_err());
+        assert!(state.record_path("c1", "..").is_err());
+        assert!(state.record_path("", "net1").is_err());
+    }
+
+    #[test]
+    fn restore_settings_touch_only_what_was_applied() {
+        let saved = SavedVf::from_config(&original());
+        let applied = VfSettings {
+            mac: Some("02:00:00:00:00:01".parse().unwrap()),
+            vlan: Some(100),
+            qos: Some(3),
+            vlan_proto: Some(VlanProto::Dot1AD),
+            spoofchk: Some(false),
+            max_tx_rate: Some(50),
+            ..VfSettings::default()
+        };
+        let back = saved.restore_settings(&applied);
+        assert_eq!(
+            back,
+            VfSettings {
+                mac: Some(MacAddr::ZERO),
+                vlan: Some(0),
+                qos: Some(0),
+                vlan_proto: Some(VlanProto::Dot1Q),
+                spoofchk: Some(true),
+                trust: None,
+                link_state: None,
+                min_tx_rate: Some(0),
+                max_tx_rate: Some(0),
+            }
+        );
+        assert!(saved.restore_settings(&VfSettings::default()).is_empty());
+        // The applied settings survive the record.
+        let a = Applied::new(&applied, None);
+        assert_eq!(a.vf_settings(), applied);
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let pci: PciAddress = "0000:01:10.0".parse().unwrap();
+        let held = state.lock(&pci, Duration::from_secs(1)).unwrap();
+        let e = state.lock(&pci, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(e, StateError::LockTimeout { .. }));
+        assert_eq!(e.to_cni_error().code, 11);
+        let other: PciAddress = "0000:01:10.1".parse().unwrap();
+        let _other = state.lock(&other, Duration::from_millis(100)).unwrap();
+        drop(held);
+        state.lock(&pci, Duration::from_millis(100)).unwrap();
+    }
+}
