@@ -5,6 +5,7 @@
 mod agent;
 mod core_checks;
 mod demo;
+mod pods;
 mod report;
 mod smoke;
 mod util;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
                 Ok(())
             });
         }
+        "pods" => pods::run(&mut report),
         "smoke" => smoke::run(&mut report),
         other => report.fail("scenario", &format!("unknown scenario {other:?}")),
     }

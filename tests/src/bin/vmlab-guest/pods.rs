@@ -1,0 +1,723 @@
+//! `vmlab-guest pods`: the `sriov` CNI plugin (the `genie` binary given `"type": "sriov"`)
+//! exec'd directly, as Multus would, against real igb VFs, with Debian's host-local for IPAM.
+//!
+//! PF0 gets 6 VFs. Pods A and B (VFs 0 and 1, VLAN 100) ping each other from the MACs the
+//! plugin set; pod C (VF 2, VLAN 200) cannot reach them; CHECK passes, then fails once the
+//! interface is tampered with; a second ADD of a VF in use is refused; DEL restores names,
+//! MACs, VLAN 0 and releases the addresses. VF 3 bound to vfio-pci is reported by PCI address
+//! with nothing moved. VF 4 is killed mid-ADD at three steps and each time DEL restores it.
+//! VF 5's pod netns is deleted before DEL, which finds the VF back in the host.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use serde_json::{json, Value};
+use vfcore::netlink::{LinkOps, Netlink, VfConfig};
+use vfcore::netns::NetNs;
+use vfcore::sysfs;
+use vfcore::{bind, provision, MacAddr, PciAddress, SysRoot, VfIndex};
+
+use crate::core_checks::{igb_pfs, pf_up};
+use crate::report::{note, Report};
+
+const PLUGIN: &str = "/usr/local/bin/genie";
+const WORK: &str = "/tmp/pods";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn state_dir() -> String {
+    format!("{WORK}/state")
+}
+fn ipam_dir() -> String {
+    format!("{WORK}/ipam")
+}
+
+/// A VF's state in the host before any pod.
+#[derive(Debug, Clone)]
+struct Original {
+    pci: PciAddress,
+    index: VfIndex,
+    name: String,
+    mac: Option<MacAddr>,
+    mtu: u32,
+    pf_side: VfConfig,
+}
+
+struct Lab {
+    root: SysRoot,
+    pf_name: String,
+    vfs: Vec<Original>,
+}
+
+impl Lab {
+    fn pf_side(&self, index: VfIndex) -> Result<VfConfig> {
+        let mut nl = Netlink::open()?;
+        let link = nl
+            .link_by_name(&self.pf_name)?
+            .ok_or_else(|| anyhow!("no PF link {}", self.pf_name))?;
+        nl.vf_configs(link.index)?
+            .into_iter()
+            .find(|c| c.vf == index)
+            .ok_or_else(|| anyhow!("{} reports no VF {index}", self.pf_name))
+    }
+}
+
+/// The output of one plugin run.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    signal: Option<i32>,
+}
+
+impl Run {
+    fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.stdout)
+            .with_context(|| format!("plugin output is not JSON: {:?}", self.stdout))
+    }
+    fn require_ok(&self, what: &str) -> Result<&Self> {
+        ensure!(
+            self.ok,
+            "{what} failed: {} {}",
+            self.stdout.trim(),
+            self.stderr.trim()
+        );
+        Ok(self)
+    }
+}
+
+struct Pod {
+    id: String,
+    netns: String,
+    conf: Value,
+}
+
+impl Pod {
+    fn new(id: &str, conf: Value) -> Self {
+        Self {
+            id: id.to_string(),
+            netns: format!("/run/netns/{id}"),
+            conf,
+        }
+    }
+
+    fn create_netns(&self, root: &SysRoot) -> Result<NetNs> {
+        Ok(NetNs::create_named(root, &self.id)?)
+    }
+
+    fn ns(&self) -> Result<NetNs> {
+        Ok(NetNs::open(&self.netns)?)
+    }
+
+    fn call(&self, command: &str, crash: Option<&str>) -> Result<Run> {
+        call_plugin(PLUGIN, command, &self.id, &self.netns, &self.conf, crash)
+    }
+}
+
+fn call_plugin(
+    binary: &str,
+    command: &str,
+    id: &str,
+    netns: &str,
+    conf: &Value,
+    crash: Option<&str>,
+) -> Result<Run> {
+    let mut cmd = Command::new(binary);
+    cmd.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "net1")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+        )
+        .env("VFGENIE_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match crash {
+        Some(step) => cmd.env("VFGENIE_SRIOV_CRASH_AT", step),
+        None => cmd.env_remove("VFGENIE_SRIOV_CRASH_AT"),
+    };
+    let mut child = cmd.spawn().with_context(|| format!("starting {binary}"))?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        stdin.write_all(conf.to_string().as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok(Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        signal: out.status.signal(),
+    })
+}
+
+fn conf(network: &str, vf: &Original, vlan: u16, subnet: &str, extra: Value) -> Value {
+    let mut c = json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "type": "sriov",
+        "deviceID": vf.pci.to_string(),
+        "vlan": vlan,
+        "spoofchk": "on",
+        "trust": "off",
+        "ipam": {"type": "host-local", "subnet": subnet, "dataDir": ipam_dir()},
+        "stateDir": state_dir(),
+        "logLevel": "debug",
+        "logFile": format!("{WORK}/sriov.log"),
+    });
+    if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    c
+}
+
+fn result_ip(r: &Value) -> Result<IpAddr> {
+    let a = r
+        .pointer("/ips/0/address")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("result has no address: {r}"))?;
+    let ip = a.split('/').next().unwrap_or_default();
+    Ok(ip.parse()?)
+}
+
+fn ping(ns: &NetNs, target: IpAddr, count: u32) -> Result<(bool, String)> {
+    let (target, count) = (target.to_string(), count.to_string());
+    let out = ns.run(|| {
+        Command::new("ping")
+            .args(["-c", &count, "-W", "2", &target])
+            .output()
+    })??;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+/// The pod's view of net1 (None when absent) and its non-loopback link names.
+fn pod_links(ns: &NetNs) -> Result<(Option<vfcore::netlink::LinkInfo>, Vec<String>)> {
+    ns.run(|| -> Result<_> {
+        let mut nl = Netlink::open()?;
+        let names = nl
+            .links()?
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| n != "lo")
+            .collect();
+        Ok((nl.link_by_name("net1")?, names))
+    })?
+}
+
+/// Host-local's leases: files named by an address in the network's dir.
+fn leases(network: &str) -> Result<Vec<String>> {
+    let dir = Path::new(&ipam_dir()).join(network);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.parse::<IpAddr>().is_ok() {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+fn records() -> Result<Vec<String>> {
+    let dir = Path::new(&state_dir()).join("attachments");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// The VF is back in the host as it was: name, MAC, MTU, PF-side MAC and VLAN.
+fn assert_restored(lab: &Lab, vf: &Original) -> Result<()> {
+    let name = provision::wait_vf_netdev(&lab.root, &vf.pci, TIMEOUT)?;
+    ensure!(
+        name == vf.name,
+        "{} is back as {name}, not {}",
+        vf.pci,
+        vf.name
+    );
+    let mut nl = Netlink::open()?;
+    let link = nl
+        .link_by_name(&name)?
+        .ok_or_else(|| anyhow!("no link {name}"))?;
+    ensure!(
+        link.mac == vf.mac,
+        "{name} has MAC {:?}, not {:?}",
+        link.mac.map(|m| m.to_string()),
+        vf.mac.map(|m| m.to_string())
+    );
+    ensure!(
+        link.mtu == vf.mtu,
+        "{name} has MTU {}, not {}",
+        link.mtu,
+        vf.mtu
+    );
+    let pf_side = lab.pf_side(vf.index)?;
+    ensure!(
+        pf_side.vlan == 0 && pf_side.qos == 0,
+        "VF {} still has VLAN {}",
+        vf.index,
+        pf_side.vlan
+    );
+    ensure!(
+        pf_side.mac == vf.pf_side.mac,
+        "VF {} has PF-side MAC {}, not {}",
+        vf.index,
+        pf_side.mac,
+        vf.pf_side.mac
+    );
+    ensure!(
+        pf_side.spoofchk == vf.pf_side.spoofchk && pf_side.trust == vf.pf_side.trust,
+        "VF {} spoofchk/trust {:?}/{:?}, not {:?}/{:?}",
+        vf.index,
+        pf_side.spoofchk,
+        pf_side.trust,
+        vf.pf_side.spoofchk,
+        vf.pf_side.trust
+    );
+    Ok(())
+}
+
+fn setup(root: &SysRoot) -> Result<Lab> {
+    std::fs::create_dir_all(WORK)?;
+    let pfs = igb_pfs(root)?;
+    ensure!(pfs.len() == 2, "expected 2 igb PFs, found {}", pfs.len());
+    for pf in &pfs {
+        pf_up(root, pf)?;
+    }
+    let pf = pfs[0].clone();
+    let vfs = provision::set_num_vfs(root, &pf.address, 6, TIMEOUT)?;
+    ensure!(vfs.len() == 6, "{} VFs, want 6", vfs.len());
+    for v in &vfs {
+        provision::wait_vf_netdev(root, &v.address, TIMEOUT)?;
+    }
+    // Creating VFs resets the PF: wait for its link again before configuring VFs.
+    pf_up(root, &pf)?;
+    let pf_name = pf
+        .netdevs
+        .first()
+        .map(|n| n.name.clone())
+        .ok_or_else(|| anyhow!("PF has no netdev"))?;
+    let mut nl = Netlink::open()?;
+    let pf_link = nl
+        .link_by_name(&pf_name)?
+        .ok_or_else(|| anyhow!("no link {pf_name}"))?;
+    let configs = nl.vf_configs(pf_link.index)?;
+    let mut originals = Vec::new();
+    for v in &vfs {
+        let name = provision::wait_vf_netdev(root, &v.address, TIMEOUT)?;
+        let link = nl
+            .link_by_name(&name)?
+            .ok_or_else(|| anyhow!("no link {name}"))?;
+        let pf_side = configs
+            .iter()
+            .find(|c| c.vf == v.index)
+            .cloned()
+            .ok_or_else(|| anyhow!("no PF-side config of VF {}", v.index))?;
+        originals.push(Original {
+            pci: v.address,
+            index: v.index,
+            name,
+            mac: link.mac,
+            mtu: link.mtu,
+            pf_side,
+        });
+    }
+    let table: Vec<String> = originals
+        .iter()
+        .map(|o| {
+            format!(
+                "VF {} {} {} mac {} pf-side mac {} vlan {}",
+                o.index,
+                o.pci,
+                o.name,
+                o.mac.map(|m| m.to_string()).unwrap_or_default(),
+                o.pf_side.mac,
+                o.pf_side.vlan
+            )
+        })
+        .collect();
+    note(&table.join("\n"));
+    Ok(Lab {
+        root: root.clone(),
+        pf_name,
+        vfs: originals,
+    })
+}
+
+pub fn run(report: &mut Report) {
+    let root = SysRoot::host();
+    let mut lab = None;
+    report.check("pods-setup", || {
+        lab = Some(setup(&root)?);
+        Ok(())
+    });
+    let Some(lab) = lab else {
+        report.fail("pods-rest", "skipped: setup failed");
+        return;
+    };
+    let t0 = Instant::now();
+    let vf = |i: usize| lab.vfs[i].clone();
+    let mac_a: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x0a]);
+    let mac_b: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x0b]);
+    let pod_a = Pod::new(
+        "pod-a",
+        conf(
+            "vlan100",
+            &vf(0),
+            100,
+            "10.56.100.0/24",
+            json!({"mac": mac_a.to_string()}),
+        ),
+    );
+    // B's MAC comes from runtimeConfig, which wins over the conf's.
+    let pod_b = Pod::new(
+        "pod-b",
+        conf(
+            "vlan100",
+            &vf(1),
+            100,
+            "10.56.100.0/24",
+            json!({"mac": "02:00:00:00:01:ff", "runtimeConfig": {"mac": mac_b.to_string()}, "mtu": 1400}),
+        ),
+    );
+    let pod_c = Pod::new(
+        "pod-c",
+        conf("vlan200", &vf(2), 200, "10.56.100.0/24", json!({})),
+    );
+    let mut ips = BTreeMap::new();
+
+    let added = report.check_detail("pods-add-vlan100", || {
+        let mut detail = Vec::new();
+        for (pod, mac) in [(&pod_a, mac_a), (&pod_b, mac_b)] {
+            pod.create_netns(&root)?;
+            let started = Instant::now();
+            let r = pod.call("ADD", None)?;
+            r.require_ok(&format!("ADD {}", pod.id))?;
+            let took = started.elapsed();
+            let v = r.json()?;
+            ensure!(
+                v.pointer("/interfaces/0/name") == Some(&json!("net1")),
+                "result interface: {v}"
+            );
+            ensure!(
+                v.pointer("/interfaces/0/mac") == Some(&json!(mac.to_string())),
+                "result MAC is not {mac}: {v}"
+            );
+            ensure!(
+                v.pointer("/interfaces/0/sandbox") == Some(&json!(pod.netns)),
+                "result sandbox: {v}"
+            );
+            ips.insert(pod.id.clone(), result_ip(&v)?);
+            detail.push(format!("{} {:?}", pod.id, took));
+        }
+        note(&format!("pod-a result IP {:?}", ips.get("pod-a")));
+        Ok(format!("ADD took {}", detail.join(", ")))
+    });
+
+    report.check("pods-state-in-pod", || {
+        ensure!(added, "skipped: ADD failed");
+        for (pod, vfi, mac, mtu) in [(&pod_a, 0, mac_a, 1500), (&pod_b, 1, mac_b, 1400)] {
+            let (link, names) = pod_links(&pod.ns()?)?;
+            let link = link.ok_or_else(|| anyhow!("no net1 in {}: {names:?}", pod.id))?;
+            ensure!(link.up, "net1 in {} is down", pod.id);
+            ensure!(
+                link.mac == Some(mac),
+                "net1 in {} has MAC {:?}",
+                pod.id,
+                link.mac
+            );
+            ensure!(link.mtu == mtu, "net1 in {} has MTU {}", pod.id, link.mtu);
+            ensure!(
+                !link.alt_names.iter().any(|a| a == &lab.vfs[vfi].name),
+                "net1 kept the host name as altname"
+            );
+            let pf_side = lab.pf_side(lab.vfs[vfi].index)?;
+            ensure!(
+                pf_side.vlan == 100 && pf_side.mac == mac && pf_side.spoofchk == Some(true),
+                "VF {vfi} PF-side {pf_side:?}"
+            );
+            ensure!(
+                provision::wait_vf_netdev(&root, &lab.vfs[vfi].pci, Duration::from_millis(200))
+                    .is_err(),
+                "VF {vfi} still has a netdev in the host"
+            );
+        }
+        Ok(())
+    });
+
+    report.check("pods-ping-vlan100", || {
+        ensure!(added, "skipped: ADD failed");
+        let b = *ips.get("pod-b").ok_or_else(|| anyhow!("no IP for pod-b"))?;
+        let ns = pod_a.ns()?;
+        let (ok, out) = ping(&ns, b, 3)?;
+        ensure!(ok, "pod-a got no answer from pod-b at {b}: {}", out.trim());
+        // The answer came from B's admin MAC: B's VF really adopted it.
+        let neigh =
+            ns.run(|| crate::util::run_program("ip", &["neigh", "show", "dev", "net1"]))??;
+        note(&format!("pod-a neighbours: {}", neigh.trim()));
+        ensure!(
+            neigh.to_ascii_lowercase().contains(&mac_b.to_string()),
+            "pod-b did not answer from {mac_b}: {}",
+            neigh.trim()
+        );
+        Ok(())
+    });
+
+    report.check("pods-vlan200-isolated", || {
+        ensure!(added, "skipped: ADD failed");
+        pod_c.create_netns(&root)?;
+        // Installed under the name `sriov`, the same binary is the SR-IOV plugin.
+        std::fs::create_dir_all(format!("{WORK}/bin"))?;
+        let sriov = format!("{WORK}/bin/sriov");
+        if !Path::new(&sriov).exists() {
+            std::os::unix::fs::symlink(PLUGIN, &sriov)?;
+        }
+        let r = call_plugin(&sriov, "ADD", &pod_c.id, &pod_c.netns, &pod_c.conf, None)?;
+        r.require_ok("ADD pod-c")?;
+        let a = *ips.get("pod-a").ok_or_else(|| anyhow!("no IP for pod-a"))?;
+        let (ok, out) = ping(&pod_c.ns()?, a, 2)?;
+        ensure!(
+            !ok,
+            "pod-c on VLAN 200 reached pod-a on VLAN 100: {}",
+            out.trim()
+        );
+        Ok(())
+    });
+
+    report.check("pods-check", || {
+        ensure!(added, "skipped: ADD failed");
+        pod_a.call("CHECK", None)?.require_ok("CHECK pod-a")?;
+        // Tamper: rename net1 in the pod; CHECK must notice.
+        let ns = pod_a.ns()?;
+        let rename = |from: &'static str, to: &'static str, up: bool| -> Result<()> {
+            ns.run(|| -> Result<()> {
+                let mut nl = Netlink::open()?;
+                let l = nl.link_by_name(from)?.ok_or_else(|| anyhow!("no {from}"))?;
+                nl.set_up(l.index, false)?;
+                nl.set_name(l.index, to)?;
+                nl.set_up(l.index, up)?;
+                Ok(())
+            })?
+        };
+        rename("net1", "tampered0", true)?;
+        let r = pod_a.call("CHECK", None)?;
+        rename("tampered0", "net1", true)?;
+        ensure!(!r.ok, "CHECK passed with net1 renamed");
+        let code = r.json()?.get("code").cloned();
+        note(&format!("CHECK after tampering: {}", r.stdout.trim()));
+        ensure!(code == Some(json!(102)), "CHECK error code {code:?}");
+        pod_a
+            .call("CHECK", None)?
+            .require_ok("CHECK pod-a after repair")?;
+        Ok(())
+    });
+
+    report.check("pods-vf-busy", || {
+        ensure!(added, "skipped: ADD failed");
+        let thief = Pod::new("pod-thief", pod_a.conf.clone());
+        thief.create_netns(&root)?;
+        let r = thief.call("ADD", None)?;
+        let _ = NetNs::delete_named(&root, &thief.id);
+        ensure!(!r.ok, "a second ADD of pod-a's VF succeeded");
+        let code = r.json()?.get("code").cloned();
+        ensure!(
+            code == Some(json!(101)),
+            "busy error code {code:?}: {}",
+            r.stdout
+        );
+        let (link, _) = pod_links(&pod_a.ns()?)?;
+        ensure!(link.is_some(), "pod-a lost net1");
+        Ok(())
+    });
+
+    report.check("pods-del-restores", || {
+        for (pod, vfi) in [(&pod_a, 0), (&pod_b, 1), (&pod_c, 2)] {
+            pod.call("DEL", None)?
+                .require_ok(&format!("DEL {}", pod.id))?;
+            // Idempotent.
+            pod.call("DEL", None)?
+                .require_ok(&format!("second DEL {}", pod.id))?;
+            assert_restored(&lab, &lab.vfs[vfi])?;
+            let (link, names) = pod_links(&pod.ns()?)?;
+            ensure!(link.is_none(), "{} still has net1 ({names:?})", pod.id);
+            NetNs::delete_named(&root, &pod.id)?;
+        }
+        let left = [leases("vlan100")?, leases("vlan200")?].concat();
+        ensure!(left.is_empty(), "IP leases left: {left:?}");
+        let recs = records()?;
+        ensure!(recs.is_empty(), "records left: {recs:?}");
+        Ok(())
+    });
+
+    report.check("pods-dpdk-vfio", || dpdk(&lab, &root));
+
+    for step in ["after-pf-config", "after-move", "after-ipam"] {
+        report.check(&format!("pods-crash-{step}"), || crash(&lab, &root, step));
+    }
+
+    report.check("pods-netns-gone", || netns_gone(&lab, &root));
+
+    // How the VFs came to carry their MACs, from the plugin's own log.
+    if let Ok(log) = std::fs::read_to_string(format!("{WORK}/sriov.log")) {
+        let rebinds = log.lines().filter(|l| l.contains("rebinding")).count();
+        note(&format!(
+            "plugin log: {rebinds} MAC changes needed a VF driver rebind; first: {}",
+            log.lines()
+                .find(|l| l.contains("rebinding"))
+                .unwrap_or("none")
+        ));
+    }
+    note(&format!("pods scenario: {:?} after setup", t0.elapsed()));
+}
+
+fn dpdk(lab: &Lab, root: &SysRoot) -> Result<()> {
+    let vf = &lab.vfs[3];
+    bind::bind_vfio(root, &vf.pci, TIMEOUT)?;
+    let devinfo = format!("{WORK}/devinfo/net1-device.json");
+    let mut c = conf(
+        "dpdk300",
+        vf,
+        300,
+        "10.56.30.0/24",
+        json!({"cniVersion": "1.1.0", "runtimeConfig": {"CNIDeviceInfoFile": devinfo}}),
+    );
+    if let Some(o) = c.as_object_mut() {
+        o.remove("ipam");
+    }
+    let pod = Pod::new("pod-dpdk", c);
+    pod.create_netns(root)?;
+    let result = (|| -> Result<()> {
+        let r = pod.call("ADD", None)?;
+        r.require_ok("ADD pod-dpdk")?;
+        let v = r.json()?;
+        note(&format!("DPDK result: {}", v));
+        ensure!(
+            v.pointer("/interfaces/0/pciID") == Some(&json!(vf.pci.to_string())),
+            "result does not carry {}: {v}",
+            vf.pci
+        );
+        let (_, names) = pod_links(&pod.ns()?)?;
+        ensure!(names.is_empty(), "links moved into the pod: {names:?}");
+        let driver = sysfs::read_device(root, &vf.pci)?.driver;
+        ensure!(
+            driver.as_deref() == Some("vfio-pci"),
+            "driver now {driver:?}"
+        );
+        let pf_side = lab.pf_side(vf.index)?;
+        ensure!(pf_side.vlan == 300, "PF-side VLAN {}", pf_side.vlan);
+        let info: Value = serde_json::from_slice(&std::fs::read(&devinfo)?)?;
+        ensure!(
+            info.pointer("/pci/pci-address") == Some(&json!(vf.pci.to_string())),
+            "device-info {info}"
+        );
+        pod.call("DEL", None)?.require_ok("DEL pod-dpdk")?;
+        let pf_side = lab.pf_side(vf.index)?;
+        ensure!(pf_side.vlan == 0, "PF-side VLAN {} after DEL", pf_side.vlan);
+        ensure!(!Path::new(&devinfo).exists(), "device-info left behind");
+        ensure!(records()?.is_empty(), "records left: {:?}", records()?);
+        Ok(())
+    })();
+    let _ = NetNs::delete_named(root, &pod.id);
+    let back = bind::bind_default(root, &vf.pci, TIMEOUT);
+    result?;
+    back?;
+    Ok(())
+}
+
+fn crash(lab: &Lab, root: &SysRoot, step: &str) -> Result<()> {
+    let vf = &lab.vfs[4];
+    let pod = Pod::new(
+        &format!("pod-crash-{step}"),
+        conf(
+            "crash",
+            vf,
+            100,
+            "10.56.40.0/24",
+            json!({"mac": "02:00:00:00:04:04", "mtu": 1400}),
+        ),
+    );
+    pod.create_netns(root)?;
+    let result = (|| -> Result<()> {
+        let r = pod.call("ADD", Some(step))?;
+        ensure!(
+            r.signal == Some(6),
+            "ADD with the crash point {step} did not abort: ok={} {}",
+            r.ok,
+            r.stdout.trim()
+        );
+        if step == "after-ipam" {
+            ensure!(
+                !leases("crash")?.is_empty(),
+                "no lease taken before the crash"
+            );
+        }
+        pod.call("DEL", None)?.require_ok("DEL after the crash")?;
+        assert_restored(lab, vf)?;
+        let (link, names) = pod_links(&pod.ns()?)?;
+        ensure!(
+            link.is_none() && names.is_empty(),
+            "pod still has {names:?}"
+        );
+        let left = leases("crash")?;
+        ensure!(left.is_empty(), "IP leases left: {left:?}");
+        ensure!(records()?.is_empty(), "records left: {:?}", records()?);
+        let temp = Path::new("/run/netns").join(format!(
+            "vfgenie-sriov-{}",
+            vf.pci.to_string().replace([':', '.'], "-")
+        ));
+        ensure!(!temp.exists(), "temporary netns {} left", temp.display());
+        Ok(())
+    })();
+    let _ = NetNs::delete_named(root, &pod.id);
+    result
+}
+
+/// The pod's netns is destroyed before DEL: the kernel hands the VF back to the host (maybe as
+/// devN); DEL finds it by PCI address and restores it.
+fn netns_gone(lab: &Lab, root: &SysRoot) -> Result<()> {
+    let vf = &lab.vfs[5];
+    let pod = Pod::new(
+        "pod-gone",
+        conf(
+            "gone",
+            vf,
+            100,
+            "10.56.50.0/24",
+            json!({"mac": "02:00:00:00:05:05"}),
+        ),
+    );
+    pod.create_netns(root)?;
+    pod.call("ADD", None)?.require_ok("ADD pod-gone")?;
+    NetNs::delete_named(root, &pod.id)?;
+    let started = Instant::now();
+    let r = pod.call("DEL", None)?;
+    r.require_ok("DEL after the netns was deleted")?;
+    note(&format!(
+        "DEL without the netns took {:?}",
+        started.elapsed()
+    ));
+    assert_restored(lab, vf)?;
+    ensure!(leases("gone")?.is_empty(), "IP leases left");
+    ensure!(records()?.is_empty(), "records left");
+    Ok(())
+}
