@@ -7,6 +7,7 @@
 //! routes. The record is rewritten with the result at the end. Any failure after the intent
 //! record restores everything from it ([`super::restore`]) before the error is returned.
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use super::netconf::SriovConf;
 use super::restore::{netns_alive, restore, RestoreCtx};
 use super::state::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, StateDir, RECORD_KIND};
 use super::CrashAt;
-use crate::exec::{exec_add, Invocation};
+use crate::exec::{exec_add, ExecError, Invocation};
 use crate::spec::env::{CniCommand, CniEnv};
 use crate::spec::error::CniError;
 use crate::spec::result::{CniResult, Interface, IpConfig};
@@ -59,6 +60,7 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
     let rctx = RestoreCtx {
         root: ctx.root,
         cni_path: &env.path,
+        ipam: true,
     };
 
     // An earlier ADD of this attachment that was never deleted: undo it first.
@@ -155,7 +157,8 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
     ctx.state.write(&record)?;
     ctx.crash.at("after-intent");
 
-    let applied = apply(ctx, &vf, &record, &pod_ns, &ifname).and_then(|result| {
+    let ipam_ran = Cell::new(false);
+    let applied = apply(ctx, &vf, &record, &pod_ns, &ifname, &ipam_ran).and_then(|result| {
         record.stage = Stage::Done;
         record.result = Some(result.to_value());
         ctx.state.write(&record)?;
@@ -165,6 +168,10 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         Ok(result) => Ok(result),
         Err(e) => {
             tracing::warn!(error = %e, "ADD failed; restoring the VF");
+            let rctx = RestoreCtx {
+                ipam: ipam_ran.get(),
+                ..rctx
+            };
             match restore(&rctx, &record) {
                 Ok(()) => {
                     ctx.state.remove(&record.container_id, &record.ifname)?;
@@ -185,6 +192,7 @@ fn apply(
     record: &Record,
     pod_ns: &NetNs,
     ifname: &str,
+    ipam_ran: &Cell<bool>,
 ) -> Result<CniResult, CniError> {
     let settings = record.applied.vf_settings();
     let mut nl = Netlink::open().map_err(kernel)?;
@@ -213,7 +221,18 @@ fn apply(
 
     if let Some(ipam) = &ctx.conf.ipam_type {
         let inv = Invocation::from_env(ctx.env, CniCommand::Add, ifname, IPAM_TIMEOUT);
-        let ipam_result = exec_add(ipam, &inv, ctx.stdin, ctx.version)?;
+        // From here on a rollback must release whatever IPAM may have allocated; a plugin that
+        // could not even be found allocated nothing.
+        ipam_ran.set(true);
+        let ipam_result = match exec_add(ipam, &inv, ctx.stdin, ctx.version) {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, ExecError::NotFound { .. } | ExecError::InvalidType(_)) {
+                    ipam_ran.set(false);
+                }
+                return Err(e.into());
+            }
+        };
         ctx.crash.at("after-ipam");
         result.ips = ipam_result
             .ips

@@ -164,6 +164,7 @@ fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     let ctx = RestoreCtx {
         root,
         cni_path: &env.path,
+        ipam: true,
     };
     restore(&ctx, &record)?;
     state.remove(&env.container_id, &ifname)
@@ -279,6 +280,7 @@ fn gc(
     let ctx = RestoreCtx {
         root,
         cni_path: &env.path,
+        ipam: true,
     };
     let mut errors = Vec::new();
     for r in state.list()? {

@@ -28,6 +28,8 @@ pub struct RestoreCtx<'a> {
     pub root: &'a SysRoot,
     /// CNI_PATH, to find the IPAM plugin.
     pub cni_path: &'a [PathBuf],
+    /// Whether IPAM DEL runs: a rollback skips it when the IPAM plugin never ran.
+    pub ipam: bool,
 }
 
 /// Whether a netns path still names a live namespace.
@@ -49,7 +51,7 @@ fn ipam_type(record: &Record) -> Option<String> {
 pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
 
-    if let Some(ipam) = ipam_type(record) {
+    if let Some(ipam) = ipam_type(record).filter(|_| ctx.ipam) {
         let inv = Invocation {
             command: CniCommand::Del,
             container_id: record.container_id.clone(),
