@@ -571,7 +571,14 @@ pub fn run(report: &mut Report) {
 
     report.check("pods-dpdk-vfio", || dpdk(&lab, &root));
 
-    for step in ["after-pf-config", "after-move", "after-ipam"] {
+    report.check("pods-add-failure-rolls-back", || rollback(&lab, &root));
+
+    for step in [
+        "after-pf-config",
+        "after-temp-netns",
+        "after-move",
+        "after-ipam",
+    ] {
         report.check(&format!("pods-crash-{step}"), || crash(&lab, &root, step));
     }
 
@@ -686,6 +693,36 @@ fn crash(lab: &Lab, root: &SysRoot, step: &str) -> Result<()> {
             vf.pci.to_string().replace([':', '.'], "-")
         ));
         ensure!(!temp.exists(), "temporary netns {} left", temp.display());
+        Ok(())
+    })();
+    let _ = NetNs::delete_named(root, &pod.id);
+    result
+}
+
+/// An ADD that fails after the VF is in the pod (its IPAM plugin does not exist) leaves the VF
+/// as it found it and no record.
+fn rollback(lab: &Lab, root: &SysRoot) -> Result<()> {
+    let vf = &lab.vfs[4];
+    let mut c = conf(
+        "rollback",
+        vf,
+        100,
+        "10.56.70.0/24",
+        json!({"mac": "02:00:00:00:07:07", "mtu": 1400}),
+    );
+    c["ipam"]["type"] = json!("no-such-ipam");
+    let pod = Pod::new("pod-rollback", c);
+    pod.create_netns(root)?;
+    let result = (|| -> Result<()> {
+        let r = pod.call("ADD", None)?;
+        ensure!(!r.ok, "ADD with a missing IPAM plugin succeeded");
+        note(&format!("failed ADD: {}", r.stdout.trim()));
+        assert_restored(lab, vf)?;
+        let (_, names) = pod_links(&pod.ns()?)?;
+        ensure!(names.is_empty(), "pod still has {names:?}");
+        ensure!(records()?.is_empty(), "records left: {:?}", records()?);
+        pod.call("DEL", None)?
+            .require_ok("DEL after the failed ADD")?;
         Ok(())
     })();
     let _ = NetNs::delete_named(root, &pod.id);
