@@ -12,9 +12,9 @@
 
 use std::path::PathBuf;
 
-use vfcore::netlink::{LinkOps, Netlink};
+use vfcore::netlink::{LinkOps, Netlink, VfSettings};
 use vfcore::netns::NetNs;
-use vfcore::{provision, SysRoot};
+use vfcore::{provision, MacAddr, SysRoot};
 
 use super::attach::IPAM_TIMEOUT;
 use super::device::{self, kernel, KERNEL_TIMEOUT};
@@ -78,13 +78,37 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
         _ => None,
     };
 
-    if let Err(e) = restore_pf_side(ctx, record) {
+    // The VF's MAC as the PF showed it was the VF's own (the driver's choice, mirrored by the
+    // PF), not an administrative one: clear the administrative MAC ADD set and let the netdev
+    // take its MAC back itself, so the VF is left as free to change it as it was (igb, for one,
+    // locks a VF's MAC once its PF has set one). Otherwise the PF sets the original MAC back.
+    let vf_owned_mac = home.is_some()
+        && record.applied.mac.is_some()
+        && !record.original_vf.mac.is_zero()
+        && record.original_netdev.as_ref().and_then(|n| n.mac) == Some(record.original_vf.mac);
+    if let Err(e) = restore_pf_side(ctx, record, vf_owned_mac) {
         errors.push(e);
     }
 
     if let (Some(name), Some(orig)) = (home, &record.original_netdev) {
-        if let Err(e) = restore_netdev(ctx, record, &name, orig) {
+        let mut restored = restore_netdev(ctx, record, &name, orig);
+        if restored.is_err() && vf_owned_mac {
+            // The netdev would not take its MAC back by itself: have the PF hold it, then the
+            // netdev adopts it as after any administrative MAC.
+            tracing::info!("the VF did not take its own MAC back; its PF sets it");
+            restored = settle_pf_side_mac(ctx, record).and_then(|()| {
+                let name = device::host_netdev(ctx.root, &record.pci)?
+                    .ok_or_else(|| CniError::io(format!("VF {} has no netdev", record.pci)))?;
+                restore_netdev(ctx, record, &name, orig)
+            });
+        }
+        if let Err(e) = restored {
             errors.push(e);
+        }
+        if vf_owned_mac {
+            if let Err(e) = settle_pf_side_mac(ctx, record) {
+                errors.push(e);
+            }
         }
     }
 
@@ -167,8 +191,10 @@ fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError>
     provision::wait_vf_netdev(ctx.root, &record.pci, KERNEL_TIMEOUT).map_err(kernel)
 }
 
-fn restore_pf_side(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
-    let back = record
+/// Puts back the PF-side settings ADD changed. With `clear_mac`, the MAC is cleared (all zero)
+/// instead of set to its original value; a driver that refuses that gets the original value.
+fn restore_pf_side(ctx: &RestoreCtx<'_>, record: &Record, clear_mac: bool) -> Result<(), CniError> {
+    let mut back = record
         .original_vf
         .restore_settings(&record.applied.vf_settings());
     if back.is_empty() {
@@ -176,7 +202,40 @@ fn restore_pf_side(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError
     }
     let mut nl = Netlink::open().map_err(kernel)?;
     let pf = device::pf_link(ctx.root, &mut nl, &record.pf)?;
+    if clear_mac && back.mac.is_some() {
+        let clear = VfSettings {
+            mac: Some(MacAddr::ZERO),
+            ..VfSettings::default()
+        };
+        match nl.set_vf(pf.index, record.vf, &clear) {
+            Ok(()) => back.mac = None,
+            Err(e) => {
+                tracing::info!(error = %e, "clearing the VF's administrative MAC was refused; setting the original")
+            }
+        }
+    }
     nl.set_vf(pf.index, record.vf, &back).map_err(kernel)
+}
+
+/// After the netdev took its MAC back: the PF must show the original MAC again; when it does
+/// not (a driver that does not mirror the VF's own MAC), the PF sets it.
+fn settle_pf_side_mac(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
+    let mut nl = Netlink::open().map_err(kernel)?;
+    let pf = device::pf_link(ctx.root, &mut nl, &record.pf)?;
+    let now = nl
+        .vf_configs(pf.index)
+        .map_err(kernel)?
+        .into_iter()
+        .find(|c| c.vf == record.vf)
+        .map(|c| c.mac);
+    if now == Some(record.original_vf.mac) {
+        return Ok(());
+    }
+    let set = VfSettings {
+        mac: Some(record.original_vf.mac),
+        ..VfSettings::default()
+    };
+    nl.set_vf(pf.index, record.vf, &set).map_err(kernel)
 }
 
 fn restore_netdev(

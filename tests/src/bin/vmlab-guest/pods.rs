@@ -297,6 +297,28 @@ fn assert_restored(lab: &Lab, vf: &Original) -> Result<()> {
     Ok(())
 }
 
+/// The VF is as free as before ADD: its own netdev can change its MAC (igb refuses that once the
+/// PF has set an administrative MAC), and back.
+fn vf_sets_own_mac(vf: &Original) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let link = nl
+        .link_by_name(&vf.name)?
+        .ok_or_else(|| anyhow!("no link {}", vf.name))?;
+    let other = MacAddr([0x02, 0, 0, 0, 0x09, 0x09]);
+    nl.set_mac(link.index, other)
+        .with_context(|| format!("{} cannot change its own MAC after DEL", vf.name))?;
+    let now = nl.link_by_index(link.index)?.and_then(|l| l.mac);
+    ensure!(
+        now == Some(other),
+        "{} shows {now:?} after a MAC change",
+        vf.name
+    );
+    if let Some(mac) = vf.mac {
+        nl.set_mac(link.index, mac)?;
+    }
+    Ok(())
+}
+
 fn setup(root: &SysRoot) -> Result<Lab> {
     std::fs::create_dir_all(WORK)?;
     let pfs = igb_pfs(root)?;
@@ -558,6 +580,9 @@ pub fn run(report: &mut Report) {
             pod.call("DEL", None)?
                 .require_ok(&format!("second DEL {}", pod.id))?;
             assert_restored(&lab, &lab.vfs[vfi])?;
+            if vfi == 0 {
+                vf_sets_own_mac(&lab.vfs[0])?;
+            }
             let (link, names) = pod_links(&pod.ns()?)?;
             ensure!(link.is_none(), "{} still has net1 ({names:?})", pod.id);
             NetNs::delete_named(&root, &pod.id)?;
