@@ -134,6 +134,12 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
     let settings = ctx.conf.vf_settings();
     let config: Value = serde_json::from_slice(ctx.stdin)
         .map_err(|e| CniError::decode(format!("the network config is not JSON: {e}")))?;
+    let ipam_config = match &ctx.conf.ipam_type {
+        Some(t) => {
+            Some(super::ipam::config_for(t, &env.path, &config, ctx.version, IPAM_TIMEOUT)?.0)
+        }
+        None => None,
+    };
     let mut record = Record {
         kind: RECORD_KIND.into(),
         container_id: env.container_id.clone(),
@@ -152,6 +158,7 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         temp_netns: (mode == Mode::Netdev).then(|| device::temp_netns_name(&pci)),
         device_info_file: ctx.conf.device_info_file.clone(),
         config,
+        ipam_config,
         result: None,
     };
     ctx.state.write(&record)?;
@@ -224,10 +231,26 @@ fn apply(
         // From here on a rollback must release whatever IPAM may have allocated; a plugin that
         // could not even be found allocated nothing.
         ipam_ran.set(true);
-        let ipam_result = match exec_add(ipam, &inv, ctx.stdin, ctx.version) {
+        let ipam_config = record.ipam_config.as_ref().unwrap_or(&record.config);
+        let ipam_version = ipam_config
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            .and_then(|v| CniVersion::parse(v).ok())
+            .unwrap_or(ctx.version);
+        let bytes = serde_json::to_vec(ipam_config)
+            .map_err(|e| CniError::io(format!("encoding the IPAM config: {e}")))?;
+        let ipam_result = match exec_add(ipam, &inv, &bytes, ipam_version) {
             Ok(r) => r,
             Err(e) => {
-                if matches!(e, ExecError::NotFound { .. } | ExecError::InvalidType(_)) {
+                // Not found, or refused the version: nothing was allocated.
+                let refused_early = match &e {
+                    ExecError::NotFound { .. } | ExecError::InvalidType(_) => true,
+                    ExecError::Plugin { error, .. } => {
+                        error.code == crate::spec::error::code::INCOMPATIBLE_VERSION
+                    }
+                    _ => false,
+                };
+                if refused_early {
                     ipam_ran.set(false);
                 }
                 return Err(e.into());

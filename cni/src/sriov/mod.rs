@@ -15,6 +15,7 @@
 pub mod attach;
 pub mod device;
 pub mod devinfo;
+pub mod ipam;
 pub mod netconf;
 pub mod restore;
 pub mod state;

@@ -61,7 +61,8 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
             path: ctx.cni_path.to_vec(),
             timeout: IPAM_TIMEOUT,
         };
-        let conf = serde_json::to_vec(&record.config).unwrap_or_default();
+        let conf = serde_json::to_vec(record.ipam_config.as_ref().unwrap_or(&record.config))
+            .unwrap_or_default();
         if let Err(e) = exec_no_result(&ipam, &inv, &conf) {
             errors.push(e.to_cni_error());
         }

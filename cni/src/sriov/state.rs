@@ -281,8 +281,12 @@ pub struct Record {
     /// The device-info file ADD wrote, removed by DEL.
     #[serde(default)]
     pub device_info_file: Option<PathBuf>,
-    /// The network config of the ADD, whole (IPAM DEL gets it back).
+    /// The network config of the ADD, whole.
     pub config: Value,
+    /// The config the IPAM plugin got (ours in the newest CNI version it speaks); IPAM DEL gets
+    /// it back. `None`: `config` itself.
+    #[serde(default)]
+    pub ipam_config: Option<Value>,
     /// The result ADD returned (stage `done`).
     #[serde(default)]
     pub result: Option<Value>,
@@ -524,6 +528,7 @@ mod tests {
             temp_netns: Some("vfgenie-sriov-x".into()),
             device_info_file: None,
             config: json!({"type": "sriov", "ipam": {"type": "host-local"}}),
+            ipam_config: Some(json!({"cniVersion": "1.0.0", "ipam": {"type": "host-local"}})),
             result: None,
         }
     }
