@@ -343,6 +343,26 @@ fn setup(root: &SysRoot) -> Result<Lab> {
     let pf_link = nl
         .link_by_name(&pf_name)?
         .ok_or_else(|| anyhow!("no link {pf_name}"))?;
+    // A VF that probed while creating VFs reset the PF never registered its MAC with the PF (the
+    // PF shows 00:00:00:00:00:00) and passes no traffic; a node's VFs are created with the PF up.
+    // Rebinding such a VF's driver lets it complete its handshake with the PF.
+    let configs = nl.vf_configs(pf_link.index)?;
+    for v in &vfs {
+        let name = provision::wait_vf_netdev(root, &v.address, TIMEOUT)?;
+        let netdev_mac = nl.link_by_name(&name)?.and_then(|l| l.mac);
+        let pf_mac = configs.iter().find(|c| c.vf == v.index).map(|c| c.mac);
+        if netdev_mac != pf_mac {
+            let show = |m: Option<MacAddr>| m.map(|m| m.to_string()).unwrap_or_default();
+            note(&format!(
+                "VF {} ({name}) MAC {} is unknown to its PF ({}): rebinding it",
+                v.index,
+                show(netdev_mac),
+                show(pf_mac)
+            ));
+            bind::bind_default(root, &v.address, TIMEOUT)?;
+            provision::wait_vf_netdev(root, &v.address, TIMEOUT)?;
+        }
+    }
     let configs = nl.vf_configs(pf_link.index)?;
     let mut originals = Vec::new();
     for v in &vfs {
@@ -355,6 +375,13 @@ fn setup(root: &SysRoot) -> Result<Lab> {
             .find(|c| c.vf == v.index)
             .cloned()
             .ok_or_else(|| anyhow!("no PF-side config of VF {}", v.index))?;
+        ensure!(
+            link.mac == Some(pf_side.mac),
+            "VF {} ({name}) MAC {:?} is still unknown to its PF ({})",
+            v.index,
+            link.mac,
+            pf_side.mac
+        );
         originals.push(Original {
             pci: v.address,
             index: v.index,
@@ -594,6 +621,8 @@ pub fn run(report: &mut Report) {
         Ok(())
     });
 
+    report.check("pods-concurrent-add-one-wins", || concurrent(&lab, &root));
+    report.check("pods-gc", || gc(&lab, &root));
     report.check("pods-dpdk-vfio", || dpdk(&lab, &root));
 
     report.check("pods-add-failure-rolls-back", || rollback(&lab, &root));
@@ -620,6 +649,81 @@ pub fn run(report: &mut Report) {
         ));
     }
     note(&format!("pods scenario: {:?} after setup", t0.elapsed()));
+}
+
+/// Two ADDs of one VF at once, for two pods: the VF's lock lets exactly one have it; the other
+/// is refused as busy. DEL of the winner restores the VF.
+fn concurrent(lab: &Lab, root: &SysRoot) -> Result<()> {
+    let vf = &lab.vfs[0];
+    let pods: Vec<Pod> = ["pod-race-1", "pod-race-2"]
+        .iter()
+        .map(|id| Pod::new(id, conf("race", vf, 100, "10.56.80.0/24", json!({}))))
+        .collect();
+    for p in &pods {
+        p.create_netns(root)?;
+    }
+    let result = (|| -> Result<()> {
+        let runs: Vec<Result<Run>> = std::thread::scope(|s| {
+            let handles: Vec<_> = pods
+                .iter()
+                .map(|p| s.spawn(move || p.call("ADD", None)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("thread panicked"))))
+                .collect()
+        });
+        let runs = runs.into_iter().collect::<Result<Vec<Run>>>()?;
+        let winners: Vec<usize> = (0..2).filter(|i| runs[*i].ok).collect();
+        ensure!(
+            winners.len() == 1,
+            "{} of 2 concurrent ADDs succeeded: {:?}",
+            winners.len(),
+            runs.iter().map(|r| r.stdout.trim()).collect::<Vec<_>>()
+        );
+        let loser = &runs[1 - winners[0]];
+        let code = loser.json()?.get("code").cloned();
+        ensure!(code == Some(json!(101)), "loser's error: {}", loser.stdout);
+        for p in &pods {
+            p.call("DEL", None)?.require_ok(&format!("DEL {}", p.id))?;
+        }
+        assert_restored(lab, vf)?;
+        ensure!(leases("race")?.is_empty(), "IP leases left");
+        ensure!(records()?.is_empty(), "records left: {:?}", records()?);
+        Ok(())
+    })();
+    for p in &pods {
+        let _ = NetNs::delete_named(root, &p.id);
+    }
+    result
+}
+
+/// GC (CNI 1.1.0) with no valid attachments releases the network's VFs.
+fn gc(lab: &Lab, root: &SysRoot) -> Result<()> {
+    let vf = &lab.vfs[1];
+    let mut c = conf(
+        "gc",
+        vf,
+        100,
+        "10.56.90.0/24",
+        json!({"cniVersion": "1.1.0", "mac": "02:00:00:00:09:01"}),
+    );
+    let pod = Pod::new("pod-gc", c.clone());
+    pod.create_netns(root)?;
+    let result = (|| -> Result<()> {
+        pod.call("ADD", None)?.require_ok("ADD pod-gc")?;
+        ensure!(!leases("gc")?.is_empty(), "no lease after ADD");
+        c["cni.dev/valid-attachments"] = json!([]);
+        let r = call_plugin(PLUGIN, "GC", "", "", &c, None)?;
+        r.require_ok("GC")?;
+        assert_restored(lab, vf)?;
+        ensure!(leases("gc")?.is_empty(), "IP leases left after GC");
+        ensure!(records()?.is_empty(), "records left: {:?}", records()?);
+        pod.call("DEL", None)?.require_ok("DEL after GC")?;
+        Ok(())
+    })();
+    let _ = NetNs::delete_named(root, &pod.id);
+    result
 }
 
 fn dpdk(lab: &Lab, root: &SysRoot) -> Result<()> {
