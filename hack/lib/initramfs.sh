@@ -6,7 +6,7 @@
 # Needs deps.sh and kernel.sh (LAB_KDIR). `lab_initramfs_build REPO OUT` writes an uncompressed newc
 # cpio archive to OUT (QEMU loads it from disk; skipping compression saves guest boot time under TCG).
 
-LAB_MODULES=(igb igbvf vfio vfio_iommu_type1 vfio-pci veth)
+LAB_MODULES=(igb igbvf vfio vfio_iommu_type1 vfio-pci veth bridge)
 
 # Copies an ELF file to the same path under ROOT, plus the loader and libraries ldd reports.
 _lab_copy_elf() {

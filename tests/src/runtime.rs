@@ -213,6 +213,11 @@ pub struct Node {
 
 impl Node {
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_genie(&genie_binary()?)
+    }
+
+    /// As [`Node::new`], with `genie` as the CNI binary (the lab guest has no target dir).
+    pub fn with_genie(genie: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let api = ApiServer::start()?;
         let conf_dir = dir.path().join("net.d");
@@ -222,7 +227,7 @@ impl Node {
         for d in [&conf_dir, &bin_dir, &ipam_dir] {
             std::fs::create_dir_all(d)?;
         }
-        std::os::unix::fs::symlink(genie_binary()?, bin_dir.join("genie"))?;
+        std::os::unix::fs::symlink(genie, bin_dir.join("genie"))?;
         let kubeconfig =
             api.write_kubeconfig(&dir.path().join("kubeconfig"), KubeAuth::Token("t0ken"))?;
         api.set_token(Some("t0ken"));

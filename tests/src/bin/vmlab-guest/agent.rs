@@ -32,21 +32,22 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// The bound on a PF link change reaching the ListAndWatch streams.
 const HEALTH_BOUND: Duration = Duration::from_secs(1);
 
-struct Paths {
-    config: PathBuf,
-    plugins: PathBuf,
-    devinfo: PathBuf,
-    podres: PathBuf,
+/// The agent's files; shared with the pod scenarios (`podnet`).
+pub(crate) struct Paths {
+    pub(crate) config: PathBuf,
+    pub(crate) plugins: PathBuf,
+    pub(crate) devinfo: PathBuf,
+    pub(crate) podres: PathBuf,
 }
 
 impl Paths {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let work = Path::new(WORK);
         let p = Self {
             config: work.join("config.json"),
             plugins: work.join("device-plugins"),
             devinfo: work.join("devinfo"),
-            // Never created: no pod holds anything in the lab.
+            // Nothing serves it in this scenario (the pod scenarios serve PodResources there).
             podres: work.join("pod-resources/kubelet.sock"),
         };
         std::fs::create_dir_all(&p.plugins).context("creating the device-plugin dir")?;
@@ -56,13 +57,13 @@ impl Paths {
 }
 
 /// The agent as a child process, its stderr in a log file.
-struct AgentProc {
+pub(crate) struct AgentProc {
     child: Child,
     log: PathBuf,
 }
 
 impl AgentProc {
-    fn start(p: &Paths, n: u32) -> Result<Self> {
+    pub(crate) fn start(p: &Paths, n: u32) -> Result<Self> {
         let log = Path::new(WORK).join(format!("agent-{n}.log"));
         let file = std::fs::File::create(&log).context("creating the agent log")?;
         let child = Command::new(AGENT)
@@ -85,7 +86,7 @@ impl AgentProc {
     }
 
     /// SIGTERM, then a bounded wait for the exit.
-    fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
+    pub(crate) fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             bail!("the agent had already exited with {status}");
         }
@@ -97,7 +98,7 @@ impl AgentProc {
     }
 
     /// The whole log into the console log only (the host echoes VMLAB-OUT lines, not these).
-    fn dump_log(&self) {
+    pub(crate) fn dump_log(&self) {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let name = self
             .log
@@ -114,7 +115,7 @@ impl AgentProc {
     }
 
     /// The end of the agent's log, for a failure report.
-    fn show_log(&self, lines: usize) {
+    pub(crate) fn show_log(&self, lines: usize) {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         let tail = all.get(all.len().saturating_sub(lines)..).unwrap_or(&[]);

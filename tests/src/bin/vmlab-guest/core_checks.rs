@@ -403,7 +403,7 @@ fn in_namespaces(
 
 /// Runs `ping -c COUNT -W 2 TARGET` inside a namespace; returns its output and whether it got
 /// every answer.
-fn ping_from(ns: &NetNs, target: Ipv4Addr, count: u32) -> Result<(bool, String)> {
+pub fn ping_from(ns: &NetNs, target: Ipv4Addr, count: u32) -> Result<(bool, String)> {
     let (target, count) = (target.to_string(), count.to_string());
     let out = ns.run(|| {
         std::process::Command::new("ping")
