@@ -5,6 +5,8 @@
 mod agent;
 mod core_checks;
 mod demo;
+mod genie_pods;
+mod podnet;
 mod pods;
 mod report;
 mod smoke;
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
                 Ok(())
             });
         }
+        "genie-pods" => genie_pods::run(&mut report),
         "pods" => pods::run(&mut report),
         "smoke" => smoke::run(&mut report),
         other => report.fail("scenario", &format!("unknown scenario {other:?}")),

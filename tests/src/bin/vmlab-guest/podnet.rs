@@ -1,0 +1,740 @@
+//! A Kubernetes node in the lab, for the scenarios with pods (`genie-pods`, `demo`).
+//!
+//! - the real `vfgenie-agent run` provisions PF0 (6 VFs: 0-3 igbvf, 4-5 vfio-pci) and serves them
+//!   as two pools ([`NET_POOL`], [`VFIO_POOL`]) to the kubelet stand-in;
+//! - the kubelet's part for a pod: Allocate over the real device-plugin gRPC, then the allocated
+//!   device IDs put into the PodResources stand-in (served where the agent and genie look);
+//! - the API-server stand-in with the pods and their NetworkAttachmentDefinitions;
+//! - the container runtime's part: a network namespace per pod and the `genie` binary exec'd with
+//!   the CNI environment, Debian's plugins (bridge, host-local) and the `sriov` plugin (the same
+//!   binary, installed under that name) as delegates.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use serde_json::{json, Value};
+use vfcore::netlink::{LinkOps, Netlink, VfConfig};
+use vfcore::netns::NetNs;
+use vfcore::sysfs;
+use vfcore::{bind, provision, MacAddr, PciAddress, SysRoot, VfIndex};
+use vfdp::v1beta1::{AllocateRequest, ContainerAllocateRequest};
+use vfgenie_tests::kubelet::KubeletStandIn;
+use vfgenie_tests::podresources::PodResourcesStandIn;
+use vfgenie_tests::runtime::Node;
+
+use crate::agent::{AgentProc, Paths};
+use crate::core_checks::{igb_pfs, pf_up, ping_from};
+use crate::report::note;
+use crate::util::{run_program, wait_for};
+
+pub const NS: &str = "default";
+pub const NET_POOL: &str = "example.com/igb_net";
+pub const VFIO_POOL: &str = "example.com/igb_vfio";
+pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+pub const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+/// The cluster network (bridge, host-local).
+pub const CLUSTER_SUBNET: &str = "10.244.0.0/24";
+/// The VF networks' subnet: VLANs 100 and 200 share it (separate address ranges), so only the
+/// VLAN keeps pods of the two networks apart.
+pub const VF_SUBNET: &str = "10.56.0.0/24";
+const GENIE: &str = "/usr/local/bin/genie";
+const CNI_BIN: &str = "/opt/cni/bin";
+const WORK: &str = "/tmp/podnet";
+/// Creating VFs, binding vfio-pci and the PF link coming back, under TCG.
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(45);
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A VF of PF0 as it was in the host before any pod.
+#[derive(Debug, Clone)]
+pub struct VfOriginal {
+    pub pci: PciAddress,
+    pub index: VfIndex,
+    /// Its netdev's name, MAC and MTU; none when bound to vfio-pci.
+    pub netdev: Option<(String, Option<MacAddr>, u32)>,
+    /// What the PF reports for it (MAC, VLAN, spoof check, trust).
+    pub pf_side: VfConfig,
+}
+
+/// A pod's links: name → (MAC, IPv4 addresses as CIDR).
+pub type PodLinks = BTreeMap<String, (Option<MacAddr>, Vec<String>)>;
+
+/// A pod with its sandbox.
+pub struct Pod {
+    pub name: String,
+    pub container_id: String,
+    pub netns: NetNs,
+    /// `(pool, device ID)` the kubelet allocated to it.
+    pub devices: Vec<(String, String)>,
+    /// The environment Allocate gave its container.
+    pub envs: HashMap<String, String>,
+    /// genie's ADD result.
+    pub result: Value,
+}
+
+impl Pod {
+    /// `ping -c COUNT` from inside the pod; whether every answer came, and the output.
+    pub fn ping(&self, target: Ipv4Addr, count: u32) -> Result<(bool, String)> {
+        ping_from(&self.netns, target, count)
+    }
+
+    /// Pings until every answer of a round comes (the first packets may wait for ARP), up to
+    /// `rounds` rounds of 2; whether they did, and the last output.
+    pub fn reaches(&self, target: Ipv4Addr, rounds: u32) -> Result<(bool, String)> {
+        let mut last = String::new();
+        for _ in 0..rounds {
+            let (ok, out) = self.ping(target, 2)?;
+            if ok {
+                return Ok((true, out));
+            }
+            last = out;
+        }
+        Ok((false, last))
+    }
+
+    /// The pod's links other than `lo`: name → (MAC, IPv4 addresses as CIDR).
+    pub fn links(&self) -> Result<PodLinks> {
+        self.netns.run(|| -> Result<_> {
+            let mut nl = Netlink::open()?;
+            let mut out = BTreeMap::new();
+            for l in nl.links()? {
+                if l.name == "lo" {
+                    continue;
+                }
+                let addrs = nl
+                    .addresses(l.index)?
+                    .into_iter()
+                    .filter(|a| a.addr.is_ipv4())
+                    .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+                    .collect();
+                out.insert(l.name, (l.mac, addrs));
+            }
+            Ok(out)
+        })?
+    }
+
+    /// The first IPv4 address of `ifname` in the pod.
+    pub fn ipv4(&self, ifname: &str) -> Result<Ipv4Addr> {
+        let links = self.links()?;
+        let (_, addrs) = links
+            .get(ifname)
+            .ok_or_else(|| anyhow!("{} has no {ifname}", self.name))?;
+        let first = addrs
+            .first()
+            .ok_or_else(|| anyhow!("{} {ifname} has no IPv4 address", self.name))?;
+        Ok(first.split('/').next().unwrap_or_default().parse()?)
+    }
+
+    /// `ip addr` as seen inside the pod (busybox).
+    pub fn ip_addr(&self) -> Result<String> {
+        self.netns.run(|| run_program("ip", &["addr"]))?
+    }
+
+    /// Waits until `ifname` in the pod has carrier (a VF follows its PF's link).
+    pub fn wait_carrier(&self, ifname: &str) -> Result<()> {
+        let name = ifname.to_string();
+        self.netns.run(move || -> Result<()> {
+            let mut nl = Netlink::open()?;
+            wait_for(&format!("{name} carrier"), TIMEOUT, || {
+                nl.link_by_name(&name)
+                    .ok()
+                    .flatten()
+                    .filter(|l| l.oper_state.eq_ignore_ascii_case("up"))
+            })?;
+            Ok(())
+        })?
+    }
+}
+
+/// The node: agent, kubelet and API-server stand-ins, and the CNI directories.
+pub struct Cluster {
+    pub root: SysRoot,
+    pub pf_name: String,
+    /// PF0's VFs in index order, as they were before any pod.
+    pub vfs: Vec<VfOriginal>,
+    pub node: Node,
+    pub paths: Paths,
+    /// The sriov plugin's `stateDir` (locks and attachment records).
+    pub state_dir: PathBuf,
+    podres: PodResourcesStandIn,
+    kubelet: KubeletStandIn,
+    agent: AgentProc,
+    allocated: BTreeSet<String>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    /// Everything up: the agent serving both pools (all healthy), genie installed, NADs `vlan100`,
+    /// `vlan200` (netdev pool) and `dpdk` (vfio pool), the cluster network as the default.
+    pub fn start() -> Result<Self> {
+        let root = SysRoot::host();
+        let pfs = igb_pfs(&root)?;
+        let pf = pfs.first().ok_or_else(|| anyhow!("no igb PF"))?.clone();
+        let pf_name = pf
+            .netdevs
+            .first()
+            .map(|n| n.name.clone())
+            .ok_or_else(|| anyhow!("PF {} has no netdev", pf.address))?;
+        // A PF that is down never answers its VFs' mailbox: up before the agent creates VFs.
+        pf_up(&root, &pf)?;
+
+        let paths = Paths::new()?;
+        if let Some(dir) = paths.podres.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let podres = PodResourcesStandIn::start(&paths.podres)?;
+        let config = json!({
+            "resourceList": [
+                {"resourceName": "igb_net", "resourcePrefix": "example.com",
+                 "selectors": {"pfNames": [pf_name], "drivers": ["igbvf"]}},
+                {"resourceName": "igb_vfio", "resourcePrefix": "example.com",
+                 "selectors": {"pfNames": [pf_name], "drivers": ["vfio-pci"]}}
+            ],
+            "provisioning": [
+                {"pfName": pf_name, "numVfs": 6,
+                 "vfs": [{"range": "0-3", "driver": "netdevice"},
+                         {"range": "4-5", "driver": "vfio-pci"}]}
+            ]
+        });
+        std::fs::write(&paths.config, serde_json::to_string_pretty(&config)?)?;
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let kubelet = rt.block_on(KubeletStandIn::start(&paths.plugins))?;
+        let agent = AgentProc::start(&paths, 1)?;
+        let provisioned = provisioned(&root, &pf.address);
+        let vfs = match provisioned {
+            Ok(v) => v,
+            Err(e) => {
+                agent.show_log(30);
+                return Err(e);
+            }
+        };
+        // Creating VFs resets the PF: wait for its link again.
+        pf_up(&root, &pf)?;
+        repair_mailbox(&root, &pf_name, &vfs)?;
+        let originals = originals(&pf_name, &vfs)?;
+
+        let pools = rt.block_on(async {
+            for (pool, n) in [(NET_POOL, 4), (VFIO_POOL, 2)] {
+                kubelet
+                    .wait_for(pool, TIMEOUT, |r| {
+                        r.registration.is_some()
+                            && r.devices.len() == n
+                            && r.devices.iter().all(|d| d.health == "Healthy")
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+        if let Err(e) = pools {
+            agent.show_log(30);
+            return Err(e);
+        }
+
+        let node = Node::with_genie(Path::new(GENIE))?;
+        // The runtime's CNI bin dir: Debian's plugins, and the sriov plugin (genie's binary).
+        for e in std::fs::read_dir(CNI_BIN).with_context(|| format!("reading {CNI_BIN}"))? {
+            let p = e?.path();
+            if let Some(name) = p.file_name() {
+                std::os::unix::fs::symlink(&p, node.bin_dir.join(name))?;
+            }
+        }
+        std::os::unix::fs::symlink(GENIE, node.bin_dir.join("sriov"))?;
+        node.write_conf(
+            "10-cluster.conflist",
+            &node.cluster_conflist(CLUSTER_SUBNET),
+        )?;
+        let state_dir = PathBuf::from(WORK).join("sriov-state");
+        let cluster = Self {
+            root,
+            pf_name,
+            vfs: originals,
+            node,
+            paths,
+            state_dir,
+            podres,
+            kubelet,
+            agent,
+            allocated: BTreeSet::new(),
+            rt,
+        };
+        for (name, vlan, range_start, pool) in [
+            ("vlan100", 100, "10.56.0.10", NET_POOL),
+            ("vlan200", 200, "10.56.0.200", NET_POOL),
+        ] {
+            let conf = cluster.sriov_netconf(name, vlan, Some(range_start));
+            cluster
+                .node
+                .api
+                .add_nad(NS, name, &conf.to_string(), Some(pool));
+        }
+        let dpdk = cluster.sriov_netconf("dpdk", 100, None);
+        cluster
+            .node
+            .api
+            .add_nad(NS, "dpdk", &dpdk.to_string(), Some(VFIO_POOL));
+        Ok(cluster)
+    }
+
+    /// An sriov netconf on VLAN `vlan`; with host-local from `range_start` in [`VF_SUBNET`].
+    pub fn sriov_netconf(&self, name: &str, vlan: u16, range_start: Option<&str>) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": name, "type": "sriov",
+            "vlan": vlan, "spoofchk": "on", "trust": "off",
+            "stateDir": self.state_dir.display().to_string(),
+            "logLevel": "debug",
+            "logFile": format!("{WORK}/sriov.log"),
+        });
+        if let Some(start) = range_start {
+            c["ipam"] = self.ipam_range(start);
+        }
+        c
+    }
+
+    /// host-local in [`VF_SUBNET`] from `start`, its leases under the node.
+    pub fn ipam_range(&self, start: &str) -> Value {
+        json!({"type": "host-local",
+               "ranges": [[{"subnet": VF_SUBNET, "rangeStart": start}]],
+               "dataDir": self.node.ipam_dir.display().to_string()})
+    }
+
+    /// The genie conf the runtime is given: the cluster network by default, PodResources and
+    /// device-info where the agent and the stand-in keep them, and CNI-Genie's `sriov` key from
+    /// the agent's pools (VLAN 100, its own address range).
+    pub fn genie_conf(&self) -> Value {
+        let mut sriov = self.sriov_netconf("sriov", 100, Some("10.56.0.100"));
+        sriov["agentConfig"] = json!(self.paths.config.display().to_string());
+        for k in ["cniVersion", "name", "type"] {
+            if let Some(m) = sriov.as_object_mut() {
+                m.remove(k);
+            }
+        }
+        self.node.genie_conf(
+            "1.0.0",
+            json!({
+                "clusterNetwork": "cluster",
+                "podResourcesSocket": self.paths.podres.display().to_string(),
+                "kubeletCheckpoint": format!("{WORK}/kubelet_internal_checkpoint"),
+                "deviceInfoDir": self.paths.devinfo.display().to_string(),
+                "logLevel": "debug",
+                "logFile": format!("{WORK}/genie.log"),
+                "sriov": sriov,
+            }),
+        )
+    }
+
+    /// The kubelet's part: Allocate `n` free devices of `pool` (lowest IDs first) over gRPC.
+    fn allocate(&mut self, pool: &str, n: usize) -> Result<(Vec<String>, HashMap<String, String>)> {
+        let kubelet = &self.kubelet;
+        let allocated = &self.allocated;
+        let (ids, envs) = self.rt.block_on(async {
+            let r = kubelet
+                .resource(pool)
+                .await
+                .ok_or_else(|| anyhow!("{pool} is not registered"))?;
+            let mut free: Vec<String> = r
+                .devices
+                .iter()
+                .filter(|d| d.health == "Healthy" && !allocated.contains(&d.id))
+                .map(|d| d.id.clone())
+                .collect();
+            free.sort();
+            ensure!(
+                free.len() >= n,
+                "{pool}: {} free devices, {n} wanted",
+                free.len()
+            );
+            free.truncate(n);
+            let mut client = kubelet.plugin(pool).await?;
+            let resp = client
+                .allocate(AllocateRequest {
+                    container_requests: vec![ContainerAllocateRequest {
+                        devices_ids: free.clone(),
+                    }],
+                })
+                .await
+                .with_context(|| format!("Allocate on {pool}"))?
+                .into_inner();
+            let envs = resp
+                .container_responses
+                .into_iter()
+                .next()
+                .map(|c| c.envs)
+                .unwrap_or_default();
+            anyhow::Ok((free, envs))
+        })?;
+        self.allocated.extend(ids.iter().cloned());
+        Ok((ids, envs.into_iter().collect()))
+    }
+
+    /// A pod as the kubelet and the runtime make it: the pod in the API server with
+    /// `annotations`, devices allocated from `pools` (`(pool, count)`) and listed by PodResources,
+    /// its sandbox, and genie's ADD on eth0.
+    pub fn add_pod(
+        &mut self,
+        name: &str,
+        annotations: &[(&str, &str)],
+        pools: &[(&str, usize)],
+    ) -> Result<Pod> {
+        self.node.api.add_pod(NS, name, annotations);
+        let mut devices = Vec::new();
+        let mut envs = HashMap::new();
+        for (pool, n) in pools {
+            let (ids, e) = self.allocate(pool, *n)?;
+            devices.extend(ids.into_iter().map(|id| (pool.to_string(), id)));
+            envs.extend(e);
+        }
+        let containers: Vec<(&str, &str, Vec<&str>)> = pools
+            .iter()
+            .map(|(pool, _)| {
+                let ids = devices
+                    .iter()
+                    .filter(|(p, _)| p == pool)
+                    .map(|(_, id)| id.as_str())
+                    .collect();
+                ("app", *pool, ids)
+            })
+            .collect();
+        let containers: Vec<(&str, &str, &[&str])> = containers
+            .iter()
+            .map(|(c, p, ids)| (*c, *p, ids.as_slice()))
+            .collect();
+        self.podres.set_pod(NS, name, &containers);
+
+        let netns = NetNs::create_named(&self.root, name)?;
+        let container_id = format!("sandbox-{name}");
+        let out = self.node.cni(
+            "ADD",
+            &container_id,
+            netns.path(),
+            "eth0",
+            Some((NS, name)),
+            &self.genie_conf(),
+        )?;
+        if !out.success {
+            let _ = NetNs::delete_named(&self.root, name);
+            return Err(anyhow!(
+                "genie ADD of {name} failed: {} {}",
+                out.stdout,
+                last_lines(&out.stderr, 10)
+            ));
+        }
+        Ok(Pod {
+            name: name.to_string(),
+            container_id,
+            netns,
+            devices,
+            envs,
+            result: out.json()?,
+        })
+    }
+
+    /// genie's DEL, then the sandbox deleted, the pod gone from the API and PodResources, and
+    /// its devices free again.
+    pub fn del_pod(&mut self, pod: Pod) -> Result<()> {
+        let out = self.node.cni(
+            "DEL",
+            &pod.container_id,
+            pod.netns.path(),
+            "eth0",
+            Some((NS, &pod.name)),
+            &self.genie_conf(),
+        )?;
+        drop(pod.netns);
+        let deleted = NetNs::delete_named(&self.root, &pod.name);
+        self.podres.set_pod(NS, &pod.name, &[]);
+        self.node.api.delete_pod(NS, &pod.name);
+        for (_, id) in &pod.devices {
+            self.allocated.remove(id);
+        }
+        ensure!(
+            out.success,
+            "genie DEL of {} failed: {} {}",
+            pod.name,
+            out.stdout,
+            last_lines(&out.stderr, 10)
+        );
+        deleted?;
+        Ok(())
+    }
+
+    /// The network-status genie last wrote on pod `name`.
+    pub fn network_status(&self, name: &str) -> Result<Vec<Value>> {
+        let writes = self.node.api.writes();
+        let w = writes
+            .iter()
+            .rev()
+            .find(|w| w.name == name)
+            .ok_or_else(|| anyhow!("no status write for {name}"))?;
+        let text = w
+            .annotation(NETWORK_STATUS)
+            .ok_or_else(|| anyhow!("the status write of {name} has no {NETWORK_STATUS}"))?;
+        let v: Value = serde_json::from_str(text).context("network-status is not JSON")?;
+        v.as_array()
+            .cloned()
+            .ok_or_else(|| anyhow!("network-status is not a list: {v}"))
+    }
+
+    /// Every VF of PF0 as before any pod: netdev name, MAC and MTU, driver, and the PF-side MAC,
+    /// VLAN, spoof check and trust. A summary line per VF.
+    pub fn restored(&self) -> Result<Vec<String>> {
+        let mut nl = Netlink::open()?;
+        let pf = nl
+            .link_by_name(&self.pf_name)?
+            .ok_or_else(|| anyhow!("no link {}", self.pf_name))?;
+        let configs = nl.vf_configs(pf.index)?;
+        let mut out = Vec::new();
+        for vf in &self.vfs {
+            let now = configs
+                .iter()
+                .find(|c| c.vf == vf.index)
+                .ok_or_else(|| anyhow!("{} reports no VF {}", self.pf_name, vf.index))?;
+            let o = &vf.pf_side;
+            ensure!(
+                (now.mac, now.vlan, now.qos, now.spoofchk, now.trust)
+                    == (o.mac, o.vlan, o.qos, o.spoofchk, o.trust),
+                "VF {} PF-side mac {} vlan {} qos {} spoofchk {:?} trust {:?}, was mac {} vlan {} qos {} spoofchk {:?} trust {:?}",
+                vf.index, now.mac, now.vlan, now.qos, now.spoofchk, now.trust,
+                o.mac, o.vlan, o.qos, o.spoofchk, o.trust
+            );
+            let line = match &vf.netdev {
+                Some((name, mac, mtu)) => {
+                    let back = provision::wait_vf_netdev(&self.root, &vf.pci, TIMEOUT)?;
+                    ensure!(
+                        back == *name,
+                        "VF {} is back as {back}, not {name}",
+                        vf.index
+                    );
+                    let link = nl
+                        .link_by_name(name)?
+                        .ok_or_else(|| anyhow!("no link {name} in the host"))?;
+                    ensure!(
+                        link.mac == *mac && link.mtu == *mtu,
+                        "{name}: MAC {} MTU {}, was {} {mtu}",
+                        show_mac(link.mac),
+                        link.mtu,
+                        show_mac(*mac)
+                    );
+                    format!(
+                        "VF {} {} {name} mac {} vlan {}",
+                        vf.index,
+                        vf.pci,
+                        show_mac(link.mac),
+                        now.vlan
+                    )
+                }
+                None => {
+                    let driver = bind::current_driver(&self.root, &vf.pci)?;
+                    ensure!(
+                        driver.as_deref() == Some("vfio-pci"),
+                        "VF {} is bound to {driver:?}, not vfio-pci",
+                        vf.index
+                    );
+                    format!("VF {} {} vfio-pci vlan {}", vf.index, vf.pci, now.vlan)
+                }
+            };
+            out.push(line);
+        }
+        Ok(out)
+    }
+
+    /// What a pod could leave behind: host-local leases, genie's cache records, the sriov
+    /// plugin's attachment records, the device-info copies genie made.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .node
+            .leases()
+            .into_iter()
+            .map(|l| format!("lease {l}"))
+            .collect();
+        out.extend(
+            self.node
+                .cache_records()
+                .into_iter()
+                .map(|r| format!("genie cache {r}")),
+        );
+        out.extend(
+            file_names(&self.state_dir.join("attachments"))
+                .into_iter()
+                .map(|r| format!("sriov record {r}")),
+        );
+        out.extend(
+            file_names(&self.paths.devinfo.join("cni"))
+                .into_iter()
+                .map(|r| format!("device-info {r}")),
+        );
+        out
+    }
+
+    /// The ends of genie's and the sriov plugin's logs, and the agent's, for a failure report.
+    pub fn show_logs(&self, lines: usize) {
+        for log in ["genie.log", "sriov.log"] {
+            let text = std::fs::read_to_string(Path::new(WORK).join(log)).unwrap_or_default();
+            note(&format!(
+                "last lines of {log}:\n{}",
+                last_lines(&text, lines)
+            ));
+        }
+        self.agent.show_log(lines);
+    }
+
+    /// `vfgenie-agent inventory --config` of this node.
+    pub fn inventory(&self) -> Result<String> {
+        let config = self.paths.config.display().to_string();
+        run_program(
+            "/usr/local/bin/vfgenie-agent",
+            &["inventory", "--config", &config],
+        )
+    }
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all.get(all.len().saturating_sub(n)..)
+        .unwrap_or(&[])
+        .join("\n")
+}
+
+pub fn show_mac(mac: Option<MacAddr>) -> String {
+    mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// Waits for the agent's provisioning of PF0: 6 VFs, 0-3 igbvf with a netdev, 4-5 vfio-pci.
+/// Returns them in index order.
+fn provisioned(root: &SysRoot, pf: &PciAddress) -> Result<Vec<sysfs::VfLink>> {
+    let mut last = String::new();
+    wait_for("PF0 provisioned by the agent", PROVISION_TIMEOUT, || {
+        let check = || -> Result<Vec<sysfs::VfLink>> {
+            let mut vfs = sysfs::vfs_of(root, pf)?;
+            vfs.sort_by_key(|v| v.index.0);
+            ensure!(vfs.len() == 6, "{} VFs", vfs.len());
+            for vf in &vfs {
+                let want = if vf.index.0 < 4 { "igbvf" } else { "vfio-pci" };
+                let driver = bind::current_driver(root, &vf.address)?;
+                ensure!(
+                    driver.as_deref() == Some(want),
+                    "VF {} driver {driver:?}",
+                    vf.index
+                );
+                if want == "igbvf" {
+                    ensure!(
+                        !sysfs::netdevs_of(root, &vf.address)?.is_empty(),
+                        "VF {} has no netdev yet",
+                        vf.index
+                    );
+                }
+            }
+            Ok(vfs)
+        };
+        match check() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                last = format!("{e:#}");
+                None
+            }
+        }
+    })
+    .with_context(|| format!("last seen: {last}"))
+}
+
+/// A VF that probed while the PF was resetting for VF creation never registered its MAC with the
+/// PF (the PF shows another MAC) and passes no traffic; rebinding its driver completes the
+/// handshake. The kubelet would see the same VF; a real node's VFs are not created under load.
+fn repair_mailbox(root: &SysRoot, pf_name: &str, vfs: &[sysfs::VfLink]) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let pf = nl
+        .link_by_name(pf_name)?
+        .ok_or_else(|| anyhow!("no link {pf_name}"))?;
+    let configs = nl.vf_configs(pf.index)?;
+    for vf in vfs.iter().filter(|v| v.index.0 < 4) {
+        let name = provision::wait_vf_netdev(root, &vf.address, TIMEOUT)?;
+        let mac = nl.link_by_name(&name)?.and_then(|l| l.mac);
+        let pf_mac = configs.iter().find(|c| c.vf == vf.index).map(|c| c.mac);
+        if mac != pf_mac {
+            note(&format!(
+                "VF {} ({name}) MAC {} is unknown to its PF ({}): rebinding igbvf",
+                vf.index,
+                show_mac(mac),
+                show_mac(pf_mac)
+            ));
+            bind::bind_default(root, &vf.address, TIMEOUT)?;
+            provision::wait_vf_netdev(root, &vf.address, TIMEOUT)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each VF's state before any pod (after [`repair_mailbox`]).
+fn originals(pf_name: &str, vfs: &[sysfs::VfLink]) -> Result<Vec<VfOriginal>> {
+    let root = SysRoot::host();
+    let mut nl = Netlink::open()?;
+    let pf = nl
+        .link_by_name(pf_name)?
+        .ok_or_else(|| anyhow!("no link {pf_name}"))?;
+    let configs = nl.vf_configs(pf.index)?;
+    let mut out = Vec::new();
+    for vf in vfs {
+        let pf_side = configs
+            .iter()
+            .find(|c| c.vf == vf.index)
+            .cloned()
+            .ok_or_else(|| anyhow!("{pf_name} reports no VF {}", vf.index))?;
+        let netdev = if vf.index.0 < 4 {
+            let name = provision::wait_vf_netdev(&root, &vf.address, TIMEOUT)?;
+            let link = nl
+                .link_by_name(&name)?
+                .ok_or_else(|| anyhow!("no link {name}"))?;
+            ensure!(
+                link.mac == Some(pf_side.mac),
+                "VF {} ({name}) MAC {} is still unknown to its PF ({})",
+                vf.index,
+                show_mac(link.mac),
+                pf_side.mac
+            );
+            Some((name, link.mac, link.mtu))
+        } else {
+            None
+        };
+        out.push(VfOriginal {
+            pci: vf.address,
+            index: vf.index,
+            netdev,
+            pf_side,
+        });
+    }
+    Ok(out)
+}
+
+/// One line per VF: index, PCI address, netdev or driver, MAC, PF-side VLAN.
+pub fn vf_table(vfs: &[VfOriginal]) -> String {
+    vfs.iter()
+        .map(|v| match &v.netdev {
+            Some((name, mac, _)) => format!(
+                "VF {} {} {name} mac {} vlan {}",
+                v.index,
+                v.pci,
+                show_mac(*mac),
+                v.pf_side.vlan
+            ),
+            None => format!("VF {} {} vfio-pci vlan {}", v.index, v.pci, v.pf_side.vlan),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
