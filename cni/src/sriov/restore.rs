@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use vfcore::netlink::{LinkOps, Netlink, VfSettings};
+use vfcore::netlink::{LinkInfo, LinkOps, Netlink, VfSettings};
 use vfcore::netns::NetNs;
 use vfcore::{provision, MacAddr, SysRoot};
 
@@ -146,6 +146,8 @@ fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError>
         return Ok(name);
     }
     let host = NetNs::current().map_err(kernel)?;
+    let homeward = homeward_name(record);
+    let homeward = homeward.as_str();
     let mut moved = false;
     if let Some(temp) = &record.temp_netns {
         if let Ok(ns) = NetNs::named(ctx.root, temp) {
@@ -154,8 +156,7 @@ fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError>
                     let mut nl = Netlink::open().map_err(kernel)?;
                     let mut any = false;
                     for link in device::physical_links(&mut nl)? {
-                        nl.set_up(link.index, false).map_err(kernel)?;
-                        nl.move_to_netns(link.index, &host).map_err(kernel)?;
+                        send_home(&mut nl, &link, homeward, &host)?;
                         any = true;
                     }
                     Ok(any)
@@ -172,8 +173,7 @@ fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError>
                 let mut nl = Netlink::open().map_err(kernel)?;
                 match nl.link_by_name(&ifname).map_err(kernel)? {
                     Some(link) if link.kind.is_none() => {
-                        nl.set_up(link.index, false).map_err(kernel)?;
-                        nl.move_to_netns(link.index, &host).map_err(kernel)?;
+                        send_home(&mut nl, &link, homeward, &host)?;
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -190,6 +190,22 @@ fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError>
     // Moved, or the pod's netns is gone and the kernel returns the netdev to the host on its
     // own (asynchronously, possibly as devN).
     provision::wait_vf_netdev(ctx.root, &record.pci, KERNEL_TIMEOUT).map_err(kernel)
+}
+
+/// The name a VF's netdev carries on its way back into the host, unique to the VF: its pod-side
+/// name (CNI_IFNAME, `eth1` under CNI-Genie) may be taken there. [`restore_netdev`] then gives
+/// it its original name.
+fn homeward_name(record: &Record) -> String {
+    format!("vfh{}", record.pci.to_string().replace([':', '.'], ""))
+}
+
+/// Down, renamed to `name`, and moved into `host`.
+fn send_home(nl: &mut Netlink, link: &LinkInfo, name: &str, host: &NetNs) -> Result<(), CniError> {
+    nl.set_up(link.index, false).map_err(kernel)?;
+    if link.name != name {
+        nl.set_name(link.index, name).map_err(kernel)?;
+    }
+    nl.move_to_netns(link.index, host).map_err(kernel)
 }
 
 /// Puts back the PF-side settings ADD changed. With `clear_mac`, the MAC is cleared (all zero)
