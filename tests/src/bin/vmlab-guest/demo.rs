@@ -78,9 +78,9 @@ pub fn run(report: &mut Report) {
             "after DEL of both pods, PF0's VFs are back as before:\n{}",
             lines.join("\n")
         ));
-        let left = c.leftovers();
+        let left = c.leftovers()?;
         ensure!(left.is_empty(), "left behind: {}", left.join(", "));
-        note("no address lease, cache record or device-info copy left");
+        note("no address lease, cache record, device-info copy or veth left");
         Ok(())
     });
 }

@@ -9,7 +9,7 @@
 //! device; pod E asks CNI-Genie style (`cni: "sriov"`) and gets a VF of the agent's pool on eth1.
 //! Every network-status lists the pod's interfaces with their IPs and MACs. After DEL of every pod
 //! the VFs are back in the host as they were (read from the PF through netlink) and nothing is left
-//! behind: no lease, no cache record, no device-info copy.
+//! behind: no lease, no cache record, no device-info copy, no veth.
 //!
 //! [`podnet`]: crate::podnet
 
@@ -69,7 +69,7 @@ pub fn run(report: &mut Report) {
         Ok("names, MACs, MTUs, drivers, and PF-side MAC, VLAN, spoofchk, trust as before".into())
     });
     report.check("genie-pods-no-leftovers", || {
-        let left = c.leftovers();
+        let left = c.leftovers()?;
         ensure!(left.is_empty(), "left behind: {}", left.join(", "));
         Ok(())
     });

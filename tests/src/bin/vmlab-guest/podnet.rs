@@ -406,7 +406,8 @@ impl Cluster {
             .collect();
         self.podres.set_pod(NS, name, &containers);
 
-        let netns = NetNs::create_named(&self.root, name)?;
+        // Prefixed: other scenarios of the same boot name their pods' namespaces `pod-a`, ...
+        let netns = NetNs::create_named(&self.root, &netns_name(name))?;
         let container_id = format!("sandbox-{name}");
         let out = self.node.cni(
             "ADD",
@@ -417,7 +418,7 @@ impl Cluster {
             &self.genie_conf(),
         )?;
         if !out.success {
-            let _ = NetNs::delete_named(&self.root, name);
+            let _ = NetNs::delete_named(&self.root, &netns_name(name));
             return Err(anyhow!(
                 "genie ADD of {name} failed: {} {}",
                 out.stdout,
@@ -446,7 +447,7 @@ impl Cluster {
             &self.genie_conf(),
         )?;
         drop(pod.netns);
-        let deleted = NetNs::delete_named(&self.root, &pod.name);
+        let deleted = NetNs::delete_named(&self.root, &netns_name(&pod.name));
         self.podres.set_pod(NS, &pod.name, &[]);
         self.node.api.delete_pod(NS, &pod.name);
         for (_, id) in &pod.devices {
@@ -544,8 +545,9 @@ impl Cluster {
     }
 
     /// What a pod could leave behind: host-local leases, genie's cache records, the sriov
-    /// plugin's attachment records, the device-info copies genie made.
-    pub fn leftovers(&self) -> Vec<String> {
+    /// plugin's attachment records, the device-info copies genie made, the host ends of the
+    /// bridge plugin's veth pairs.
+    pub fn leftovers(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = self
             .node
             .leases()
@@ -568,7 +570,14 @@ impl Cluster {
                 .into_iter()
                 .map(|r| format!("device-info {r}")),
         );
-        out
+        let mut nl = Netlink::open()?;
+        out.extend(
+            nl.links()?
+                .into_iter()
+                .filter(|l| l.kind.as_deref() == Some("veth"))
+                .map(|l| format!("veth {}", l.name)),
+        );
+        Ok(out)
     }
 
     /// The ends of genie's and the sriov plugin's logs, and the agent's, for a failure report.
@@ -591,6 +600,10 @@ impl Cluster {
             &["inventory", "--config", &config],
         )
     }
+}
+
+fn netns_name(pod: &str) -> String {
+    format!("genie-{pod}")
 }
 
 fn file_names(dir: &Path) -> Vec<String> {
