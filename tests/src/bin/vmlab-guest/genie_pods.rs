@@ -76,6 +76,7 @@ pub fn run(report: &mut Report) {
     if !del_ok {
         c.show_logs(20);
     }
+    c.dump_logs();
     note(&format!(
         "genie-pods: {} ms in the guest",
         t0.elapsed().as_millis()

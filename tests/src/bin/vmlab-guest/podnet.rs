@@ -180,6 +180,7 @@ impl Cluster {
         // A PF that is down never answers its VFs' mailbox: up before the agent creates VFs.
         pf_up(&root, &pf)?;
 
+        std::fs::create_dir_all(WORK).with_context(|| format!("creating {WORK}"))?;
         let paths = Paths::new()?;
         if let Some(dir) = paths.podres.parent() {
             std::fs::create_dir_all(dir)?;
@@ -590,6 +591,18 @@ impl Cluster {
             ));
         }
         self.agent.show_log(lines);
+    }
+
+    /// genie's, the sriov plugin's and the agent's whole logs into the console log only (the
+    /// host echoes VMLAB-OUT lines, not these).
+    pub fn dump_logs(&self) {
+        for log in ["genie.log", "sriov.log"] {
+            let text = std::fs::read_to_string(Path::new(WORK).join(log)).unwrap_or_default();
+            for line in text.lines() {
+                println!("VMLAB-LOG {log} | {line}");
+            }
+        }
+        self.agent.dump_log();
     }
 
     /// `vfgenie-agent inventory --config` of this node.
