@@ -33,7 +33,12 @@ fn main() -> ExitCode {
             });
         }
         "genie-pods" => genie_pods::run(&mut report),
-        "pods" => pods::run(&mut report),
+        // The whole pods scenario: the sriov plugin as Multus calls it, then pods through
+        // genie with VFs from the agent's pools.
+        "pods" => {
+            pods::run(&mut report);
+            genie_pods::run(&mut report);
+        }
         "smoke" => smoke::run(&mut report),
         other => report.fail("scenario", &format!("unknown scenario {other:?}")),
     }
