@@ -20,6 +20,7 @@ use super::device::{self, kernel, Vf, KERNEL_TIMEOUT};
 use super::netconf::SriovConf;
 use super::restore::{netns_alive, restore, RestoreCtx};
 use super::state::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, StateDir, RECORD_KIND};
+use super::timing::timed;
 use super::CrashAt;
 use crate::exec::{exec_add, ExecError, Invocation};
 use crate::spec::env::{CniCommand, CniEnv};
@@ -55,8 +56,8 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         .map(|i| i.to_string())
         .ok_or_else(|| CniError::invalid_env("CNI_IFNAME is missing"))?;
     let pci = ctx.conf.require_device()?;
-    let vf = Vf::resolve(ctx.root, pci)?;
-    let _lock = ctx.state.lock(&pci, LOCK_TIMEOUT)?;
+    let vf = timed("resolve", || Vf::resolve(ctx.root, pci))?;
+    let _lock = timed("lock", || ctx.state.lock(&pci, LOCK_TIMEOUT))?;
     let rctx = RestoreCtx {
         root: ctx.root,
         cni_path: &env.path,
@@ -64,7 +65,7 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
     };
 
     // An earlier ADD of this attachment that was never deleted: undo it first.
-    if let Some(prev) = ctx.state.read(&env.container_id, &ifname)? {
+    if let Some(prev) = timed("cache", || ctx.state.read(&env.container_id, &ifname))? {
         tracing::info!(pci = %prev.pci, "restoring the leftovers of an earlier ADD of this attachment");
         if prev.pci != pci {
             let _other = ctx.state.lock(&prev.pci, LOCK_TIMEOUT)?;
@@ -75,7 +76,10 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         ctx.state.remove(&env.container_id, &ifname)?;
     }
     // Another attachment's record for this VF: refuse while its pod lives, reclaim otherwise.
-    for other in ctx.state.list()?.into_iter().filter(|r| r.pci == pci) {
+    for other in timed("cache", || ctx.state.list())?
+        .into_iter()
+        .filter(|r| r.pci == pci)
+    {
         if netns_alive(&other.netns) {
             return Err(CniError::new(
                 CODE_VF_BUSY,
@@ -92,18 +96,19 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
 
     let pod_ns = NetNs::open(&env.netns).map_err(kernel)?;
     let mut nl = Netlink::open().map_err(kernel)?;
-    let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
-    let original_vf = nl
-        .vf_configs(pf_link.index)
-        .map_err(kernel)?
-        .into_iter()
-        .find(|c| c.vf == vf.index)
-        .ok_or_else(|| {
-            CniError::io(format!(
-                "PF {} ({}) reports no VF {} for {pci}",
-                vf.pf, pf_link.name, vf.index
-            ))
-        })?;
+    let original_vf = timed("read_netlink", || {
+        let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
+        nl.vf_configs(pf_link.index)
+            .map_err(kernel)?
+            .into_iter()
+            .find(|c| c.vf == vf.index)
+            .ok_or_else(|| {
+                CniError::io(format!(
+                    "PF {} ({}) reports no VF {} for {pci}",
+                    vf.pf, pf_link.name, vf.index
+                ))
+            })
+    })?;
     let mode = if vf.is_userspace() {
         Mode::Userspace
     } else {
@@ -118,8 +123,7 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
                     vf.driver.as_deref().unwrap_or("none")
                 )));
             };
-            let link = nl
-                .link_by_name(&name)
+            let link = timed("read_netlink", || nl.link_by_name(&name))
                 .map_err(kernel)?
                 .ok_or_else(|| CniError::io(format!("VF {pci}'s netdev {name} vanished")))?;
             Some(SavedNetdev {
@@ -135,9 +139,12 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
     let config: Value = serde_json::from_slice(ctx.stdin)
         .map_err(|e| CniError::decode(format!("the network config is not JSON: {e}")))?;
     let ipam_config = match &ctx.conf.ipam_type {
-        Some(t) => {
-            Some(super::ipam::config_for(t, &env.path, &config, ctx.version, IPAM_TIMEOUT)?.0)
-        }
+        Some(t) => Some(
+            timed("ipam_exec", || {
+                super::ipam::config_for(t, &env.path, &config, ctx.version, IPAM_TIMEOUT)
+            })?
+            .0,
+        ),
         None => None,
     };
     let mut record = Record {
@@ -161,14 +168,14 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         ipam_config,
         result: None,
     };
-    ctx.state.write(&record)?;
+    timed("cache", || ctx.state.write(&record))?;
     ctx.crash.at("after-intent");
 
     let ipam_ran = Cell::new(false);
     let applied = apply(ctx, &vf, &record, &pod_ns, &ifname, &ipam_ran).and_then(|result| {
         record.stage = Stage::Done;
         record.result = Some(result.to_value());
-        ctx.state.write(&record)?;
+        timed("cache", || ctx.state.write(&record))?;
         Ok(result)
     });
     match applied {
@@ -204,9 +211,11 @@ fn apply(
     let settings = record.applied.vf_settings();
     let mut nl = Netlink::open().map_err(kernel)?;
     if !settings.is_empty() {
-        let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
-        nl.set_vf(pf_link.index, vf.index, &settings)
-            .map_err(kernel)?;
+        timed("pf_netlink", || {
+            let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
+            nl.set_vf(pf_link.index, vf.index, &settings)
+                .map_err(kernel)
+        })?;
     }
     ctx.crash.at("after-pf-config");
 
@@ -219,7 +228,9 @@ fn apply(
     };
     let mut pod_link = None;
     if let (Mode::Netdev, Some(orig)) = (record.mode, &record.original_netdev) {
-        let link = into_pod(ctx, vf, record, pod_ns, &mut nl, &orig.name, ifname)?;
+        let link = timed("netns_move", || {
+            into_pod(ctx, vf, record, pod_ns, &mut nl, &orig.name, ifname)
+        })?;
         iface.mac = link.mac.map(|m| m.to_string()).unwrap_or_default();
         iface.mtu = Some(link.mtu);
         pod_link = Some(link.index);
@@ -239,7 +250,7 @@ fn apply(
             .unwrap_or(ctx.version);
         let bytes = serde_json::to_vec(ipam_config)
             .map_err(|e| CniError::io(format!("encoding the IPAM config: {e}")))?;
-        let ipam_result = match exec_add(ipam, &inv, &bytes, ipam_version) {
+        let ipam_result = match timed("ipam_exec", || exec_add(ipam, &inv, &bytes, ipam_version)) {
             Ok(r) => r,
             Err(e) => {
                 // Not found, or refused the version: nothing was allocated.
@@ -268,7 +279,7 @@ fn apply(
         result.routes = ipam_result.routes.clone();
         result.dns = ipam_result.dns.clone();
         if let Some(index) = pod_link {
-            configure_ips(pod_ns, index, &result)?;
+            timed("addr_route", || configure_ips(pod_ns, index, &result))?;
         }
     }
 
@@ -296,7 +307,9 @@ fn into_pod(
     nl.set_up(link.index, false).map_err(kernel)?;
     let mut name = host_name.to_string();
     if let Some(mac) = record.applied.mac {
-        name = device::adopt_mac(ctx.root, nl, &vf.pci, &name, mac)?;
+        name = timed("mac_netlink", || {
+            device::adopt_mac(ctx.root, nl, &vf.pci, &name, mac)
+        })?;
     }
     let link = nl
         .link_by_name(&name)

@@ -130,11 +130,14 @@ pub fn adopt_mac(
         refused = ?set.err().map(|e| e.to_string()),
         "the VF driver did not take the MAC; rebinding it so it reads the MAC from its PF"
     );
-    let driver = bind::bind_default(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
-    let new_name = provision::wait_vf_netdev(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
-    let link = nl
-        .wait_for_link(&new_name, KERNEL_TIMEOUT)
-        .map_err(kernel)?;
+    let (driver, new_name, link) = super::timing::timed("rebind", || {
+        let driver = bind::bind_default(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
+        let new_name = provision::wait_vf_netdev(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
+        let link = nl
+            .wait_for_link(&new_name, KERNEL_TIMEOUT)
+            .map_err(kernel)?;
+        Ok::<_, CniError>((driver, new_name, link))
+    })?;
     if link.mac != Some(mac) {
         return Err(CniError::io(format!(
             "VF {pci} did not adopt MAC {mac}: its netdev {new_name} shows {} even after rebinding it to {driver}",

@@ -19,6 +19,7 @@ pub mod ipam;
 pub mod netconf;
 pub mod restore;
 pub mod state;
+pub mod timing;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -32,6 +33,7 @@ use self::device::kernel;
 use self::netconf::SriovConf;
 use self::restore::{restore, RestoreCtx};
 use self::state::{Mode, Stage, StateDir};
+use self::timing::timed;
 use crate::genie::Outcome;
 use crate::spec::conf::NetConf;
 use crate::spec::env::{CniCommand, CniEnv};
@@ -76,6 +78,7 @@ pub fn is_sriov_conf(stdin: &[u8]) -> bool {
 
 /// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
 pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outcome {
+    let started = std::time::Instant::now();
     let version = serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| {
@@ -85,7 +88,10 @@ pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outc
         })
         .and_then(|s| CniVersion::parse(&s).ok())
         .unwrap_or(CniVersion::LATEST);
-    match dispatch(&SysRoot::host(), env, stdin, crash) {
+    let outcome = dispatch(&SysRoot::host(), env, stdin, crash);
+    let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
+    timing::report(command, started);
+    match outcome {
         Ok(out) => Outcome {
             stdout: out,
             success: true,
@@ -153,13 +159,13 @@ fn ifname_of(env: &CniEnv) -> Result<String, CniError> {
 /// DEL from the record alone; no record means nothing was attached (or DEL already ran).
 fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     let ifname = ifname_of(env)?;
-    let Some(first) = state.read(&env.container_id, &ifname)? else {
+    let Some(first) = timed("cache", || state.read(&env.container_id, &ifname))? else {
         tracing::info!("no record of this attachment: nothing to delete");
         return Ok(());
     };
-    let _lock = state.lock(&first.pci, LOCK_TIMEOUT)?;
+    let _lock = timed("lock", || state.lock(&first.pci, LOCK_TIMEOUT))?;
     // Read again under the lock: a concurrent DEL may have finished meanwhile.
-    let Some(record) = state.read(&env.container_id, &ifname)? else {
+    let Some(record) = timed("cache", || state.read(&env.container_id, &ifname))? else {
         return Ok(());
     };
     let ctx = RestoreCtx {
@@ -168,7 +174,7 @@ fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
         ipam: true,
     };
     restore(&ctx, &record)?;
-    state.remove(&env.container_id, &ifname)
+    timed("cache", || state.remove(&env.container_id, &ifname))
 }
 
 fn check_failed(msg: String) -> CniError {

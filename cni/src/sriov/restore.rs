@@ -19,6 +19,7 @@ use vfcore::{provision, MacAddr, SysRoot};
 use super::attach::IPAM_TIMEOUT;
 use super::device::{self, kernel, KERNEL_TIMEOUT};
 use super::state::{Mode, Record, SavedNetdev};
+use super::timing::timed;
 use crate::exec::{exec_no_result, Invocation};
 use crate::spec::env::CniCommand;
 use crate::spec::error::CniError;
@@ -63,13 +64,13 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
         };
         let conf = serde_json::to_vec(record.ipam_config.as_ref().unwrap_or(&record.config))
             .unwrap_or_default();
-        if let Err(e) = exec_no_result(&ipam, &inv, &conf) {
+        if let Err(e) = timed("ipam_exec", || exec_no_result(&ipam, &inv, &conf)) {
             errors.push(e.to_cni_error());
         }
     }
 
     let home = match (record.mode, &record.original_netdev) {
-        (Mode::Netdev, Some(_)) => match bring_home(ctx, record) {
+        (Mode::Netdev, Some(_)) => match timed("netns_move", || bring_home(ctx, record)) {
             Ok(name) => Some(name),
             Err(e) => {
                 errors.push(e);
@@ -87,12 +88,14 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
         && record.applied.mac.is_some()
         && !record.original_vf.mac.is_zero()
         && record.original_netdev.as_ref().and_then(|n| n.mac) == Some(record.original_vf.mac);
-    if let Err(e) = restore_pf_side(ctx, record, vf_owned_mac) {
+    if let Err(e) = timed("pf_netlink", || restore_pf_side(ctx, record, vf_owned_mac)) {
         errors.push(e);
     }
 
     if let (Some(name), Some(orig)) = (home, &record.original_netdev) {
-        let mut restored = restore_netdev(ctx, record, &name, orig);
+        let mut restored = timed("netdev_restore", || {
+            restore_netdev(ctx, record, &name, orig)
+        });
         if restored.is_err() && vf_owned_mac {
             // The netdev would not take its MAC back by itself: have the PF hold it, then the
             // netdev adopts it as after any administrative MAC.
@@ -107,14 +110,14 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
             errors.push(e);
         }
         if vf_owned_mac {
-            if let Err(e) = settle_pf_side_mac(ctx, record) {
+            if let Err(e) = timed("pf_netlink", || settle_pf_side_mac(ctx, record)) {
                 errors.push(e);
             }
         }
     }
 
     if let Some(temp) = &record.temp_netns {
-        if let Err(e) = NetNs::delete_named(ctx.root, temp) {
+        if let Err(e) = timed("netns_move", || NetNs::delete_named(ctx.root, temp)) {
             errors.push(kernel(e));
         }
     }
