@@ -209,15 +209,23 @@ pub struct Node {
     pub kubeconfig: PathBuf,
     /// A unique bridge name for the cluster network.
     pub bridge: String,
+    /// Where the delegates (bridge, host-local, ...) are, after `bin_dir` in CNI_PATH.
+    pub plugin_dir: PathBuf,
 }
 
 impl Node {
     pub fn new() -> anyhow::Result<Self> {
-        Self::with_genie(&genie_binary()?)
+        Self::with_binaries(&genie_binary()?, Path::new(DEBIAN_CNI_DIR))
     }
 
     /// As [`Node::new`], with `genie` as the CNI binary (the lab guest has no target dir).
     pub fn with_genie(genie: &Path) -> anyhow::Result<Self> {
+        Self::with_binaries(genie, Path::new(DEBIAN_CNI_DIR))
+    }
+
+    /// A node running `genie` with the delegates of `plugin_dir` (the SR-IOV lab's guest keeps
+    /// its binaries elsewhere than a build tree and Debian's package).
+    pub fn with_binaries(genie: &Path, plugin_dir: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let api = ApiServer::start()?;
         let conf_dir = dir.path().join("net.d");
@@ -240,6 +248,7 @@ impl Node {
             ipam_dir,
             kubeconfig,
             bridge: unique("gbr"),
+            plugin_dir: plugin_dir.to_path_buf(),
         })
     }
 
@@ -319,7 +328,7 @@ impl Node {
             args.push(';');
             args.push_str(extra);
         }
-        let path = format!("{}:{}", self.bin_dir.display(), DEBIAN_CNI_DIR);
+        let path = format!("{}:{}", self.bin_dir.display(), self.plugin_dir.display());
         let mut child = Command::new(self.bin_dir.join("genie"))
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
