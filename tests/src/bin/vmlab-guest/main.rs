@@ -3,6 +3,7 @@
 //! then `VMLAB RESULT passed=N failed=M`. The host side turns those lines into an exit status.
 
 mod agent;
+mod bench_pods;
 mod core_checks;
 mod demo;
 mod genie_pods;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let mut report = Report::default();
     match scenario.as_str() {
         "agent" => agent::run(&mut report),
+        "bench-pods" => bench_pods::run(&mut report),
         "core" => core_checks::run(&mut report),
         "demo" => demo::run(&mut report),
         "discover" => {

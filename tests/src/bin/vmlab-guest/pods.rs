@@ -27,7 +27,7 @@ use crate::report::{note, Report};
 
 const PLUGIN: &str = "/usr/local/bin/genie";
 const WORK: &str = "/tmp/pods";
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn state_dir() -> String {
     format!("{WORK}/state")
@@ -38,19 +38,19 @@ fn ipam_dir() -> String {
 
 /// A VF's state in the host before any pod.
 #[derive(Debug, Clone)]
-struct Original {
-    pci: PciAddress,
-    index: VfIndex,
-    name: String,
-    mac: Option<MacAddr>,
+pub(crate) struct Original {
+    pub(crate) pci: PciAddress,
+    pub(crate) index: VfIndex,
+    pub(crate) name: String,
+    pub(crate) mac: Option<MacAddr>,
     mtu: u32,
     pf_side: VfConfig,
 }
 
-struct Lab {
+pub(crate) struct Lab {
     root: SysRoot,
-    pf_name: String,
-    vfs: Vec<Original>,
+    pub(crate) pf_name: String,
+    pub(crate) vfs: Vec<Original>,
 }
 
 impl Lab {
@@ -247,7 +247,7 @@ fn records() -> Result<Vec<String>> {
 }
 
 /// The VF is back in the host as it was: name, MAC, MTU, PF-side MAC and VLAN.
-fn assert_restored(lab: &Lab, vf: &Original) -> Result<()> {
+pub(crate) fn assert_restored(lab: &Lab, vf: &Original) -> Result<()> {
     let name = provision::wait_vf_netdev(&lab.root, &vf.pci, TIMEOUT)?;
     ensure!(
         name == vf.name,
@@ -319,7 +319,7 @@ fn vf_sets_own_mac(vf: &Original) -> Result<()> {
     Ok(())
 }
 
-fn setup(root: &SysRoot) -> Result<Lab> {
+pub(crate) fn setup(root: &SysRoot) -> Result<Lab> {
     std::fs::create_dir_all(WORK)?;
     let pfs = igb_pfs(root)?;
     ensure!(pfs.len() == 2, "expected 2 igb PFs, found {}", pfs.len());
