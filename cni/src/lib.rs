@@ -22,3 +22,4 @@ pub mod k8s;
 pub mod netstatus;
 pub mod spec;
 pub mod sriov;
+pub mod timing;

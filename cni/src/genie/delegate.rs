@@ -13,6 +13,7 @@ use crate::spec::env::{CniCommand, CniEnv};
 use crate::spec::error::CniError;
 use crate::spec::result::CniResult;
 use crate::spec::version::CniVersion;
+use crate::timing::timed;
 
 /// Bound on one delegate call.
 pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,8 +77,10 @@ pub fn add(
     let mut prev: Option<CniResult> = None;
     for plugin in &list.plugins {
         let conf = config_for(plugin, list, version, prev.as_ref(), inj)?;
-        let result = exec_add(&plugin.plugin_type, &inv, &conf, version)
-            .map_err(|e| context(network, ifname, e.to_cni_error()))?;
+        let result = timed("delegates", || {
+            exec_add(&plugin.plugin_type, &inv, &conf, version)
+        })
+        .map_err(|e| context(network, ifname, e.to_cni_error()))?;
         prev = Some(result);
     }
     info!(network, ifname, "attached");
@@ -98,7 +101,10 @@ pub fn del(
     let mut errors = Vec::new();
     for plugin in list.plugins.iter().rev() {
         let outcome = config_for(plugin, list, version, cached, inj).and_then(|conf| {
-            exec_no_result(&plugin.plugin_type, &inv, &conf).map_err(|e| e.to_cni_error())
+            timed("delegates", || {
+                exec_no_result(&plugin.plugin_type, &inv, &conf)
+            })
+            .map_err(|e| e.to_cni_error())
         });
         if let Err(e) = outcome {
             warn!(network, ifname, plugin = %plugin.plugin_type, error = %e.msg, "delegate DEL failed");

@@ -36,14 +36,12 @@ pub fn prepare(
                 first.resources.join(" or ")
             ))
         })?;
-        let held = devices::lookup(
-            &Sources {
-                pod_resources_socket: &conf.pod_resources_socket,
-                checkpoint: &conf.kubelet_checkpoint,
-                timeout: devices::POD_RESOURCES_TIMEOUT,
-            },
-            pod,
-        )?;
+        let sources = Sources {
+            pod_resources_socket: &conf.pod_resources_socket,
+            checkpoint: &conf.kubelet_checkpoint,
+            timeout: devices::POD_RESOURCES_TIMEOUT,
+        };
+        let held = crate::timing::timed("podresources", || devices::lookup(&sources, pod))?;
         let assigned = devices::assign(pod, &needs, &held)?;
         let mut assigned = assigned.into_iter();
         for p in planned.iter_mut().filter(|p| !p.resources.is_empty()) {

@@ -29,6 +29,7 @@ use crate::spec::env::{CniCommand, CniEnv};
 use crate::spec::error::CniError;
 use crate::spec::result::CniResult;
 use crate::spec::version::{CniVersion, VersionInfo};
+use crate::timing::timed;
 
 /// What the binary prints and how it exits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,7 @@ const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
 
 /// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
 pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
+    let started = std::time::Instant::now();
     let version = serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| {
@@ -55,7 +57,10 @@ pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
         })
         .and_then(|s| CniVersion::parse(&s).ok())
         .unwrap_or(CniVersion::LATEST);
-    match dispatch(env, stdin) {
+    let outcome = dispatch(env, stdin);
+    let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
+    crate::timing::report("genie", command, started);
+    match outcome {
         Ok(out) => Outcome {
             stdout: out,
             success: true,
@@ -185,7 +190,9 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), CniError> {
         )
     });
     let info_removed = match a.extra.get(EXTRA_DEVICE_INFO_FILE) {
-        Some(Value::String(f)) => crate::devices::info::remove(std::path::Path::new(f)),
+        Some(Value::String(f)) => timed("device_info", || {
+            crate::devices::info::remove(std::path::Path::new(f))
+        }),
         _ => Ok(()),
     };
     delegate::combine(
@@ -252,19 +259,19 @@ fn add(
 ) -> Result<String, CniError> {
     let key = key_of(env)?;
     // A record left by an ADD that never got its DEL: undo it before starting again.
-    if let Some(stale) = cache.read_pod(&key)? {
+    if let Some(stale) = timed("cache", || cache.read_pod(&key))? {
         warn!("an earlier ADD of this container left attachments; removing them first");
         teardown(env, &stale)?;
         cache.remove_pod(&key)?;
     }
     let pod = pod_ref(env);
     let client = match &pod {
-        Some(_) => Some(client_for(conf)?),
+        Some(_) => Some(timed("api", || client_for(conf))?),
         None => None,
     };
     let (request, pod_obj) = match (&pod, &client) {
         (Some(p), Some(c)) => {
-            let obj = c.get_pod(&p.namespace, &p.name).map_err(|e| {
+            let obj = timed("api", || c.get_pod(&p.namespace, &p.name)).map_err(|e| {
                 if e.is_unavailable() {
                     CniError::try_again_later(format!("reading pod {}: {e}", p))
                 } else {
@@ -283,7 +290,9 @@ fn add(
         request: &request,
     });
     let ifname = key.ifname.clone();
-    let mut planned = plan::plan(conf, &ifname, ctx.as_ref(), client.as_ref())?;
+    let mut planned = timed("plan", || {
+        plan::plan(conf, &ifname, ctx.as_ref(), client.as_ref())
+    })?;
     let pod_uid = pod_obj
         .as_ref()
         .map(|o| o.metadata.uid.clone())
@@ -313,8 +322,8 @@ fn add(
     let mut results = Vec::with_capacity(planned.len());
     for p in &planned {
         record.attachments.push(attachment_record(p));
-        cache.write_pod(&record)?;
-        let outcome = publish_device_info(conf, p)
+        timed("cache", || cache.write_pod(&record))?;
+        let outcome = timed("device_info", || publish_device_info(conf, p))
             .and_then(|()| delegate::as_list(&p.config))
             .and_then(|list| delegate::add(env, &p.network, &p.ifname, &list, &p.injected));
         match outcome {
@@ -322,14 +331,16 @@ fn add(
                 if let Some(last) = record.attachments.last_mut() {
                     last.result = Some(r.to_value());
                 }
-                cache.write_pod(&record)?;
+                timed("cache", || cache.write_pod(&record))?;
                 results.push(r);
             }
             Err(e) => return Err(undo(env, cache, &key, &record, e)),
         }
     }
 
-    if let Err(e) = routes::settle(&env.netns, &planned, &mut results) {
+    if let Err(e) = timed("routes", || {
+        routes::settle(&env.netns, &planned, &mut results)
+    }) {
         return Err(undo(env, cache, &key, &record, e));
     }
 
@@ -342,12 +353,12 @@ fn add(
         let written = status_annotations(&statuses)
             .map_err(|e| CniError::io(format!("network-status cannot be encoded: {e}")))
             .and_then(|changes| {
-                c.set_pod_annotations(&p.namespace, &p.name, &changes)
-                    .map_err(|e| {
-                        CniError::try_again_later(format!(
-                            "writing the network-status of pod {p}: {e}"
-                        ))
-                    })
+                timed("api", || {
+                    c.set_pod_annotations(&p.namespace, &p.name, &changes)
+                })
+                .map_err(|e| {
+                    CniError::try_again_later(format!("writing the network-status of pod {p}: {e}"))
+                })
             });
         if let Err(e) = written {
             return Err(undo(env, cache, &key, &record, e));
@@ -402,13 +413,13 @@ fn undo(env: &CniEnv, cache: &CacheDir, key: &PodKey, record: &PodRecord, e: Cni
 
 fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
     let key = key_of(env)?;
-    let Some(record) = cache.read_pod(&key)? else {
+    let Some(record) = timed("cache", || cache.read_pod(&key))? else {
         // The record is written before any delegate runs: no record, nothing was attached.
         info!("nothing recorded for this container; nothing to delete");
         return Ok(());
     };
     teardown(env, &record)?;
-    cache.remove_pod(&key)?;
+    timed("cache", || cache.remove_pod(&key))?;
     info!(attachments = record.attachments.len(), "pod detached");
     Ok(())
 }

@@ -168,10 +168,11 @@ impl Planner<'_> {
                 .map_err(|e| config_error(e.to_string()))?;
         }
         let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
-        let nad = self
-            .client(&what)?
-            .get_network_attachment_definition(namespace, name)
-            .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
+        let client = self.client(&what)?;
+        let nad = crate::timing::timed("api", || {
+            client.get_network_attachment_definition(namespace, name)
+        })
+        .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
         let resolved = resolve_nad_config(&nad, &self.conf.conf_dir)
             .map_err(|e| config_error(e.to_string()))?;
         let resources = match nad.resource_name() {

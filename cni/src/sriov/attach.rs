@@ -20,13 +20,13 @@ use super::device::{self, kernel, Vf, KERNEL_TIMEOUT};
 use super::netconf::SriovConf;
 use super::restore::{netns_alive, restore, RestoreCtx};
 use super::state::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, StateDir, RECORD_KIND};
-use super::timing::timed;
 use super::CrashAt;
 use crate::exec::{exec_add, ExecError, Invocation};
 use crate::spec::env::{CniCommand, CniEnv};
 use crate::spec::error::CniError;
 use crate::spec::result::{CniResult, Interface, IpConfig};
 use crate::spec::version::CniVersion;
+use crate::timing::timed;
 
 /// How long ADD waits for another ADD or DEL of the same VF.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);

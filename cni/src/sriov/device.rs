@@ -130,7 +130,7 @@ pub fn adopt_mac(
         refused = ?set.err().map(|e| e.to_string()),
         "the VF driver did not take the MAC; rebinding it so it reads the MAC from its PF"
     );
-    let (driver, new_name, link) = super::timing::timed("rebind", || {
+    let (driver, new_name, link) = crate::timing::timed("rebind", || {
         let driver = bind::bind_default(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
         let new_name = provision::wait_vf_netdev(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
         let link = nl

@@ -19,7 +19,6 @@ pub mod ipam;
 pub mod netconf;
 pub mod restore;
 pub mod state;
-pub mod timing;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -33,12 +32,12 @@ use self::device::kernel;
 use self::netconf::SriovConf;
 use self::restore::{restore, RestoreCtx};
 use self::state::{Mode, Stage, StateDir};
-use self::timing::timed;
 use crate::genie::Outcome;
 use crate::spec::conf::NetConf;
 use crate::spec::env::{CniCommand, CniEnv};
 use crate::spec::error::CniError;
 use crate::spec::version::{CniVersion, VersionInfo};
+use crate::timing::timed;
 
 /// The environment variable naming the crash point.
 pub const CRASH_ENV: &str = "VFGENIE_SRIOV_CRASH_AT";
@@ -90,7 +89,7 @@ pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outc
         .unwrap_or(CniVersion::LATEST);
     let outcome = dispatch(&SysRoot::host(), env, stdin, crash);
     let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
-    timing::report(command, started);
+    crate::timing::report("sriov", command, started);
     match outcome {
         Ok(out) => Outcome {
             stdout: out,

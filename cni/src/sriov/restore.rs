@@ -19,10 +19,10 @@ use vfcore::{provision, MacAddr, SysRoot};
 use super::attach::IPAM_TIMEOUT;
 use super::device::{self, kernel, KERNEL_TIMEOUT};
 use super::state::{Mode, Record, SavedNetdev};
-use super::timing::timed;
 use crate::exec::{exec_no_result, Invocation};
 use crate::spec::env::CniCommand;
 use crate::spec::error::CniError;
+use crate::timing::timed;
 
 /// What restoring needs beyond the record.
 pub struct RestoreCtx<'a> {

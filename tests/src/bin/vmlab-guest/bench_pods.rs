@@ -14,10 +14,13 @@
 //!   so this is checked for every pod and the count of pods ready at return is printed);
 //! - `delegates_direct`: the same bridge and sriov configs exec'd directly, interleaved with the
 //!   pods; `genie_overhead`: ADD minus both, per pod; host-local exec'd alone;
-//! - `sriov_breakdown`: the sriov plugin's own step timings (debug lines in its `logFile`, see
-//!   `vfcni::sriov::timing`) from the runs inside the genie pods, sorted into kernel netlink,
-//!   driver rebind, IPAM exec and its own code; its process start and exit is the direct run's
-//!   wall time minus the plugin's own total.
+//! - `genie_breakdown`, `sriov_breakdown`: the plugins' own step timings (debug lines in their
+//!   `logFile`s, see `vfcni::timing`) from the runs inside the genie pods: genie's delegate execs,
+//!   API and PodResources calls (clients and stand-ins), routes and its own code; sriov's kernel
+//!   netlink, driver rebind, IPAM exec and its own code. Process start and exit is a run's wall
+//!   time minus the plugin's own total (for sriov, from the direct runs);
+//! - `share`: our code (both plugins' own code and process start/exit), the kernel, the other
+//!   delegates (bridge, host-local) and the API/PodResources calls, as parts of the p50.
 //!
 //! Figures are p50/p90/max in milliseconds; shares are of the p50 of the whole call and come from
 //! p50s, so they need not add up to exactly 100%.
@@ -71,6 +74,7 @@ struct Bench {
     bridge: Value,
     host_local: Value,
     genie_log: PathBuf,
+    sriov_log: PathBuf,
     direct_log: PathBuf,
     state_dir: PathBuf,
 }
@@ -92,7 +96,8 @@ impl Bench {
         bridge["cniVersion"] = json!("1.0.0");
         bridge["name"] = json!("cluster");
 
-        let (genie_log, direct_log) = (dir.join("sriov-genie.log"), dir.join("sriov-direct.log"));
+        let genie_log = dir.join("genie.log");
+        let (sriov_log, direct_log) = (dir.join("sriov-genie.log"), dir.join("sriov-direct.log"));
         let state_dir = dir.join("sriov-state");
         let nad = json!({
             "cniVersion": "1.0.0", "name": NAD, "type": "sriov", "vlan": 100, "spoofchk": "on",
@@ -100,7 +105,7 @@ impl Bench {
             "ipam": node.ipam(VF_SUBNET),
             "stateDir": state_dir.display().to_string(),
             "logLevel": "debug",
-            "logFile": genie_log.display().to_string(),
+            "logFile": sriov_log.display().to_string(),
         });
         node.api.add_nad(NS, NAD, &nad.to_string(), Some(RESOURCE));
         let mut sriov_direct = nad;
@@ -113,6 +118,8 @@ impl Bench {
                 "clusterNetwork": "cluster",
                 "podResourcesSocket": socket.display().to_string(),
                 "deviceInfoDir": dir.join("devinfo").display().to_string(),
+                "logLevel": "debug",
+                "logFile": genie_log.display().to_string(),
             }),
         );
         Ok(Self {
@@ -123,6 +130,7 @@ impl Bench {
             bridge,
             host_local,
             genie_log,
+            sriov_log,
             direct_log,
             state_dir,
         })
@@ -341,13 +349,14 @@ fn share(part: f64, whole: f64) -> String {
 /// One sriov plugin run's step timings in ms, keyed by step (`total` included).
 type Steps = BTreeMap<String, f64>;
 
-/// The `sriov step timings` lines of a log, per command, in order.
-fn parse_timings(log: &Path) -> Result<BTreeMap<String, Vec<Steps>>> {
+/// The `<plugin> step timings` lines of a log, per command, in order.
+fn parse_timings(log: &Path, plugin: &str) -> Result<BTreeMap<String, Vec<Steps>>> {
+    let marker = format!("{plugin} step timings: ");
     let text =
         std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let mut out: BTreeMap<String, Vec<Steps>> = BTreeMap::new();
     for line in text.lines() {
-        let Some((_, rest)) = line.split_once("sriov step timings: ") else {
+        let Some((_, rest)) = line.split_once(&marker) else {
             continue;
         };
         let mut command = String::new();
@@ -367,7 +376,7 @@ fn parse_timings(log: &Path) -> Result<BTreeMap<String, Vec<Steps>>> {
     Ok(out)
 }
 
-/// A run's time sorted into (kernel netlink, rebind, ipam exec, own code, cache, total).
+/// An sriov run's time sorted into (kernel netlink, rebind, ipam exec, own code, cache, total).
 fn classify(steps: &Steps) -> [f64; 6] {
     let get = |k: &str| steps.get(k).copied().unwrap_or(0.0);
     let kernel: f64 = KERNEL_STEPS.iter().map(|k| get(k)).sum();
@@ -376,60 +385,99 @@ fn classify(steps: &Steps) -> [f64; 6] {
     [kernel, rebind, ipam, own, get("cache"), total]
 }
 
-fn column(runs: &[Steps], i: usize) -> Vec<f64> {
-    runs.iter().map(|r| classify(r)[i]).collect()
+/// A genie run's time sorted into (delegates, API, PodResources, routes, own code, cache, total).
+fn classify_genie(steps: &Steps) -> [f64; 7] {
+    let get = |k: &str| steps.get(k).copied().unwrap_or(0.0);
+    let (delegates, api, pr, routes) = (
+        get("delegates"),
+        get("api"),
+        get("podresources"),
+        get("routes"),
+    );
+    let total = get("total");
+    let own = total - delegates - api - pr - routes;
+    [delegates, api, pr, routes, own, get("cache"), total]
 }
 
-/// The figures of one command (`add` or `del`).
-#[allow(clippy::too_many_arguments)]
-fn figures(
-    what: &str,
-    genie: &[f64],
-    bridge: &[f64],
-    sriov: &[f64],
-    in_pods: &[Steps],
-    direct_runs: &[Steps],
-) -> Vec<String> {
+/// The p50 of column `i` of each run's classification.
+fn col<const N: usize>(runs: &[Steps], f: fn(&Steps) -> [f64; N], i: usize) -> f64 {
+    p50(&runs.iter().map(|r| f(r)[i]).collect::<Vec<_>>())
+}
+
+/// What one command (`add` or `del`) measured.
+struct Measured<'a> {
+    what: &'a str,
+    /// genie exec'd by the runtime, wall time.
+    genie: &'a [f64],
+    bridge: &'a [f64],
+    sriov: &'a [f64],
+    genie_runs: &'a [Steps],
+    sriov_in_pods: &'a [Steps],
+    sriov_direct: &'a [Steps],
+}
+
+/// Wall time minus the plugin's own total, per run: process start and exit.
+fn startup(walls: &[f64], runs: &[Steps], total: impl Fn(&Steps) -> f64) -> f64 {
+    p50(&walls
+        .iter()
+        .zip(runs)
+        .map(|(w, r)| w - total(r))
+        .collect::<Vec<_>>())
+}
+
+fn figures(m: &Measured<'_>) -> Vec<String> {
+    let what = m.what;
     let mut lines = Vec::new();
-    let delegates: Vec<f64> = bridge.iter().zip(sriov).map(|(a, b)| a + b).collect();
-    let overhead: Vec<f64> = genie.iter().zip(&delegates).map(|(g, d)| g - d).collect();
-    let whole = p50(genie);
+    let delegates: Vec<f64> = m.bridge.iter().zip(m.sriov).map(|(a, b)| a + b).collect();
+    let overhead: Vec<f64> = m.genie.iter().zip(&delegates).map(|(g, d)| g - d).collect();
+    let whole = p50(m.genie);
     lines.push(format!(
         "pods.{what}.delegates_direct: {} (bridge + sriov exec'd directly)",
         dist(&delegates)
     ));
-    lines.push(format!("pods.{what}.bridge_direct: {}", dist(bridge)));
-    lines.push(format!("pods.{what}.sriov_direct: {}", dist(sriov)));
+    lines.push(format!("pods.{what}.bridge_direct: {}", dist(m.bridge)));
+    lines.push(format!("pods.{what}.sriov_direct: {}", dist(m.sriov)));
     lines.push(format!(
-        "pods.{what}.genie_overhead: p50 {:.1} ms ({} of {})",
+        "pods.{what}.genie_overhead: p50 {:.1} ms ({} of {}; genie {what} minus both delegates exec'd directly, per pod)",
         p50(&overhead),
         share(p50(&overhead), whole),
         what.to_uppercase()
     ));
-    let col = |i| p50(&column(in_pods, i));
-    let (kernel, rebind, ipam, own, cache, total) =
-        (col(0), col(1), col(2), col(3), col(4), col(5));
-    // Process start and exit: the direct runs' wall time minus the plugin's own total.
-    let startup: Vec<f64> = sriov
-        .iter()
-        .zip(direct_runs)
-        .map(|(wall, r)| wall - classify(r)[5])
-        .collect();
-    let startup = p50(&startup);
+
+    let g = |i| col(m.genie_runs, classify_genie, i);
+    let (g_deleg, g_api, g_pr, g_routes, g_own, g_cache, g_total) =
+        (g(0), g(1), g(2), g(3), g(4), g(5), g(6));
+    let g_start = startup(m.genie, m.genie_runs, |r| classify_genie(r)[6]);
     lines.push(format!(
-        "pods.{what}.sriov_breakdown: kernel netlink {kernel:.1} ms, driver rebind {rebind:.1} ms, ipam exec {ipam:.1} ms, own code {own:.1} ms (cache {cache:.1} ms), plugin total {total:.1} ms, process start/exit {startup:.1} ms (p50s; n={} runs inside genie pods, {} direct)",
-        in_pods.len(),
-        direct_runs.len()
+        "pods.{what}.genie_breakdown: delegates exec {g_deleg:.1} ms, API server {g_api:.1} ms, PodResources {g_pr:.1} ms, kernel netlink (routes) {g_routes:.1} ms, own code {g_own:.1} ms (cache {g_cache:.1} ms), genie total {g_total:.1} ms, process start/exit {g_start:.1} ms (p50s, n={}; API server and PodResources: our clients and the in-process stand-ins on loopback)",
+        m.genie_runs.len()
     ));
+
+    let c = |i| col(m.sriov_in_pods, classify, i);
+    let (kernel, rebind, ipam, own, cache, total) = (c(0), c(1), c(2), c(3), c(4), c(5));
+    let s_start = startup(m.sriov, m.sriov_direct, |r| classify(r)[5]);
     lines.push(format!(
-        "pods.{what}.share: genie own {}, bridge delegate {}, sriov: kernel netlink {}, driver rebind {}, ipam exec {}, own code {}, process start/exit {} (of the {what} p50 {whole:.1} ms)",
-        share(p50(&overhead), whole),
-        share(p50(bridge), whole),
-        share(kernel, whole),
+        "pods.{what}.sriov_breakdown: kernel netlink {kernel:.1} ms, driver rebind {rebind:.1} ms, ipam exec {ipam:.1} ms, own code {own:.1} ms (cache {cache:.1} ms), plugin total {total:.1} ms, process start/exit {s_start:.1} ms (p50s; n={} runs inside genie pods, start/exit from {} direct runs)",
+        m.sriov_in_pods.len(),
+        m.sriov_direct.len()
+    ));
+
+    let ours_genie = g_own + g_start;
+    let ours_sriov = own + s_start;
+    let bridge = p50(m.bridge);
+    lines.push(format!(
+        "pods.{what}.share: our code {} (genie {}, sriov {}), kernel {} (netlink {}, driver rebind {}), delegates {} (bridge {}, host-local from sriov {}), API server + PodResources calls {} (of the {} p50 {whole:.1} ms; from p50s, so the parts need not add up to 100%)",
+        share(ours_genie + ours_sriov, whole),
+        share(ours_genie, whole),
+        share(ours_sriov, whole),
+        share(kernel + rebind + g_routes, whole),
+        share(kernel + g_routes, whole),
         share(rebind, whole),
+        share(bridge + ipam, whole),
+        share(bridge, whole),
         share(ipam, whole),
-        share(own, whole),
-        share(startup, whole),
+        share(g_api + g_pr, whole),
+        what.to_uppercase(),
     ));
     lines
 }
@@ -454,8 +502,9 @@ fn bench(lab: &Lab) -> Result<()> {
     }
     let took = started.elapsed();
 
-    let in_pods = parse_timings(&b.genie_log)?;
-    let direct_runs = parse_timings(&b.direct_log)?;
+    let genie_runs = parse_timings(&b.genie_log, "genie")?;
+    let in_pods = parse_timings(&b.sriov_log, "sriov")?;
+    let direct_runs = parse_timings(&b.direct_log, "sriov")?;
     let runs = |m: &BTreeMap<String, Vec<Steps>>, c: &str| m.get(c).cloned().unwrap_or_default();
     let mut lines = vec![
         format!("pods.add: {} (genie ADD, exec to return)", dist(&s.add)),
@@ -466,26 +515,26 @@ fn bench(lab: &Lab) -> Result<()> {
             s.add.len()
         ),
     ];
-    lines.extend(figures(
-        "add",
-        &s.add,
-        &s.bridge_add,
-        &s.sriov_add,
-        &runs(&in_pods, "ADD"),
-        &runs(&direct_runs, "ADD"),
-    ));
-    lines.push(format!(
-        "pods.del: {} (genie DEL, exec to return)",
-        dist(&s.del)
-    ));
-    lines.extend(figures(
-        "del",
-        &s.del,
-        &s.bridge_del,
-        &s.sriov_del,
-        &runs(&in_pods, "DEL"),
-        &runs(&direct_runs, "DEL"),
-    ));
+    for (what, command, genie, bridge, sriov) in [
+        ("add", "ADD", &s.add, &s.bridge_add, &s.sriov_add),
+        ("del", "DEL", &s.del, &s.bridge_del, &s.sriov_del),
+    ] {
+        if what == "del" {
+            lines.push(format!(
+                "pods.del: {} (genie DEL, exec to return)",
+                dist(&s.del)
+            ));
+        }
+        lines.extend(figures(&Measured {
+            what,
+            genie,
+            bridge,
+            sriov,
+            genie_runs: &runs(&genie_runs, command),
+            sriov_in_pods: &runs(&in_pods, command),
+            sriov_direct: &runs(&direct_runs, command),
+        }));
+    }
     lines.push(format!(
         "pods.ipam.host_local: ADD {}; DEL {}",
         dist(&s.hl_add),
@@ -499,12 +548,14 @@ fn bench(lab: &Lab) -> Result<()> {
     ));
     note(&lines.join("\n"));
 
-    let timing_runs = runs(&in_pods, "ADD").len() + runs(&in_pods, "DEL").len();
-    ensure!(
-        timing_runs == 2 * PODS,
-        "{timing_runs} sriov timing lines from the genie pods, want {}",
-        2 * PODS
-    );
+    for (plugin, m) in [("genie", &genie_runs), ("sriov", &in_pods)] {
+        let n = runs(m, "ADD").len() + runs(m, "DEL").len();
+        ensure!(
+            n == 2 * PODS,
+            "{n} {plugin} timing lines from the genie pods, want {}",
+            2 * PODS
+        );
+    }
     ensure!(
         s.add.len() == PODS && s.del.len() == PODS,
         "{} ADDs and {} DELs",

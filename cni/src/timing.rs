@@ -3,13 +3,20 @@
 //!
 //! `sriov step timings: command=ADD total=5123us pf_netlink=410us rebind=0us ...`
 //!
-//! Steps: `resolve` (the VF in sysfs), `lock`, `cache` (records read and written), `read_netlink`
+//! The sriov plugin's steps: `resolve` (the VF in sysfs), `lock`, `cache` (records read and written), `read_netlink`
 //! (the VF's original state), `pf_netlink` (PF-side VF settings), `mac_netlink` (the netdev's
 //! MAC), `rebind` (a VF driver rebind so the VF reads its MAC from the PF, with the wait for its
 //! new netdev), `netns_move` (temporary netns, moves, rename, MTU and up in the pod),
 //! `ipam_exec` (the IPAM plugin, VERSION included), `addr_route` (addresses and routes in the
-//! pod), `netdev_restore` (DEL: the host netdev's name, MAC, MTU, up). `total` runs from the
-//! start of the plugin's work to its end; what no step covers is the plugin's own code.
+//! pod), `netdev_restore` (DEL: the host netdev's name, MAC, MTU, up).
+//!
+//! genie's: `cache` (its pod records), `api` (Kubernetes API requests), `plan` (annotations,
+//! confs and NADs resolved, API requests excluded), `podresources` (the kubelet asked for the
+//! pod's devices), `device_info`, `delegates` (the delegate plugins exec'd, start to exit),
+//! `routes` (the pod's default routes settled).
+//!
+//! `total` runs from the start of the plugin's work to its end; what no step covers is the
+//! plugin's own code.
 //!
 //! Nothing is measured unless debug logging is on, so a normal run pays one level check per step.
 
@@ -76,14 +83,14 @@ fn take() -> Vec<(&'static str, Duration)> {
     steps
 }
 
-/// Logs the run's timings (debug level) and forgets them.
-pub fn report(command: &str, started: Instant) {
+/// Logs the run's timings (debug level) as `<plugin> step timings: ...` and forgets them.
+pub fn report(plugin: &str, command: &str, started: Instant) {
     if !enabled() {
         return;
     }
     let total = started.elapsed();
     let steps = take();
-    tracing::debug!("sriov step timings: {}", line(command, total, &steps));
+    tracing::debug!("{plugin} step timings: {}", line(command, total, &steps));
 }
 
 #[cfg(test)]
