@@ -281,6 +281,12 @@ fn genie_pod(b: &Bench, lab: &Lab, i: usize, s: &mut Samples) -> Result<()> {
             .with_context(|| format!("VF {} after DEL of {id}", vf.pci))?;
         Ok(())
     })();
+    if result.is_err() {
+        // Best effort, so the next scenario step finds the VF free.
+        let _ = b
+            .node
+            .cni("DEL", &id, &path, "eth0", Some((NS, &name)), &b.genie_conf);
+    }
     b.node.api.delete_pod(NS, &name);
     let gone = NetNs::delete_named(&root, &id);
     result?;
@@ -316,6 +322,10 @@ fn direct(b: &Bench, lab: &Lab, i: usize, s: &mut Samples) -> Result<()> {
             .push(ms(b.exec(&hl, "DEL", &id, &path, "eth0", &b.host_local)?));
         Ok(())
     })();
+    if result.is_err() {
+        let _ = b.exec(&plugin, "DEL", &id, &path, "net1", &sriov);
+        let _ = b.exec(&bridge, "DEL", &id, &path, "eth0", &b.bridge);
+    }
     let gone = NetNs::delete_named(&root, &id);
     result?;
     Ok(gone?)
