@@ -1,6 +1,6 @@
 //! Reading single sysfs attributes and links.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::Path;
 
 use super::Error;
@@ -13,16 +13,43 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+/// The whole text of a small file: open, read until end, close. Unlike `fs::read_to_string` it
+/// does not stat the file first (sysfs reports a size of 4096 for every attribute anyway), which
+/// matters when discovery reads thousands of attributes.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = [0u8; 512];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            // Longer than any attribute we read: finish the general way.
+            let mut all = buf.to_vec();
+            f.read_to_end(&mut all)?;
+            return String::from_utf8(all)
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    std::str::from_utf8(&buf[..len])
+        .map(str::to_string)
+        .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+}
+
 /// The attribute's text without surrounding whitespace.
 pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path)
+    read_text(path)
         .map(|s| s.trim().to_string())
         .map_err(|e| read_error(path, e))
 }
 
 /// Like [`read`], with a missing attribute as `None`.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, Error> {
-    match std::fs::read_to_string(path) {
+    match read_text(path) {
         Ok(s) => Ok(Some(s.trim().to_string())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(read_error(path, e)),
@@ -32,7 +59,7 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, Error> {
 /// Like [`read_optional`], and an attribute the kernel refuses to answer (`EINVAL`, as `speed`
 /// and `carrier` do on a link that is down) is also `None`.
 pub(crate) fn read_lenient(path: &Path) -> Result<Option<String>, Error> {
-    match std::fs::read_to_string(path) {
+    match read_text(path) {
         Ok(s) => Ok(Some(s.trim().to_string())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(None),
@@ -159,5 +186,19 @@ mod tests {
         // Reading a directory is an error other than "missing": it must surface with its path.
         let err = read_optional(dir.path()).unwrap_err();
         assert!(err.to_string().contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn attributes_of_any_length_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 511, 512, 513, 5000] {
+            let p = dir.path().join(format!("a{len}"));
+            let text = "x".repeat(len);
+            std::fs::write(&p, format!(" {text}\n")).unwrap();
+            assert_eq!(read(&p).unwrap(), text, "length {len}");
+        }
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, [0xff, 0xfe]).unwrap();
+        assert!(read(&bad).is_err());
     }
 }

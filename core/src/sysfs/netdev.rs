@@ -8,29 +8,38 @@ use super::model::Netdev;
 use super::Error;
 use crate::paths::attr as a;
 
+/// A candidate netdev directory, and whether the listing already showed it to be a directory.
+struct Candidate {
+    dir: PathBuf,
+    known_dir: bool,
+}
+
 /// The netdev directories of a PCI function: `<dev>/net/*`, and for virtio functions
 /// `<dev>/virtioN/net/*` (virtio-net hangs its netdev off the virtio bus device).
-fn netdev_dirs(dev_dir: &Path) -> Result<Vec<PathBuf>, Error> {
+fn netdev_dirs(dev_dir: &Path) -> Result<Vec<Candidate>, Error> {
     let mut net_dirs = vec![dev_dir.join(a::NET)];
     for entry in list(dev_dir)? {
-        let is_virtio = entry
-            .file_name()
-            .and_then(|n| n.to_str())
+        let name = entry.file_name();
+        let is_virtio = name
+            .to_str()
             .and_then(|n| n.strip_prefix(a::VIRTIO_PREFIX))
             .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
         if is_virtio {
-            net_dirs.push(entry.join(a::NET));
+            net_dirs.push(entry.path().join(a::NET));
         }
     }
     let mut out = Vec::new();
     for dir in net_dirs {
-        out.extend(list(&dir)?);
+        out.extend(list(&dir)?.into_iter().map(|e| Candidate {
+            known_dir: e.file_type().is_ok_and(|t| t.is_dir()),
+            dir: e.path(),
+        }));
     }
     Ok(out)
 }
 
 /// Directory entries, empty when the directory does not exist.
-fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+fn list(dir: &Path) -> Result<Vec<std::fs::DirEntry>, Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -43,7 +52,7 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     };
     entries
         .map(|e| {
-            e.map(|e| e.path()).map_err(|source| Error::Read {
+            e.map_err(|source| Error::Read {
                 path: dir.to_path_buf(),
                 source,
             })
@@ -55,8 +64,8 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 /// or removed while it is being read is left out.
 pub(crate) fn read_netdevs(dev_dir: &Path) -> Result<Vec<Netdev>, Error> {
     let mut out = Vec::new();
-    for dir in netdev_dirs(dev_dir)? {
-        match read_netdev(&dir) {
+    for Candidate { dir, known_dir } in netdev_dirs(dev_dir)? {
+        match read_netdev(&dir, known_dir) {
             Ok(Some(n)) => out.push(n),
             Ok(None) => {}
             Err(e) if e.is_vanished() && !dir.exists() => {
@@ -69,11 +78,12 @@ pub(crate) fn read_netdevs(dev_dir: &Path) -> Result<Vec<Netdev>, Error> {
     Ok(out)
 }
 
-fn read_netdev(dir: &Path) -> Result<Option<Netdev>, Error> {
+/// `known_dir`: the listing said it is a directory (else, a link say, it is checked here).
+fn read_netdev(dir: &Path, known_dir: bool) -> Result<Option<Netdev>, Error> {
     let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
         return Ok(None);
     };
-    if !dir.is_dir() {
+    if !known_dir && !dir.is_dir() {
         return Ok(None);
     }
     let mac = attr::read_lenient(&dir.join(a::ADDRESS))?.and_then(|m| m.parse().ok());
