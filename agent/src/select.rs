@@ -2,6 +2,7 @@
 //! discovered devices. Within one selector every key must match; a pool takes a device matching any
 //! of its selectors; a device joins the first pool (in config order) that takes it.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use vfcore::paths::attr;
@@ -20,16 +21,20 @@ fn link_type_name(arphrd: u32) -> Option<&'static str> {
     }
 }
 
-/// Facts about a device that selectors need beyond the device model.
+/// Facts about a device that selectors need beyond the device model. Those read from sysfs are
+/// read when a selector first asks for them, and at most once per pool building.
 struct Facts<'a> {
+    root: &'a SysRoot,
     dev: &'a PciNetDevice,
     /// The PF's netdev names (for a VF) or the device's own (for a PF).
     pf_names: Vec<&'a str>,
+    /// The device whose netdev tells the link type: its own, or for a VF without one its PF's.
+    link_of: Option<&'a str>,
     pf_address: PciAddress,
     vf_index: Option<VfIndex>,
-    link_type: Option<&'static str>,
-    acpi_index: Option<String>,
-    rdma: bool,
+    link_type: OnceCell<Option<&'static str>>,
+    acpi_index: OnceCell<Option<String>>,
+    rdma: OnceCell<bool>,
 }
 
 fn read_trimmed(path: &std::path::Path) -> Option<String> {
@@ -38,35 +43,60 @@ fn read_trimmed(path: &std::path::Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn facts<'a>(
-    root: &SysRoot,
-    dev: &'a PciNetDevice,
-    by_addr: &BTreeMap<PciAddress, &'a PciNetDevice>,
-) -> Facts<'a> {
-    let (pf_dev, pf_address, vf_index) = match &dev.physfn {
-        Some(of) => (by_addr.get(&of.pf).copied(), of.pf, Some(of.index)),
-        None => (Some(dev), dev.address, None),
-    };
-    let pf_names: Vec<&str> = pf_dev
-        .map(|p| p.netdevs.iter().map(|n| n.name.as_str()).collect())
-        .unwrap_or_default();
-    // The link type of a VF without a netdev (vfio) is its PF's.
-    let link_type = dev
-        .netdevs
-        .first()
-        .or_else(|| pf_dev.and_then(|p| p.netdevs.first()))
-        .and_then(|n| root.netdev(&n.name))
-        .and_then(|p| read_trimmed(&p.join(attr::NET_TYPE)))
-        .and_then(|t| t.parse::<u32>().ok())
-        .and_then(link_type_name);
-    Facts {
-        dev,
-        pf_names,
-        pf_address,
-        vf_index,
-        link_type,
-        acpi_index: read_trimmed(&root.pci_attr(&dev.address, attr::ACPI_INDEX)),
-        rdma: root.pci_attr(&dev.address, attr::INFINIBAND).is_dir(),
+impl<'a> Facts<'a> {
+    fn new(
+        root: &'a SysRoot,
+        dev: &'a PciNetDevice,
+        by_addr: &BTreeMap<PciAddress, &'a PciNetDevice>,
+    ) -> Self {
+        let (pf_dev, pf_address, vf_index) = match &dev.physfn {
+            Some(of) => (by_addr.get(&of.pf).copied(), of.pf, Some(of.index)),
+            None => (Some(dev), dev.address, None),
+        };
+        let pf_names: Vec<&str> = pf_dev
+            .map(|p| p.netdevs.iter().map(|n| n.name.as_str()).collect())
+            .unwrap_or_default();
+        // The link type of a VF without a netdev (vfio) is its PF's.
+        let link_of = dev
+            .netdevs
+            .first()
+            .or_else(|| pf_dev.and_then(|p| p.netdevs.first()))
+            .map(|n| n.name.as_str());
+        Self {
+            root,
+            dev,
+            pf_names,
+            link_of,
+            pf_address,
+            vf_index,
+            link_type: OnceCell::new(),
+            acpi_index: OnceCell::new(),
+            rdma: OnceCell::new(),
+        }
+    }
+
+    fn link_type(&self) -> Option<&'static str> {
+        *self.link_type.get_or_init(|| {
+            self.link_of
+                .and_then(|n| self.root.netdev(n))
+                .and_then(|p| read_trimmed(&p.join(attr::NET_TYPE)))
+                .and_then(|t| t.parse::<u32>().ok())
+                .and_then(link_type_name)
+        })
+    }
+
+    fn acpi_index(&self) -> Option<&str> {
+        self.acpi_index
+            .get_or_init(|| read_trimmed(&self.root.pci_attr(&self.dev.address, attr::ACPI_INDEX)))
+            .as_deref()
+    }
+
+    fn rdma(&self) -> bool {
+        *self.rdma.get_or_init(|| {
+            self.root
+                .pci_attr(&self.dev.address, attr::INFINIBAND)
+                .is_dir()
+        })
     }
 }
 
@@ -83,9 +113,8 @@ fn matches(sel: &Selector, f: &Facts<'_>) -> bool {
         && (sel.drivers.is_empty() || d.driver.as_ref().is_some_and(|x| sel.drivers.contains(x)))
         && (sel.pci_addresses.is_empty() || sel.pci_addresses.contains(&d.address))
         && (sel.acpi_indexes.is_empty()
-            || f.acpi_index
-                .as_ref()
-                .is_some_and(|a| sel.acpi_indexes.contains(a)))
+            || f.acpi_index()
+                .is_some_and(|a| sel.acpi_indexes.iter().any(|x| x == a)))
         && (sel.pf_names.is_empty()
             || sel
                 .pf_names
@@ -97,9 +126,9 @@ fn matches(sel: &Selector, f: &Facts<'_>) -> bool {
                 .iter()
                 .any(|p| p.pf == f.pf_address && in_range(&p.vfs)))
         && (sel.link_types.is_empty()
-            || f.link_type
+            || f.link_type()
                 .is_some_and(|t| sel.link_types.iter().any(|l| l == t)))
-        && (!sel.is_rdma || f.rdma)
+        && (!sel.is_rdma || f.rdma())
 }
 
 /// Devices that can be handed to pods: VFs, and network functions that are not PFs with VFs
@@ -117,6 +146,11 @@ pub fn build_pools(
     let by_addr: BTreeMap<PciAddress, &PciNetDevice> =
         devices.iter().map(|d| (d.address, d)).collect();
     let mut taken = BTreeSet::new();
+    let facts: Vec<Facts<'_>> = devices
+        .iter()
+        .filter(|d| candidate(d))
+        .map(|d| Facts::new(root, d, &by_addr))
+        .collect();
     resources
         .iter()
         .map(|rc| {
@@ -124,12 +158,12 @@ pub fn build_pools(
                 config: rc.clone(),
                 devices: BTreeMap::new(),
             };
-            for d in devices.iter().filter(|d| candidate(d)) {
+            for f in &facts {
+                let d = f.dev;
                 if taken.contains(&d.address) {
                     continue;
                 }
-                let f = facts(root, d, &by_addr);
-                let Some(sel) = rc.selectors.iter().find(|s| matches(s, &f)) else {
+                let Some(sel) = rc.selectors.iter().find(|s| matches(s, f)) else {
                     continue;
                 };
                 taken.insert(d.address);
