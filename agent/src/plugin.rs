@@ -142,7 +142,7 @@ impl DevicePlugin for PoolPlugin {
         &self,
         req: Request<PreferredAllocationRequest>,
     ) -> Result<Response<PreferredAllocationResponse>, Status> {
-        let pool = self.pool.borrow().clone();
+        let pool = self.pool.borrow();
         let container_responses = req
             .into_inner()
             .container_requests
@@ -156,6 +156,7 @@ impl DevicePlugin for PoolPlugin {
                 ),
             })
             .collect();
+        drop(pool);
         Ok(Response::new(PreferredAllocationResponse {
             container_responses,
         }))
@@ -165,27 +166,40 @@ impl DevicePlugin for PoolPlugin {
         &self,
         req: Request<AllocateRequest>,
     ) -> Result<Response<AllocateResponse>, Status> {
-        let pool = self.pool.borrow().clone();
-        let name = pool.full_name();
-        let mut container_responses = Vec::new();
-        for c in &req.into_inner().container_requests {
-            let resp = container_response(&pool, &c.devices_ids).map_err(|e| match e {
-                allocate::Error::UnknownDevice { .. } => Status::invalid_argument(e.to_string()),
-                _ => Status::failed_precondition(e.to_string()),
-            })?;
-            for id in &c.devices_ids {
-                let Some(dev) = id.parse().ok().and_then(|a| pool.devices.get(&a)) else {
-                    continue;
-                };
-                let path = devinfo::dp_file(&self.devinfo_dir, &name, id)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let pf = dev.pf.map(|p| p.to_string()).unwrap_or_default();
-                devinfo::write(&path, &DeviceInfo::pci(id.clone(), pf))
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                self.remember(path);
+        let req = req.into_inner();
+        // Answer from the pool as it is now, without copying it and without holding it while the
+        // device-info files are written.
+        let (name, container_responses, files) = {
+            let pool = self.pool.borrow();
+            let name = pool.full_name();
+            let mut responses = Vec::with_capacity(req.container_requests.len());
+            let mut files = Vec::new();
+            for c in &req.container_requests {
+                let resp = container_response(&pool, &c.devices_ids).map_err(|e| match e {
+                    allocate::Error::UnknownDevice { .. } => {
+                        Status::invalid_argument(e.to_string())
+                    }
+                    _ => Status::failed_precondition(e.to_string()),
+                })?;
+                for id in &c.devices_ids {
+                    let Some(dev) = id.parse().ok().and_then(|a| pool.devices.get(&a)) else {
+                        continue;
+                    };
+                    let path = devinfo::dp_file(&self.devinfo_dir, &name, id)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    let pf = dev.pf.map(|p| p.to_string()).unwrap_or_default();
+                    files.push((path, DeviceInfo::pci(id.clone(), pf)));
+                }
+                responses.push(resp);
             }
+            (name, responses, files)
+        };
+        for (path, info) in files {
+            devinfo::write(&path, &info).map_err(|e| Status::internal(e.to_string()))?;
+            self.remember(path);
+        }
+        for c in &req.container_requests {
             info!(pool = %name, devices = ?c.devices_ids, "allocated");
-            container_responses.push(resp);
         }
         Ok(Response::new(AllocateResponse {
             container_responses,

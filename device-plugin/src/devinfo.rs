@@ -117,8 +117,10 @@ pub fn cni_file(
     )))
 }
 
-/// Writes `info` at `path` atomically (temporary file, fsync, rename) with mode 0444, creating the
-/// directory (0755) if needed. Readers never see a partial file.
+/// Writes `info` at `path` atomically (temporary file, fsync, rename, fsync of the directory) with
+/// mode 0444, creating the directory (0755) if needed. Readers never see a partial file. A file
+/// that already holds exactly this content with this mode (the device was allocated before) is
+/// left as it is.
 pub fn write(path: &Path, info: &DeviceInfo) -> Result<(), Error> {
     let body = serde_json::to_vec(info).map_err(|e| Error::Write {
         path: path.to_path_buf(),
@@ -140,6 +142,9 @@ pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
             "no parent directory",
         ))
     })?;
+    if holds(path, body) {
+        return Ok(());
+    }
     fs::create_dir_all(dir).map_err(err)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -165,6 +170,18 @@ pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+/// True when `path` is a regular file of mode 0444 whose content is `body`.
+fn holds(path: &Path, body: &[u8]) -> bool {
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    let same_shape = f.metadata().is_ok_and(|m| {
+        m.is_file() && m.permissions().mode() & 0o7777 == 0o444 && m.len() == body.len() as u64
+    });
+    let mut content = Vec::with_capacity(body.len());
+    same_shape && std::io::Read::read_to_end(&mut f, &mut content).is_ok() && content == body
 }
 
 /// Reads a device-info file.
@@ -194,6 +211,7 @@ pub fn remove(path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn file_names_follow_the_spec_and_refuse_traversal() {
@@ -220,8 +238,22 @@ mod tests {
             serde_json::json!({"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:02:10.0","pf-pci-address":"0000:02:00.0"}})
         );
         assert_eq!(read(&p).unwrap(), info);
-        // Rewriting over a read-only file works (rename replaces it), and no temp file is left.
+        // The same content again leaves the file as it is.
+        let ino = fs::metadata(&p).unwrap().ino();
         write(&p, &info).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().ino(), ino);
+        // Other content replaces the read-only file (rename), and no temp file is left.
+        let other = DeviceInfo::pci("0000:02:10.0", "0000:02:00.1");
+        write(&p, &other).unwrap();
+        assert_eq!(read(&p).unwrap(), other);
+        assert_ne!(fs::metadata(&p).unwrap().ino(), ino);
+        // A file with the right content but the wrong mode is rewritten with the right one.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        write(&p, &other).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
         let names: Vec<_> = fs::read_dir(p.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())
