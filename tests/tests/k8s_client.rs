@@ -324,6 +324,43 @@ fn status_writes_retry_conflicts_and_are_recorded() {
     assert!(e.is_not_found(), "{e}");
 }
 
+#[test]
+fn a_status_write_from_a_pod_read_earlier_loses_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, kc) = server_with_token(dir.path(), "t");
+    server.add_pod("default", "web", &[("cni", "weave")]);
+    let c = client(&kc, fast());
+    let count = |req: &str| server.requests().iter().filter(|r| *r == req).count();
+    const GET: &str = "GET /api/v1/namespaces/default/pods/web";
+    const PUT: &str = "PUT /api/v1/namespaces/default/pods/web/status";
+    let set = |k: &str, v: &str| BTreeMap::from([(k.to_string(), Some(v.to_string()))]);
+
+    // Fresh: written from the object as read, without reading it again.
+    let (pod, whole) = c.get_pod_object("default", "web").unwrap();
+    assert_eq!(pod.metadata.annotations["cni"], "weave");
+    assert_eq!(whole["spec"]["nodeName"], "node-1");
+    let (gets, puts) = (count(GET), count(PUT));
+    c.set_pod_annotations_from("default", "web", Some(whole), &set("a", "1"))
+        .unwrap();
+    assert_eq!((count(GET) - gets, count(PUT) - puts), (0, 1));
+
+    // Stale: someone wrote in between; the write meets a conflict, reads again and keeps theirs.
+    let (_, stale) = c.get_pod_object("default", "web").unwrap();
+    c.set_pod_annotations("default", "web", &set("theirs", "x"))
+        .unwrap();
+    let (gets, puts) = (count(GET), count(PUT));
+    let pod = c
+        .set_pod_annotations_from("default", "web", Some(stale), &set("b", "2"))
+        .unwrap();
+    assert_eq!((count(GET) - gets, count(PUT) - puts), (1, 2));
+    for (k, v) in [("a", "1"), ("theirs", "x"), ("b", "2"), ("cni", "weave")] {
+        assert_eq!(pod.metadata.annotations[k], v, "{k}");
+    }
+    let stored = server.pod("default", "web").unwrap();
+    assert_eq!(stored["metadata"]["annotations"]["theirs"], "x");
+    assert_eq!(stored["metadata"]["annotations"]["b"], "2");
+}
+
 #[tokio::test]
 async fn the_async_client_works_inside_a_runtime() {
     let dir = tempfile::tempdir().unwrap();

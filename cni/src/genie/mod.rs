@@ -269,20 +269,21 @@ fn add(
         Some(_) => Some(timed("api", || client_for(conf))?),
         None => None,
     };
-    let (request, pod_obj) = match (&pod, &client) {
+    let (request, pod_obj, pod_whole) = match (&pod, &client) {
         (Some(p), Some(c)) => {
-            let obj = timed("api", || c.get_pod(&p.namespace, &p.name)).map_err(|e| {
-                if e.is_unavailable() {
-                    CniError::try_again_later(format!("reading pod {}: {e}", p))
-                } else {
-                    CniError::invalid_config(format!("reading pod {}: {e}", p))
-                }
-            })?;
+            let (obj, whole) =
+                timed("api", || c.get_pod_object(&p.namespace, &p.name)).map_err(|e| {
+                    if e.is_unavailable() {
+                        CniError::try_again_later(format!("reading pod {}: {e}", p))
+                    } else {
+                        CniError::invalid_config(format!("reading pod {}: {e}", p))
+                    }
+                })?;
             let req = parse_pod_annotations(p, &obj.metadata.annotations)
                 .map_err(|e| CniError::invalid_config(e.to_string()))?;
-            (req, Some(obj))
+            (req, Some(obj), Some(whole))
         }
-        _ => (Default::default(), None),
+        _ => (Default::default(), None, None),
     };
     let ctx = pod.as_ref().map(|p| PodContext {
         namespace: &p.namespace,
@@ -319,6 +320,9 @@ fn add(
         record.pod_name = Some(p.name.clone());
         record.pod_uid = pod_uid.clone();
     }
+    // Each attachment is in the record on disk before its delegates run; one write records the
+    // result of the previous attachment together with the next one, and the last write the last
+    // result, so the record is complete and durable before ADD returns.
     let mut results = Vec::with_capacity(planned.len());
     for p in &planned {
         record.attachments.push(attachment_record(p));
@@ -331,42 +335,63 @@ fn add(
                 if let Some(last) = record.attachments.last_mut() {
                     last.result = Some(r.to_value());
                 }
-                timed("cache", || cache.write_pod(&record))?;
                 results.push(r);
             }
             Err(e) => return Err(undo(env, cache, &key, &record, e)),
         }
     }
-
-    if let Err(e) = timed("routes", || {
-        routes::settle(&env.netns, &planned, &mut results)
-    }) {
+    // The last result goes to disk while the routes are settled and the status is written back;
+    // ADD returns (or undoes) only after both are done.
+    let (written, finished) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            if planned.is_empty() {
+                Ok(())
+            } else {
+                timed("cache", || cache.write_pod(&record)).map_err(CniError::from)
+            }
+        });
+        let finished = settle_and_report(env, &pod, &client, pod_whole, &planned, &mut results);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(CniError::io("the cache writer failed unexpectedly")));
+        (written, finished)
+    });
+    if let Err(e) = finished {
         return Err(undo(env, cache, &key, &record, e));
     }
-
-    if let (Some(p), Some(c)) = (&pod, &client) {
-        let statuses: Vec<AttachmentStatus> = planned
-            .iter()
-            .zip(&results)
-            .map(|(p, r)| status_of(p, r, &env.netns))
-            .collect();
-        let written = status_annotations(&statuses)
-            .map_err(|e| CniError::io(format!("network-status cannot be encoded: {e}")))
-            .and_then(|changes| {
-                timed("api", || {
-                    c.set_pod_annotations(&p.namespace, &p.name, &changes)
-                })
-                .map_err(|e| {
-                    CniError::try_again_later(format!("writing the network-status of pod {p}: {e}"))
-                })
-            });
-        if let Err(e) = written {
-            return Err(undo(env, cache, &key, &record, e));
-        }
-    }
+    written?;
     let merged = CniResult::merge(version, &results);
     info!(attachments = planned.len(), "pod attached");
     Ok(merged.to_version(version).to_json())
+}
+
+/// After every delegate succeeded: one default route per family, then the pod's network-status.
+fn settle_and_report(
+    env: &CniEnv,
+    pod: &Option<PodRef>,
+    client: &Option<Client>,
+    pod_whole: Option<Value>,
+    planned: &[Planned],
+    results: &mut [CniResult],
+) -> Result<(), CniError> {
+    timed("routes", || routes::settle(&env.netns, planned, results))?;
+    let (Some(p), Some(c)) = (pod, client) else {
+        return Ok(());
+    };
+    let statuses: Vec<AttachmentStatus> = planned
+        .iter()
+        .zip(results.iter())
+        .map(|(p, r)| status_of(p, r, &env.netns))
+        .collect();
+    let changes = status_annotations(&statuses)
+        .map_err(|e| CniError::io(format!("network-status cannot be encoded: {e}")))?;
+    timed("api", || {
+        c.set_pod_annotations_from(&p.namespace, &p.name, pod_whole, &changes)
+    })
+    .map_err(|e| {
+        CniError::try_again_later(format!("writing the network-status of pod {p}: {e}"))
+    })?;
+    Ok(())
 }
 
 /// Copies the device plugin's device-info file of the attachment's device to the attachment's own

@@ -190,6 +190,26 @@ impl AsyncClient {
         self.get(ObjectRef::new(Kind::Pod, namespace, name)).await
     }
 
+    /// The pod, and the whole object as the API server sent it (to hand to
+    /// [`Self::set_pod_annotations_from`] later).
+    pub async fn get_pod_object(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Pod, serde_json::Value), Error> {
+        let object = ObjectRef::new(Kind::Pod, namespace, name);
+        check_names(&object)?;
+        let raw = self
+            .call(&object, Method::GET, &object.path(), None)
+            .await?;
+        let whole: serde_json::Value = decode(&object, &raw)?;
+        let pod = serde_json::from_value(whole.clone()).map_err(|e| Error::Decode {
+            object,
+            reason: e.to_string(),
+        })?;
+        Ok((pod, whole))
+    }
+
     pub async fn get_network_attachment_definition(
         &self,
         namespace: &str,
@@ -222,15 +242,35 @@ impl AsyncClient {
         name: &str,
         changes: &BTreeMap<String, Option<String>>,
     ) -> Result<Pod, Error> {
+        self.set_pod_annotations_from(namespace, name, None, changes)
+            .await
+    }
+
+    /// [`Self::set_pod_annotations`], with the first round starting from `current`, a pod object
+    /// read earlier (from [`Self::get_pod_object`]) instead of reading it again. Its
+    /// resourceVersion still guards the write: if the pod changed since, the answer is 409 Conflict
+    /// and the next round reads it afresh.
+    pub async fn set_pod_annotations_from(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut current: Option<serde_json::Value>,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<Pod, Error> {
         let object = ObjectRef::new(Kind::Pod, namespace, name);
         check_names(&object)?;
         let status_path = format!("{}/status", object.path());
         let rounds = self.options.conflict_retries + 1;
         for _ in 0..rounds {
-            let raw = self
-                .call(&object, Method::GET, &object.path(), None)
-                .await?;
-            let mut pod: serde_json::Value = decode(&object, &raw)?;
+            let mut pod = match current.take() {
+                Some(pod) => pod,
+                None => {
+                    let raw = self
+                        .call(&object, Method::GET, &object.path(), None)
+                        .await?;
+                    decode(&object, &raw)?
+                }
+            };
             apply_annotations(&object, &mut pod, changes)?;
             let body = serde_json::to_vec(&pod).map_err(|e| Error::Decode {
                 object: object.clone(),
@@ -554,6 +594,14 @@ impl Client {
         self.block_on(self.inner.get_pod(namespace, name))
     }
 
+    pub fn get_pod_object(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Pod, serde_json::Value), Error> {
+        self.block_on(self.inner.get_pod_object(namespace, name))
+    }
+
     pub fn get_network_attachment_definition(
         &self,
         namespace: &str,
@@ -580,6 +628,19 @@ impl Client {
         changes: &BTreeMap<String, Option<String>>,
     ) -> Result<Pod, Error> {
         self.block_on(self.inner.set_pod_annotations(namespace, name, changes))
+    }
+
+    pub fn set_pod_annotations_from(
+        &self,
+        namespace: &str,
+        name: &str,
+        current: Option<serde_json::Value>,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<Pod, Error> {
+        self.block_on(
+            self.inner
+                .set_pod_annotations_from(namespace, name, current, changes),
+        )
     }
 }
 
