@@ -200,6 +200,11 @@ impl SysRoot {
         self.join("proc").join(pid.to_string()).join("ns/net")
     }
 
+    /// `/proc/<pid>/status` (memory figures such as `VmRSS`)
+    pub fn proc_status(&self, pid: u32) -> PathBuf {
+        self.join("proc").join(pid.to_string()).join("status")
+    }
+
     /// `/proc/self/ns/net`
     pub fn proc_self_netns(&self) -> PathBuf {
         self.join("proc/self/ns/net")

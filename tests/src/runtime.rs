@@ -28,13 +28,18 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The `genie` binary of this build (target/<profile>/genie, beside the test executables' dir).
+/// The `genie` binary of this build (target/<profile>/genie: beside the running executable, or
+/// beside its directory for test executables in target/<profile>/deps).
 pub fn genie_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
+    let exe_dir = exe.parent().context("the executable has no directory")?;
+    let profile_dir = if exe_dir.file_name().is_some_and(|n| n == "deps") {
+        exe_dir
+            .parent()
+            .context("test executable has no target dir")?
+    } else {
+        exe_dir
+    };
     let bin = profile_dir.join("genie");
     if !bin.is_file() {
         bail!(
@@ -317,6 +322,33 @@ impl Node {
         extra: &str,
         conf: &Value,
     ) -> anyhow::Result<CniOutput> {
+        let genie = self.bin_dir.join("genie");
+        self.exec_plugin(
+            &genie,
+            command,
+            container_id,
+            netns,
+            ifname,
+            pod,
+            extra,
+            conf,
+        )
+    }
+
+    /// Execs any CNI plugin `binary` as a runtime does (the same environment genie gets; benchmarks
+    /// call Debian's plugins directly with it to compare), `extra` appended to CNI_ARGS.
+    #[allow(clippy::too_many_arguments)]
+    pub fn exec_plugin(
+        &self,
+        binary: &Path,
+        command: &str,
+        container_id: &str,
+        netns: &Path,
+        ifname: &str,
+        pod: Option<(&str, &str)>,
+        extra: &str,
+        conf: &Value,
+    ) -> anyhow::Result<CniOutput> {
         use std::io::Write;
         let mut args = String::from("IgnoreUnknown=true");
         if let Some((ns, name)) = pod {
@@ -329,7 +361,7 @@ impl Node {
             args.push_str(extra);
         }
         let path = format!("{}:{}", self.bin_dir.display(), self.plugin_dir.display());
-        let mut child = Command::new(self.bin_dir.join("genie"))
+        let mut child = Command::new(binary)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
