@@ -45,7 +45,7 @@ pub fn fault(
             return Some(format!("{} is missing", normal.display()));
         }
     } else if dev.netdev.is_some() && !held.contains(&dev.address) {
-        let visible = sysfs::netdevs_of(root, &dev.address).is_ok_and(|n| !n.is_empty());
+        let visible = sysfs::has_netdev(root, &dev.address).unwrap_or(false);
         if !visible {
             return Some(format!(
                 "netdev {} is gone",

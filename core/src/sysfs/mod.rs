@@ -61,6 +61,12 @@ pub fn netdevs_of(root: &crate::SysRoot, addr: &PciAddress) -> Result<Vec<Netdev
     netdev::read_netdevs(&root.pci_device(addr))
 }
 
+/// True when the PCI function has at least one netdev in view; cheaper than [`netdevs_of`] when
+/// only presence matters (health checks).
+pub fn has_netdev(root: &crate::SysRoot, addr: &PciAddress) -> Result<bool, Error> {
+    netdev::has_netdev(&root.pci_device(addr))
+}
+
 /// An optional decimal attribute (`sriov_numvfs`, `sriov_totalvfs`).
 pub(crate) fn attr_u32(path: &std::path::Path) -> Result<Option<u32>, Error> {
     attr::optional(path, attr::parse_u32)

@@ -78,6 +78,14 @@ pub(crate) fn read_netdevs(dev_dir: &Path) -> Result<Vec<Netdev>, Error> {
     Ok(out)
 }
 
+/// True when the PCI function whose directory is `dev_dir` has a netdev in view (without reading
+/// the netdevs' attributes).
+pub(crate) fn has_netdev(dev_dir: &Path) -> Result<bool, Error> {
+    Ok(netdev_dirs(dev_dir)?.iter().any(|c| {
+        c.dir.file_name().and_then(|n| n.to_str()).is_some() && (c.known_dir || c.dir.is_dir())
+    }))
+}
+
 /// `known_dir`: the listing said it is a directory (else, a link say, it is checked here).
 fn read_netdev(dir: &Path, known_dir: bool) -> Result<Option<Netdev>, Error> {
     let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
@@ -110,4 +118,22 @@ fn read_netdev(dir: &Path, known_dir: bool) -> Result<Option<Netdev>, Error> {
         speed_mbps,
         mtu,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_netdev_is_in_view_only_when_its_directory_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("0000:01:10.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        assert!(!has_netdev(&dev).unwrap());
+        std::fs::create_dir_all(dev.join("net")).unwrap();
+        assert!(!has_netdev(&dev).unwrap());
+        std::fs::create_dir_all(dev.join("virtio3/net/eth0")).unwrap();
+        assert!(has_netdev(&dev).unwrap());
+        assert_eq!(read_netdevs(&dev).unwrap()[0].name, "eth0");
+    }
 }
