@@ -6,6 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -146,17 +147,19 @@ pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
         return Ok(());
     }
     fs::create_dir_all(dir).map_err(err)?;
+    // One temporary name per write: two writers of the same file (two Allocates of one device
+    // in the agent, two processes) never share a temporary file.
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         path.file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        std::process::id()
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o444)
             .open(&tmp)?;
         f.write_all(body)?;
@@ -171,6 +174,8 @@ pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
     }
     result.map_err(err)
 }
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// True when `path` is a regular file of mode 0444 whose content is `body`.
 fn holds(path: &Path, body: &[u8]) -> bool {
@@ -262,5 +267,30 @@ mod tests {
         remove(&p).unwrap();
         remove(&p).unwrap();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_each_leave_a_whole_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dp_file(dir.path(), "example.com/vf", "0000:02:10.0").unwrap();
+        let infos: Vec<DeviceInfo> = (0..8)
+            .map(|i| DeviceInfo::pci("0000:02:10.0", &format!("0000:02:00.{i}")))
+            .collect();
+        std::thread::scope(|s| {
+            for info in &infos {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write(p, info).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(infos.contains(&read(&p).unwrap()));
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "temporary files left: {names:?}");
     }
 }
