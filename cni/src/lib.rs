@@ -6,6 +6,7 @@
 //! - [`cache`]: crash-safe per-attachment and per-pod records for DEL and GC.
 //! - [`devices`]: the pod's device-plugin devices (kubelet PodResources or checkpoint) and NPWG
 //!   device-info files.
+//! - [`invocation`]: one run of either plugin: the reply or the error JSON, and its timing.
 //! - [`install`]: `genie install`, the atomic copy of the binary into a CNI bin dir.
 //! - [`k8s`], [`annotations`], [`genieconf`], [`netstatus`]: the Kubernetes side: the API client,
 //!   the pod's network annotations, the node's genie conf, and what is written back on the pod.
@@ -18,6 +19,7 @@ pub mod exec;
 pub mod genie;
 pub mod genieconf;
 pub mod install;
+pub mod invocation;
 pub mod k8s;
 pub mod netstatus;
 pub mod spec;

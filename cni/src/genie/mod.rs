@@ -31,12 +31,7 @@ use crate::spec::result::CniResult;
 use crate::spec::version::{CniVersion, VersionInfo};
 use crate::timing::timed;
 
-/// What the binary prints and how it exits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub stdout: String,
-    pub success: bool,
-}
+pub use crate::invocation::Outcome;
 
 const EXTRA_RUNTIME_CONFIG: &str = "runtimeConfig";
 const EXTRA_CNI_ARGS: &str = "cniArgs";
@@ -47,32 +42,7 @@ const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
 
 /// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
 pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
-    let started = std::time::Instant::now();
-    let version = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .and_then(|s| CniVersion::parse(&s).ok())
-        .unwrap_or(CniVersion::LATEST);
-    let outcome = dispatch(env, stdin);
-    let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
-    crate::timing::report("genie", command, started);
-    match outcome {
-        Ok(out) => Outcome {
-            stdout: out,
-            success: true,
-        },
-        Err(e) => {
-            warn!(code = e.code, error = %e.msg, "failed");
-            Outcome {
-                stdout: e.to_json(version),
-                success: false,
-            }
-        }
-    }
+    crate::invocation::invoke("genie", env, stdin, || dispatch(env, stdin))
 }
 
 fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {

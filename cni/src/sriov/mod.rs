@@ -32,7 +32,7 @@ use self::device::kernel;
 use self::netconf::SriovConf;
 use self::restore::{restore, RestoreCtx};
 use self::state::{Mode, Stage, StateDir};
-use crate::genie::Outcome;
+use crate::invocation::Outcome;
 use crate::spec::conf::NetConf;
 use crate::spec::env::{CniCommand, CniEnv};
 use crate::spec::error::CniError;
@@ -77,32 +77,9 @@ pub fn is_sriov_conf(stdin: &[u8]) -> bool {
 
 /// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
 pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outcome {
-    let started = std::time::Instant::now();
-    let version = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .and_then(|s| CniVersion::parse(&s).ok())
-        .unwrap_or(CniVersion::LATEST);
-    let outcome = dispatch(&SysRoot::host(), env, stdin, crash);
-    let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
-    crate::timing::report("sriov", command, started);
-    match outcome {
-        Ok(out) => Outcome {
-            stdout: out,
-            success: true,
-        },
-        Err(e) => {
-            tracing::warn!(code = e.code, error = %e, "failed");
-            Outcome {
-                stdout: e.to_json(version),
-                success: false,
-            }
-        }
-    }
+    crate::invocation::invoke("sriov", env, stdin, || {
+        dispatch(&SysRoot::host(), env, stdin, crash)
+    })
 }
 
 fn dispatch(
