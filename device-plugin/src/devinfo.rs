@@ -274,7 +274,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dp_file(dir.path(), "example.com/vf", "0000:02:10.0").unwrap();
         let infos: Vec<DeviceInfo> = (0..8)
-            .map(|i| DeviceInfo::pci("0000:02:10.0", &format!("0000:02:00.{i}")))
+            .map(|i| DeviceInfo::pci("0000:02:10.0", format!("0000:02:00.{i}")))
             .collect();
         std::thread::scope(|s| {
             for info in &infos {
