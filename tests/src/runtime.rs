@@ -187,6 +187,26 @@ pub fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Execs a CNI plugin `binary` as a runtime does: only `env` in its environment, `stdin` as its
+/// config, stdout and stderr collected.
+pub fn exec_cni(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) -> anyhow::Result<CniOutput> {
+    use std::io::Write;
+    let mut child = Command::new(binary)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("no stdin")?.write_all(stdin)?;
+    let out = child.wait_with_output()?;
+    Ok(CniOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// What one CNI call returned.
 #[derive(Debug)]
 pub struct CniOutput {
@@ -349,7 +369,6 @@ impl Node {
         extra: &str,
         conf: &Value,
     ) -> anyhow::Result<CniOutput> {
-        use std::io::Write;
         let mut args = String::from("IgnoreUnknown=true");
         if let Some((ns, name)) = pod {
             args.push_str(&format!(
@@ -361,30 +380,20 @@ impl Node {
             args.push_str(extra);
         }
         let path = format!("{}:{}", self.bin_dir.display(), self.plugin_dir.display());
-        let mut child = Command::new(binary)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container_id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_ARGS", args)
-            .env("CNI_PATH", path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("no stdin")?
-            .write_all(&serde_json::to_vec(conf)?)?;
-        let out = child.wait_with_output()?;
-        Ok(CniOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        let netns = netns.to_string_lossy();
+        exec_cni(
+            binary,
+            &[
+                ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", container_id),
+                ("CNI_NETNS", &netns),
+                ("CNI_IFNAME", ifname),
+                ("CNI_ARGS", &args),
+                ("CNI_PATH", &path),
+            ],
+            &serde_json::to_vec(conf)?,
+        )
     }
 
     /// host-local leases currently held under this node (files named after an IP).

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use vfgenie_tests::runtime::genie_binary;
+use vfgenie_tests::runtime::{exec_cni, genie_binary};
 
 fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -29,28 +29,14 @@ fn genie(bin: &Path, args: &[&str]) -> Output {
 
 /// A CNI VERSION call as a runtime makes it: no arguments, the config on stdin.
 fn cni_version(bin: &Path) -> serde_json::Value {
-    use std::io::Write;
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("CNI_COMMAND", "VERSION")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"cniVersion":"1.0.0"}"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "VERSION failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = exec_cni(
+        bin,
+        &[("CNI_COMMAND", "VERSION")],
+        br#"{"cniVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    assert!(out.success, "VERSION failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
 }
 
 #[test]

@@ -4,12 +4,11 @@
 //! errors with the right codes. Moving real VFs is proven in the lab (`hack/vmlab pods`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
-use vfgenie_tests::runtime::genie_binary;
+use vfgenie_tests::runtime::{exec_cni, genie_binary};
 
 struct Out {
     ok: bool,
@@ -23,32 +22,25 @@ impl Out {
 }
 
 fn call(bin: &Path, command: &str, conf: &Value) -> Out {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", "ctr1")
-        .env("CNI_NETNS", "/proc/self/ns/net")
-        .env("CNI_IFNAME", "net1")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .env(
-            "CNI_ARGS",
-            "IgnoreUnknown=1;K8S_POD_NAME=p;K8S_POD_NAMESPACE=default",
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = exec_cni(
+        bin,
+        &[
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "ctr1"),
+            ("CNI_NETNS", "/proc/self/ns/net"),
+            ("CNI_IFNAME", "net1"),
+            ("CNI_PATH", "/usr/lib/cni"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAME=p;K8S_POD_NAMESPACE=default",
+            ),
+        ],
+        conf.to_string().as_bytes(),
+    )
+    .unwrap();
     Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ok: out.success,
+        stdout: out.stdout,
     }
 }
 
