@@ -187,6 +187,16 @@ pub fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A link in the host namespace, deleted (with its veth peer) when dropped; one already gone
+/// (moved away, deleted with its peer) is fine.
+pub struct HostLink(pub String);
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
 /// Execs a CNI plugin `binary` as a runtime does: only `env` in its environment, `stdin` as its
 /// config, stdout and stderr collected.
 pub fn exec_cni(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) -> anyhow::Result<CniOutput> {

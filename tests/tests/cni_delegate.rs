@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Map};
 use vfcni::exec::{self, ExecError, Invocation};
 use vfcni::spec::{CniCommand, CniResult, CniVersion, DelegateContext, NetConfList};
+use vfgenie_tests::runtime::{run, HostLink};
 
 const PLUGIN_DIR: &str = "/usr/lib/cni";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -49,7 +50,7 @@ struct TestNs {
 impl TestNs {
     fn new(token: &str) -> Self {
         let name = format!("vfgcni-{token}");
-        run_ok("ip", &["netns", "add", &name]);
+        run("ip", &["netns", "add", &name]).unwrap();
         Self { name }
     }
 
@@ -77,24 +78,6 @@ impl Drop for TestNs {
             .args(["netns", "del", &self.name])
             .output();
     }
-}
-
-/// A host link (the bridge the plugin creates) deleted when dropped.
-struct HostLink(String);
-
-impl Drop for HostLink {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
-
-fn run_ok(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn invocation(ns: &TestNs, container_id: &str, ifname: &str, command: CniCommand) -> Invocation {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use vfcore::netlink::{LinkOps, Netlink, NetlinkError, RouteSpec, VfSettings};
 use vfcore::netns::{NetNs, NetNsError};
 use vfcore::{IfIndex, MacAddr, SysRoot, VfIndex};
+use vfgenie_tests::runtime::{run, HostLink};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -90,25 +91,6 @@ impl Drop for TestNs {
     }
 }
 
-/// A link in the host namespace deleted (with its veth peer) when dropped.
-struct HostLink(String);
-
-impl Drop for HostLink {
-    fn drop(&mut self) {
-        // Already gone (moved away, deleted with its peer) is fine.
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
-
-fn run_ok(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn index_of(nl: &mut Netlink, name: &str) -> IfIndex {
     nl.link_by_name(name)
         .unwrap()
@@ -124,10 +106,11 @@ fn veth_end_moved_renamed_configured_pings_its_peer_and_comes_back() {
     let token = unique();
     let (a, b) = (format!("va{token}"), format!("vb{token}"));
     let _guard = HostLink(a.clone());
-    run_ok(
+    run(
         "ip",
         &["link", "add", &a, "type", "veth", "peer", "name", &b],
-    );
+    )
+    .unwrap();
 
     let mut host = Netlink::open().unwrap();
     let a_idx = index_of(&mut host, &a);
@@ -366,10 +349,11 @@ fn named_namespaces_are_visible_to_ip_netns() {
             .any(|l| l.split_whitespace().next() == Some(name.as_str())),
         "{list}"
     );
-    run_ok(
+    run(
         "ip",
         &["netns", "exec", &name, "ip", "link", "set", "lo", "up"],
-    );
+    )
+    .unwrap();
     let by_name = NetNs::named(&root, &name).unwrap();
     assert!(by_name.same_as(&guard.ns).unwrap());
     assert!(by_name
