@@ -205,11 +205,6 @@ impl SysRoot {
         self.join("proc").join(pid.to_string()).join("status")
     }
 
-    /// `/proc/thread-self/schedstat` (the calling thread's time on a CPU, in ns, comes first)
-    pub fn proc_thread_self_schedstat(&self) -> PathBuf {
-        self.join("proc/thread-self/schedstat")
-    }
-
     /// `/proc/self/ns/net`
     pub fn proc_self_netns(&self) -> PathBuf {
         self.join("proc/self/ns/net")

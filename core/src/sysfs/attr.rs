@@ -1,7 +1,11 @@
 //! Reading single sysfs attributes and links.
 
 use std::io::{ErrorKind, Read};
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use super::Error;
 use crate::types::PciAddress;
@@ -17,37 +21,46 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
 /// does not stat the file first (sysfs reports a size of 4096 for every attribute anyway), which
 /// matters when discovery reads thousands of attributes.
 fn read_text(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    read_open(std::fs::File::open(path)?)
+}
+
+/// Reads an open attribute to its end.
+fn read_open(mut f: std::fs::File) -> std::io::Result<String> {
     let mut buf = [0u8; 512];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            // Longer than any attribute we read: finish the general way.
-            let mut all = buf.to_vec();
-            f.read_to_end(&mut all)?;
-            return String::from_utf8(all)
-                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
-        }
-        match f.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+    let len = read_short(&mut f, &mut buf)?;
+    if len == buf.len() {
+        // Longer than any attribute we read: finish the general way.
+        let mut all = buf.to_vec();
+        f.read_to_end(&mut all)?;
+        return String::from_utf8(all).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
     }
     std::str::from_utf8(&buf[..len])
         .map(str::to_string)
         .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
 
-/// The attribute's text without surrounding whitespace.
-pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    read_text(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| read_error(path, e))
+/// Fills `buf` from `f` until the end or until `buf` is full, and says how much it read. A read
+/// that returns less than it was offered is the end: sysfs answers an attribute in one read, and
+/// a regular file reads short only at its end. So only a full buffer costs a second read.
+fn read_short(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
 }
 
-/// Like [`read`], with a missing attribute as `None`.
+/// The attribute's text without surrounding whitespace; a missing attribute is `None`.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, Error> {
     match read_text(path) {
         Ok(s) => Ok(Some(s.trim().to_string())),
@@ -82,15 +95,216 @@ pub(crate) fn link_name(path: &Path) -> Result<Option<String>, Error> {
     }
 }
 
-/// A link whose target is a PCI device directory (`physfn`, `virtfnN`).
-pub(crate) fn link_pci(path: &Path) -> Result<Option<PciAddress>, Error> {
-    match link_name(path)? {
-        Some(name) => name.parse().map(Some).map_err(|_| Error::BadLink {
+/// A directory held open (`O_PATH`) so that the attributes in it are opened relative to it: one
+/// lookup of the long `bus/pci/devices/<addr>` path (through its symlink) per device instead of one
+/// per attribute. Errors still name the full path of the attribute.
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    pub(crate) fn open(path: &Path) -> Result<Dir, Error> {
+        let fd = nix::fcntl::open(path, DIR_FLAGS, Mode::empty())
+            .map_err(|e| read_error(path, e.into()))?;
+        Ok(Dir {
+            fd,
             path: path.to_path_buf(),
-        }),
-        None => Ok(None),
+        })
+    }
+
+    /// The directory `name` inside this one.
+    pub(crate) fn sub(&self, name: &str) -> Result<Dir, Error> {
+        let fd = nix::fcntl::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
+            .map_err(|e| read_error(&self.path.join(name), e.into()))?;
+        Ok(Dir {
+            fd,
+            path: self.path.join(name),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The full path of `name` in this directory, for messages.
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Opens `name` and hands its trimmed text to `f`. Attributes are read into a buffer on the
+    /// stack; only one longer than that is read into a `String`.
+    fn with_text<T>(&self, name: &str, f: impl FnOnce(&str) -> T) -> std::io::Result<T> {
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        let mut buf = [0u8; 256];
+        let len = read_short(&mut file, &mut buf)?;
+        if len < buf.len() {
+            let text = std::str::from_utf8(&buf[..len])
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+            return Ok(f(text.trim()));
+        }
+        let mut all = buf.to_vec();
+        file.read_to_end(&mut all)?;
+        let text =
+            String::from_utf8(all).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+        Ok(f(text.trim()))
+    }
+
+    /// `f` applied to the attribute's text; `None` when it is missing or, with `lenient`, when
+    /// the kernel refuses to answer it (`EINVAL`).
+    fn apply<T>(
+        &self,
+        name: &str,
+        lenient: bool,
+        f: impl FnOnce(&str) -> T,
+    ) -> Result<Option<T>, Error> {
+        match self.with_text(name, f) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) if lenient && e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(None),
+            Err(e) => Err(read_error(&self.join(name), e)),
+        }
+    }
+
+    /// Runs `parse` on `value` of attribute `name`; an error names the attribute's full path
+    /// (built only then).
+    fn parse_in<T>(
+        &self,
+        name: &str,
+        value: &str,
+        parse: impl FnOnce(&Path, &str) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        parse(Path::new(name), value).map_err(|e| match e {
+            Error::Parse {
+                value, expected, ..
+            } => Error::Parse {
+                path: self.join(name),
+                value,
+                expected,
+            },
+            other => other,
+        })
+    }
+
+    /// `f` applied to the attribute's text, `None` as [`read_lenient`] has it.
+    pub(crate) fn apply_lenient<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&str) -> T,
+    ) -> Result<Option<T>, Error> {
+        self.apply(name, true, f)
+    }
+
+    /// Like [`read_lenient`], relative to this directory.
+    pub(crate) fn read_lenient(&self, name: &str) -> Result<Option<String>, Error> {
+        self.apply(name, true, str::to_string)
+    }
+
+    /// Like [`optional`], relative to this directory.
+    pub(crate) fn optional<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&Path, &str) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        self.apply(name, false, |v| self.parse_in(name, v, parse))?
+            .transpose()
+    }
+
+    /// Like [`optional`] with [`read_lenient`]'s notion of missing.
+    pub(crate) fn lenient<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&Path, &str) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        self.apply(name, true, |v| self.parse_in(name, v, parse))?
+            .transpose()
+    }
+
+    /// A required attribute, parsed.
+    pub(crate) fn parsed<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&Path, &str) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.optional(name, parse)?
+            .ok_or_else(|| read_error(&self.join(name), ErrorKind::NotFound.into()))
+    }
+
+    /// Like [`link_name`], relative to this directory.
+    pub(crate) fn link_name(&self, name: &str) -> Result<Option<String>, Error> {
+        match nix::fcntl::readlinkat(&self.fd, name) {
+            Ok(target) => match Path::new(&target).file_name().and_then(|n| n.to_str()) {
+                Some(last) => Ok(Some(last.to_string())),
+                None => Err(Error::BadLink {
+                    path: self.join(name),
+                }),
+            },
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(read_error(&self.join(name), e.into())),
+        }
+    }
+
+    /// A link whose target is a PCI device directory (`physfn`, `virtfnN`).
+    pub(crate) fn link_pci(&self, name: &str) -> Result<Option<PciAddress>, Error> {
+        match self.link_name(name)? {
+            Some(target) => target.parse().map(Some).map_err(|_| Error::BadLink {
+                path: self.join(name),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// The names in this directory with whether each is a directory (`None`: the listing did not
+    /// say), without `.` and `..`; empty when the directory does not exist.
+    pub(crate) fn list_sub(&self, name: &str) -> Result<Vec<(String, Option<bool>)>, Error> {
+        let fd = match nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(read_error(&self.join(name), e.into())),
+        };
+        list_open(&fd).map_err(|e| read_error(&self.join(name), e))
     }
 }
+
+/// The entries of an open directory, read with getdents64 directly: `opendir` on an fd would
+/// add an fstat and an fcntl to every listing, and discovery lists a directory per function.
+fn list_open(fd: &OwnedFd) -> std::io::Result<Vec<(String, Option<bool>)>> {
+    use rustix::fs::{FileType, RawDir};
+    let mut buf = Vec::with_capacity(8192);
+    let mut entries = RawDir::new(fd, buf.spare_capacity_mut());
+    let mut out = Vec::new();
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let is_dir = match entry.file_type() {
+            FileType::Unknown => None,
+            t => Some(t == FileType::Directory),
+        };
+        out.push((name.to_string(), is_dir));
+    }
+    Ok(out)
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_PATH
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_CLOEXEC);
 
 fn parse_error(path: &Path, value: &str, expected: &'static str) -> Error {
     Error::Parse {
@@ -178,6 +392,30 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_in_a_held_directory_names_the_full_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("0000:01:00.0");
+        std::fs::create_dir_all(dev.join("net/eth0")).unwrap();
+        std::fs::write(dev.join("sriov_numvfs"), "four\n").unwrap();
+        std::fs::write(dev.join("net/eth0/mtu"), "1500\n").unwrap();
+        let held = Dir::open(&dev).unwrap();
+        let err = held.parsed("sriov_numvfs", parse_u32).unwrap_err();
+        let want = format!(
+            "{} holds \"four\", which is not a non-negative decimal number",
+            dev.join("sriov_numvfs").display()
+        );
+        assert_eq!(err.to_string(), want);
+        assert_eq!(held.optional("sriov_totalvfs", parse_u32).unwrap(), None);
+        assert!(held.parsed("sriov_totalvfs", parse_u32).is_err());
+        let net = held.sub("net/eth0").unwrap();
+        assert_eq!(net.lenient("mtu", parse_u32).unwrap(), Some(1500));
+        assert_eq!(net.lenient("speed", parse_u32).unwrap(), None);
+        let listed = held.list_sub("net").unwrap();
+        assert_eq!(listed, vec![("eth0".to_string(), Some(true))]);
+        assert!(held.list_sub("absent").unwrap().is_empty());
+    }
+
+    #[test]
     fn missing_and_refused_attributes_are_none() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_optional(&dir.path().join("nope")).unwrap(), None);
@@ -195,10 +433,21 @@ mod tests {
             let p = dir.path().join(format!("a{len}"));
             let text = "x".repeat(len);
             std::fs::write(&p, format!(" {text}\n")).unwrap();
-            assert_eq!(read(&p).unwrap(), text, "length {len}");
+            assert_eq!(read_optional(&p).unwrap().unwrap(), text, "length {len}");
+            let held = Dir::open(dir.path()).unwrap();
+            let read = held.parsed(&format!("a{len}"), |_, v| Ok(v.to_string()));
+            assert_eq!(read.unwrap(), text, "length {len}");
         }
         let bad = dir.path().join("bad");
         std::fs::write(&bad, [0xff, 0xfe]).unwrap();
-        assert!(read(&bad).is_err());
+        assert!(read_optional(&bad).is_err());
+        let err = Dir::open(dir.path())
+            .unwrap()
+            .parsed("bad", |_, v| Ok(v.to_string()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&bad.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -1,41 +1,52 @@
 //! Reading PCI functions: discovery, one device, a PF's VFs.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use pci_ids::FromId;
 
 use super::attr;
 use super::model::{PciNetDevice, SriovPf, VfLink, VfOf};
-use super::netdev::read_netdevs;
+use super::netdev::read_netdevs_in;
 use super::{Error, PCI_CLASS_NETWORK};
 use crate::paths::{attr as a, params, SysRoot};
 use crate::types::{PciAddress, VfIndex};
 
-/// What one read already learnt, kept for the rest of it: each PF's `virtfnN` links (listed once,
-/// not once for the PF and again for every one of its VFs) and the names of each vendor and device
-/// ID pair.
+/// The PCI vendor ID of virtio functions, whose netdevs hang off a `virtioN` child device.
+const VIRTIO_VENDOR: u16 = 0x1af4;
+
+/// A vendor's and a device's name from the PCI ID database.
+type Names = (Option<String>, Option<String>);
+
+/// What one read already learnt, kept for the rest of it and shared by its threads: each PF's
+/// `virtfnN` links (listed once, not once for the PF and again for every one of its VFs) and the
+/// names of each vendor and device ID pair.
 #[derive(Default)]
 struct Seen {
-    vfs: HashMap<PciAddress, Vec<VfLink>>,
-    names: HashMap<(u16, u16), (Option<String>, Option<String>)>,
+    vfs: Mutex<HashMap<PciAddress, Arc<[VfLink]>>>,
+    names: Mutex<HashMap<(u16, u16), Names>>,
 }
 
 impl Seen {
     /// The VFs of `pf` as listed the first time this read asked. Within one discovery a PF and its
-    /// VFs thus agree on one listing even while `sriov_numvfs` changes underneath.
-    fn vfs_of(&mut self, root: &SysRoot, pf: &PciAddress) -> Result<&[VfLink], Error> {
-        let vfs = match self.vfs.entry(*pf) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(vfs_of(root, pf)?),
-        };
-        Ok(vfs)
+    /// VFs thus agree on one listing even while `sriov_numvfs` changes underneath. The lock is held
+    /// while the listing is read, so two threads never list one PF twice.
+    fn vfs_of(&self, root: &SysRoot, pf: &PciAddress) -> Result<Arc<[VfLink]>, Error> {
+        let mut vfs = self.vfs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(listed) = vfs.get(pf) {
+            return Ok(listed.clone());
+        }
+        let listed: Arc<[VfLink]> = vfs_of(root, pf)?.into();
+        vfs.insert(*pf, listed.clone());
+        Ok(listed)
     }
 
     /// Vendor and device names from the PCI ID database.
-    fn names(&mut self, vendor_id: u16, device_id: u16) -> (Option<String>, Option<String>) {
+    fn names(&self, vendor_id: u16, device_id: u16) -> Names {
         self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .entry((vendor_id, device_id))
             .or_insert_with(|| {
                 let vendor = pci_ids::Vendor::from_id(vendor_id).map(|v| v.name().to_string());
@@ -47,43 +58,89 @@ impl Seen {
     }
 }
 
+/// Functions per discovery thread at least: below that a thread costs more than it saves.
+const FUNCTIONS_PER_THREAD: usize = 128;
+/// Discovery threads at most (sysfs lookups scale with CPUs, not without end).
+const MAX_THREADS: usize = 8;
+
 /// Every network-class PCI function (class `0x02xxxx`), PFs and VFs alike, sorted by address.
 ///
 /// Devices that vanish while they are being read (VFs removed by a concurrent `sriov_numvfs`
-/// write) are skipped; any other read error fails the scan.
+/// write) are skipped; any other read error fails the scan. A node with many functions is read
+/// by several threads, one slice of the addresses each.
 pub fn discover(root: &SysRoot) -> Result<Vec<PciNetDevice>, Error> {
-    let mut seen = Seen::default();
-    let dir = root.pci_devices();
-    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Read {
-        path: dir.clone(),
-        source,
-    })?;
+    let devices = attr::Dir::open(&root.pci_devices())?;
+    let mut addrs = Vec::new();
+    for (name, _) in devices.list_sub(".")? {
+        match name.parse::<PciAddress>() {
+            Ok(addr) => addrs.push(addr),
+            Err(_) => tracing::debug!(entry = %name, "skipping a non-PCI-address entry"),
+        }
+    }
+    addrs.sort();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (addrs.len() / FUNCTIONS_PER_THREAD).clamp(1, cpus.min(MAX_THREADS));
+    discover_in_threads(root, &devices, &addrs, threads)
+}
+
+/// The network functions among `addrs` (sorted), read by `threads` threads, one contiguous slice
+/// of the addresses each.
+fn discover_in_threads(
+    root: &SysRoot,
+    devices: &attr::Dir,
+    addrs: &[PciAddress],
+    threads: usize,
+) -> Result<Vec<PciNetDevice>, Error> {
+    let seen = Seen::default();
+    if threads <= 1 {
+        return discover_among(root, devices, addrs, &seen);
+    }
+    let slice = addrs.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<PciNetDevice>, Error>> = std::thread::scope(|scope| {
+        let running: Vec<_> = addrs
+            .chunks(slice)
+            .map(|part| scope.spawn(|| discover_among(root, devices, part, &seen)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(addrs.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// The network functions among `addrs` (sorted), in their order.
+fn discover_among(
+    root: &SysRoot,
+    devices: &attr::Dir,
+    addrs: &[PciAddress],
+    seen: &Seen,
+) -> Result<Vec<PciNetDevice>, Error> {
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        let Some(addr) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<PciAddress>().ok())
-        else {
-            tracing::debug!(entry = ?entry.file_name(), "skipping a non-PCI-address entry");
-            continue;
+    for addr in addrs {
+        // Relative to the held `devices` directory: the path up to it is looked up only once.
+        let dev_dir = match devices.sub(&addr.to_string()) {
+            Ok(d) => d,
+            Err(e) if e.is_vanished() => continue,
+            Err(e) => return Err(e),
         };
-        let dev_dir = root.pci_device(&addr);
-        let class_path = dev_dir.join(a::CLASS);
-        let Some(class) = attr::optional(&class_path, |p, v| attr::parse_hex(p, v, 0xff_ffff))?
+        let Some(class) = dev_dir.optional(a::CLASS, |p, v| attr::parse_hex(p, v, 0xff_ffff))?
         else {
             continue;
         };
         if class >> 16 != PCI_CLASS_NETWORK {
             continue;
         }
-        match read_device_at(root, &addr, &dev_dir, Some(class), &mut seen) {
+        match read_device_at(root, addr, &dev_dir, Some(class), seen) {
             Ok(dev) => out.push(dev),
-            Err(e) if e.is_vanished() && !device_exists(root, &addr) => {
+            Err(e) if e.is_vanished() && !device_exists(root, addr) => {
                 tracing::debug!(pci = %addr, "device vanished during discovery");
             }
             // The kernel removes a VF's virtfn link before the VF itself: a VF its PF no longer
@@ -94,7 +151,6 @@ pub fn discover(root: &SysRoot) -> Result<Vec<PciNetDevice>, Error> {
             Err(e) => return Err(e),
         }
     }
-    out.sort_by_key(|d| d.address);
     Ok(out)
 }
 
@@ -104,47 +160,48 @@ fn device_exists(root: &SysRoot, addr: &PciAddress) -> bool {
 
 /// One PCI function's full record.
 pub fn read_device(root: &SysRoot, addr: &PciAddress) -> Result<PciNetDevice, Error> {
-    read_device_at(
-        root,
-        addr,
-        &root.pci_device(addr),
-        None,
-        &mut Seen::default(),
-    )
+    let dev_dir = match attr::Dir::open(&root.pci_device(addr)) {
+        Ok(d) => d,
+        Err(e) if e.is_vanished() => return Err(Error::NoDevice { pci: *addr }),
+        Err(e) => return Err(e),
+    };
+    read_device_at(root, addr, &dev_dir, None, &Seen::default())
 }
 
 /// The record of the device in `dev_dir`; `class` when the caller has just read it.
 fn read_device_at(
     root: &SysRoot,
     addr: &PciAddress,
-    dev_dir: &Path,
+    dev_dir: &attr::Dir,
     class: Option<u32>,
-    seen: &mut Seen,
+    seen: &Seen,
 ) -> Result<PciNetDevice, Error> {
-    let path = |name: &str| dev_dir.join(name);
     let class = match class {
         Some(class) => class,
-        None => {
-            if !dev_dir.exists() {
-                return Err(Error::NoDevice { pci: *addr });
-            }
-            let class_path = path(a::CLASS);
-            attr::parse_hex(&class_path, &attr::read(&class_path)?, 0xff_ffff)?
-        }
+        None => dev_dir.parsed(a::CLASS, |p, v| attr::parse_hex(p, v, 0xff_ffff))?,
     };
-    let vendor_path = path(a::VENDOR);
-    let vendor_id = attr::parse_hex16(&vendor_path, &attr::read(&vendor_path)?)?;
-    let device_path = path(a::DEVICE);
-    let device_id = attr::parse_hex16(&device_path, &attr::read(&device_path)?)?;
+    let vendor_id = dev_dir.parsed(a::VENDOR, attr::parse_hex16)?;
+    let device_id = dev_dir.parsed(a::DEVICE, attr::parse_hex16)?;
 
     let (vendor_name, device_name) = seen.names(vendor_id, device_id);
 
-    let driver = attr::link_name(&path(a::DRIVER))?;
-    let numa_node = attr::optional(&path(a::NUMA_NODE), attr::parse_u32_or_negative)?.flatten();
-    let iommu_group = iommu_group_at(&path(a::IOMMU_GROUP))?;
-    let netdevs = read_netdevs(dev_dir)?;
-    let sriov = read_sriov(root, addr, dev_dir, driver.as_deref(), seen)?;
+    let driver = dev_dir.link_name(a::DRIVER)?;
+    let numa_node = dev_dir
+        .optional(a::NUMA_NODE, attr::parse_u32_or_negative)?
+        .flatten();
+    let iommu_group = match dev_dir.link_name(a::IOMMU_GROUP)? {
+        Some(name) => Some(name.parse().map_err(|_| Error::BadLink {
+            path: dev_dir.join(a::IOMMU_GROUP),
+        })?),
+        None => None,
+    };
+    let netdevs = read_netdevs_in(dev_dir, vendor_id == VIRTIO_VENDOR)?;
     let physfn = read_physfn(root, addr, dev_dir, seen)?;
+    // A VF is never itself a PF: it has no `sriov_*` attributes to look for.
+    let sriov = match physfn {
+        Some(_) => None,
+        None => read_sriov(root, addr, dev_dir, driver.as_deref(), seen)?,
+    };
 
     Ok(PciNetDevice {
         address: *addr,
@@ -179,20 +236,18 @@ fn iommu_group_at(link: &Path) -> Result<Option<u32>, Error> {
 fn read_sriov(
     root: &SysRoot,
     addr: &PciAddress,
-    dev_dir: &Path,
+    dev_dir: &attr::Dir,
     driver: Option<&str>,
-    seen: &mut Seen,
+    seen: &Seen,
 ) -> Result<Option<SriovPf>, Error> {
-    let path = |name: &str| dev_dir.join(name);
-    let Some(total_vfs) = attr::optional(&path(a::SRIOV_TOTALVFS), attr::parse_u32)? else {
+    let Some(total_vfs) = dev_dir.optional(a::SRIOV_TOTALVFS, attr::parse_u32)? else {
         return Ok(None);
     };
-    let numvfs_path = path(a::SRIOV_NUMVFS);
-    let num_vfs = attr::parse_u32(&numvfs_path, &attr::read(&numvfs_path)?)?;
-    let vf_offset = attr::optional(&path(a::SRIOV_OFFSET), attr::parse_u32)?;
-    let vf_stride = attr::optional(&path(a::SRIOV_STRIDE), attr::parse_u32)?;
-    let vf_device_id = attr::optional(&path(a::SRIOV_VF_DEVICE), attr::parse_hex16)?;
-    let drivers_autoprobe = attr::optional(&path(a::SRIOV_DRIVERS_AUTOPROBE), attr::parse_bool)?;
+    let num_vfs = dev_dir.parsed(a::SRIOV_NUMVFS, attr::parse_u32)?;
+    let vf_offset = dev_dir.optional(a::SRIOV_OFFSET, attr::parse_u32)?;
+    let vf_stride = dev_dir.optional(a::SRIOV_STRIDE, attr::parse_u32)?;
+    let vf_device_id = dev_dir.optional(a::SRIOV_VF_DEVICE, attr::parse_hex16)?;
+    let drivers_autoprobe = dev_dir.optional(a::SRIOV_DRIVERS_AUTOPROBE, attr::parse_bool)?;
     let legacy_max_vfs = match driver {
         Some(driver) => legacy_max_vfs(root, driver)?,
         None => None,
@@ -227,10 +282,10 @@ fn legacy_max_vfs(root: &SysRoot, driver: &str) -> Result<Option<String>, Error>
 fn read_physfn(
     root: &SysRoot,
     addr: &PciAddress,
-    dev_dir: &Path,
-    seen: &mut Seen,
+    dev_dir: &attr::Dir,
+    seen: &Seen,
 ) -> Result<Option<VfOf>, Error> {
-    let Some(pf) = attr::link_pci(&dev_dir.join(a::PHYSFN))? else {
+    let Some(pf) = dev_dir.link_pci(a::PHYSFN)? else {
         return Ok(None);
     };
     let vfs = seen.vfs_of(root, &pf)?;
@@ -245,28 +300,17 @@ fn read_physfn(
 
 /// A PF's VFs from its `virtfnN` links, sorted by index.
 pub fn vfs_of(root: &SysRoot, pf: &PciAddress) -> Result<Vec<VfLink>, Error> {
-    let dir = root.pci_device(pf);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::NoDevice { pci: *pf }),
-        Err(source) => return Err(Error::Read { path: dir, source }),
+    let dir = match attr::Dir::open(&root.pci_device(pf)) {
+        Ok(d) => d,
+        Err(e) if e.is_vanished() => return Err(Error::NoDevice { pci: *pf }),
+        Err(e) => return Err(e),
     };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        let name = entry.file_name();
-        let Some(index) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(a::VIRTFN_PREFIX))
-            .and_then(parse_index)
-        else {
+    for (name, _) in dir.list_sub(".")? {
+        let Some(index) = name.strip_prefix(a::VIRTFN_PREFIX).and_then(parse_index) else {
             continue;
         };
-        let link = entry.path();
-        match attr::link_pci(&link)? {
+        match dir.link_pci(&name)? {
             Some(address) => out.push(VfLink {
                 index: VfIndex(index),
                 address,
@@ -297,9 +341,9 @@ mod tests {
         std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
     }
 
-    /// Two PFs with twelve VFs each (so `virtfn10` lists before `virtfn2`), the VFs of both PFs
-    /// interleaved by address.
-    fn two_pf_tree(root: &Path) -> Vec<(PciAddress, PciAddress, u32)> {
+    /// Two PFs with `per_pf` VFs each (twelve: `virtfn10` lists before `virtfn2`), the VFs of
+    /// both PFs interleaved by address.
+    fn two_pf_tree(root: &Path, per_pf: u16) -> Vec<(PciAddress, PciAddress, u32)> {
         let devices = root.join("sys/bus/pci/devices");
         let mut vfs = Vec::new();
         for p in 0..2u8 {
@@ -312,11 +356,11 @@ mod tests {
             ] {
                 put(&pf_dir, k, v);
             }
-            put(&pf_dir, "sriov_totalvfs", "12");
-            put(&pf_dir, "sriov_numvfs", "12");
-            for i in 0..12u8 {
+            put(&pf_dir, "sriov_totalvfs", &per_pf.to_string());
+            put(&pf_dir, "sriov_numvfs", &per_pf.to_string());
+            for i in 0..per_pf {
                 // PF 0's VFs at even routing IDs, PF 1's at odd ones: interleaved by address.
-                let rid = 0x180 + u16::from(i) * 2 + u16::from(p);
+                let rid = 0x180 + i * 2 + u16::from(p);
                 let vf = PciAddress::from_routing_id(0, rid);
                 let vf_dir = devices.join(vf.to_string());
                 for (k, v) in [
@@ -337,7 +381,7 @@ mod tests {
     #[test]
     fn discovery_gives_every_vf_its_pf_and_index() {
         let dir = tempfile::tempdir().unwrap();
-        let expected = two_pf_tree(dir.path());
+        let expected = two_pf_tree(dir.path(), 12);
         let root = SysRoot::new(dir.path());
         let found = discover(&root).unwrap();
         assert_eq!(found.len(), 2 + expected.len());
@@ -358,6 +402,34 @@ mod tests {
             let got: Vec<_> = links.iter().map(|l| (l.index, l.address)).collect();
             assert_eq!(got, want);
             assert_eq!(*pf, read_device(&root, &pf.address).unwrap());
+        }
+    }
+
+    #[test]
+    fn threads_read_the_same_devices_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = two_pf_tree(dir.path(), 150);
+        let root = SysRoot::new(dir.path());
+        let mut addrs: Vec<PciAddress> = std::fs::read_dir(root.pci_devices())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        addrs.sort();
+        let devices = attr::Dir::open(&root.pci_devices()).unwrap();
+        let one = discover_in_threads(&root, &devices, &addrs, 1).unwrap();
+        assert_eq!(one.len(), 2 + expected.len());
+        // A PF's VFs fall into other threads' slices than the PF itself.
+        for threads in [2, 3, 7] {
+            assert_eq!(
+                discover_in_threads(&root, &devices, &addrs, threads).unwrap(),
+                one
+            );
+        }
+        assert_eq!(discover(&root).unwrap(), one);
+        for (vf, pf, index) in &expected {
+            let d = one.iter().find(|d| d.address == *vf).unwrap();
+            let of = d.physfn.unwrap();
+            assert_eq!((of.pf, of.index), (*pf, VfIndex(*index)), "VF {vf}");
         }
     }
 

@@ -78,6 +78,54 @@ pub(crate) fn read_netdevs(dev_dir: &Path) -> Result<Vec<Netdev>, Error> {
     Ok(out)
 }
 
+/// [`read_netdevs`] for a device directory held open; `virtio` also looks under `virtioN`
+/// children (only virtio functions have them, so other functions skip listing their directory).
+pub(crate) fn read_netdevs_in(dev_dir: &attr::Dir, virtio: bool) -> Result<Vec<Netdev>, Error> {
+    if virtio {
+        return read_netdevs(dev_dir.path());
+    }
+    let mut out = Vec::new();
+    for (name, is_dir) in dev_dir.list_sub(a::NET)? {
+        let rel = format!("{}/{name}", a::NET);
+        if is_dir == Some(false) {
+            // A link or file, not a netdev directory: follow it only if it leads to one.
+            if !dev_dir.join(&rel).is_dir() {
+                continue;
+            }
+        }
+        let read = dev_dir.sub(&rel).and_then(|dir| read_netdev_in(&dir, name));
+        match read {
+            Ok(n) => out.push(n),
+            Err(e) if e.is_vanished() => {
+                tracing::debug!(path = %dev_dir.join(&rel).display(), "netdev vanished while being read");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(out)
+}
+
+/// The netdev whose held directory is `dir`.
+fn read_netdev_in(dir: &attr::Dir, name: String) -> Result<Netdev, Error> {
+    let mac = dir.apply_lenient(a::ADDRESS, |m| m.parse().ok())?.flatten();
+    let operstate = dir.read_lenient(a::OPERSTATE)?;
+    let carrier = dir.lenient(a::CARRIER, attr::parse_bool)?;
+    let speed_mbps = dir
+        .lenient(a::SPEED, attr::parse_u32_or_negative)?
+        .flatten()
+        .filter(|s| *s != u32::MAX);
+    let mtu = dir.lenient(a::MTU, attr::parse_u32)?;
+    Ok(Netdev {
+        name,
+        mac,
+        operstate,
+        carrier,
+        speed_mbps,
+        mtu,
+    })
+}
+
 /// True when the PCI function whose directory is `dev_dir` has a netdev in view (without reading
 /// the netdevs' attributes).
 pub(crate) fn has_netdev(dev_dir: &Path) -> Result<bool, Error> {
