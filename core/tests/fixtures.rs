@@ -327,6 +327,10 @@ fn read_device_matches_discovery_and_reports_non_network_devices() {
         let root = fixture(name);
         for d in sysfs::discover(&root).unwrap() {
             assert_eq!(sysfs::read_device(&root, &d.address).unwrap(), d);
+            let unnamed = sysfs::read_device_unnamed(&root, &d.address).unwrap();
+            assert_eq!((&unnamed.vendor_name, &unnamed.device_name), (&None, &None));
+            let unnamed_ids = (unnamed.vendor_id, unnamed.device_id, unnamed.sriov.as_ref());
+            assert_eq!(unnamed_ids, (d.vendor_id, d.device_id, d.sriov.as_ref()));
         }
     }
     // A SATA controller read directly is reported, without SR-IOV.

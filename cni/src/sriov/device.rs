@@ -46,7 +46,7 @@ impl Vf {
     /// Reads the VF from sysfs. A PCI address that names nothing, or a function that is not a
     /// VF, is code 7 (the config names a device this node does not have).
     pub fn resolve(root: &SysRoot, pci: PciAddress) -> Result<Self, CniError> {
-        let dev = match sysfs::read_device(root, &pci) {
+        let dev = match sysfs::read_device_unnamed(root, &pci) {
             Ok(d) => d,
             Err(sysfs::Error::NoDevice { .. }) => {
                 return Err(CniError::invalid_config(format!(

@@ -42,6 +42,12 @@ impl Seen {
         Ok(listed)
     }
 
+    /// `dev` with its vendor and device names.
+    fn named(&self, mut dev: PciNetDevice) -> PciNetDevice {
+        (dev.vendor_name, dev.device_name) = self.names(dev.vendor_id, dev.device_id);
+        dev
+    }
+
     /// Vendor and device names from the PCI ID database.
     fn names(&self, vendor_id: u16, device_id: u16) -> Names {
         self.names
@@ -139,7 +145,7 @@ fn discover_among(
             continue;
         }
         match read_device_at(root, addr, &dev_dir, Some(class), seen) {
-            Ok(dev) => out.push(dev),
+            Ok(dev) => out.push(seen.named(dev)),
             Err(e) if e.is_vanished() && !device_exists(root, addr) => {
                 tracing::debug!(pci = %addr, "device vanished during discovery");
             }
@@ -160,12 +166,28 @@ fn device_exists(root: &SysRoot, addr: &PciAddress) -> bool {
 
 /// One PCI function's full record.
 pub fn read_device(root: &SysRoot, addr: &PciAddress) -> Result<PciNetDevice, Error> {
+    let seen = Seen::default();
+    read_device_unnamed_with(root, addr, &seen).map(|d| seen.named(d))
+}
+
+/// [`read_device`] without the names from the PCI ID database (`vendor_name` and `device_name`
+/// are `None`). A program that never asks for names does not link the database, whose pointers
+/// the loader would otherwise relocate at every start (milliseconds, for a plugin exec'd per pod).
+pub fn read_device_unnamed(root: &SysRoot, addr: &PciAddress) -> Result<PciNetDevice, Error> {
+    read_device_unnamed_with(root, addr, &Seen::default())
+}
+
+fn read_device_unnamed_with(
+    root: &SysRoot,
+    addr: &PciAddress,
+    seen: &Seen,
+) -> Result<PciNetDevice, Error> {
     let dev_dir = match attr::Dir::open(&root.pci_device(addr)) {
         Ok(d) => d,
         Err(e) if e.is_vanished() => return Err(Error::NoDevice { pci: *addr }),
         Err(e) => return Err(e),
     };
-    read_device_at(root, addr, &dev_dir, None, &Seen::default())
+    read_device_at(root, addr, &dev_dir, None, seen)
 }
 
 /// The record of the device in `dev_dir`; `class` when the caller has just read it.
@@ -182,8 +204,6 @@ fn read_device_at(
     };
     let vendor_id = dev_dir.parsed(a::VENDOR, attr::parse_hex16)?;
     let device_id = dev_dir.parsed(a::DEVICE, attr::parse_hex16)?;
-
-    let (vendor_name, device_name) = seen.names(vendor_id, device_id);
 
     let driver = dev_dir.link_name(a::DRIVER)?;
     let numa_node = dev_dir
@@ -207,8 +227,8 @@ fn read_device_at(
         address: *addr,
         vendor_id,
         device_id,
-        vendor_name,
-        device_name,
+        vendor_name: None,
+        device_name: None,
         class,
         driver,
         netdevs,

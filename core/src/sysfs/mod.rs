@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::types::PciAddress;
 
-pub use device::{discover, read_device, vfs_of};
+pub use device::{discover, read_device, read_device_unnamed, vfs_of};
 pub use model::{Netdev, PciNetDevice, SriovPf, VfLink, VfOf};
 
 /// PCI base class of network controllers (`class` is `0xCCSSPP`; CC = 0x02).
