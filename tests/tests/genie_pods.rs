@@ -252,6 +252,82 @@ fn a_delegate_failing_mid_add_tears_down_what_was_added() {
     );
 }
 
+/// A delegate that stalls in ADD (it writes its parent's pid, genie's, and its own, then sleeps)
+/// and succeeds at everything else: a stand-in for a plugin that hangs, so that the test can kill
+/// genie while a delegate runs.
+const STALLING_PLUGIN: &str = r#"#!/bin/sh
+case "$CNI_COMMAND" in
+ADD)
+    echo "$PPID $$" > "$(dirname "$0")/stalled.tmp" && mv "$(dirname "$0")/stalled.tmp" "$(dirname "$0")/stalled"
+    exec sleep 60 ;;
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}' ;;
+esac
+exit 0
+"#;
+
+#[test]
+fn genie_killed_mid_add_leaves_a_record_that_del_cleans_up_from() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let (node, _dummy) = three_network_node();
+    let plugin = node.bin_dir.join("stall");
+    std::fs::write(&plugin, STALLING_PLUGIN).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The third network's delegate stalls: bridge (eth0) and ptp (net1) are done by then.
+    node.write_conf(
+        "20-red.conf",
+        &json!({"cniVersion": "1.0.0", "name": "red", "type": "stall"}),
+    )
+    .unwrap();
+    node.api.add_pod(
+        NS,
+        "crashy",
+        &[("k8s.v1.cni.cncf.io/networks", "blue"), ("cni", "red")],
+    );
+    let sb = Sandbox::new().unwrap();
+    let conf = genie(&node, "1.0.0");
+    let pod = Some((NS, "crashy"));
+    let stalled = node.bin_dir.join("stalled");
+    let add = std::thread::scope(|scope| {
+        let add = scope.spawn(|| node.cni("ADD", "c9", &sb.path, "eth0", pod, &conf).unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !stalled.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the delegate never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let pids = std::fs::read_to_string(&stalled).unwrap();
+        for pid in pids.split_whitespace() {
+            run("kill", &["-KILL", pid]).unwrap();
+        }
+        add.join().unwrap()
+    });
+    assert!(
+        !add.success,
+        "a killed ADD reported success: {}",
+        add.stdout
+    );
+    // What the crash left: the two finished attachments and the record naming all three.
+    let mut links = sb.links().unwrap();
+    links.sort();
+    assert_eq!(links, ["eth0", "net1"]);
+    assert_eq!(node.leases().len(), 2);
+    assert_eq!(node.cache_records().len(), 1);
+    assert!(
+        node.api.writes().is_empty(),
+        "status written by a killed ADD"
+    );
+
+    // The runtime's DEL, from the record alone, takes down everything.
+    let del = node.cni("DEL", "c9", &sb.path, "eth0", pod, &conf).unwrap();
+    assert!(del.success, "{} / {}", del.stdout, del.stderr);
+    assert!(sb.links().unwrap().is_empty(), "{:?}", sb.links());
+    assert!(node.leases().is_empty(), "{:?}", node.leases());
+    assert!(node.cache_records().is_empty());
+}
+
 /// ADD a pod with the cluster network and `team/blue`, then return what DEL needs.
 fn attached_pod(node: &Node, container: &str) -> (Sandbox, Value) {
     node.api

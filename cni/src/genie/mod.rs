@@ -290,24 +290,25 @@ fn add(
         record.pod_name = Some(p.name.clone());
         record.pod_uid = pod_uid.clone();
     }
-    // Each attachment is in the record on disk before its delegates run; one write records the
-    // result of the previous attachment together with the next one, and the last write the last
-    // result, so the record is complete and durable before ADD returns.
-    let mut results = Vec::with_capacity(planned.len());
-    for p in &planned {
-        record.attachments.push(attachment_record(p));
+    // Every planned attachment is in the record on disk (durably) before the first delegate
+    // runs, so a DEL after a crash at any point knows all of them; DEL of an attachment whose ADD
+    // never ran is harmless (CNI DEL tolerates what is missing). The results follow in one more
+    // durable write before ADD returns: two writes for any number of networks.
+    record.attachments = planned.iter().map(attachment_record).collect();
+    if !planned.is_empty() {
         timed("cache", || cache.write_pod(&record))?;
+    }
+    let mut results = Vec::with_capacity(planned.len());
+    for (n, p) in planned.iter().enumerate() {
         let outcome = timed("device_info", || publish_device_info(conf, p))
             .and_then(|()| delegate::as_list(&p.config))
             .and_then(|list| delegate::add(env, &p.network, &p.ifname, &list, &p.injected));
         match outcome {
             Ok(r) => {
-                if let Some(last) = record.attachments.last_mut() {
-                    last.result = Some(r.to_value());
-                }
+                record.attachments[n].result = Some(r.to_value());
                 results.push(r);
             }
-            Err(e) => return Err(undo(env, cache, &key, &record, e)),
+            Err(e) => return Err(undo(env, cache, &key, &record, n, e)),
         }
     }
     // The last result goes to disk while the routes are settled and the status is written back;
@@ -327,7 +328,7 @@ fn add(
         (written, finished)
     });
     if let Err(e) = finished {
-        return Err(undo(env, cache, &key, &record, e));
+        return Err(undo(env, cache, &key, &record, planned.len(), e));
     }
     written?;
     let merged = CniResult::merge(version, &results);
@@ -374,16 +375,21 @@ fn publish_device_info(conf: &GenieConf, p: &Planned) -> Result<(), CniError> {
     Ok(())
 }
 
-/// A failed ADD: tear down what was added, newest first. The attachment whose ADD failed gets a
-/// best-effort DEL (its plugin is responsible for what its failed ADD left, and may refuse DEL for
-/// the same reason it refused ADD); the ones that succeeded must come down, or the record stays so
-/// that the runtime's DEL finds it and tries again.
-fn undo(env: &CniEnv, cache: &CacheDir, key: &PodKey, record: &PodRecord, e: CniError) -> CniError {
-    let (failed, done) = match record.attachments.split_last() {
-        Some((last, rest)) if last.result.is_none() => (Some(last), rest),
-        _ => (None, record.attachments.as_slice()),
-    };
-    if let Some(f) = failed {
+/// A failed ADD: tear down what was added, newest first. `failed` is the index of the attachment
+/// whose ADD failed (the number of attachments when all succeeded and a later step failed); those
+/// after it never ran. The failed one gets a best-effort DEL (its plugin is responsible for what its
+/// failed ADD left, and may refuse DEL for the same reason it refused ADD); the ones that succeeded
+/// must come down, or the record stays so that the runtime's DEL finds it and tries again.
+fn undo(
+    env: &CniEnv,
+    cache: &CacheDir,
+    key: &PodKey,
+    record: &PodRecord,
+    failed: usize,
+    e: CniError,
+) -> CniError {
+    let done = &record.attachments[..failed.min(record.attachments.len())];
+    if let Some(f) = record.attachments.get(failed) {
         if let Err(de) = del_attachment(env, f) {
             info!(network = %f.network, error = %de.msg, "DEL of the failed attachment was refused");
         }
@@ -400,6 +406,12 @@ fn undo(env: &CniEnv, cache: &CacheDir, key: &PodKey, record: &PodRecord, e: Cni
             }
         }
         Err(te) => {
+            // Leave DEL the attachments that ran, with their results, not the ones that never did.
+            let mut ran = record.clone();
+            ran.attachments.truncate(failed + 1);
+            if let Err(ce) = cache.write_pod(&ran) {
+                warn!(error = %ce, "cache record of a failed ADD not narrowed to what ran");
+            }
             warn!(error = %te.msg, "teardown after a failed ADD was incomplete; DEL will retry")
         }
     }
