@@ -4,16 +4,15 @@
 //! The plugin runs in its own process group so that a timeout kills it and anything it started.
 //! Its stderr goes to our log (tracing), never to our stdout.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 
@@ -229,11 +228,6 @@ pub fn exec_version(
     })
 }
 
-enum Done {
-    Exited,
-    WaitFailed(Errno),
-}
-
 fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Vec<u8>, ExecError> {
     let started = Instant::now();
     let deadline = started + inv.timeout;
@@ -271,67 +265,10 @@ fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Ve
     let pid = i32::try_from(child.id())
         .map(Pid::from_raw)
         .map_err(|_| io_err(format!("pid {} does not fit", child.id())))?;
-
-    let (Some(mut child_in), Some(mut child_out), Some(child_err)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        kill_and_reap(&mut child, pid);
-        return Err(io_err("its pipes were not set up".to_string()));
-    };
-
-    let input = stdin.to_vec();
-    let (in_tx, in_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let r = match child_in.write_all(&input) {
-            // A plugin may exit without reading its config.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            other => other,
-        };
-        drop(child_in);
-        let _ = in_tx.send(r);
-    });
-    let (out_tx, out_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let r = child_out.read_to_end(&mut buf).map(|_| buf);
-        let _ = out_tx.send(r);
-    });
-    let (err_tx, err_rx) = mpsc::channel();
-    let log_plugin = plugin.to_string();
-    thread::spawn(move || {
-        let mut kept = String::new();
-        for line in BufReader::new(child_err).lines() {
-            let Ok(line) = line else { break };
-            tracing::info!(plugin = %log_plugin, "stderr: {line}");
-            if kept.len() < STDERR_KEEP {
-                kept.push_str(&line);
-                kept.push('\n');
-            }
-        }
-        let _ = err_tx.send(kept);
-    });
-    let (done_tx, done_rx) = mpsc::channel();
-    thread::spawn(move || {
-        // WNOWAIT: learn of the exit without reaping, so the pid and process group stay ours
-        // until we reap them below (no kill can hit a recycled pid).
-        let r = loop {
-            match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                Err(Errno::EINTR) => continue,
-                Ok(_) => break Done::Exited,
-                Err(e) => break Done::WaitFailed(e),
-            }
-        };
-        let _ = done_tx.send(r);
-    });
-
-    let remaining = || deadline.saturating_duration_since(Instant::now());
-    match done_rx.recv_timeout(remaining()) {
-        Ok(Done::Exited) => {}
-        Ok(Done::WaitFailed(e)) => {
-            kill_and_reap(&mut child, pid);
-            return Err(io_err(format!("waiting for it failed: {e}")));
-        }
-        Err(_) => {
+    let talked = talk(plugin, &mut child, pid, stdin, deadline);
+    let Talk { stdout, stderr } = match talked {
+        Ok(t) => t,
+        Err(Failed::Timeout) => {
             kill_and_reap(&mut child, pid);
             return Err(ExecError::Timeout {
                 plugin: plugin.to_string(),
@@ -339,34 +276,14 @@ fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Ve
                 timeout: inv.timeout,
             });
         }
-    }
+        Err(Failed::Io(what)) => {
+            kill_and_reap(&mut child, pid);
+            return Err(io_err(what));
+        }
+    };
     let status = child
         .wait()
         .map_err(|e| io_err(format!("reaping it failed: {e}")))?;
-    match in_rx.recv_timeout(remaining()) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(io_err(format!("writing its config failed: {e}"))),
-        Err(_) => {
-            let _ = killpg(pid, Signal::SIGKILL);
-            return Err(io_err(
-                "it exited but a process it started kept its stdin open unread".to_string(),
-            ));
-        }
-    }
-    let stdout = match out_rx.recv_timeout(remaining()) {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(io_err(format!("reading its stdout failed: {e}"))),
-        Err(_) => {
-            // Something it started still holds the pipe: end the group.
-            let _ = killpg(pid, Signal::SIGKILL);
-            return Err(io_err(
-                "it exited but a process it started kept its stdout open".to_string(),
-            ));
-        }
-    };
-    let stderr = err_rx
-        .recv_timeout(remaining().max(Duration::from_millis(100)))
-        .unwrap_or_default();
     tracing::debug!(plugin, command = %inv.command, %status, elapsed = ?started.elapsed(), "delegate finished");
 
     if status.success() {
@@ -385,6 +302,232 @@ fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Ve
             stdout: quote(&stdout),
             stderr: quote(stderr.as_bytes()),
         }),
+    }
+}
+
+/// What a plugin said, once it has exited (not yet reaped).
+struct Talk {
+    stdout: Vec<u8>,
+    /// The start of its stderr (all of it is logged).
+    stderr: String,
+}
+
+/// Why talking to a plugin stopped; the caller kills its group and reaps it.
+enum Failed {
+    /// It had not exited by the deadline.
+    Timeout,
+    Io(String),
+}
+
+/// How long stderr may stay open after everything else is done: a plugin's stray child may hold
+/// it, and it only feeds the log.
+const STDERR_GRACE: Duration = Duration::from_millis(100);
+
+/// Feeds the plugin its config and reads its stdout and stderr until it has exited and closed
+/// them, all on this thread: one poll(2) over the pipes and a pidfd for the exit. When a process
+/// the plugin started keeps a pipe open after the plugin exited, its group is ended at the
+/// deadline (the error names the pipe). The plugin is left unreaped, so its pid and process group
+/// stay ours until the caller reaps it.
+fn talk(
+    plugin: &str,
+    child: &mut Child,
+    pid: Pid,
+    input: &[u8],
+    deadline: Instant,
+) -> Result<Talk, Failed> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let (Some(child_in), Some(child_out), Some(child_err)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(Failed::Io("its pipes were not set up".to_string()));
+    };
+    for fd in [child_in.as_fd(), child_out.as_fd(), child_err.as_fd()] {
+        rustix::io::ioctl_fionbio(fd, true)
+            .map_err(|e| Failed::Io(format!("its pipes cannot be made non-blocking: {e}")))?;
+    }
+    // Without pidfds (kernels before 5.3) the exit is polled for every few milliseconds.
+    let pidfd = rustix::process::Pid::from_raw(pid.as_raw())
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+
+    let mut child_in = Some(child_in);
+    let mut child_out = Some(child_out);
+    let mut child_err = Some(child_err);
+    let mut written = 0;
+    let mut exited = false;
+    let mut stdout = Vec::new();
+    let mut stderr = StderrLog::new(plugin);
+    let mut stderr_until: Option<Instant> = None;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let rest_done = exited && child_in.is_none() && child_out.is_none();
+        if rest_done && child_err.is_none() {
+            break;
+        }
+        let now = Instant::now();
+        let limit = if rest_done {
+            *stderr_until.get_or_insert_with(|| deadline.max(now + STDERR_GRACE))
+        } else {
+            deadline
+        };
+        if now >= limit {
+            if rest_done {
+                break; // stderr still held open: it only feeds the log
+            }
+            if !exited {
+                return Err(Failed::Timeout);
+            }
+            let _ = killpg(pid, Signal::SIGKILL);
+            let pipe = if child_in.is_some() {
+                "stdin open unread"
+            } else {
+                "stdout open"
+            };
+            return Err(Failed::Io(format!(
+                "it exited but a process it started kept its {pipe}"
+            )));
+        }
+        let mut wait = limit - now;
+        if pidfd.is_none() && !exited {
+            wait = wait.min(Duration::from_millis(5));
+        }
+
+        // The poll set, in this order: stdin, stdout, stderr, pidfd (each while it matters).
+        let mut fds = Vec::with_capacity(4);
+        let mut slots = [false; 4];
+        if let Some(f) = &child_in {
+            fds.push(PollFd::new(f, PollFlags::OUT));
+            slots[0] = true;
+        }
+        if let Some(f) = &child_out {
+            fds.push(PollFd::new(f, PollFlags::IN));
+            slots[1] = true;
+        }
+        if let Some(f) = &child_err {
+            fds.push(PollFd::new(f, PollFlags::IN));
+            slots[2] = true;
+        }
+        if let (Some(f), false) = (&pidfd, exited) {
+            fds.push(PollFd::new(f, PollFlags::IN));
+            slots[3] = true;
+        }
+        let timeout = rustix::time::Timespec::try_from(wait).unwrap_or(rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        });
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Failed::Io(format!("polling its pipes failed: {e}"))),
+        }
+        let mut ready = [false; 4];
+        let mut n = 0;
+        for (slot, on) in slots.iter().enumerate() {
+            if *on {
+                ready[slot] = !fds[n].revents().is_empty();
+                n += 1;
+            }
+        }
+        drop(fds);
+
+        if ready[0] {
+            if let Some(f) = child_in.as_mut() {
+                match f.write(&input[written..]) {
+                    Ok(k) => written += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // A plugin may exit without reading its config.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => written = input.len(),
+                    Err(e) => return Err(Failed::Io(format!("writing its config failed: {e}"))),
+                }
+            }
+        }
+        if written >= input.len() {
+            child_in = None; // closed: the plugin reads to the end
+        }
+        if ready[1] {
+            if let Some(f) = child_out.as_mut() {
+                if drain(f, &mut buf, |b| stdout.extend_from_slice(b))
+                    .map_err(|e| Failed::Io(format!("reading its stdout failed: {e}")))?
+                {
+                    child_out = None;
+                }
+            }
+        }
+        if ready[2] {
+            if let Some(f) = child_err.as_mut() {
+                // A read error on stderr only ends the log.
+                if drain(f, &mut buf, |b| stderr.push(b)).unwrap_or(true) {
+                    child_err = None;
+                }
+            }
+        }
+        if ready[3] || (pidfd.is_none() && !exited) {
+            // WNOWAIT: learn of the exit without reaping it.
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+            match waitid(Id::Pid(pid), flags) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+                Ok(_) => exited = true,
+                Err(e) => return Err(Failed::Io(format!("waiting for it failed: {e}"))),
+            }
+        }
+    }
+    Ok(Talk {
+        stdout,
+        stderr: stderr.finish(),
+    })
+}
+
+/// Reads what `f` has now into `sink`; true at the end of the stream.
+fn drain(f: &mut impl Read, buf: &mut [u8], mut sink: impl FnMut(&[u8])) -> std::io::Result<bool> {
+    loop {
+        match f.read(buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => sink(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A plugin's stderr: each line logged as it completes, the first [`STDERR_KEEP`] bytes kept.
+struct StderrLog<'a> {
+    plugin: &'a str,
+    partial: Vec<u8>,
+    kept: String,
+}
+
+impl<'a> StderrLog<'a> {
+    fn new(plugin: &'a str) -> Self {
+        Self {
+            plugin,
+            partial: Vec::new(),
+            kept: String::new(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.partial.extend_from_slice(bytes);
+        while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            self.line(&line[..i]);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(plugin = %self.plugin, "stderr: {line}");
+        if self.kept.len() < STDERR_KEEP {
+            self.kept.push_str(&line);
+            self.kept.push('\n');
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if !self.partial.is_empty() {
+            let rest = std::mem::take(&mut self.partial);
+            self.line(&rest);
+        }
+        self.kept
     }
 }
 
@@ -537,6 +680,28 @@ printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"dns":
         let v = exec_version("noread", &[d.path().to_path_buf()], Duration::from_secs(5)).unwrap();
         assert!(v.supports(CniVersion::V0_4_0));
         assert!(!v.supports(CniVersion::V1_0_0));
+    }
+
+    #[test]
+    fn large_configs_and_answers_pass_whole_and_stderr_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        // Both far larger than a pipe's buffer: the config goes in while the answer comes out.
+        script(
+            d.path(),
+            "echoes",
+            "printf 'first line\\nno newline at the end' >&2; cat; exit 3",
+        );
+        let big: Vec<u8> = (0..3 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+        match exec_raw("echoes", &inv(d.path(), CniCommand::Add), &big).unwrap_err() {
+            ExecError::Garbage { stdout, stderr, .. } => {
+                assert!(stdout.starts_with("abcdefghij") && stdout.ends_with("..."));
+                assert_eq!(stderr, "first line\nno newline at the end");
+            }
+            other => panic!("{other:?}"),
+        }
+        script(d.path(), "cats", "cat");
+        let out = exec_raw("cats", &inv(d.path(), CniCommand::Add), &big).unwrap();
+        assert!(out == big, "{} bytes back of {}", out.len(), big.len());
     }
 
     #[test]
