@@ -46,6 +46,8 @@ struct State {
     objects: BTreeMap<(String, String, String), Value>,
     token: Option<String>,
     available: bool,
+    /// `false`: every answer says `Connection: close`.
+    keep_alive: bool,
     delay: Duration,
     conflicts: usize,
     failures: Vec<u16>,
@@ -127,6 +129,7 @@ impl ApiServer {
         let addr = std_listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             available: true,
+            keep_alive: true,
             ..State::default()
         }));
         let (tx, rx) = oneshot::channel();
@@ -174,6 +177,12 @@ impl ApiServer {
     /// `false`: every connection is closed as soon as it is accepted.
     pub fn set_available(&self, available: bool) {
         lock(&self.state).available = available;
+    }
+
+    /// `false`: every answer closes its connection (`Connection: close`), as a server or proxy
+    /// that keeps no idle connections does.
+    pub fn set_keep_alive(&self, keep_alive: bool) {
+        lock(&self.state).keep_alive = keep_alive;
     }
 
     /// Delay every answer by this long.
@@ -523,21 +532,22 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let delay = {
+    let (delay, keep_alive) = {
         let mut st = lock(&state);
         st.requests.push(format!("{method} {path}"));
-        st.delay
+        (st.delay, st.keep_alive)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    Ok(answer(
-        &mut lock(&state),
-        &method,
-        &path,
-        auth.as_deref(),
-        &body,
-    ))
+    let mut resp = answer(&mut lock(&state), &method, &path, auth.as_deref(), &body);
+    if !keep_alive {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
 }
 
 fn answer(

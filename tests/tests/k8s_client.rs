@@ -33,6 +33,32 @@ fn server_with_token(dir: &Path, token: &str) -> (ApiServer, std::path::PathBuf)
 }
 
 #[test]
+fn the_requests_of_a_client_share_a_connection_until_the_server_closes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, kc) = server_with_token(dir.path(), "t0ken");
+    server.add_pod("default", "web", &[]);
+    let c = client(&kc, fast());
+    for _ in 0..3 {
+        c.get_pod("default", "web").unwrap();
+    }
+    let mut changes = BTreeMap::new();
+    changes.insert(
+        "k8s.v1.cni.cncf.io/network-status".to_string(),
+        Some("[]".to_string()),
+    );
+    c.set_pod_annotations("default", "web", &changes).unwrap();
+    assert_eq!(server.connections(), 1, "{:?}", server.requests());
+    // A server that closes every connection after its answer: each request finds the kept
+    // connection closed and makes a new one, without failing.
+    server.set_keep_alive(false);
+    for _ in 0..3 {
+        c.get_pod("default", "web").unwrap();
+    }
+    assert_eq!(server.connections(), 3);
+    assert_eq!(server.requests().len(), 8);
+}
+
+#[test]
 fn reads_pods_nads_and_logical_networks() {
     let dir = tempfile::tempdir().unwrap();
     let (server, kc) = server_with_token(dir.path(), "t0ken");

@@ -1,9 +1,10 @@
-//! The API client: one HTTP/1.1 connection per request (the CNI binary lives for one call), a
-//! timeout on every attempt, a bounded number of retries with short backoff on connection errors,
-//! timeouts, 429 and 5xx (never on other 4xx), and the bearer token read afresh for every request.
+//! The API client: HTTP/1.1 with the connection of one request kept for the next (a CNI call
+//! makes a few, milliseconds apart), a timeout on every attempt, a bounded number of retries with
+//! short backoff on connection errors, timeouts, 429 and 5xx (never on other 4xx), and the bearer
+//! token read afresh for every request.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -137,7 +138,12 @@ pub struct AsyncClient {
     host: String,
     port: u16,
     authority: String,
+    /// The connection of the last answered request, kept for the next one (a CNI call makes a
+    /// few, milliseconds apart: one TCP and TLS handshake instead of one each).
+    idle: Arc<Mutex<Option<Sender>>>,
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl std::fmt::Debug for AsyncClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,6 +185,7 @@ impl AsyncClient {
             host,
             port,
             authority,
+            idle: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -381,6 +388,41 @@ impl AsyncClient {
         })
     }
 
+    /// A request on a new connection over `io`.
+    async fn exchange<IO>(&self, io: IO, req: Request<Full<Bytes>>) -> Attempt
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = match hyper::client::conn::http1::handshake(io).await {
+            Ok(pair) => pair,
+            Err(e) => return Attempt::Retry(format!("HTTP handshake failed: {e}")),
+        };
+        // The connection is driven by its own task; it ends when its sender is dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.request_on(sender, req).await
+    }
+
+    /// A request on `sender`'s connection, which is kept for the next request once the whole
+    /// answer is in.
+    async fn request_on(&self, mut sender: Sender, req: Request<Full<Bytes>>) -> Attempt {
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(format!("the request failed: {e}")),
+        };
+        let status = resp.status();
+        match resp.into_body().collect().await {
+            Ok(body) => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    *idle = Some(sender);
+                }
+                Attempt::Done(status, body.to_bytes())
+            }
+            Err(e) => Attempt::Retry(format!("the answer was cut short: {e}")),
+        }
+    }
+
     fn token(&self) -> Result<Option<Secret>, Error> {
         match &self.cluster.auth {
             Auth::None => Ok(None),
@@ -401,19 +443,38 @@ impl AsyncClient {
         body: Option<Bytes>,
         token: Option<&Secret>,
     ) -> Attempt {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.authority)
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, "vfgenie-cni");
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+        let build = || {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(header::HOST, &self.authority)
+                .header(header::ACCEPT, "application/json")
+                .header(header::USER_AGENT, "vfgenie-cni");
+            if body.is_some() {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+            }
+            if let Some(token) = token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+            }
+            req.body(Full::new(body.clone().unwrap_or_default()))
+        };
+        let kept = self.idle.lock().ok().and_then(|mut idle| idle.take());
+        if let Some(mut sender) = kept {
+            // A connection the server has closed since is not ready: a new one below.
+            if sender.ready().await.is_ok() {
+                let req = match build() {
+                    Ok(r) => r,
+                    Err(e) => return Attempt::Retry(format!("cannot build the request: {e}")),
+                };
+                match self.request_on(sender, req).await {
+                    Attempt::Retry(why) => {
+                        tracing::debug!(reason = %why, "the kept API connection failed; connecting again");
+                    }
+                    done => return done,
+                }
+            }
         }
-        if let Some(token) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-        }
-        let req = match req.body(Full::new(body.unwrap_or_default())) {
+        let req = match build() {
             Ok(r) => r,
             Err(e) => return Attempt::Retry(format!("cannot build the request: {e}")),
         };
@@ -428,9 +489,9 @@ impl AsyncClient {
         };
         let _ = tcp.set_nodelay(true);
         match &self.tls {
-            None => exchange(TokioIo::new(tcp), req).await,
+            None => self.exchange(TokioIo::new(tcp), req).await,
             Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
-                Ok(stream) => exchange(TokioIo::new(stream), req).await,
+                Ok(stream) => self.exchange(TokioIo::new(stream), req).await,
                 Err(e) => {
                     let refused = e
                         .get_ref()
@@ -444,29 +505,6 @@ impl AsyncClient {
                 }
             },
         }
-    }
-}
-
-async fn exchange<IO>(io: IO, req: Request<Full<Bytes>>) -> Attempt
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
-        Ok(pair) => pair,
-        Err(e) => return Attempt::Retry(format!("HTTP handshake failed: {e}")),
-    };
-    // The connection is driven by its own task; it ends when the sender is dropped.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = match sender.send_request(req).await {
-        Ok(r) => r,
-        Err(e) => return Attempt::Retry(format!("the request failed: {e}")),
-    };
-    let status = resp.status();
-    match resp.into_body().collect().await {
-        Ok(body) => Attempt::Done(status, body.to_bytes()),
-        Err(e) => Attempt::Retry(format!("the answer was cut short: {e}")),
     }
 }
 
