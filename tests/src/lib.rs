@@ -6,3 +6,4 @@ pub mod kubelet;
 pub mod podresources;
 pub mod runtime;
 pub mod synth;
+pub mod timings;

@@ -377,7 +377,7 @@ fn cni() -> anyhow::Result<()> {
     let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
     let plugin = |t: &str| Path::new(DEBIAN_CNI_DIR).join(t);
 
-    let genie_pod = |i: usize| -> anyhow::Result<(Duration, Duration)> {
+    let genie_pod_with = |i: usize, conf: &Value| -> anyhow::Result<(Duration, Duration)> {
         let name = format!("bench{i}");
         node.api.add_pod(
             NS,
@@ -388,16 +388,17 @@ fn cni() -> anyhow::Result<()> {
         let cid = format!("genie{i}");
         let pod = Some((NS, name.as_str()));
         let t = Instant::now();
-        let out = node.cni("ADD", &cid, &sb.path, "eth0", pod, &conf)?;
+        let out = node.cni("ADD", &cid, &sb.path, "eth0", pod, conf)?;
         let add = t.elapsed();
         checked("genie ADD", out)?;
         let t = Instant::now();
-        let out = node.cni("DEL", &cid, &sb.path, "eth0", pod, &conf)?;
+        let out = node.cni("DEL", &cid, &sb.path, "eth0", pod, conf)?;
         let del = t.elapsed();
         checked("genie DEL", out)?;
         node.api.delete_pod(NS, &name);
         Ok((add, del))
     };
+    let genie_pod = |i: usize| genie_pod_with(i, &conf);
     let direct_pod = |i: usize| -> anyhow::Result<(Duration, Duration)> {
         let name = format!("direct{i}");
         let sb = Sandbox::new()?;
@@ -490,16 +491,83 @@ fn cni() -> anyhow::Result<()> {
     );
     let w = Samples::new(writes);
     println!(
-        "cni.cache_record_write (fsync, rename, fsync dir; ADD of 3 networks makes 4): p50 {} p99 {} (n={})",
+        "cni.cache_record_write (fsync, rename, fsync dir; ADD makes 2): p50 {} p99 {} (n={})",
         fmt(w.pct(50.0)),
         fmt(w.pct(99.0)),
         w.n()
     );
+
+    // Where genie's time goes: more pods with debug logging on, which makes genie log its step
+    // timings (vfcni::timing). Measured apart from the figures above, which run without it.
+    let log = tempfile::NamedTempFile::new()?;
+    let mut logged = conf.clone();
+    logged["logLevel"] = json!("debug");
+    logged["logFile"] = json!(log.path().display().to_string());
+    let mut walls = (Vec::new(), Vec::new());
+    for i in 0..BREAKDOWN_PODS {
+        let (add, del) = genie_pod_with(PODS + 1 + i, &logged)?;
+        walls.0.push(add);
+        walls.1.push(del);
+    }
+    let runs = vfgenie_tests::timings::parse_timings(log.path(), "genie")?;
+    for (command, wall) in [("ADD", walls.0), ("DEL", walls.1)] {
+        let steps = runs.get(command).map(Vec::as_slice).unwrap_or_default();
+        if steps.len() != BREAKDOWN_PODS {
+            bail!(
+                "{} {command} timing lines for {BREAKDOWN_PODS} pods",
+                steps.len()
+            );
+        }
+        println!("{}", breakdown(command, steps, &wall));
+    }
     Ok(())
 }
 
+/// Genie runs logged with their step timings: pods in the breakdown.
+const BREAKDOWN_PODS: usize = 40;
+
+/// One line: the p50 of each of genie's steps over `runs`, its own code (what no step covers),
+/// and process start and exit (the exec's wall time minus genie's own total).
+fn breakdown(command: &str, runs: &[vfgenie_tests::timings::Steps], wall: &[Duration]) -> String {
+    let p50 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len().div_ceil(2) - 1]
+    };
+    let step = |k: &str| {
+        p50(runs
+            .iter()
+            .map(|r| r.get(k).copied().unwrap_or(0.0))
+            .collect())
+    };
+    let named: f64 = GENIE_STEPS.iter().map(|k| step(k)).sum();
+    let total = step("total");
+    let wall_ms = p50(wall.iter().map(|d| d.as_secs_f64() * 1e3).collect());
+    let mut line = format!("cni.{}.genie_breakdown:", command.to_lowercase());
+    for k in GENIE_STEPS {
+        line.push_str(&format!(" {k} {:.2} ms,", step(k)));
+    }
+    line.push_str(&format!(
+        " own code {:.2} ms, genie total {total:.2} ms, process start/exit {:.2} ms of the exec's {wall_ms:.2} ms (p50s, n={})",
+        (total - named).max(0.0),
+        (wall_ms - total).max(0.0),
+        runs.len()
+    ));
+    line
+}
+
+/// genie's named steps (see `vfcni::timing`).
+const GENIE_STEPS: [&str; 7] = [
+    "delegates",
+    "cache",
+    "api",
+    "plan",
+    "routes",
+    "podresources",
+    "device_info",
+];
+
 /// One durable write of a pod record on the cache's filesystem, as genie makes them (temp file,
-/// fsync, rename, fsync of the directory): ADD makes one per network plus one. Taken once per
+/// fsync, rename, fsync of the directory): ADD makes two (every attachment, then the results). Taken once per
 /// pod, at the same moments as the pods, because on a busy disk it is what most of genie's
 /// overhead is made of.
 fn cache_write(node: &Node) -> anyhow::Result<Duration> {

@@ -37,6 +37,7 @@ use vfcore::netns::NetNs;
 use vfcore::{provision, MacAddr, SysRoot};
 use vfgenie_tests::podresources::PodResourcesStandIn;
 use vfgenie_tests::runtime::Node;
+use vfgenie_tests::timings::{parse_timings, Steps};
 
 use crate::core_checks::igb_pfs;
 use crate::pods::{self, Lab, TIMEOUT};
@@ -354,36 +355,6 @@ fn dist(v: &[f64]) -> String {
 
 fn share(part: f64, whole: f64) -> String {
     format!("{:.0}%", 100.0 * part / whole)
-}
-
-/// One sriov plugin run's step timings in ms, keyed by step (`total` included).
-type Steps = BTreeMap<String, f64>;
-
-/// The `<plugin> step timings` lines of a log, per command, in order.
-fn parse_timings(log: &Path, plugin: &str) -> Result<BTreeMap<String, Vec<Steps>>> {
-    let marker = format!("{plugin} step timings: ");
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let mut out: BTreeMap<String, Vec<Steps>> = BTreeMap::new();
-    for line in text.lines() {
-        let Some((_, rest)) = line.split_once(&marker) else {
-            continue;
-        };
-        let mut command = String::new();
-        let mut steps = Steps::new();
-        for field in rest.split_whitespace() {
-            let Some((k, v)) = field.split_once('=') else {
-                continue;
-            };
-            if k == "command" {
-                command = v.to_string();
-            } else if let Some(us) = v.strip_suffix("us").and_then(|n| n.parse::<f64>().ok()) {
-                steps.insert(k.to_string(), us / 1000.0);
-            }
-        }
-        out.entry(command).or_default().push(steps);
-    }
-    Ok(out)
 }
 
 /// An sriov run's time sorted into (kernel netlink, rebind, ipam exec, own code, cache, total).
