@@ -19,24 +19,26 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
 
 /// The whole text of a small file: open, read until end, close. Unlike `fs::read_to_string` it
 /// does not stat the file first (sysfs reports a size of 4096 for every attribute anyway), which
-/// matters when discovery reads thousands of attributes.
+/// matters when discovery reads thousands of attributes. The text comes back trimmed.
 fn read_text(path: &Path) -> std::io::Result<String> {
-    read_open(std::fs::File::open(path)?)
+    text_of(std::fs::File::open(path)?, str::to_string)
 }
 
-/// Reads an open attribute to its end.
-fn read_open(mut f: std::fs::File) -> std::io::Result<String> {
-    let mut buf = [0u8; 512];
-    let len = read_short(&mut f, &mut buf)?;
-    if len == buf.len() {
-        // Longer than any attribute we read: finish the general way.
-        let mut all = buf.to_vec();
-        f.read_to_end(&mut all)?;
-        return String::from_utf8(all).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e));
+/// Reads the open attribute `file` to its end and hands its trimmed text to `f`. Attributes are
+/// read into a buffer on the stack; only one longer than that is read into a `String`.
+fn text_of<T>(mut file: std::fs::File, f: impl FnOnce(&str) -> T) -> std::io::Result<T> {
+    let mut buf = [0u8; 256];
+    let len = read_short(&mut file, &mut buf)?;
+    if len < buf.len() {
+        let text = std::str::from_utf8(&buf[..len])
+            .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+        return Ok(f(text.trim()));
     }
-    std::str::from_utf8(&buf[..len])
-        .map(str::to_string)
-        .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+    let mut all = buf.to_vec();
+    file.read_to_end(&mut all)?;
+    let text =
+        String::from_utf8(all).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+    Ok(f(text.trim()))
 }
 
 /// Fills `buf` from `f` until the end or until `buf` is full, and says how much it read. A read
@@ -63,19 +65,8 @@ fn read_short(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// The attribute's text without surrounding whitespace; a missing attribute is `None`.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, Error> {
     match read_text(path) {
-        Ok(s) => Ok(Some(s.trim().to_string())),
+        Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(read_error(path, e)),
-    }
-}
-
-/// Like [`read_optional`], and an attribute the kernel refuses to answer (`EINVAL`, as `speed`
-/// and `carrier` do on a link that is down) is also `None`.
-pub(crate) fn read_lenient(path: &Path) -> Result<Option<String>, Error> {
-    match read_text(path) {
-        Ok(s) => Ok(Some(s.trim().to_string())),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(None),
         Err(e) => Err(read_error(path, e)),
     }
 }
@@ -123,17 +114,12 @@ impl Dir {
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The full path of `name` in this directory, for messages.
     pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 
-    /// Opens `name` and hands its trimmed text to `f`. Attributes are read into a buffer on the
-    /// stack; only one longer than that is read into a `String`.
+    /// Opens `name` and hands its trimmed text to `f`.
     fn with_text<T>(&self, name: &str, f: impl FnOnce(&str) -> T) -> std::io::Result<T> {
         let fd = nix::fcntl::openat(
             &self.fd,
@@ -141,19 +127,7 @@ impl Dir {
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let mut file = std::fs::File::from(fd);
-        let mut buf = [0u8; 256];
-        let len = read_short(&mut file, &mut buf)?;
-        if len < buf.len() {
-            let text = std::str::from_utf8(&buf[..len])
-                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
-            return Ok(f(text.trim()));
-        }
-        let mut all = buf.to_vec();
-        file.read_to_end(&mut all)?;
-        let text =
-            String::from_utf8(all).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
-        Ok(f(text.trim()))
+        text_of(std::fs::File::from(fd), f)
     }
 
     /// `f` applied to the attribute's text; `None` when it is missing or, with `lenient`, when
@@ -192,7 +166,7 @@ impl Dir {
         })
     }
 
-    /// `f` applied to the attribute's text, `None` as [`read_lenient`] has it.
+    /// `f` applied to the attribute's text, `None` as [`Dir::read_lenient`] has it.
     pub(crate) fn apply_lenient<T>(
         &self,
         name: &str,
@@ -201,7 +175,8 @@ impl Dir {
         self.apply(name, true, f)
     }
 
-    /// Like [`read_lenient`], relative to this directory.
+    /// The attribute's text; `None` when it is missing or the kernel refuses to answer it
+    /// (`EINVAL`, as `speed` and `carrier` do on a link that is down).
     pub(crate) fn read_lenient(&self, name: &str) -> Result<Option<String>, Error> {
         self.apply(name, true, str::to_string)
     }
@@ -216,7 +191,7 @@ impl Dir {
             .transpose()
     }
 
-    /// Like [`optional`] with [`read_lenient`]'s notion of missing.
+    /// Like [`optional`] with [`Dir::read_lenient`]'s notion of missing.
     pub(crate) fn lenient<T>(
         &self,
         name: &str,
@@ -419,7 +394,10 @@ mod tests {
     fn missing_and_refused_attributes_are_none() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_optional(&dir.path().join("nope")).unwrap(), None);
-        assert_eq!(read_lenient(&dir.path().join("nope")).unwrap(), None);
+        assert_eq!(
+            Dir::open(dir.path()).unwrap().read_lenient("nope").unwrap(),
+            None
+        );
         assert_eq!(link_name(&dir.path().join("nope")).unwrap(), None);
         // Reading a directory is an error other than "missing": it must surface with its path.
         let err = read_optional(dir.path()).unwrap_err();

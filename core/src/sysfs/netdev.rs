@@ -1,109 +1,103 @@
 //! Reading the netdevs of a PCI function.
 
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::attr;
 use super::model::Netdev;
 use super::Error;
 use crate::paths::attr as a;
 
-/// A candidate netdev directory, and whether the listing already showed it to be a directory.
+/// A candidate netdev: its directory relative to the device's, its name, and whether the listing
+/// showed it to be a directory (`None`: it did not say).
 struct Candidate {
-    dir: PathBuf,
-    known_dir: bool,
+    rel: String,
+    name: String,
+    is_dir: Option<bool>,
 }
 
-/// The netdev directories of a PCI function: `<dev>/net/*`, and for virtio functions
-/// `<dev>/virtioN/net/*` (virtio-net hangs its netdev off the virtio bus device).
-fn netdev_dirs(dev_dir: &Path) -> Result<Vec<Candidate>, Error> {
-    let mut net_dirs = vec![dev_dir.join(a::NET)];
-    for entry in list(dev_dir)? {
-        let name = entry.file_name();
-        let is_virtio = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(a::VIRTIO_PREFIX))
-            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
-        if is_virtio {
-            net_dirs.push(entry.path().join(a::NET));
+impl Candidate {
+    /// A directory, as listed, or (a link, say) as it leads to one.
+    fn is_dir(&self, dev_dir: &attr::Dir) -> bool {
+        self.is_dir == Some(true) || dev_dir.join(&self.rel).is_dir()
+    }
+}
+
+/// The netdev directories of a PCI function: `net/*`, and with `virtio` also `virtioN/net/*`
+/// (virtio-net hangs its netdev off the virtio bus device; only virtio functions have such
+/// children, so other functions skip listing their directory).
+fn candidates(dev_dir: &attr::Dir, virtio: bool) -> Result<Vec<Candidate>, Error> {
+    let mut net_dirs = vec![a::NET.to_string()];
+    if virtio {
+        for (name, _) in dev_dir.list_sub(".")? {
+            let is_virtio = name
+                .strip_prefix(a::VIRTIO_PREFIX)
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+            if is_virtio {
+                net_dirs.push(format!("{name}/{}", a::NET));
+            }
         }
     }
     let mut out = Vec::new();
     for dir in net_dirs {
-        out.extend(list(&dir)?.into_iter().map(|e| Candidate {
-            known_dir: e.file_type().is_ok_and(|t| t.is_dir()),
-            dir: e.path(),
-        }));
+        for (name, is_dir) in dev_dir.list_sub(&dir)? {
+            out.push(Candidate {
+                rel: format!("{dir}/{name}"),
+                name,
+                is_dir,
+            });
+        }
     }
     Ok(out)
 }
 
-/// Directory entries, empty when the directory does not exist.
-fn list(dir: &Path) -> Result<Vec<std::fs::DirEntry>, Error> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    entries
-        .map(|e| {
-            e.map_err(|source| Error::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        })
-        .collect()
+/// The device directory `dev_dir` held open; `None` when it does not exist.
+fn open_device(dev_dir: &Path) -> Result<Option<attr::Dir>, Error> {
+    match attr::Dir::open(dev_dir) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.is_vanished() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-/// The netdevs of the PCI function whose directory is `dev_dir`, sorted by name. A netdev renamed
-/// or removed while it is being read is left out.
+/// The netdevs of the PCI function whose directory is `dev_dir`, sorted by name (looking under
+/// `virtioN` children too). A netdev renamed or removed while it is being read is left out.
 pub(crate) fn read_netdevs(dev_dir: &Path) -> Result<Vec<Netdev>, Error> {
-    let mut out = Vec::new();
-    for Candidate { dir, known_dir } in netdev_dirs(dev_dir)? {
-        match read_netdev(&dir, known_dir) {
-            Ok(Some(n)) => out.push(n),
-            Ok(None) => {}
-            Err(e) if e.is_vanished() && !dir.exists() => {
-                tracing::debug!(path = %dir.display(), "netdev vanished while being read");
-            }
-            Err(e) => return Err(e),
-        }
+    match open_device(dev_dir)? {
+        Some(d) => read_netdevs_in(&d, true),
+        None => Ok(Vec::new()),
     }
-    out.sort_by(|x, y| x.name.cmp(&y.name));
-    Ok(out)
 }
 
 /// [`read_netdevs`] for a device directory held open; `virtio` also looks under `virtioN`
-/// children (only virtio functions have them, so other functions skip listing their directory).
+/// children.
 pub(crate) fn read_netdevs_in(dev_dir: &attr::Dir, virtio: bool) -> Result<Vec<Netdev>, Error> {
-    if virtio {
-        return read_netdevs(dev_dir.path());
-    }
     let mut out = Vec::new();
-    for (name, is_dir) in dev_dir.list_sub(a::NET)? {
-        let rel = format!("{}/{name}", a::NET);
-        if is_dir == Some(false) {
-            // A link or file, not a netdev directory: follow it only if it leads to one.
-            if !dev_dir.join(&rel).is_dir() {
-                continue;
-            }
+    for c in candidates(dev_dir, virtio)? {
+        if c.is_dir == Some(false) && !c.is_dir(dev_dir) {
+            continue; // a file, or a link that leads to no directory
         }
-        let read = dev_dir.sub(&rel).and_then(|dir| read_netdev_in(&dir, name));
-        match read {
+        match dev_dir
+            .sub(&c.rel)
+            .and_then(|dir| read_netdev_in(&dir, c.name))
+        {
             Ok(n) => out.push(n),
             Err(e) if e.is_vanished() => {
-                tracing::debug!(path = %dev_dir.join(&rel).display(), "netdev vanished while being read");
+                tracing::debug!(path = %dev_dir.join(&c.rel).display(), "netdev vanished while being read");
             }
             Err(e) => return Err(e),
         }
     }
     out.sort_by(|x, y| x.name.cmp(&y.name));
     Ok(out)
+}
+
+/// True when the PCI function whose directory is `dev_dir` has a netdev in view (without reading
+/// the netdevs' attributes).
+pub(crate) fn has_netdev(dev_dir: &Path) -> Result<bool, Error> {
+    let Some(d) = open_device(dev_dir)? else {
+        return Ok(false);
+    };
+    Ok(candidates(&d, true)?.iter().any(|c| c.is_dir(&d)))
 }
 
 /// The netdev whose held directory is `dir`.
@@ -124,48 +118,6 @@ fn read_netdev_in(dir: &attr::Dir, name: String) -> Result<Netdev, Error> {
         speed_mbps,
         mtu,
     })
-}
-
-/// True when the PCI function whose directory is `dev_dir` has a netdev in view (without reading
-/// the netdevs' attributes).
-pub(crate) fn has_netdev(dev_dir: &Path) -> Result<bool, Error> {
-    Ok(netdev_dirs(dev_dir)?.iter().any(|c| {
-        c.dir.file_name().and_then(|n| n.to_str()).is_some() && (c.known_dir || c.dir.is_dir())
-    }))
-}
-
-/// `known_dir`: the listing said it is a directory (else, a link say, it is checked here).
-fn read_netdev(dir: &Path, known_dir: bool) -> Result<Option<Netdev>, Error> {
-    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
-        return Ok(None);
-    };
-    if !known_dir && !dir.is_dir() {
-        return Ok(None);
-    }
-    let mac = attr::read_lenient(&dir.join(a::ADDRESS))?.and_then(|m| m.parse().ok());
-    let operstate = attr::read_lenient(&dir.join(a::OPERSTATE))?;
-    let carrier_path = dir.join(a::CARRIER);
-    let carrier = attr::read_lenient(&carrier_path)?
-        .map(|v| attr::parse_bool(&carrier_path, &v))
-        .transpose()?;
-    let speed_path = dir.join(a::SPEED);
-    let speed_mbps = attr::read_lenient(&speed_path)?
-        .map(|v| attr::parse_u32_or_negative(&speed_path, &v))
-        .transpose()?
-        .flatten()
-        .filter(|s| *s != u32::MAX);
-    let mtu_path = dir.join(a::MTU);
-    let mtu = attr::read_lenient(&mtu_path)?
-        .map(|v| attr::parse_u32(&mtu_path, &v))
-        .transpose()?;
-    Ok(Some(Netdev {
-        name: name.to_string(),
-        mac,
-        operstate,
-        carrier,
-        speed_mbps,
-        mtu,
-    }))
 }
 
 #[cfg(test)]
