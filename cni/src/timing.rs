@@ -13,10 +13,13 @@
 //! genie's: `cache` (its pod records), `api` (Kubernetes API requests), `plan` (annotations,
 //! confs and NADs resolved, API requests excluded), `podresources` (the kubelet asked for the
 //! pod's devices), `device_info`, `delegates` (the delegate plugins exec'd, start to exit),
-//! `routes` (the pod's default routes settled).
+//! `finish` (ADD's last step: the pod's default routes settled, the network-status written and the
+//! results' cache record written, side by side).
 //!
 //! `total` runs from the start of the plugin's work to its end; what no step covers is the
-//! plugin's own code.
+//! plugin's own code. Steps are timed on the thread that runs the plugin's work; work that other
+//! threads do in parallel is inside a step of that thread (`finish`), never timed on its own, so
+//! that the steps and the plugin's own code add up to `total`.
 //!
 //! Nothing is measured unless debug logging is on, so a normal run pays one level check per step.
 

@@ -252,6 +252,48 @@ fn a_delegate_failing_mid_add_tears_down_what_was_added() {
     );
 }
 
+#[test]
+fn a_status_write_that_keeps_failing_undoes_the_add() {
+    require_root();
+    let (node, _dummy) = three_network_node();
+    node.api.add_pod(
+        NS,
+        "web",
+        &[("k8s.v1.cni.cncf.io/networks", "blue"), ("cni", "red")],
+    );
+    let sb = Sandbox::new().unwrap();
+    let conf = genie(&node, "1.0.0");
+    // Every status write meets a conflict: the client gives up after its bounded retries, while
+    // the routes and the results' record were being written beside it.
+    node.api.inject_conflicts(1000);
+    let out = node
+        .cni("ADD", "c5", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(!out.success, "{}", out.stdout);
+    let err = out.json().unwrap();
+    assert_eq!(err["code"], 11, "try again later: {err}");
+    let msg = err["msg"].as_str().unwrap();
+    assert!(msg.contains("network-status of pod team/web"), "{msg}");
+    assert!(sb.links().unwrap().is_empty(), "{:?}", sb.links());
+    assert!(node.leases().is_empty(), "{:?}", node.leases());
+    assert!(node.cache_records().is_empty(), "{}", out.stderr);
+    assert!(node.api.writes().is_empty(), "{:?}", node.api.writes());
+
+    // The runtime's retry, with the API server answering again, attaches the pod.
+    node.api.inject_conflicts(0);
+    let out = node
+        .cni("ADD", "c5", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    assert_eq!(sb.links().unwrap(), vec!["eth0", "eth1", "net1"]);
+    assert_eq!(node.cache_records().len(), 1);
+    let del = node
+        .cni("DEL", "c5", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    assert!(node.leases().is_empty() && node.cache_records().is_empty());
+}
+
 /// A delegate that stalls in ADD (it writes its parent's pid, genie's, and its own, then sleeps)
 /// and succeeds at everything else: a stand-in for a plugin that hangs, so that the test can kill
 /// genie while a delegate runs.

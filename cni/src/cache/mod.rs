@@ -7,7 +7,8 @@
 //!
 //! Files are written atomically (a temp file in the same directory, fsync, rename, fsync of the
 //! directory), mode 0600 in directories of mode 0700. Reading a missing record is `Ok(None)`; a
-//! record that exists but cannot be read is an error, never "nothing to delete".
+//! record that exists but cannot be read is an error, never "nothing to delete". Removals are not
+//! synced: a record that a power loss brings back is deleted again, harmlessly.
 
 mod base64;
 
@@ -349,7 +350,7 @@ impl CacheDir {
 
     /// Removes the record; one already gone is fine.
     pub fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), CacheError> {
-        remove_if_exists(&self.attachment_path(key), &self.results_dir())
+        remove_if_exists(&self.attachment_path(key))
     }
 
     /// Every attachment record, each read on its own (one corrupt file does not hide the rest).
@@ -361,12 +362,26 @@ impl CacheDir {
 
     pub fn write_pod(&self, record: &PodRecord) -> Result<(), CacheError> {
         let key = record.key()?;
-        let path = self.pod_path(&key);
-        let bytes = serde_json::to_vec_pretty(record).map_err(|source| CacheError::Encode {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = self.encode_pod(&key, record)?;
         write_atomic(&self.pods_dir(), &key.file_name(), &bytes)
+    }
+
+    /// [`write_pod`](Self::write_pod) up to the rename; the fsync of the directory, which makes
+    /// the rename itself durable, runs on a thread of its own meanwhile. The record is whole and
+    /// in place for every process when this returns (a process killed later leaves it behind for
+    /// DEL); only a power loss before [`DirSync::wait`] returns can lose the rename.
+    pub fn write_pod_syncing(&self, record: &PodRecord) -> Result<DirSync, CacheError> {
+        let key = record.key()?;
+        let bytes = self.encode_pod(&key, record)?;
+        replace(&self.pods_dir(), &key.file_name(), &bytes)?;
+        Ok(DirSync::start(self.pods_dir()))
+    }
+
+    fn encode_pod(&self, key: &PodKey, record: &PodRecord) -> Result<Vec<u8>, CacheError> {
+        serde_json::to_vec_pretty(record).map_err(|source| CacheError::Encode {
+            path: self.pod_path(key),
+            source,
+        })
     }
 
     pub fn read_pod(&self, key: &PodKey) -> Result<Option<PodRecord>, CacheError> {
@@ -388,7 +403,7 @@ impl CacheDir {
     }
 
     pub fn remove_pod(&self, key: &PodKey) -> Result<(), CacheError> {
-        remove_if_exists(&self.pod_path(key), &self.pods_dir())
+        remove_if_exists(&self.pod_path(key))
     }
 
     pub fn list_pods(&self) -> Result<Vec<Listed<PodRecord>>, CacheError> {
@@ -442,6 +457,14 @@ fn sync_dir(dir: &Path) -> Result<(), CacheError> {
 
 /// Temp file in `dir`, write, fsync, rename over `name`, fsync `dir`.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
+    replace(dir, name, bytes)?;
+    sync_dir(dir)
+}
+
+/// Temp file in `dir`, write, fsync, rename over `name`: the file is whole (its data on disk
+/// before it takes the name) and in place for every process; the rename is durable once `dir` is
+/// synced.
+fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
     ensure_dir(dir)?;
     let target = dir.join(name);
     let tmp = dir.join(format!(
@@ -463,8 +486,34 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CacheError> 
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    written?;
-    sync_dir(dir)
+    written
+}
+
+/// The fsync of a record's directory, running on a thread of its own (see
+/// [`CacheDir::write_pod_syncing`]).
+#[must_use = "wait for the directory's fsync before relying on the rename being durable"]
+pub struct DirSync {
+    dir: PathBuf,
+    syncing: std::thread::JoinHandle<Result<(), CacheError>>,
+}
+
+impl DirSync {
+    fn start(dir: PathBuf) -> Self {
+        let d = dir.clone();
+        Self {
+            dir,
+            syncing: std::thread::spawn(move || sync_dir(&d)),
+        }
+    }
+
+    /// Waits for the fsync and returns its outcome.
+    pub fn wait(self) -> Result<(), CacheError> {
+        self.syncing.join().unwrap_or_else(|_| {
+            Err(io("syncing directory", &self.dir)(std::io::Error::other(
+                "the syncing thread panicked",
+            )))
+        })
+    }
 }
 
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
@@ -475,9 +524,11 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
     }
 }
 
-fn remove_if_exists(path: &Path, dir: &Path) -> Result<(), CacheError> {
+/// Removes `path`. The removal is not synced: a record that a power loss brings back only makes
+/// the next DEL or GC run its (idempotent) DELs again.
+fn remove_if_exists(path: &Path) -> Result<(), CacheError> {
     match fs::remove_file(path) {
-        Ok(()) => sync_dir(dir),
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io("removing", path)(e)),
     }

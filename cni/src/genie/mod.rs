@@ -290,14 +290,16 @@ fn add(
         record.pod_name = Some(p.name.clone());
         record.pod_uid = pod_uid.clone();
     }
-    // Every planned attachment is in the record on disk (durably) before the first delegate
-    // runs, so a DEL after a crash at any point knows all of them; DEL of an attachment whose ADD
-    // never ran is harmless (CNI DEL tolerates what is missing). The results follow in one more
-    // durable write before ADD returns: two writes for any number of networks.
+    // Every planned attachment is in the record on disk before the first delegate runs, so a
+    // DEL after a crash at any point knows all of them; DEL of an attachment whose ADD never ran
+    // is harmless (CNI DEL tolerates what is missing). The directory's fsync, which makes the
+    // record's name durable against a power loss, overlaps the first delegate. The results follow
+    // in one more durable write before ADD returns: two writes for any number of networks.
     record.attachments = planned.iter().map(attachment_record).collect();
-    if !planned.is_empty() {
-        timed("cache", || cache.write_pod(&record))?;
-    }
+    let dir_sync = match planned.is_empty() {
+        true => None,
+        false => Some(timed("cache", || cache.write_pod_syncing(&record))?),
+    };
     let mut results = Vec::with_capacity(planned.len());
     for (n, p) in planned.iter().enumerate() {
         let outcome = timed("device_info", || publish_device_info(conf, p))
@@ -311,23 +313,34 @@ fn add(
             Err(e) => return Err(undo(env, cache, &key, &record, n, e)),
         }
     }
-    // The last result goes to disk while the routes are settled and the status is written back;
-    // ADD returns (or undoes) only after both are done.
-    let (written, finished) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            if planned.is_empty() {
+    // Three things left, each waiting on something else, so they run side by side: the results
+    // go to disk, the pod's default routes are settled, the network-status is written back. ADD
+    // returns (or undoes) only after all three are done. The status does not depend on the routes.
+    let statuses: Vec<AttachmentStatus> = planned
+        .iter()
+        .zip(results.iter())
+        .map(|(p, r)| status_of(p, r, &env.netns))
+        .collect();
+    let (written, settled, reported) = timed("finish", || {
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| -> Result<(), CniError> {
+                if let Some(s) = dir_sync {
+                    s.wait()?;
+                    cache.write_pod(&record)?;
+                }
                 Ok(())
-            } else {
-                timed("cache", || cache.write_pod(&record)).map_err(CniError::from)
-            }
-        });
-        let finished = settle_and_report(env, &pod, &client, pod_whole, &planned, &mut results);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(CniError::io("the cache writer failed unexpectedly")));
-        (written, finished)
+            });
+            let router = (planned.len() > 1)
+                .then(|| scope.spawn(|| routes::settle(&env.netns, &planned, &mut results)));
+            let reported = report(&pod, &client, pod_whole, &statuses);
+            let joined = |r: std::thread::Result<Result<(), CniError>>, what: &str| {
+                r.unwrap_or_else(|_| Err(CniError::io(format!("{what} failed unexpectedly"))))
+            };
+            let settled = router.map_or(Ok(()), |t| joined(t.join(), "settling the routes"));
+            (joined(writer.join(), "the cache writer"), settled, reported)
+        })
     });
-    if let Err(e) = finished {
+    if let Err(e) = settled.and(reported) {
         return Err(undo(env, cache, &key, &record, planned.len(), e));
     }
     written?;
@@ -336,33 +349,23 @@ fn add(
     Ok(merged.to_version(version).to_json())
 }
 
-/// After every delegate succeeded: one default route per family, then the pod's network-status.
-fn settle_and_report(
-    env: &CniEnv,
+/// The pod's network-status written back (nothing without a pod and an API client).
+fn report(
     pod: &Option<PodRef>,
     client: &Option<Client>,
     pod_whole: Option<Value>,
-    planned: &[Planned],
-    results: &mut [CniResult],
+    statuses: &[AttachmentStatus],
 ) -> Result<(), CniError> {
-    timed("routes", || routes::settle(&env.netns, planned, results))?;
     let (Some(p), Some(c)) = (pod, client) else {
         return Ok(());
     };
-    let statuses: Vec<AttachmentStatus> = planned
-        .iter()
-        .zip(results.iter())
-        .map(|(p, r)| status_of(p, r, &env.netns))
-        .collect();
-    let changes = status_annotations(&statuses)
+    let changes = status_annotations(statuses)
         .map_err(|e| CniError::io(format!("network-status cannot be encoded: {e}")))?;
-    timed("api", || {
-        c.set_pod_annotations_from(&p.namespace, &p.name, pod_whole, &changes)
-    })
-    .map_err(|e| {
-        CniError::try_again_later(format!("writing the network-status of pod {p}: {e}"))
-    })?;
-    Ok(())
+    c.set_pod_annotations_from(&p.namespace, &p.name, pod_whole, &changes)
+        .map(drop)
+        .map_err(|e| {
+            CniError::try_again_later(format!("writing the network-status of pod {p}: {e}"))
+        })
 }
 
 /// Copies the device plugin's device-info file of the attachment's device to the attachment's own
