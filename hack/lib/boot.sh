@@ -8,7 +8,7 @@
 # it), and two igb (82576) PFs, each behind its own PCIe root port so their VF ranges do not clash. The
 # NICs sit on a QEMU hub with no outside network. A hard timeout kills QEMU.
 
-LAB_TIMEOUT=${VFGENIE_LAB_TIMEOUT:-170}
+LAB_TIMEOUT=${VFGENIE_LAB_TIMEOUT:-300}
 
 # lab_qemu_cmd KERNEL INITRD SCENARIO: sets the array LAB_QEMU to the QEMU command line.
 lab_qemu_cmd() {
