@@ -228,6 +228,27 @@ pub fn exec_version(
     })
 }
 
+/// Spawns `cmd`, again a few times if the binary is "busy": a file just written is briefly held
+/// open for writing by any process that another thread forks meanwhile, until that child execs.
+fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(Errno::ETXTBSY as i32)
+                    && tries < SPAWN_BUSY_RETRIES =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Spawns retried while the binary is busy (10 ms apart).
+const SPAWN_BUSY_RETRIES: u32 = 5;
+
 fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Vec<u8>, ExecError> {
     let started = Instant::now();
     let deadline = started + inv.timeout;
@@ -253,7 +274,7 @@ fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Ve
         .process_group(0);
     tracing::debug!(plugin, command = %inv.command, container_id = %inv.container_id, ifname = %inv.ifname, "running delegate");
 
-    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+    let mut child = spawn(&mut cmd).map_err(|source| ExecError::Spawn {
         plugin: plugin.to_string(),
         binary: binary.to_path_buf(),
         source,
