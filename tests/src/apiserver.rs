@@ -137,9 +137,8 @@ impl ApiServer {
         let thread = std::thread::Builder::new()
             .name("apiserver".into())
             .spawn(move || {
-                // One thread: answers are quick, and on a small busy machine the wake-ups
-                // between worker threads would add their latency to every request.
-                let rt = match tokio::runtime::Builder::new_current_thread()
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
                     .enable_all()
                     .build()
                 {
