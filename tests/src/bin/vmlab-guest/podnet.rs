@@ -148,6 +148,11 @@ impl Pod {
     }
 }
 
+/// CNI's "try again later" error code.
+const TRY_AGAIN_LATER: u64 = 11;
+/// ADDs of one pod at most, when genie answers "try again later".
+const ADD_TRIES: u32 = 3;
+
 /// The node: agent, kubelet and API-server stand-ins, and the CNI directories.
 pub struct Cluster {
     pub root: SysRoot,
@@ -410,14 +415,32 @@ impl Cluster {
         // Prefixed: other scenarios of the same boot name their pods' namespaces `pod-a`, ...
         let netns = NetNs::create_named(&self.root, &netns_name(name))?;
         let container_id = format!("sandbox-{name}");
-        let out = self.node.cni(
-            "ADD",
-            &container_id,
-            netns.path(),
-            "eth0",
-            Some((NS, name)),
-            &self.genie_conf(),
-        )?;
+        // As the kubelet does with a sandbox, ADD again when genie says "try again later" (code
+        // 11): under TCG on a loaded host a bounded call to a stand-in can run out of time.
+        let mut tries = 0;
+        let out = loop {
+            tries += 1;
+            let out = self.node.cni(
+                "ADD",
+                &container_id,
+                netns.path(),
+                "eth0",
+                Some((NS, name)),
+                &self.genie_conf(),
+            )?;
+            let again = !out.success
+                && out
+                    .json()
+                    .ok()
+                    .is_some_and(|e| e["code"] == TRY_AGAIN_LATER);
+            if !again || tries == ADD_TRIES {
+                break out;
+            }
+            println!(
+                "VMLAB-OUT genie ADD of {name}: try again later ({}), retrying",
+                out.stdout.trim()
+            );
+        };
         if !out.success {
             let _ = NetNs::delete_named(&self.root, &netns_name(name));
             return Err(anyhow!(
