@@ -402,6 +402,11 @@ fn validate_raw(ctx: &Ctx<'_>, r: RawSelection) -> Result<NetworkSelection, Anno
         }
         None => None,
     };
+    if let Some(args) = &r.cni_args {
+        crate::genieconf::untrusted::check_cni_args(args)
+            .map_err(|e| ctx.err(format!("network {name:?}: {e}")))?;
+    }
+    let cni_args = r.cni_args;
     let ipam_claim_reference = match r.ipam_claim_reference.filter(|c| !c.is_empty()) {
         Some(c) => Some(ctx.name("ipam-claim-reference", &c)?),
         None => None,
@@ -417,7 +422,7 @@ fn validate_raw(ctx: &Ctx<'_>, r: RawSelection) -> Result<NetworkSelection, Anno
         port_mappings: r.port_mappings.unwrap_or_default(),
         bandwidth: r.bandwidth,
         device_id,
-        cni_args: r.cni_args,
+        cni_args,
         ipam_claim_reference,
     })
 }

@@ -268,6 +268,7 @@ fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Ve
         .env("CNI_IFNAME", &inv.ifname)
         .env("CNI_ARGS", &inv.args)
         .env("CNI_PATH", cni_path)
+        .env(crate::nesting::ENV, crate::nesting::child_value())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

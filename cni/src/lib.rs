@@ -7,6 +7,7 @@
 //! - [`devices`]: the pod's device-plugin devices (kubelet PodResources or checkpoint) and NPWG
 //!   device-info files.
 //! - [`invocation`]: one run of either plugin: the reply or the error JSON, and its timing.
+//! - [`nesting`]: who exec'd this process; delegates never run genie again.
 //! - [`install`]: `genie install`, the atomic copy of the binary into a CNI bin dir.
 //! - [`k8s`], [`annotations`], [`genieconf`], [`netstatus`]: the Kubernetes side: the API client,
 //!   the pod's network annotations, the node's genie conf, and what is written back on the pod.
@@ -21,6 +22,7 @@ pub mod genieconf;
 pub mod install;
 pub mod invocation;
 pub mod k8s;
+pub mod nesting;
 pub mod netstatus;
 pub mod spec;
 pub mod sriov;

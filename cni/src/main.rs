@@ -96,6 +96,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A run this binary may not make: the error JSON on stdout, the reason on stderr, nothing else.
+fn refuse(
+    env: &std::collections::HashMap<String, String>,
+    stdin: &[u8],
+    e: vfcni::spec::CniError,
+) -> ExitCode {
+    eprintln!("genie: {}", e.msg);
+    let out = vfcni::invocation::invoke("genie", env, stdin, || Err(e));
+    let mut so = std::io::stdout().lock();
+    let _ = so.write_all(out.stdout.as_bytes());
+    let _ = so.write_all(b"\n");
+    let _ = so.flush();
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
     let argv0 = args.next();
@@ -107,18 +122,35 @@ fn main() -> ExitCode {
         eprintln!("genie: cannot read the network config from stdin: {e}");
         return ExitCode::FAILURE;
     }
-    init_logging(&stdin);
     let env = vfcni::spec::env::CniEnv::capture();
     // One binary, two plugins: installed as `sriov` (`genie install --name sriov`) or handed a
     // `"type": "sriov"` config, it is the SR-IOV plugin.
     let as_sriov = argv0
         .as_ref()
         .and_then(|a| std::path::Path::new(a).file_name())
-        .is_some_and(|n| n == "sriov");
-    let out = if as_sriov || vfcni::sriov::is_sriov_conf(&stdin) {
-        vfcni::sriov::run(&env, &stdin, &vfcni::sriov::CrashAt::from_process_env())
-    } else {
-        vfcni::genie::run(&env, &stdin)
+        .is_some_and(|n| n == "sriov")
+        || vfcni::sriov::is_sriov_conf(&stdin);
+    // A delegate of genie may only be the sriov plugin, a delegate of that nothing of ours: checked
+    // before the conf is used for anything (its log file, its API server, its delegates).
+    let caller = std::env::var(vfcni::nesting::ENV).ok();
+    let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
+    let role = match vfcni::nesting::role(caller.as_deref(), as_sriov) {
+        Ok(role) => role,
+        Err(_) if command == "VERSION" => vfcni::nesting::Role::Genie,
+        // A refused role never attached anything, so its DEL and GC have nothing to undo.
+        Err(e) if command == "DEL" || command == "GC" => {
+            eprintln!("genie: {}; nothing to undo", e.msg);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return refuse(&env, &stdin, e),
+    };
+    vfcni::nesting::enter(role);
+    init_logging(&stdin);
+    let out = match role {
+        vfcni::nesting::Role::Sriov => {
+            vfcni::sriov::run(&env, &stdin, &vfcni::sriov::CrashAt::from_process_env())
+        }
+        vfcni::nesting::Role::Genie => vfcni::genie::run(&env, &stdin),
     };
     let mut so = std::io::stdout().lock();
     if !out.stdout.is_empty() {

@@ -197,8 +197,8 @@ impl fmt::Display for IfIndex {
     }
 }
 
-/// A network interface name, validated as the kernel and libcni do: 1 to 15 bytes, no `/`, no `:`,
-/// no whitespace or control characters, not `.` or `..`.
+/// A network interface name the kernel keeps as it is: 1 to 15 bytes, no `/`, no `:`, no `%`, no
+/// whitespace or control characters, not `.` or `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IfName(String);
 
@@ -218,6 +218,10 @@ impl IfName {
             Some("it contains '/'")
         } else if name.contains(':') {
             Some("it contains ':'")
+        } else if name.contains('%') {
+            // The kernel expands a `%d` in a new link's name to a free number: the link would not
+            // be called what was asked, and nothing could find it again to undo it.
+            Some("it contains '%', which the kernel expands to a number")
         } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             Some("it contains whitespace or control characters")
         } else {
@@ -337,6 +341,8 @@ mod tests {
             "eth0:1",
             "sixteen-bytes-xx",
             "tab\tx",
+            "net%d",
+            "%",
         ] {
             assert!(IfName::new(bad).is_err(), "{bad:?} accepted");
         }

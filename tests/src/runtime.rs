@@ -298,7 +298,8 @@ impl Node {
         Ok(())
     }
 
-    /// The genie conf: `cniVersion`, the node's directories and kubeconfig, plus `extra` keys.
+    /// The genie conf: `cniVersion`, the node's directories and kubeconfig, host-local's `dataDir`
+    /// allowed to tenants under `ipam_dir`, plus `extra` keys.
     pub fn genie_conf(&self, version: &str, extra: Value) -> Value {
         let mut c = json!({
             "cniVersion": version,
@@ -308,6 +309,8 @@ impl Node {
             "confDir": self.conf_dir.display().to_string(),
             "cniDir": self.cache_dir.display().to_string(),
             "binDir": self.bin_dir.display().to_string(),
+            // The tests' NADs keep host-local's leases under this node (`Node::ipam`).
+            "allowedTenantPaths": {"dataDir": [self.ipam_dir.display().to_string()]},
         });
         if let (Some(m), Value::Object(e)) = (c.as_object_mut(), extra) {
             m.extend(e);

@@ -129,6 +129,9 @@ pub struct Need<'a> {
     pub network: &'a str,
     pub ifname: &'a str,
     pub resources: &'a [String],
+    /// The device the pod's annotation asks for (NPWG `deviceID`): it must be one the kubelet
+    /// allocated to the pod, of one of `resources`.
+    pub wanted: Option<&'a str>,
 }
 
 /// The device an attachment got.
@@ -138,18 +141,24 @@ pub struct Assigned {
     pub id: String,
 }
 
-/// Gives each need a device, in order: the lowest device ID of its resources not given yet. An
-/// attachment alone on its resource thus gets the first device, the second attachment of one
-/// resource the second device, and so on. A pod holding too few devices is refused before anything
-/// is attached, naming what to request.
+/// Gives each need a device: first the needs whose annotation asks for a device, which must be one
+/// the kubelet allocated to the pod and not given twice; then the others in order, each the lowest
+/// device ID of its resources not given yet. An attachment alone on its resource thus gets the
+/// first device, the second attachment of one resource the second device, and so on. A pod holding
+/// too few devices is refused before anything is attached, naming what to request.
 pub fn assign(
     pod: &PodIdentity<'_>,
     needs: &[Need<'_>],
     devices: &PodDevices,
 ) -> Result<Vec<Assigned>, CniError> {
     let mut taken: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut out = Vec::with_capacity(needs.len());
-    for need in needs {
+    let mut out: Vec<Option<Assigned>> = vec![None; needs.len()];
+    let wanted_first = needs
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.wanted.is_some())
+        .chain(needs.iter().enumerate().filter(|(_, n)| n.wanted.is_none()));
+    for (slot, need) in wanted_first {
         let mut candidates: Vec<(&String, &String)> = Vec::new();
         for r in need.resources {
             for id in devices.get(r).into_iter().flatten() {
@@ -163,19 +172,48 @@ pub fn assign(
             }
         }
         candidates.sort();
-        let pick = candidates
-            .into_iter()
-            .find(|(id, r)| !taken.contains(&((*r).clone(), (*id).clone())));
-        let Some((id, r)) = pick else {
-            return Err(shortfall(pod, need, needs, devices));
+        let free = |(id, r): &(&String, &String)| !taken.contains(&((*r).clone(), (*id).clone()));
+        let pick = match need.wanted {
+            Some(w) => candidates
+                .into_iter()
+                .find(|c| c.0 == w && free(c))
+                .ok_or_else(|| not_held(pod, need, w, devices))?,
+            None => candidates
+                .into_iter()
+                .find(free)
+                .ok_or_else(|| shortfall(pod, need, needs, devices))?,
         };
+        let (id, r) = pick;
         taken.insert((r.clone(), id.clone()));
-        out.push(Assigned {
+        out[slot] = Some(Assigned {
             resource: r.clone(),
             id: id.clone(),
         });
     }
-    Ok(out)
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// A pod's annotation asks for a device it does not hold (or asks for one twice).
+fn not_held(
+    pod: &PodIdentity<'_>,
+    need: &Need<'_>,
+    wanted: &str,
+    devices: &PodDevices,
+) -> CniError {
+    let held: Vec<&str> = need
+        .resources
+        .iter()
+        .flat_map(|r| devices.get(r).into_iter().flatten())
+        .map(String::as_str)
+        .collect();
+    CniError::invalid_config(format!(
+        "{}: network {} ({}) asks for deviceID {wanted:?}, which the kubelet did not allocate to the pod from resource {} (it holds: {}), or which another of its networks asks for too; a device reaches a pod only through the kubelet's allocation",
+        pod.label(),
+        need.network,
+        need.ifname,
+        need.resources.join(" or "),
+        if held.is_empty() { "none".to_string() } else { held.join(", ") },
+    ))
 }
 
 fn shortfall(
@@ -262,6 +300,7 @@ mod tests {
             network: n,
             ifname: "net1",
             resources: r,
+            wanted: None,
         };
         let got = assign(&POD, &[need("n1", &a), need("n2", &b), need("n3", &a)], &d).unwrap();
         let ids: Vec<&str> = got.iter().map(|g| g.id.as_str()).collect();
@@ -283,6 +322,41 @@ mod tests {
         assert!(e.msg.contains("request x.com/b: 2"), "{}", e.msg);
         let bad = devs(&[("x.com/a", &["../x"])]);
         assert!(assign(&POD, &[need("n1", &a)], &bad).is_err());
+    }
+
+    #[test]
+    fn a_device_asked_for_by_the_annotation_must_be_held_and_is_given_first() {
+        let a = vec!["x.com/a".to_string()];
+        let d = devs(&[("x.com/a", &["0000:02:10.0", "0000:02:10.2"])]);
+        let need = |n, wanted| Need {
+            network: n,
+            ifname: "net1",
+            resources: &a,
+            wanted,
+        };
+        // The second network asks for the first device: the first network gets the other one.
+        let got = assign(
+            &POD,
+            &[need("n1", None), need("n2", Some("0000:02:10.0"))],
+            &d,
+        )
+        .unwrap();
+        let ids: Vec<&str> = got.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, vec!["0000:02:10.2", "0000:02:10.0"]);
+        // A device of another pod (not allocated to this one) is refused, naming what it holds.
+        let e = assign(&POD, &[need("n1", Some("0000:02:10.4"))], &d).unwrap_err();
+        assert_eq!(e.code, crate::spec::error::code::INVALID_NETWORK_CONFIG);
+        assert!(
+            e.msg.contains("0000:02:10.4") && e.msg.contains("0000:02:10.2"),
+            "{}",
+            e.msg
+        );
+        // The same device asked for twice.
+        let twice = [
+            need("n1", Some("0000:02:10.0")),
+            need("n2", Some("0000:02:10.0")),
+        ];
+        assert!(assign(&POD, &twice, &d).is_err());
     }
 
     #[test]

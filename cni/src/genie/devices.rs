@@ -7,8 +7,11 @@ use super::delegate::as_list;
 use super::plan::Planned;
 use crate::devices::{self, info, Need, PodIdentity, Sources};
 use crate::genieconf::GenieConf;
+use crate::k8s::objects::RESOURCE_NAME_ANNOTATION;
 use crate::spec::env::CniEnv;
 use crate::spec::error::CniError;
+
+const DEVICE_ID: &str = "deviceID";
 
 /// Gives every attachment that needs one its device (`deviceID` in its config) and every
 /// attachment with a device, or with a plugin declaring `CNIDeviceInfoFile`, its device-info file.
@@ -18,13 +21,33 @@ pub fn prepare(
     pod: Option<&PodIdentity<'_>>,
     planned: &mut [Planned],
 ) -> Result<(), CniError> {
+    // A device named by the pod's annotation is a wish, never an order: it is given only when it
+    // is one the kubelet allocated to the pod from the network's resource.
+    let mut wanted: Vec<Option<String>> = Vec::with_capacity(planned.len());
+    for p in planned.iter_mut() {
+        let w = match p.injected.runtime_config.remove(DEVICE_ID) {
+            Some(Value::String(id)) => Some(id),
+            _ => None,
+        };
+        if let (Some(id), true) = (&w, p.resources.is_empty()) {
+            return Err(CniError::invalid_config(format!(
+                "{}network {} ({}) asks for deviceID {id:?} in the pod's annotation, but the network has no {RESOURCE_NAME_ANNOTATION}: a device reaches a pod only through the kubelet's allocation",
+                pod.map(|p| format!("pod {}/{}: ", p.namespace, p.name)).unwrap_or_default(),
+                p.network,
+                p.ifname
+            )));
+        }
+        wanted.push(w);
+    }
     let needs: Vec<Need<'_>> = planned
         .iter()
-        .filter(|p| !p.resources.is_empty())
-        .map(|p| Need {
+        .zip(&wanted)
+        .filter(|(p, _)| !p.resources.is_empty())
+        .map(|(p, w)| Need {
             network: &p.network,
             ifname: &p.ifname,
             resources: &p.resources,
+            wanted: w.as_deref(),
         })
         .collect();
     if let Some(first) = needs.first() {

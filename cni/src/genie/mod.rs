@@ -457,9 +457,14 @@ fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
     Ok(())
 }
 
-/// GC: every recorded pod that is not in `cni.dev/valid-attachments` is deleted.
+/// GC: every recorded pod that is not in `cni.dev/valid-attachments` is deleted. Without that key
+/// the runtime said nothing about which attachments live, so nothing is deleted (an empty list
+/// means "none live"; a missing one is not that).
 fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), CniError> {
-    let valid = netconf.valid_attachments()?.unwrap_or_default();
+    let Some(valid) = netconf.valid_attachments()? else {
+        info!("GC without cni.dev/valid-attachments: every attachment is kept");
+        return Ok(());
+    };
     let keep: BTreeSet<(String, String)> = valid
         .into_iter()
         .map(|a| (a.container_id, a.ifname))

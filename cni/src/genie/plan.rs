@@ -173,7 +173,7 @@ impl Planner<'_> {
             client.get_network_attachment_definition(namespace, name)
         })
         .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
-        let resolved = resolve_nad_config(&nad, &self.conf.conf_dir)
+        let resolved = resolve_nad_config(&nad, &self.conf.conf_dir, &self.conf.tenant_paths)
             .map_err(|e| config_error(e.to_string()))?;
         let resources = match nad.resource_name() {
             Some(r) => {

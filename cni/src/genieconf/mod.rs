@@ -33,6 +33,7 @@ pub enum ConfError {
 
 mod resolve;
 mod sriov;
+pub mod untrusted;
 pub use resolve::{
     apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, ConfigSource,
     LogicalNetworkError, ResolvedConfig,
@@ -53,6 +54,12 @@ pub enum ResolveError {
         namespace: String,
         name: String,
         conf_dir: PathBuf,
+    },
+    #[error("NetworkAttachmentDefinition {namespace}/{name}: spec.config is refused: {refused}")]
+    Untrusted {
+        namespace: String,
+        name: String,
+        refused: untrusted::Refused,
     },
     #[error("{plugin:?} is not a plain plugin name")]
     PluginName { plugin: String },
@@ -138,6 +145,9 @@ pub struct GenieConf {
     pub device_info_dir: PathBuf,
     /// `sriov`: CNI-Genie's `cni: "sriov"` from the agent's pools.
     pub sriov: Option<SriovConf>,
+    /// `allowedTenantPaths`: the host-path keys tenants' NetworkAttachmentDefinitions may set,
+    /// and under which prefixes (`{"dataDir": ["/var/lib/cni/networks"]}`); none by default.
+    pub tenant_paths: untrusted::TenantPaths,
 }
 
 impl GenieConf {
@@ -298,6 +308,7 @@ impl GenieConf {
                 Some(m) => Some(SriovConf::from_map(m)?),
                 None => None,
             },
+            tenant_paths: tenant_paths(k.object("allowedTenantPaths")?)?,
         })
     }
 
@@ -346,6 +357,27 @@ impl GenieConf {
             },
         })
     }
+}
+
+/// `allowedTenantPaths`: `{"key": ["/prefix", ...]}`.
+fn tenant_paths(m: Option<&Map<String, Value>>) -> Result<untrusted::TenantPaths, ConfError> {
+    const KEY: &str = "allowedTenantPaths";
+    let mut out = untrusted::TenantPaths::default();
+    for (key, prefixes) in m.into_iter().flatten() {
+        let list = prefixes
+            .as_array()
+            .ok_or_else(|| key_err(KEY, format!("{key:?} must map to a list of paths")))?
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| key_err(KEY, format!("{key:?}: paths must be strings")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.allow(key, list)
+            .map_err(|problem| key_err(KEY, format!("{key:?}: {problem}")))?;
+    }
+    Ok(out)
 }
 
 fn key_err(key: &str, problem: impl Into<String>) -> ConfError {

@@ -37,9 +37,12 @@ impl ResolvedConfig {
 /// The config of a NAD: its `spec.config` when not empty, else the file in `conf_dir` (`.conf`,
 /// `.json`, `.conflist`, in file-name order) whose JSON `name` equals the NAD's name. File names
 /// come from listing the directory; none is built from the NAD's name. Unparsable files are skipped.
+/// A `spec.config` is a tenant's: it must pass [`super::untrusted::check_config`] (the files of
+/// `conf_dir` are the node's own).
 pub fn resolve_nad_config(
     nad: &NetworkAttachmentDefinition,
     conf_dir: &Path,
+    allowed: &super::untrusted::TenantPaths,
 ) -> Result<ResolvedConfig, ResolveError> {
     let namespace = nad.metadata.namespace.clone();
     let name = nad.metadata.name.clone();
@@ -62,6 +65,13 @@ pub fn resolve_nad_config(
             Some(Value::String(_)) => {}
             Some(_) => return Err(spec_err("\"name\" must be a string".into())),
         }
+        super::untrusted::check_config(&config, allowed).map_err(|refused| {
+            ResolveError::Untrusted {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                refused,
+            }
+        })?;
         return Ok(ResolvedConfig {
             config,
             source: ConfigSource::SpecConfig,
@@ -111,11 +121,26 @@ fn conf_files(conf_dir: &Path) -> Result<Vec<ResolvedConfig>, ResolveError> {
     Ok(out)
 }
 
-/// The first conf file in `conf_dir` whose JSON `name` is `name`.
+/// The first conf file in `conf_dir` whose JSON `name` is `name`. genie's own conf (`"type":
+/// "genie"`) is never chosen: a NetworkAttachmentDefinition named like it must not make genie its
+/// own delegate.
 pub fn find_conf_file(conf_dir: &Path, name: &str) -> Result<Option<ResolvedConfig>, ResolveError> {
     Ok(conf_files(conf_dir)?
         .into_iter()
-        .find(|r| r.name() == Some(name) && check_shape(&r.config).is_ok()))
+        .find(|r| r.name() == Some(name) && check_shape(&r.config).is_ok() && !is_genie(&r.config)))
+}
+
+/// Whether a conf (or any plugin of a conflist) is genie's own.
+fn is_genie(c: &Map<String, Value>) -> bool {
+    let genie = |c: &Map<String, Value>| {
+        c.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("genie"))
+    };
+    match c.get("plugins") {
+        Some(Value::Array(p)) => p.iter().filter_map(Value::as_object).any(genie),
+        _ => genie(c),
+    }
 }
 
 /// The conf of a CNI-Genie plugin (`cni: "weave"`): the first file whose `name` is the plugin,
@@ -132,7 +157,7 @@ pub fn find_plugin_conf(
     }
     let mut files: Vec<ResolvedConfig> = conf_files(conf_dir)?
         .into_iter()
-        .filter(|r| check_shape(&r.config).is_ok() && first_type(&r.config) != Some("genie"))
+        .filter(|r| check_shape(&r.config).is_ok() && !is_genie(&r.config))
         .collect();
     let index = files
         .iter()

@@ -150,7 +150,7 @@ fn nad(name: &str, config: &str) -> NetworkAttachmentDefinition {
 #[test]
 fn nad_config_comes_from_spec_config() {
     let dir = tempfile::tempdir().unwrap();
-    let r = resolve_nad_config(
+    let r = resolve(
         &nad(
             "mv",
             r#"{"cniVersion":"1.0.0","type":"macvlan","master":"eth0"}"#,
@@ -161,7 +161,7 @@ fn nad_config_comes_from_spec_config() {
     assert_eq!(r.source, ConfigSource::SpecConfig);
     assert_eq!(r.name(), Some("mv"), "a missing name becomes the NAD's");
     assert!(!r.is_conflist());
-    let r = resolve_nad_config(
+    let r = resolve(
         &nad("br", r#"{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"bridge"},{"type":"tuning"}]}"#),
         dir.path(),
     )
@@ -177,7 +177,7 @@ fn nad_config_comes_from_spec_config() {
         (r#"{"plugins":[{"type":"a/b"}]}"#, "not a plain file name"),
         (r#"{"type":"x","name":3}"#, "must be a string"),
     ] {
-        let e = resolve_nad_config(&nad("x", bad), dir.path()).unwrap_err();
+        let e = resolve(&nad("x", bad), dir.path()).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.starts_with("NetworkAttachmentDefinition default/x: spec.config"),
@@ -207,20 +207,17 @@ fn nad_config_comes_from_the_conf_dir_by_name() {
     .unwrap();
     std::fs::create_dir(d.join("sub.conf")).unwrap();
 
-    let r = resolve_nad_config(&nad("mv", ""), d).unwrap();
+    let r = resolve(&nad("mv", ""), d).unwrap();
     assert_eq!(r.source, ConfigSource::File(d.join("10-mv.conf")));
     assert_eq!(r.config["type"], "macvlan");
-    let r = resolve_nad_config(&nad("br", "  "), d).unwrap();
+    let r = resolve(&nad("br", "  "), d).unwrap();
     assert!(r.is_conflist());
     assert_eq!(r.source, ConfigSource::File(d.join("20-br.conflist")));
-    assert_eq!(
-        resolve_nad_config(&nad("js", ""), d).unwrap().config["type"],
-        "ptp"
-    );
-    let e = resolve_nad_config(&nad("txt", ""), d).unwrap_err();
+    assert_eq!(resolve(&nad("js", ""), d).unwrap().config["type"], "ptp");
+    let e = resolve(&nad("txt", ""), d).unwrap_err();
     assert!(matches!(e, ResolveError::NoFile { .. }), "{e}");
     assert!(e.to_string().contains("default/txt has no spec.config"));
-    let e = resolve_nad_config(&nad("x", ""), &d.join("missing")).unwrap_err();
+    let e = resolve(&nad("x", ""), &d.join("missing")).unwrap_err();
     assert!(matches!(e, ResolveError::ReadDir { .. }));
 }
 
@@ -306,4 +303,47 @@ fn device_keys_default_to_the_kubelet_and_npwg_paths() {
         let e = conf(serde_json::json!({"type":"genie", key: bad})).unwrap_err();
         assert!(e.to_string().contains(key), "{e}");
     }
+}
+
+/// A NAD's config as a node that lets tenants choose no host path resolves it.
+fn resolve(
+    nad: &NetworkAttachmentDefinition,
+    conf_dir: &std::path::Path,
+) -> Result<ResolvedConfig, ResolveError> {
+    resolve_nad_config(nad, conf_dir, &Default::default())
+}
+
+#[test]
+fn a_nad_named_like_the_genie_conf_does_not_resolve_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("00-genie.conflist"),
+        r#"{"name":"genie","cniVersion":"1.0.0","plugins":[{"type":"genie"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(d.join("10-genie2.conf"), r#"{"name":"g2","type":"Genie"}"#).unwrap();
+    for name in ["genie", "g2"] {
+        let e = resolve(&nad(name, ""), d).unwrap_err();
+        assert!(matches!(e, ResolveError::NoFile { .. }), "{name}: {e}");
+    }
+}
+
+#[test]
+fn a_spec_config_with_a_host_path_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = resolve(
+        &nad(
+            "x",
+            r#"{"type":"bridge","ipam":{"type":"host-local","dataDir":"/etc"}}"#,
+        ),
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ResolveError::Untrusted { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("default/x") && msg.contains("ipam.dataDir"),
+        "{msg}"
+    );
 }
