@@ -738,3 +738,78 @@ fn a_failed_add_removes_the_device_info_it_copied() {
     );
     assert!(n.node.cache_records().is_empty());
 }
+
+#[test]
+fn a_device_reaches_a_pod_only_as_the_kubelet_allocated_it() {
+    require_root();
+    let n = SriovNode::new();
+    let pr = PodResourcesStandIn::start(&n.socket).unwrap();
+    pr.set_pod(
+        NS,
+        "web",
+        &[("app", VF_A, &["0000:02:10.2", "0000:02:10.4"])],
+    );
+    pr.set_pod(NS, "victim", &[("app", VF_A, &["0000:02:10.0"])]);
+    // A NAD without resourceName that names the victim's VF itself.
+    n.node.api.add_nad(
+        NS,
+        "grab",
+        &json!({"cniVersion": "1.0.0", "name": "grab", "type": "sriov", "deviceID": "0000:02:10.0",
+                "vlan": 7, "trust": "on"})
+        .to_string(),
+        None,
+    );
+    let conf = n.conf(json!({}));
+    let try_add = |pod: &str, networks: &str| {
+        n.node
+            .api
+            .add_pod(NS, pod, &[("k8s.v1.cni.cncf.io/networks", networks)]);
+        let sb = Sandbox::new().unwrap();
+        let out = n
+            .node
+            .cni("ADD", pod, &sb.path, "eth0", Some((NS, pod)), &conf)
+            .unwrap();
+        (out, sb)
+    };
+    let (out, _sb) = try_add("web", "grab");
+    assert!(!out.success, "{}", out.stdout);
+    let e = out.json().unwrap();
+    assert_eq!(e["code"], 7);
+    assert!(e["msg"].as_str().unwrap().contains("deviceID"), "{e}");
+    n.assert_nothing_ran();
+
+    // The annotation asks for the victim's VF on a resource-backed network: refused, naming what
+    // the pod holds.
+    let wish = |id: &str| format!(r#"[{{"name": "sriov-a", "deviceID": "{id}"}}]"#);
+    let (out, _sb) = try_add("web", &wish("0000:02:10.0"));
+    assert!(!out.success, "{}", out.stdout);
+    let msg = out.json().unwrap()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("0000:02:10.0") && msg.contains("0000:02:10.2, 0000:02:10.4"),
+        "{msg}"
+    );
+    n.assert_nothing_ran();
+    // A deviceID on a network without a resource is refused as well.
+    n.node.api.add_nad(
+        NS,
+        "plain",
+        &json!({"cniVersion": "1.0.0", "name": "plain", "type": "sriov"}).to_string(),
+        None,
+    );
+    let (out, _sb) = try_add("web", r#"[{"name": "plain", "deviceID": "0000:02:10.2"}]"#);
+    assert!(!out.success, "{}", out.stdout);
+    let msg = out.json().unwrap()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("team/plain") && msg.contains("resourceName"),
+        "{msg}"
+    );
+    n.assert_nothing_ran();
+
+    // One of its own devices is honoured.
+    let (out, _sb) = try_add("web", &wish("0000:02:10.4"));
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    assert_eq!(
+        device_id_of(&n.sriov_add("net1")),
+        (Some("0000:02:10.4"), Some("0000:02:10.4"))
+    );
+}

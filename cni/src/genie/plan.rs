@@ -161,12 +161,19 @@ impl Planner<'_> {
         })
     }
 
-    fn nad(&self, namespace: &str, name: &str) -> Result<Network, CniError> {
+    /// A NAD the pod asked for: namespace isolation applies.
+    fn pod_nad(&self, namespace: &str, name: &str) -> Result<Network, CniError> {
         if let Some(p) = self.pod {
             self.conf
                 .check_isolation(p.namespace, p.name, namespace, name)
                 .map_err(|e| config_error(e.to_string()))?;
         }
+        self.nad(namespace, name)
+    }
+
+    /// A NAD, whoever named it: the node's conf (`clusterNetwork`, `defaultNetworks`, which
+    /// isolation does not restrict) or the pod ([`Self::pod_nad`]).
+    fn nad(&self, namespace: &str, name: &str) -> Result<Network, CniError> {
         let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
         let client = self.client(&what)?;
         let nad = crate::timing::timed("api", || {
@@ -372,7 +379,7 @@ pub fn plan(
     // The default network.
     let default: Option<(Network, Injected)> = if let Some(sel) = &req.default_network {
         let ns = sel.namespace_or(pod.map_or(DEFAULT_NAD_NAMESPACE, |c| c.namespace));
-        Some((p.nad(ns, &sel.name)?, injected(sel)))
+        Some((p.pod_nad(ns, &sel.name)?, injected(sel)))
     } else if let Some(cn) = &conf.cluster_network {
         Some((p.cluster_network(cn)?, Injected::default()))
     } else if let Some(d) = conf.delegates.first() {
@@ -445,7 +452,7 @@ pub fn plan(
     for sel in &req.networks {
         let ns = sel.namespace_or(pod.map_or(DEFAULT_NAD_NAMESPACE, |c| c.namespace));
         secondary.push(Secondary {
-            network: p.nad(ns, &sel.name)?,
+            network: p.pod_nad(ns, &sel.name)?,
             injected: injected(sel),
             want: sel.interface.as_ref().map(|i| i.to_string()),
             default_route: sel.default_route.clone(),
