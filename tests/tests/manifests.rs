@@ -933,3 +933,85 @@ fn the_init_script_installs_what_genie_needs() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Privilege and trust (design: "Trust boundaries").
+
+/// The agent stays privileged for the two things nothing narrower grants (the device cgroup for
+/// opening `/dev/vfio/<group>`, the runtime's LSM profile for sysfs writes), the manifest says so
+/// where it sets it, and it carries no narrowing field that a privileged container ignores (or
+/// the API refuses), which would only suggest a confinement that is not there.
+#[test]
+fn the_agent_is_privileged_only_with_its_reasons_and_no_ineffective_narrowing() {
+    let m = load();
+    let ds = agent_daemon_set(&m);
+    let spec = pod_spec(ds);
+    assert_ne!(spec.host_pid, Some(true), "the agent needs no host PIDs");
+    assert_ne!(spec.host_ipc, Some(true), "the agent needs no host IPC");
+    assert_ne!(spec.share_process_namespace, Some(true));
+    let c = agent_container(ds);
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.privileged, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        sc.run_as_user,
+        Some(0),
+        "sysfs and the kubelet dirs are root's"
+    );
+    // Ignored for a privileged container: every capability is granted, no seccomp profile is
+    // applied. And the API refuses allowPrivilegeEscalation: false together with privileged.
+    assert!(sc.capabilities.is_none(), "capabilities mean nothing here");
+    assert!(sc.seccomp_profile.is_none(), "seccomp is not applied here");
+    assert!(spec
+        .security_context
+        .as_ref()
+        .is_none_or(|p| p.seccomp_profile.is_none()));
+    assert!(sc.allow_privilege_escalation.is_none());
+    // The reasons, in the manifest: which operation needs what, and why nothing narrower works.
+    let text = std::fs::read_to_string(workspace().join("manifests/agent/daemonset.yaml")).unwrap();
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for reason in [
+        "open(/dev/vfio/<group>)",
+        "device cgroup",
+        "AppArmor",
+        "SELinux",
+        "CAP_NET_ADMIN",
+        "sriov_numvfs",
+    ] {
+        assert!(
+            header.contains(reason),
+            "the header does not explain {reason}"
+        );
+    }
+}
+
+/// The agent's HTTP server binds node-local by default; with host network the kubelet probes it
+/// from the host's netns, so every probe must name 127.0.0.1 (the default host is the pod IP,
+/// which on host network is the node's address, where nothing listens).
+#[test]
+fn the_agent_probes_ask_the_node_local_server() {
+    let m = load();
+    let ds = agent_daemon_set(&m);
+    assert_eq!(pod_spec(ds).host_network, Some(true));
+    let c = agent_container(ds);
+    let probes = [
+        ("startupProbe", &c.startup_probe),
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+    ];
+    for (name, probe) in probes {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("{name} is not an HTTP probe"));
+        assert_eq!(get.host.as_deref(), Some("127.0.0.1"), "{name}");
+        assert!(
+            get.scheme.as_deref().is_none_or(|s| s == "HTTP"),
+            "{name}: the agent serves plain HTTP"
+        );
+    }
+}
