@@ -611,7 +611,8 @@ fn the_genie_conf_is_one_genie_accepts() {
     assert_eq!(conf.conf_dir, Path::new(vfcni::genieconf::DEFAULT_CONF_DIR));
     assert_eq!(conf.cni_dir, Path::new("/var/lib/cni/vfgenie"));
     assert_eq!(conf.bin_dir, Path::new(vfcni::genieconf::DEFAULT_BIN_DIR));
-    assert!(!conf.namespace_isolation);
+    // Multi-tenant by default (see the_shipped_genie_conf_isolates_namespaces).
+    assert!(conf.namespace_isolation);
     assert!(conf.readiness_indicator_file.is_some());
     let cluster_network = conf.cluster_network.as_deref().unwrap();
     if cluster_network.starts_with('/') {
@@ -1130,4 +1131,33 @@ fn the_cni_token_on_the_host_is_short_lived() {
         assert_eq!(mount.name, volume.name, "{}", c.name);
         assert_eq!(mount.read_only, Some(true), "{}", c.name);
     }
+}
+
+/// The shipped conf is for a multi-tenant cluster: a pod may use only its own namespace's NADs
+/// (no global namespaces), and the node's own default network is not a NAD, so isolation cannot
+/// refuse it to pods outside kube-system.
+#[test]
+fn the_shipped_genie_conf_isolates_namespaces() {
+    let m = load();
+    let (list, conf) = genie_conf(&m);
+    assert_eq!(list["plugins"][0]["namespaceIsolation"], true);
+    assert!(conf.namespace_isolation);
+    assert!(conf.global_namespaces.is_empty());
+    assert!(conf
+        .check_isolation("tenant-a", "p", "tenant-a", "net")
+        .is_ok());
+    assert!(conf
+        .check_isolation("tenant-a", "p", "tenant-b", "net")
+        .is_err());
+    assert!(conf
+        .check_isolation("tenant-a", "p", "kube-system", "net")
+        .is_err());
+    // clusterNetwork and defaultNetworks naming NADs are checked like the pod's own choices:
+    // the shipped default network is a conf file, and there are no defaultNetworks.
+    let cluster_network = conf.cluster_network.as_deref().unwrap();
+    assert!(
+        cluster_network.starts_with('/'),
+        "clusterNetwork {cluster_network} must not be a NAD while isolation is on"
+    );
+    assert!(conf.default_networks.is_empty());
 }
