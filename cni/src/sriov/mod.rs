@@ -8,9 +8,11 @@
 //! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`device`]: the VF and its netdev.
 //!
 //! Crash safety: ADD writes the attachment's record, with the VF's original state, before its
-//! first change, so the DEL that follows any crash restores the VF. `VFGENIE_SRIOV_CRASH_AT`
-//! names a step after which the process aborts (tests use it to prove this): `after-intent`,
-//! `after-pf-config`, `after-temp-netns`, `after-move`, `after-ipam`.
+//! first change, so the DEL that follows any crash restores the VF. Built with the cargo feature
+//! `crash-points` (the test crate and the lab's build turn it on; a release build does not), the
+//! environment variable named by `CRASH_ENV` names a step after which the process aborts (tests
+//! use it to prove this): `after-intent`, `after-pf-config`, `after-temp-netns`, `after-move`,
+//! `after-ipam`. Without the feature the hook is inert and its variable is not even read.
 
 pub mod attach;
 pub mod device;
@@ -39,32 +41,58 @@ use crate::spec::error::CniError;
 use crate::spec::version::{CniVersion, VersionInfo};
 use crate::timing::timed;
 
-/// The environment variable naming the crash point.
+/// The environment variable naming the crash point (only with the `crash-points` feature).
+#[cfg(feature = "crash-points")]
 pub const CRASH_ENV: &str = "VFGENIE_SRIOV_CRASH_AT";
 
 /// The code of a failed CHECK.
 pub const CODE_CHECK_FAILED: u32 = 102;
 
-/// A fault-injection point: the process aborts right after the named step.
+/// A fault-injection point: the process aborts right after the named step. Without the
+/// `crash-points` feature it never holds a step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrashAt(Option<String>);
 
 impl CrashAt {
+    #[cfg(feature = "crash-points")]
     pub fn new(step: Option<String>) -> Self {
         Self(step.filter(|s| !s.is_empty()))
     }
 
+    /// Inert: a build without the `crash-points` feature has no crash points.
+    #[cfg(not(feature = "crash-points"))]
+    pub fn new(_step: Option<String>) -> Self {
+        Self(None)
+    }
+
+    /// The crash point `lookup` gives for the hook's environment variable.
+    #[cfg(feature = "crash-points")]
+    pub fn from_lookup(lookup: impl FnOnce(&str) -> Option<String>) -> Self {
+        Self::new(lookup(CRASH_ENV))
+    }
+
+    /// Inert: nothing is looked up.
+    #[cfg(not(feature = "crash-points"))]
+    pub fn from_lookup(_lookup: impl FnOnce(&str) -> Option<String>) -> Self {
+        Self(None)
+    }
+
     pub fn from_process_env() -> Self {
-        Self::new(std::env::var(CRASH_ENV).ok())
+        Self::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// Aborts the process when `step` is the configured crash point.
+    #[cfg(feature = "crash-points")]
     pub fn at(&self, step: &str) {
         if self.0.as_deref() == Some(step) {
             tracing::error!(step, "{CRASH_ENV}: aborting");
             std::process::abort();
         }
     }
+
+    /// Inert.
+    #[cfg(not(feature = "crash-points"))]
+    pub fn at(&self, _step: &str) {}
 }
 
 /// Whether a config (stdin) is for this plugin.
@@ -300,6 +328,29 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    #[cfg(not(feature = "crash-points"))]
+    #[test]
+    fn without_the_crash_points_feature_the_hook_is_inert() {
+        let mut asked = false;
+        let crash = CrashAt::from_lookup(|_| {
+            asked = true;
+            Some("after-intent".into())
+        });
+        assert!(!asked, "the crash variable was looked up");
+        assert_eq!(crash, CrashAt::default());
+        // Even a crash point named directly does not abort (this test would not return).
+        CrashAt::new(Some("after-intent".into())).at("after-intent");
+    }
+
+    #[cfg(feature = "crash-points")]
+    #[test]
+    fn with_the_crash_points_feature_the_hook_reads_its_variable() {
+        let crash = CrashAt::from_lookup(|k| (k == CRASH_ENV).then(|| "after-move".into()));
+        assert_eq!(crash, CrashAt::new(Some("after-move".into())));
+        assert_ne!(crash, CrashAt::default());
+        crash.at("after-intent");
     }
 
     #[test]
