@@ -4,6 +4,9 @@
 //! gets its PF-side settings and is reported by PCI address.
 //!
 //! - [`netconf`]: the config, validated as sriov-cni validates it;
+//! - [`node`]: the node's directories (state, device-info), from the environment, never from a
+//!   config;
+//! - [`logfile`]: the confined `logFile`;
 //! - [`state`]: per-VF locks and per-attachment records under the state dir;
 //! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`device`]: the VF and its netdev.
 //!
@@ -18,7 +21,9 @@ pub mod attach;
 pub mod device;
 pub mod devinfo;
 pub mod ipam;
+pub mod logfile;
 pub mod netconf;
+pub mod node;
 pub mod restore;
 pub mod state;
 
@@ -32,6 +37,7 @@ use vfcore::SysRoot;
 use self::attach::{AddCtx, LOCK_TIMEOUT};
 use self::device::kernel;
 use self::netconf::SriovConf;
+use self::node::NodeDirs;
 use self::restore::{restore, RestoreCtx};
 use self::state::{Mode, Stage, StateDir};
 use crate::invocation::Outcome;
@@ -103,15 +109,30 @@ pub fn is_sriov_conf(stdin: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-/// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
+/// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config; the node's
+/// directories come from the process environment ([`NodeDirs::from_process_env`]).
 pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outcome {
     crate::invocation::invoke("sriov", env, stdin, || {
-        dispatch(&SysRoot::host(), env, stdin, crash)
+        let node = NodeDirs::from_process_env()?;
+        dispatch(&SysRoot::host(), &node, env, stdin, crash)
+    })
+}
+
+/// [`run`] with the node's directories given.
+pub fn run_on(
+    node: &NodeDirs,
+    env: &HashMap<String, String>,
+    stdin: &[u8],
+    crash: &CrashAt,
+) -> Outcome {
+    crate::invocation::invoke("sriov", env, stdin, || {
+        dispatch(&SysRoot::host(), node, env, stdin, crash)
     })
 }
 
 fn dispatch(
     root: &SysRoot,
+    node: &NodeDirs,
     env_map: &HashMap<String, String>,
     stdin: &[u8],
     crash: &CrashAt,
@@ -124,7 +145,7 @@ fn dispatch(
     let version = CniVersion::parse_or_default(netconf.cni_version.as_deref())?;
     version.require(env.command)?;
     let conf = SriovConf::parse(stdin, &env.args)?;
-    let state = StateDir::new(&conf.state_dir);
+    let state = StateDir::new(&node.state_dir);
     let span = tracing::info_span!(
         "sriov",
         command = %env.command,
@@ -141,13 +162,14 @@ fn dispatch(
                 stdin,
                 version,
                 state: &state,
+                node,
                 crash,
             };
             attach::add(&ctx).map(|r| r.to_json())
         }
-        CniCommand::Del => del(root, &env, &state).map(|()| String::new()),
+        CniCommand::Del => del(root, node, &env, &state).map(|()| String::new()),
         CniCommand::Check => check(root, &env, &state).map(|()| String::new()),
-        CniCommand::Gc => gc(root, &env, &netconf, &conf, &state).map(|()| String::new()),
+        CniCommand::Gc => gc(root, node, &env, &netconf, &conf, &state).map(|()| String::new()),
         CniCommand::Status => Ok(String::new()),
         CniCommand::Version => Ok(VersionInfo::ours().to_json()),
     }
@@ -161,7 +183,7 @@ fn ifname_of(env: &CniEnv) -> Result<String, CniError> {
 }
 
 /// DEL from the record alone; no record means nothing was attached (or DEL already ran).
-fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
+fn del(root: &SysRoot, node: &NodeDirs, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     let ifname = ifname_of(env)?;
     let Some(first) = timed("cache", || state.read(&env.container_id, &ifname))? else {
         tracing::info!("no record of this attachment: nothing to delete");
@@ -174,6 +196,7 @@ fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     };
     let ctx = RestoreCtx {
         root,
+        node,
         cni_path: &env.path,
         ipam: true,
     };
@@ -276,6 +299,7 @@ fn check(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError>
 /// lists as valid.
 fn gc(
     root: &SysRoot,
+    node: &NodeDirs,
     env: &CniEnv,
     netconf: &NetConf,
     conf: &SriovConf,
@@ -290,6 +314,7 @@ fn gc(
         .collect();
     let ctx = RestoreCtx {
         root,
+        node,
         cni_path: &env.path,
         ipam: true,
     };
@@ -316,6 +341,13 @@ fn gc(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(dir: &std::path::Path) -> NodeDirs {
+        NodeDirs {
+            state_dir: dir.join("state"),
+            device_info_dir: dir.join("devinfo"),
+        }
+    }
 
     fn env(cmd: &str, dir: &std::path::Path) -> HashMap<String, String> {
         [
@@ -364,8 +396,9 @@ mod tests {
     fn del_without_a_record_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:01:10.1", "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:01:10.1"});
+        let out = run_on(
+            &node(dir.path()),
             &env("DEL", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),
@@ -378,8 +411,9 @@ mod tests {
     fn invalid_config_is_code_7_in_the_configs_version() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "0.4.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:01:10.1", "vlan": 5000, "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:01:10.1", "vlan": 5000});
+        let out = run_on(
+            &node(dir.path()),
             &env("ADD", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),
@@ -395,8 +429,9 @@ mod tests {
     fn check_without_a_record_fails() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:01:10.1", "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:01:10.1"});
+        let out = run_on(
+            &node(dir.path()),
             &env("CHECK", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),
@@ -410,8 +445,9 @@ mod tests {
     fn add_of_an_unknown_device_names_it() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:ee:1f.7", "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:ee:1f.7"});
+        let out = run_on(
+            &node(dir.path()),
             &env("ADD", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),

@@ -1,4 +1,4 @@
-//! The plugin's state on the node, under the state dir (`stateDir`, default
+//! The plugin's state on the node, under the state dir (the node's: see [`super::node`]; default
 //! `/var/lib/cni/vfgenie/sriov`):
 //!
 //! - `locks/<pci>.lock`: one lock file per VF, held with `flock(LOCK_EX)` for the whole of an ADD,
