@@ -299,6 +299,31 @@ fn a_device_info_file_outside_the_nodes_dir_is_neither_written_nor_deleted() {
 }
 
 #[test]
+fn an_unreadable_record_does_not_stop_gc_and_goes_to_quarantine() {
+    let bin = genie_binary().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let attachments = state.path().join("attachments");
+    std::fs::create_dir_all(&attachments).unwrap();
+    // Invalid JSON, and a directory where a record should be (root reads any mode).
+    std::fs::write(attachments.join("bad-net1.json"), b"{\"kind\": \"vfg").unwrap();
+    std::fs::create_dir(attachments.join("dir-net1.json")).unwrap();
+    let c = conf(json!({"cniVersion": "1.1.0",
+        "cni.dev/valid-attachments": [{"containerID": "ctr1", "ifname": "net1"}]}));
+    let out = call_as(&bin, "GC", "", state.path(), &c);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert!(names(&attachments).is_empty(), "{:?}", names(&attachments));
+    let moved = names(&state.path().join("quarantine"));
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert!(moved[0].starts_with("bad-net1.json."), "{moved:?}");
+    assert!(moved[1].starts_with("dir-net1.json."), "{moved:?}");
+    assert!(
+        out.stderr.contains("quarantine") && out.stderr.contains("bad-net1.json"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_log_file_outside_var_log_is_refused_and_logs_go_to_stderr() {
     let bin = genie_binary().unwrap();
     let state = tempfile::tempdir().unwrap();

@@ -386,6 +386,40 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_record_of_another_attachment_does_not_stop_an_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(dir.path());
+        let attachments = node.state_dir.join("attachments");
+        std::fs::create_dir_all(&attachments).unwrap();
+        std::fs::write(attachments.join("other-net1.json"), b"{\"kind\": \"vfgen").unwrap();
+        // A fixture node where 0000:03:10.0 is a VF: ADD gets past the records to the pod's
+        // netns, which does not exist.
+        let root = SysRoot::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/fixtures/ixgbe-82599"
+        ));
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
+            "deviceID": "0000:03:10.0"});
+        let e = dispatch(
+            &root,
+            &node,
+            &env("ADD", dir.path()),
+            conf.to_string().as_bytes(),
+            &CrashAt::default(),
+        )
+        .unwrap_err();
+        assert!(!e.msg.contains("corrupt"), "{}", e.msg);
+        assert!(e.msg.contains("/nonexistent/ns"), "{}", e.msg);
+        let moved: Vec<String> = std::fs::read_dir(node.state_dir.join("quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert!(moved[0].starts_with("other-net1.json."), "{moved:?}");
+        assert!(!attachments.join("other-net1.json").exists());
+    }
+
+    #[test]
     fn recognises_its_configs() {
         assert!(is_sriov_conf(br#"{"type":"sriov","name":"a"}"#));
         assert!(!is_sriov_conf(br#"{"type":"genie"}"#));

@@ -7,6 +7,10 @@
 //! - `attachments/<containerID>-<ifname>.json`: one record per attachment. ADD writes it *before*
 //!   changing anything (the intent: the VF's original PF-side state and netdev), rewrites it when
 //!   done (with the result), and DEL removes it after restoring the VF. Written atomically.
+//! - `quarantine/<containerID>-<ifname>.json.<secs>.<nanos>.<pid>`: records that could not be read
+//!   or parsed when all of them were listed (ADD's holder check, GC), moved aside (one rename) and
+//!   logged at error level, so that one bad file does not stop every ADD and GC on the node. An
+//!   admin may inspect them and remove them.
 //!
 //! A record is the only thing DEL needs: it names the VF, the pod's netns, the temporary netns,
 //! the original state to restore and the config whose IPAM must release the address.
@@ -15,7 +19,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -31,6 +35,7 @@ pub const RECORD_KIND: &str = "vfgenieSriovV1";
 
 const LOCKS_DIR: &str = "locks";
 const ATTACHMENTS_DIR: &str = "attachments";
+const QUARANTINE_DIR: &str = "quarantine";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -429,7 +434,13 @@ impl StateDir {
         }
     }
 
-    /// Every record (for the holder check and GC), sorted by path.
+    /// `<state dir>/quarantine`.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join(QUARANTINE_DIR)
+    }
+
+    /// Every readable record (for the holder check and GC), sorted by path. A record that cannot
+    /// be read or parsed is moved into quarantine ([`Self::quarantine`]) and left out.
     pub fn list(&self) -> Result<Vec<Record>, StateError> {
         let dir = self.root.join(ATTACHMENTS_DIR);
         let entries = match fs::read_dir(&dir) {
@@ -448,11 +459,66 @@ impl StateDir {
         paths.sort();
         let mut out = Vec::new();
         for p in paths {
-            if let Some(r) = read_record(&p)? {
-                out.push(r);
+            match read_record(&p) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    self.quarantine(&p, &e);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Moves an unreadable record (`why`) into `<state dir>/quarantine/` under its name with a
+    /// timestamp suffix, in one rename; logs it at error level. Returns where it went, `None`
+    /// when it could not be moved (logged too) or another process moved it first.
+    pub fn quarantine(&self, path: &Path, why: &StateError) -> Option<PathBuf> {
+        let reason = super::device::chain(why);
+        let dir = self.quarantine_dir();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let to = dir.join(format!(
+            "{name}.{}.{:09}.{}",
+            now.as_secs(),
+            now.subsec_nanos(),
+            std::process::id()
+        ));
+        let moved = ensure_dir(&dir)
+            .and_then(|()| fs::rename(path, &to).map_err(io("moving into quarantine", path)));
+        match moved {
+            Ok(()) => {
+                if let Some(parent) = path.parent() {
+                    let _ = sync_dir(parent);
+                }
+                let _ = sync_dir(&dir);
+                tracing::error!(
+                    path = %path.display(),
+                    quarantined = %to.display(),
+                    reason = %reason,
+                    "an sriov state record could not be read; moved into quarantine, the others go on"
+                );
+                Some(to)
+            }
+            Err(StateError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "an unreadable record was moved by another process");
+                None
+            }
+            Err(e) => {
+                tracing::error!(
+                    path = %path.display(),
+                    reason = %reason,
+                    error = %super::device::chain(&e),
+                    "an sriov state record could not be read nor moved into quarantine; skipped"
+                );
+                None
+            }
+        }
     }
 }
 
@@ -571,7 +637,62 @@ mod tests {
         let e = state.read("c1", "net1").unwrap_err();
         assert_eq!(e.code, 5);
         assert!(e.msg.contains("corrupt"), "{}", e.msg);
-        assert!(state.list().is_err());
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn unreadable_records_are_quarantined_and_the_others_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let good = record("c2", "0000:01:10.4");
+        state.write(&good).unwrap();
+        let attachments = dir.path().join(ATTACHMENTS_DIR);
+        // Invalid JSON, a truncated record, another kind, and a directory where a record should be
+        // (mode 000 would not stop root).
+        fs::write(attachments.join("bad-net1.json"), b"{\"kind\": ").unwrap();
+        let full = serde_json::to_vec(&record("c3", "0000:01:10.6")).unwrap();
+        fs::write(attachments.join("c3-net1.json"), &full[..full.len() / 2]).unwrap();
+        let mut other = serde_json::to_value(record("c4", "0000:01:11.0")).unwrap();
+        other["kind"] = json!("somethingElse");
+        fs::write(
+            attachments.join("c4-net1.json"),
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .unwrap();
+        fs::create_dir(attachments.join("c5-net1.json")).unwrap();
+
+        assert_eq!(state.list().unwrap(), vec![good.clone()]);
+        assert_eq!(names(&attachments), vec!["c2-net1.json".to_string()]);
+        let moved = names(&state.quarantine_dir());
+        assert_eq!(moved.len(), 4, "{moved:?}");
+        for (n, original) in [
+            "bad-net1.json",
+            "c3-net1.json",
+            "c4-net1.json",
+            "c5-net1.json",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                moved[n].starts_with(&format!("{original}.")),
+                "{moved:?} lacks {original}"
+            );
+        }
+        assert!(state.quarantine_dir().join(&moved[3]).is_dir());
+        // The next listing finds only the good record, and nothing more is moved.
+        assert_eq!(state.list().unwrap(), vec![good]);
+        assert_eq!(names(&state.quarantine_dir()).len(), 4);
     }
 
     #[test]
