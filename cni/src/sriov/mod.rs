@@ -7,7 +7,7 @@
 //! - [`node`]: the node's directories (state, device-info), from the environment, never from a
 //!   config;
 //! - [`logfile`]: the confined `logFile`;
-//! - [`state`]: per-VF locks and per-attachment records under the state dir;
+//! - [`state`]: per-VF locks and per-attachment records ([`record`]) under the state dir;
 //! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`device`]: the VF and its netdev.
 //!
 //! Crash safety: ADD writes the attachment's record, with the VF's original state, before its
@@ -24,6 +24,7 @@ pub mod ipam;
 pub mod logfile;
 pub mod netconf;
 pub mod node;
+pub mod record;
 pub mod restore;
 pub mod state;
 
