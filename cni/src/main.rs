@@ -25,11 +25,14 @@ fn runs_as_sriov(stdin: &[u8]) -> bool {
         || vfcni::sriov::is_sriov_conf(stdin)
 }
 
-/// The conf's `logFile`, opened for appending. genie's own conf is the node's (trusted): any
-/// absolute path, as ever. The sriov plugin's may be a tenant's: only a file under /var/log
-/// ([`vfcni::sriov::logfile`]); a refused one comes back as the reason, and the plugin logs to
-/// stderr.
-fn open_log_file(conf: &serde_json::Value, sriov: bool) -> (Option<std::fs::File>, Option<String>) {
+/// The conf's `logFile`, opened for appending. genie's own conf (`"type": "genie"`) is the
+/// node's (`trusted`): any absolute path, as ever. Any other, the sriov plugin's first, may be a
+/// tenant's: only a file under /var/log ([`vfcni::sriov::logfile`]); a refused one comes back
+/// as the reason, and the process logs to stderr.
+fn open_log_file(
+    conf: &serde_json::Value,
+    trusted: bool,
+) -> (Option<std::fs::File>, Option<String>) {
     let Some(path) = conf
         .get("logFile")
         .and_then(|v| v.as_str())
@@ -37,7 +40,7 @@ fn open_log_file(conf: &serde_json::Value, sriov: bool) -> (Option<std::fs::File
     else {
         return (None, None);
     };
-    if sriov {
+    if !trusted {
         return match vfcni::sriov::logfile::open_confined(path) {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(error_chain(&e))),
@@ -69,7 +72,8 @@ fn init_logging(stdin: &[u8]) {
         _ => "info",
     };
     let filter = EnvFilter::try_from_env("VFGENIE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let (file, refused) = open_log_file(&conf, runs_as_sriov(stdin));
+    let genie_conf = conf.get("type").and_then(|t| t.as_str()) == Some("genie");
+    let (file, refused) = open_log_file(&conf, genie_conf && !runs_as_sriov(stdin));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);

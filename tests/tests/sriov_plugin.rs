@@ -369,3 +369,35 @@ fn a_log_file_outside_var_log_is_refused_and_logs_go_to_stderr() {
     let mode = std::fs::metadata(&good.0).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn only_genies_own_conf_may_log_outside_var_log() {
+    let genie_bin = genie_binary().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&genie_bin)
+        .args(["install", "--to", dir.path().to_str().unwrap()])
+        .args(["--name", "sriov"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sriov_bin = dir.path().join("sriov");
+    let state = tempfile::tempdir().unwrap();
+    let absent = HostPath::new("/etc", "log-other-type");
+    // The sriov plugin by its name whatever the type, and a conf of another type given to genie.
+    for (bin, ty) in [(&sriov_bin, "my-sriov"), (&genie_bin, "not-genie")] {
+        let c = json!({"cniVersion": "1.0.0", "name": "n", "type": ty, "logFile": absent.s()});
+        call(bin, "VERSION", state.path(), &c);
+        assert!(
+            !absent.0.exists(),
+            "{} ({ty}) created {}",
+            bin.display(),
+            absent.s()
+        );
+    }
+    // genie's own conf is the node's: its logFile may be anywhere, as before.
+    let genie_log = dir.path().join("genie.log");
+    let c = json!({"cniVersion": "1.0.0", "name": "n", "type": "genie",
+        "logFile": genie_log.to_str().unwrap()});
+    call(&genie_bin, "VERSION", state.path(), &c);
+    assert!(genie_log.exists());
+}
