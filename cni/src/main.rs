@@ -1,6 +1,6 @@
 //! The CNI binary the container runtime execs: reads the network config from stdin and the `CNI_*`
 //! variables, prints only the result (or the error JSON) on stdout, and logs to stderr or to the
-//! conf's `logFile`.
+//! conf's `logFile` (for the sriov plugin only a file under /var/log: its conf may be a tenant's).
 //!
 //! The conf's `type` picks the plugin: `sriov` runs the SR-IOV plugin ([`vfcni::sriov`]), anything
 //! else the meta-plugin; installed under the name `sriov` it is always the SR-IOV plugin.
@@ -14,6 +14,48 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+
+/// Whether this invocation is the SR-IOV plugin (as `main` decides it).
+fn runs_as_sriov(stdin: &[u8]) -> bool {
+    std::env::args_os()
+        .next()
+        .as_ref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "sriov")
+        || vfcni::sriov::is_sriov_conf(stdin)
+}
+
+/// The conf's `logFile`, opened for appending. genie's own conf (`"type": "genie"`) is the
+/// node's (`trusted`): any absolute path, as ever. Any other, the sriov plugin's first, may be a
+/// tenant's: only a file under /var/log ([`vfcni::sriov::logfile`]); a refused one comes back
+/// as the reason, and the process logs to stderr.
+fn open_log_file(
+    conf: &serde_json::Value,
+    trusted: bool,
+) -> (Option<std::fs::File>, Option<String>) {
+    let Some(path) = conf
+        .get("logFile")
+        .and_then(|v| v.as_str())
+        .filter(|p| !p.is_empty())
+    else {
+        return (None, None);
+    };
+    if !trusted {
+        return match vfcni::sriov::logfile::open_confined(path) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(error_chain(&e))),
+        };
+    }
+    let file = Some(path).filter(|p| p.starts_with('/')).and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(p)
+            .ok()
+    });
+    (file, None)
+}
 
 fn init_logging(stdin: &[u8]) {
     let conf: serde_json::Value = serde_json::from_slice(stdin).unwrap_or_default();
@@ -30,24 +72,20 @@ fn init_logging(stdin: &[u8]) {
         _ => "info",
     };
     let filter = EnvFilter::try_from_env("VFGENIE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let file = conf
-        .get("logFile")
-        .and_then(|v| v.as_str())
-        .filter(|p| p.starts_with('/'))
-        .and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(p)
-                .ok()
-        });
+    let genie_conf = conf.get("type").and_then(|t| t.as_str()) == Some("genie");
+    let (file, refused) = open_log_file(&conf, genie_conf && !runs_as_sriov(stdin));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);
     match file {
         Some(f) => builder.with_writer(std::sync::Mutex::new(f)).init(),
         None => builder.with_writer(std::io::stderr).init(),
+    }
+    if let Some(reason) = refused {
+        tracing::warn!(
+            reason = %reason,
+            "the logFile of this network config was refused; logging to stderr instead"
+        );
     }
 }
 

@@ -18,6 +18,7 @@ use vfcore::SysRoot;
 
 use super::device::{self, kernel, Vf, KERNEL_TIMEOUT};
 use super::netconf::SriovConf;
+use super::node::NodeDirs;
 use super::restore::{netns_alive, restore, RestoreCtx};
 use super::state::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, StateDir, RECORD_KIND};
 use super::CrashAt;
@@ -45,6 +46,8 @@ pub struct AddCtx<'a> {
     pub stdin: &'a [u8],
     pub version: CniVersion,
     pub state: &'a StateDir,
+    /// The node's directories (the device-info file must be in its device-info dir).
+    pub node: &'a NodeDirs,
     pub crash: &'a CrashAt,
 }
 
@@ -56,10 +59,12 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         .map(|i| i.to_string())
         .ok_or_else(|| CniError::invalid_env("CNI_IFNAME is missing"))?;
     let pci = ctx.conf.require_device()?;
+    let device_info_file = ctx.conf.device_info_path(ctx.node)?;
     let vf = timed("resolve", || Vf::resolve(ctx.root, pci))?;
     let _lock = timed("lock", || ctx.state.lock(&pci, LOCK_TIMEOUT))?;
     let rctx = RestoreCtx {
         root: ctx.root,
+        node: ctx.node,
         cni_path: &env.path,
         ipam: true,
     };
@@ -163,7 +168,7 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         original_netdev,
         applied: Applied::new(&settings, ctx.conf.mtu),
         temp_netns: (mode == Mode::Netdev).then(|| device::temp_netns_name(&pci)),
-        device_info_file: ctx.conf.device_info_file.clone(),
+        device_info_file,
         config,
         ipam_config,
         result: None,
@@ -283,7 +288,7 @@ fn apply(
         }
     }
 
-    if let Some(path) = &ctx.conf.device_info_file {
+    if let Some(path) = &record.device_info_file {
         super::devinfo::write(path, &vf.pci, &vf.pf)?;
     }
     Ok(result)

@@ -4,19 +4,27 @@
 //! gets its PF-side settings and is reported by PCI address.
 //!
 //! - [`netconf`]: the config, validated as sriov-cni validates it;
-//! - [`state`]: per-VF locks and per-attachment records under the state dir;
+//! - [`node`]: the node's directories (state, device-info), from the environment, never from a
+//!   config;
+//! - [`logfile`]: the confined `logFile`;
+//! - [`state`]: per-VF locks and per-attachment records ([`record`]) under the state dir;
 //! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`device`]: the VF and its netdev.
 //!
 //! Crash safety: ADD writes the attachment's record, with the VF's original state, before its
-//! first change, so the DEL that follows any crash restores the VF. `VFGENIE_SRIOV_CRASH_AT`
-//! names a step after which the process aborts (tests use it to prove this): `after-intent`,
-//! `after-pf-config`, `after-temp-netns`, `after-move`, `after-ipam`.
+//! first change, so the DEL that follows any crash restores the VF. Built with the cargo feature
+//! `crash-points` (the test crate and the lab's build turn it on; a release build does not), the
+//! environment variable named by `CRASH_ENV` names a step after which the process aborts (tests
+//! use it to prove this): `after-intent`, `after-pf-config`, `after-temp-netns`, `after-move`,
+//! `after-ipam`. Without the feature the hook is inert and its variable is not even read.
 
 pub mod attach;
 pub mod device;
 pub mod devinfo;
 pub mod ipam;
+pub mod logfile;
 pub mod netconf;
+pub mod node;
+pub mod record;
 pub mod restore;
 pub mod state;
 
@@ -30,6 +38,7 @@ use vfcore::SysRoot;
 use self::attach::{AddCtx, LOCK_TIMEOUT};
 use self::device::kernel;
 use self::netconf::SriovConf;
+use self::node::NodeDirs;
 use self::restore::{restore, RestoreCtx};
 use self::state::{Mode, Stage, StateDir};
 use crate::invocation::Outcome;
@@ -39,32 +48,58 @@ use crate::spec::error::CniError;
 use crate::spec::version::{CniVersion, VersionInfo};
 use crate::timing::timed;
 
-/// The environment variable naming the crash point.
+/// The environment variable naming the crash point (only with the `crash-points` feature).
+#[cfg(feature = "crash-points")]
 pub const CRASH_ENV: &str = "VFGENIE_SRIOV_CRASH_AT";
 
 /// The code of a failed CHECK.
 pub const CODE_CHECK_FAILED: u32 = 102;
 
-/// A fault-injection point: the process aborts right after the named step.
+/// A fault-injection point: the process aborts right after the named step. Without the
+/// `crash-points` feature it never holds a step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrashAt(Option<String>);
 
 impl CrashAt {
+    #[cfg(feature = "crash-points")]
     pub fn new(step: Option<String>) -> Self {
         Self(step.filter(|s| !s.is_empty()))
     }
 
+    /// Inert: a build without the `crash-points` feature has no crash points.
+    #[cfg(not(feature = "crash-points"))]
+    pub fn new(_step: Option<String>) -> Self {
+        Self(None)
+    }
+
+    /// The crash point `lookup` gives for the hook's environment variable.
+    #[cfg(feature = "crash-points")]
+    pub fn from_lookup(lookup: impl FnOnce(&str) -> Option<String>) -> Self {
+        Self::new(lookup(CRASH_ENV))
+    }
+
+    /// Inert: nothing is looked up.
+    #[cfg(not(feature = "crash-points"))]
+    pub fn from_lookup(_lookup: impl FnOnce(&str) -> Option<String>) -> Self {
+        Self(None)
+    }
+
     pub fn from_process_env() -> Self {
-        Self::new(std::env::var(CRASH_ENV).ok())
+        Self::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// Aborts the process when `step` is the configured crash point.
+    #[cfg(feature = "crash-points")]
     pub fn at(&self, step: &str) {
         if self.0.as_deref() == Some(step) {
             tracing::error!(step, "{CRASH_ENV}: aborting");
             std::process::abort();
         }
     }
+
+    /// Inert.
+    #[cfg(not(feature = "crash-points"))]
+    pub fn at(&self, _step: &str) {}
 }
 
 /// Whether a config (stdin) is for this plugin.
@@ -75,15 +110,30 @@ pub fn is_sriov_conf(stdin: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-/// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
+/// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config; the node's
+/// directories come from the process environment ([`NodeDirs::from_process_env`]).
 pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outcome {
     crate::invocation::invoke("sriov", env, stdin, || {
-        dispatch(&SysRoot::host(), env, stdin, crash)
+        let node = NodeDirs::from_process_env()?;
+        dispatch(&SysRoot::host(), &node, env, stdin, crash)
+    })
+}
+
+/// [`run`] with the node's directories given.
+pub fn run_on(
+    node: &NodeDirs,
+    env: &HashMap<String, String>,
+    stdin: &[u8],
+    crash: &CrashAt,
+) -> Outcome {
+    crate::invocation::invoke("sriov", env, stdin, || {
+        dispatch(&SysRoot::host(), node, env, stdin, crash)
     })
 }
 
 fn dispatch(
     root: &SysRoot,
+    node: &NodeDirs,
     env_map: &HashMap<String, String>,
     stdin: &[u8],
     crash: &CrashAt,
@@ -96,7 +146,7 @@ fn dispatch(
     let version = CniVersion::parse_or_default(netconf.cni_version.as_deref())?;
     version.require(env.command)?;
     let conf = SriovConf::parse(stdin, &env.args)?;
-    let state = StateDir::new(&conf.state_dir);
+    let state = StateDir::new(&node.state_dir);
     let span = tracing::info_span!(
         "sriov",
         command = %env.command,
@@ -113,13 +163,14 @@ fn dispatch(
                 stdin,
                 version,
                 state: &state,
+                node,
                 crash,
             };
             attach::add(&ctx).map(|r| r.to_json())
         }
-        CniCommand::Del => del(root, &env, &state).map(|()| String::new()),
+        CniCommand::Del => del(root, node, &env, &state).map(|()| String::new()),
         CniCommand::Check => check(root, &env, &state).map(|()| String::new()),
-        CniCommand::Gc => gc(root, &env, &netconf, &conf, &state).map(|()| String::new()),
+        CniCommand::Gc => gc(root, node, &env, &netconf, &conf, &state).map(|()| String::new()),
         CniCommand::Status => Ok(String::new()),
         CniCommand::Version => Ok(VersionInfo::ours().to_json()),
     }
@@ -133,7 +184,7 @@ fn ifname_of(env: &CniEnv) -> Result<String, CniError> {
 }
 
 /// DEL from the record alone; no record means nothing was attached (or DEL already ran).
-fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
+fn del(root: &SysRoot, node: &NodeDirs, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     let ifname = ifname_of(env)?;
     let Some(first) = timed("cache", || state.read(&env.container_id, &ifname))? else {
         tracing::info!("no record of this attachment: nothing to delete");
@@ -146,6 +197,7 @@ fn del(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     };
     let ctx = RestoreCtx {
         root,
+        node,
         cni_path: &env.path,
         ipam: true,
     };
@@ -248,6 +300,7 @@ fn check(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError>
 /// lists as valid.
 fn gc(
     root: &SysRoot,
+    node: &NodeDirs,
     env: &CniEnv,
     netconf: &NetConf,
     conf: &SriovConf,
@@ -262,6 +315,7 @@ fn gc(
         .collect();
     let ctx = RestoreCtx {
         root,
+        node,
         cni_path: &env.path,
         ipam: true,
     };
@@ -289,6 +343,13 @@ fn gc(
 mod tests {
     use super::*;
 
+    fn node(dir: &std::path::Path) -> NodeDirs {
+        NodeDirs {
+            state_dir: dir.join("state"),
+            device_info_dir: dir.join("devinfo"),
+        }
+    }
+
     fn env(cmd: &str, dir: &std::path::Path) -> HashMap<String, String> {
         [
             ("CNI_COMMAND", cmd),
@@ -302,6 +363,63 @@ mod tests {
         .collect()
     }
 
+    #[cfg(not(feature = "crash-points"))]
+    #[test]
+    fn without_the_crash_points_feature_the_hook_is_inert() {
+        let mut asked = false;
+        let crash = CrashAt::from_lookup(|_| {
+            asked = true;
+            Some("after-intent".into())
+        });
+        assert!(!asked, "the crash variable was looked up");
+        assert_eq!(crash, CrashAt::default());
+        // Even a crash point named directly does not abort (this test would not return).
+        CrashAt::new(Some("after-intent".into())).at("after-intent");
+    }
+
+    #[cfg(feature = "crash-points")]
+    #[test]
+    fn with_the_crash_points_feature_the_hook_reads_its_variable() {
+        let crash = CrashAt::from_lookup(|k| (k == CRASH_ENV).then(|| "after-move".into()));
+        assert_eq!(crash, CrashAt::new(Some("after-move".into())));
+        assert_ne!(crash, CrashAt::default());
+        crash.at("after-intent");
+    }
+
+    #[test]
+    fn an_unreadable_record_of_another_attachment_does_not_stop_an_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(dir.path());
+        let attachments = node.state_dir.join("attachments");
+        std::fs::create_dir_all(&attachments).unwrap();
+        std::fs::write(attachments.join("other-net1.json"), b"{\"kind\": \"vfgen").unwrap();
+        // A fixture node where 0000:03:10.0 is a VF: ADD gets past the records to the pod's
+        // netns, which does not exist.
+        let root = SysRoot::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/fixtures/ixgbe-82599"
+        ));
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
+            "deviceID": "0000:03:10.0"});
+        let e = dispatch(
+            &root,
+            &node,
+            &env("ADD", dir.path()),
+            conf.to_string().as_bytes(),
+            &CrashAt::default(),
+        )
+        .unwrap_err();
+        assert!(!e.msg.contains("corrupt"), "{}", e.msg);
+        assert!(e.msg.contains("/nonexistent/ns"), "{}", e.msg);
+        let moved: Vec<String> = std::fs::read_dir(node.state_dir.join("quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert!(moved[0].starts_with("other-net1.json."), "{moved:?}");
+        assert!(!attachments.join("other-net1.json").exists());
+    }
+
     #[test]
     fn recognises_its_configs() {
         assert!(is_sriov_conf(br#"{"type":"sriov","name":"a"}"#));
@@ -313,8 +431,9 @@ mod tests {
     fn del_without_a_record_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:01:10.1", "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:01:10.1"});
+        let out = run_on(
+            &node(dir.path()),
             &env("DEL", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),
@@ -327,8 +446,9 @@ mod tests {
     fn invalid_config_is_code_7_in_the_configs_version() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "0.4.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:01:10.1", "vlan": 5000, "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:01:10.1", "vlan": 5000});
+        let out = run_on(
+            &node(dir.path()),
             &env("ADD", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),
@@ -344,8 +464,9 @@ mod tests {
     fn check_without_a_record_fails() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:01:10.1", "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:01:10.1"});
+        let out = run_on(
+            &node(dir.path()),
             &env("CHECK", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),
@@ -359,8 +480,9 @@ mod tests {
     fn add_of_an_unknown_device_names_it() {
         let dir = tempfile::tempdir().unwrap();
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
-            "deviceID": "0000:ee:1f.7", "stateDir": dir.path()});
-        let out = run(
+            "deviceID": "0000:ee:1f.7"});
+        let out = run_on(
+            &node(dir.path()),
             &env("ADD", dir.path()),
             conf.to_string().as_bytes(),
             &CrashAt::default(),

@@ -3,8 +3,14 @@
 //! Keys: `deviceID` (or `runtimeConfig.deviceID`; Multus also writes `pciBusID`), `vlan` 0-4094,
 //! `vlanQoS` 0-7, `vlanProto` `802.1q|802.1ad`, `mac`, `spoofchk` and `trust` `on|off`,
 //! `link_state` `auto|enable|disable`, `min_tx_rate` and `max_tx_rate` (Mbps), `mtu`, `ipam`,
-//! `logLevel`, `logFile`, and ours: `stateDir`. Unknown keys are ignored. A value of the wrong
-//! type or out of range is CNI error 7 naming the key.
+//! `logLevel`, `logFile`. Unknown keys are ignored. A value of the wrong type or out of range is
+//! CNI error 7 naming the key.
+//!
+//! No key chooses a host path on its own: a tenant may have written the config. The state dir is
+//! the node's ([`super::node`]); a config that still carries our old `stateDir` key is error 7.
+//! `runtimeConfig.CNIDeviceInfoFile` is checked against the node's device-info dir by ADD
+//! ([`SriovConf::device_info_path`]); `logFile` is confined by the binary's logging setup
+//! ([`super::logfile`]).
 //!
 //! The MAC a pod gets: `runtimeConfig.mac` over `CNI_ARGS` `MAC=` over `mac`.
 
@@ -18,8 +24,10 @@ use crate::spec::conf::validate_plugin_type;
 use crate::spec::env::CniArgs;
 use crate::spec::error::CniError;
 
-/// Where the plugin keeps its locks and attachment records unless `stateDir` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/vfgenie/sriov";
+use super::node::{NodeDirs, STATE_DIR_ENV};
+
+/// The key that once moved the state dir; refused now (the node sets the state dir).
+pub const STATE_DIR_KEY: &str = "stateDir";
 
 /// The parsed and validated config of one invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,9 +51,9 @@ pub struct SriovConf {
     pub ipam_type: Option<String>,
     pub log_level: Option<String>,
     pub log_file: Option<String>,
-    /// `runtimeConfig.CNIDeviceInfoFile`: where Multus wants the NPWG device-info.
-    pub device_info_file: Option<PathBuf>,
-    pub state_dir: PathBuf,
+    /// `runtimeConfig.CNIDeviceInfoFile` as given: where Multus wants the NPWG device-info
+    /// (unchecked; see [`SriovConf::device_info_path`]).
+    pub device_info_file: Option<String>,
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -251,20 +259,15 @@ impl SriovConf {
             }
         }
         let log_file = nonempty(m, "logFile")?.map(str::to_string);
-        let device_info_file = nonempty(rc, "CNIDeviceInfoFile")?.map(PathBuf::from);
-        if let Some(p) = &device_info_file {
-            if !p.is_absolute() {
-                return Err(invalid(
-                    "runtimeConfig.CNIDeviceInfoFile",
-                    "an absolute path is expected",
-                ));
-            }
+        let device_info_file = nonempty(rc, "CNIDeviceInfoFile")?.map(str::to_string);
+        if m.contains_key(STATE_DIR_KEY) {
+            return Err(invalid(
+                STATE_DIR_KEY,
+                format!(
+                    "the state dir is set by the node (the plugin's environment, {STATE_DIR_ENV}), not by a network config; remove the key"
+                ),
+            ));
         }
-        let state_dir = match nonempty(m, "stateDir")? {
-            Some(s) if s.starts_with('/') => PathBuf::from(s),
-            Some(_) => return Err(invalid("stateDir", "an absolute path is expected")),
-            None => PathBuf::from(DEFAULT_STATE_DIR),
-        };
         let name = string(m, "name")?.map(str::to_string);
 
         Ok(Self {
@@ -284,8 +287,19 @@ impl SriovConf {
             log_level,
             log_file,
             device_info_file,
-            state_dir,
         })
+    }
+
+    /// The device-info file ADD may write: `runtimeConfig.CNIDeviceInfoFile` when it names a
+    /// plain file directly in the node's `<device-info dir>/cni/`; anything else is code 7.
+    pub fn device_info_path(&self, node: &NodeDirs) -> Result<Option<PathBuf>, CniError> {
+        self.device_info_file
+            .as_deref()
+            .map(|raw| {
+                node.confine_device_info_file(raw)
+                    .map_err(|why| invalid("runtimeConfig.CNIDeviceInfoFile", why))
+            })
+            .transpose()
     }
 
     /// The VF the config names; ADD needs one (code 7 without).
@@ -356,7 +370,6 @@ mod tests {
         assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
         assert_eq!(c.log_level.as_deref(), Some("debug"));
         assert_eq!(c.log_file.as_deref(), Some("/tmp/sriov.log"));
-        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         let s = c.vf_settings();
         assert_eq!(s.vlan, Some(100));
         assert_eq!(s.qos, Some(3));
@@ -472,10 +485,6 @@ mod tests {
             (json!({"logLevel": "loud"}), "logLevel"),
             (json!({"logFile": 1}), "logFile"),
             (json!({"stateDir": "relative"}), "stateDir"),
-            (
-                json!({"runtimeConfig": {"CNIDeviceInfoFile": "x.json"}}),
-                "runtimeConfig.CNIDeviceInfoFile",
-            ),
         ];
         for (mut v, key) in cases {
             v.as_object_mut()
@@ -486,6 +495,58 @@ mod tests {
         let e = parse_args(json!({"type": "sriov"}), "IgnoreUnknown=1;MAC=bad").unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("CNI_ARGS MAC"), "{}", e.msg);
+    }
+
+    #[test]
+    fn a_state_dir_in_the_config_is_refused_whatever_its_value() {
+        for dir in [json!("/tmp/elsewhere"), json!(""), json!(null)] {
+            let e = err(json!({"type": "sriov", "stateDir": dir}));
+            assert_eq!(e.code, 7);
+            assert!(e.msg.contains("\"stateDir\""), "{}", e.msg);
+            assert!(e.msg.contains("set by the node"), "{}", e.msg);
+            assert!(e.msg.contains(STATE_DIR_ENV), "{}", e.msg);
+        }
+    }
+
+    #[test]
+    fn the_device_info_file_must_be_in_the_nodes_cni_dir() {
+        let node = NodeDirs {
+            state_dir: "/s".into(),
+            device_info_dir: "/nonexistent/devinfo".into(),
+        };
+        let with = |f: &str| {
+            parse(json!({"type": "sriov", "runtimeConfig": {"CNIDeviceInfoFile": f}})).unwrap()
+        };
+        assert_eq!(
+            with("/nonexistent/devinfo/cni/n-c-net1-device.json")
+                .device_info_path(&node)
+                .unwrap(),
+            Some(PathBuf::from(
+                "/nonexistent/devinfo/cni/n-c-net1-device.json"
+            ))
+        );
+        for bad in [
+            "x.json",
+            "/etc/passwd",
+            "/nonexistent/devinfo/cni/../../../etc/passwd",
+            "/nonexistent/devinfo/dp/x.json",
+        ] {
+            // Parsing (DEL too) accepts it; ADD's check refuses it naming the key.
+            let e = with(bad).device_info_path(&node).unwrap_err();
+            assert_eq!(e.code, 7, "{bad}");
+            assert!(
+                e.msg.contains("\"runtimeConfig.CNIDeviceInfoFile\""),
+                "{bad}: {}",
+                e.msg
+            );
+        }
+        assert_eq!(
+            parse(json!({"type": "sriov"}))
+                .unwrap()
+                .device_info_path(&node)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

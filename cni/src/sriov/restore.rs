@@ -18,6 +18,7 @@ use vfcore::{provision, MacAddr, SysRoot};
 
 use super::attach::IPAM_TIMEOUT;
 use super::device::{self, kernel, KERNEL_TIMEOUT};
+use super::node::NodeDirs;
 use super::state::{Mode, Record, SavedNetdev};
 use crate::exec::{exec_no_result, Invocation};
 use crate::spec::env::CniCommand;
@@ -27,6 +28,8 @@ use crate::timing::timed;
 /// What restoring needs beyond the record.
 pub struct RestoreCtx<'a> {
     pub root: &'a SysRoot,
+    /// The node's directories: only a device-info file in its device-info dir is removed.
+    pub node: &'a NodeDirs,
     /// CNI_PATH, to find the IPAM plugin.
     pub cni_path: &'a [PathBuf],
     /// Whether IPAM DEL runs: a rollback skips it when the IPAM plugin never ran.
@@ -122,7 +125,14 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
         }
     }
     if let Some(path) = &record.device_info_file {
-        if let Err(e) = super::devinfo::remove(path) {
+        if !ctx.node.owns_device_info_file(path) {
+            // A record of an older version may name any path: it is not ours to remove.
+            tracing::warn!(
+                path = %path.display(),
+                dir = %ctx.node.device_info_cni_dir().display(),
+                "the record's device-info file is not a plain file in the node's device-info directory; left as it is"
+            );
+        } else if let Err(e) = super::devinfo::remove(path) {
             errors.push(e);
         }
     }

@@ -1,4 +1,4 @@
-//! The plugin's state on the node, under the state dir (`stateDir`, default
+//! The plugin's state on the node, under the state dir (the node's: see [`super::node`]; default
 //! `/var/lib/cni/vfgenie/sriov`):
 //!
 //! - `locks/<pci>.lock`: one lock file per VF, held with `flock(LOCK_EX)` for the whole of an ADD,
@@ -7,6 +7,10 @@
 //! - `attachments/<containerID>-<ifname>.json`: one record per attachment. ADD writes it *before*
 //!   changing anything (the intent: the VF's original PF-side state and netdev), rewrites it when
 //!   done (with the result), and DEL removes it after restoring the VF. Written atomically.
+//! - `quarantine/<containerID>-<ifname>.json.<secs>.<nanos>.<pid>`: records that could not be read
+//!   or parsed when all of them were listed (ADD's holder check, GC), moved aside (one rename) and
+//!   logged at error level, so that one bad file does not stop every ADD and GC on the node. An
+//!   admin may inspect them and remove them.
 //!
 //! A record is the only thing DEL needs: it names the VF, the pod's netns, the temporary netns,
 //! the original state to restore and the config whose IPAM must release the address.
@@ -15,22 +19,19 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use vfcore::netlink::{VfConfig, VfLinkState, VfSettings, VlanProto};
-use vfcore::{MacAddr, PciAddress, VfIndex};
+use vfcore::PciAddress;
 
 use crate::spec::error::CniError;
 
-/// The record kind.
-pub const RECORD_KIND: &str = "vfgenieSriovV1";
+pub use super::record::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, RECORD_KIND};
 
 const LOCKS_DIR: &str = "locks";
 const ATTACHMENTS_DIR: &str = "attachments";
+const QUARANTINE_DIR: &str = "quarantine";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -74,222 +75,6 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A VF's configuration as its PF reported it, in a form that round-trips through JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SavedVf {
-    pub mac: MacAddr,
-    pub vlan: u16,
-    pub qos: u8,
-    /// `802.1q` or `802.1ad`.
-    pub vlan_proto: String,
-    pub spoofchk: Option<bool>,
-    pub trust: Option<bool>,
-    /// `auto`, `enable` or `disable`.
-    pub link_state: Option<String>,
-    pub min_tx_rate: u32,
-    pub max_tx_rate: u32,
-}
-
-fn proto_name(p: VlanProto) -> &'static str {
-    match p {
-        VlanProto::Dot1Q => "802.1q",
-        VlanProto::Dot1AD => "802.1ad",
-    }
-}
-
-fn link_state_name(s: VfLinkState) -> &'static str {
-    match s {
-        VfLinkState::Auto => "auto",
-        VfLinkState::Enable => "enable",
-        VfLinkState::Disable => "disable",
-    }
-}
-
-impl SavedVf {
-    pub fn from_config(c: &VfConfig) -> Self {
-        Self {
-            mac: c.mac,
-            vlan: c.vlan,
-            qos: c.qos,
-            vlan_proto: proto_name(c.vlan_proto).to_string(),
-            spoofchk: c.spoofchk,
-            trust: c.trust,
-            link_state: c.link_state.map(|s| link_state_name(s).to_string()),
-            min_tx_rate: c.min_tx_rate,
-            max_tx_rate: c.max_tx_rate,
-        }
-    }
-
-    /// The settings that put back what `applied` changed, and nothing else (a driver may refuse
-    /// an attribute ADD never touched, such as igb's link state).
-    pub fn restore_settings(&self, applied: &VfSettings) -> VfSettings {
-        let proto = match self.vlan_proto.as_str() {
-            "802.1ad" => VlanProto::Dot1AD,
-            _ => VlanProto::Dot1Q,
-        };
-        let link_state = match self.link_state.as_deref() {
-            Some("enable") => Some(VfLinkState::Enable),
-            Some("disable") => Some(VfLinkState::Disable),
-            Some("auto") => Some(VfLinkState::Auto),
-            _ => None,
-        };
-        let rates = applied.min_tx_rate.is_some() || applied.max_tx_rate.is_some();
-        VfSettings {
-            mac: applied.mac.map(|_| self.mac),
-            vlan: applied.vlan.map(|_| self.vlan),
-            qos: applied.vlan.map(|_| self.qos),
-            vlan_proto: applied.vlan.map(|_| proto),
-            spoofchk: applied.spoofchk.and(self.spoofchk),
-            trust: applied.trust.and(self.trust),
-            link_state: applied.link_state.and(link_state),
-            min_tx_rate: rates.then_some(self.min_tx_rate),
-            max_tx_rate: rates.then_some(self.max_tx_rate),
-        }
-    }
-}
-
-/// The VF's kernel netdev as it was in the host before ADD.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SavedNetdev {
-    pub name: String,
-    pub mac: Option<MacAddr>,
-    pub mtu: u32,
-    pub up: bool,
-    #[serde(default)]
-    pub alt_names: Vec<String>,
-}
-
-/// How the VF is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// A kernel netdev moved into the pod.
-    Netdev,
-    /// Bound to a userspace driver (vfio-pci, uio): nothing to move, PF-side settings only.
-    Userspace,
-}
-
-/// How far ADD got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Written before the first change; anything after it may or may not have happened.
-    Intent,
-    /// ADD finished and returned this record's result.
-    Done,
-}
-
-/// What the PF-side settings and the netdev were set to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Applied {
-    #[serde(default)]
-    pub mac: Option<MacAddr>,
-    #[serde(default)]
-    pub vlan: Option<u16>,
-    #[serde(default)]
-    pub qos: Option<u8>,
-    #[serde(default)]
-    pub vlan_proto: Option<String>,
-    #[serde(default)]
-    pub spoofchk: Option<bool>,
-    #[serde(default)]
-    pub trust: Option<bool>,
-    #[serde(default)]
-    pub link_state: Option<String>,
-    #[serde(default)]
-    pub min_tx_rate: Option<u32>,
-    #[serde(default)]
-    pub max_tx_rate: Option<u32>,
-    #[serde(default)]
-    pub mtu: Option<u32>,
-}
-
-impl Applied {
-    pub fn new(s: &VfSettings, mtu: Option<u32>) -> Self {
-        Self {
-            mac: s.mac,
-            vlan: s.vlan,
-            qos: s.qos,
-            vlan_proto: s.vlan_proto.map(|p| proto_name(p).to_string()),
-            spoofchk: s.spoofchk,
-            trust: s.trust,
-            link_state: s.link_state.map(|l| link_state_name(l).to_string()),
-            min_tx_rate: s.min_tx_rate,
-            max_tx_rate: s.max_tx_rate,
-            mtu,
-        }
-    }
-
-    pub fn vf_settings(&self) -> VfSettings {
-        VfSettings {
-            mac: self.mac,
-            vlan: self.vlan,
-            qos: self.qos,
-            vlan_proto: self.vlan_proto.as_deref().map(|p| match p {
-                "802.1ad" => VlanProto::Dot1AD,
-                _ => VlanProto::Dot1Q,
-            }),
-            spoofchk: self.spoofchk,
-            trust: self.trust,
-            link_state: self.link_state.as_deref().and_then(|l| match l {
-                "auto" => Some(VfLinkState::Auto),
-                "enable" => Some(VfLinkState::Enable),
-                "disable" => Some(VfLinkState::Disable),
-                _ => None,
-            }),
-            min_tx_rate: self.min_tx_rate,
-            max_tx_rate: self.max_tx_rate,
-        }
-    }
-}
-
-/// One attachment of a VF to a pod.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Record {
-    pub kind: String,
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-    /// CNI_NETNS of the ADD.
-    pub netns: String,
-    /// CNI_ARGS of the ADD (passed to IPAM DEL).
-    #[serde(default)]
-    pub cni_args: String,
-    /// The network name, when the config had one (GC scopes by it).
-    #[serde(default)]
-    pub network: Option<String>,
-    pub pci: PciAddress,
-    pub pf: PciAddress,
-    pub vf: VfIndex,
-    pub mode: Mode,
-    pub stage: Stage,
-    /// The VF's configuration as its PF reported it before ADD.
-    pub original_vf: SavedVf,
-    /// The netdev before ADD (netdev mode).
-    #[serde(default)]
-    pub original_netdev: Option<SavedNetdev>,
-    pub applied: Applied,
-    /// The named netns (`/run/netns/<name>`) ADD passes the netdev through.
-    #[serde(default)]
-    pub temp_netns: Option<String>,
-    /// The device-info file ADD wrote, removed by DEL.
-    #[serde(default)]
-    pub device_info_file: Option<PathBuf>,
-    /// The network config of the ADD, whole.
-    pub config: Value,
-    /// The config the IPAM plugin got (ours in the newest CNI version it speaks); IPAM DEL gets
-    /// it back. `None`: `config` itself.
-    #[serde(default)]
-    pub ipam_config: Option<Value>,
-    /// The result ADD returned (stage `done`).
-    #[serde(default)]
-    pub result: Option<Value>,
 }
 
 /// The state directory.
@@ -429,7 +214,13 @@ impl StateDir {
         }
     }
 
-    /// Every record (for the holder check and GC), sorted by path.
+    /// `<state dir>/quarantine`.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join(QUARANTINE_DIR)
+    }
+
+    /// Every readable record (for the holder check and GC), sorted by path. A record that cannot
+    /// be read or parsed is moved into quarantine ([`Self::quarantine`]) and left out.
     pub fn list(&self) -> Result<Vec<Record>, StateError> {
         let dir = self.root.join(ATTACHMENTS_DIR);
         let entries = match fs::read_dir(&dir) {
@@ -448,11 +239,66 @@ impl StateDir {
         paths.sort();
         let mut out = Vec::new();
         for p in paths {
-            if let Some(r) = read_record(&p)? {
-                out.push(r);
+            match read_record(&p) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    self.quarantine(&p, &e);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Moves an unreadable record (`why`) into `<state dir>/quarantine/` under its name with a
+    /// timestamp suffix, in one rename; logs it at error level. Returns where it went, `None`
+    /// when it could not be moved (logged too) or another process moved it first.
+    pub fn quarantine(&self, path: &Path, why: &StateError) -> Option<PathBuf> {
+        let reason = super::device::chain(why);
+        let dir = self.quarantine_dir();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let to = dir.join(format!(
+            "{name}.{}.{:09}.{}",
+            now.as_secs(),
+            now.subsec_nanos(),
+            std::process::id()
+        ));
+        let moved = ensure_dir(&dir)
+            .and_then(|()| fs::rename(path, &to).map_err(io("moving into quarantine", path)));
+        match moved {
+            Ok(()) => {
+                if let Some(parent) = path.parent() {
+                    let _ = sync_dir(parent);
+                }
+                let _ = sync_dir(&dir);
+                tracing::error!(
+                    path = %path.display(),
+                    quarantined = %to.display(),
+                    reason = %reason,
+                    "an sriov state record could not be read; moved into quarantine, the others go on"
+                );
+                Some(to)
+            }
+            Err(StateError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "an unreadable record was moved by another process");
+                None
+            }
+            Err(e) => {
+                tracing::error!(
+                    path = %path.display(),
+                    reason = %reason,
+                    error = %super::device::chain(&e),
+                    "an sriov state record could not be read nor moved into quarantine; skipped"
+                );
+                None
+            }
+        }
     }
 }
 
@@ -479,6 +325,8 @@ fn read_record(path: &Path) -> Result<Option<Record>, StateError> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use vfcore::netlink::{VfConfig, VfLinkState, VfSettings, VlanProto};
+    use vfcore::{MacAddr, VfIndex};
 
     fn original() -> VfConfig {
         VfConfig {
@@ -571,7 +419,62 @@ mod tests {
         let e = state.read("c1", "net1").unwrap_err();
         assert_eq!(e.code, 5);
         assert!(e.msg.contains("corrupt"), "{}", e.msg);
-        assert!(state.list().is_err());
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn unreadable_records_are_quarantined_and_the_others_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let good = record("c2", "0000:01:10.4");
+        state.write(&good).unwrap();
+        let attachments = dir.path().join(ATTACHMENTS_DIR);
+        // Invalid JSON, a truncated record, another kind, and a directory where a record should be
+        // (mode 000 would not stop root).
+        fs::write(attachments.join("bad-net1.json"), b"{\"kind\": ").unwrap();
+        let full = serde_json::to_vec(&record("c3", "0000:01:10.6")).unwrap();
+        fs::write(attachments.join("c3-net1.json"), &full[..full.len() / 2]).unwrap();
+        let mut other = serde_json::to_value(record("c4", "0000:01:11.0")).unwrap();
+        other["kind"] = json!("somethingElse");
+        fs::write(
+            attachments.join("c4-net1.json"),
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .unwrap();
+        fs::create_dir(attachments.join("c5-net1.json")).unwrap();
+
+        assert_eq!(state.list().unwrap(), vec![good.clone()]);
+        assert_eq!(names(&attachments), vec!["c2-net1.json".to_string()]);
+        let moved = names(&state.quarantine_dir());
+        assert_eq!(moved.len(), 4, "{moved:?}");
+        for (n, original) in [
+            "bad-net1.json",
+            "c3-net1.json",
+            "c4-net1.json",
+            "c5-net1.json",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                moved[n].starts_with(&format!("{original}.")),
+                "{moved:?} lacks {original}"
+            );
+        }
+        assert!(state.quarantine_dir().join(&moved[3]).is_dir());
+        // The next listing finds only the good record, and nothing more is moved.
+        assert_eq!(state.list().unwrap(), vec![good]);
+        assert_eq!(names(&state.quarantine_dir()).len(), 4);
     }
 
     #[test]
@@ -580,39 +483,6 @@ mod tests {
         assert!(state.record_path("../etc", "net1").is_err());
         assert!(state.record_path("c1", "..").is_err());
         assert!(state.record_path("", "net1").is_err());
-    }
-
-    #[test]
-    fn restore_settings_touch_only_what_was_applied() {
-        let saved = SavedVf::from_config(&original());
-        let applied = VfSettings {
-            mac: Some("02:00:00:00:00:01".parse().unwrap()),
-            vlan: Some(100),
-            qos: Some(3),
-            vlan_proto: Some(VlanProto::Dot1AD),
-            spoofchk: Some(false),
-            max_tx_rate: Some(50),
-            ..VfSettings::default()
-        };
-        let back = saved.restore_settings(&applied);
-        assert_eq!(
-            back,
-            VfSettings {
-                mac: Some(MacAddr::ZERO),
-                vlan: Some(0),
-                qos: Some(0),
-                vlan_proto: Some(VlanProto::Dot1Q),
-                spoofchk: Some(true),
-                trust: None,
-                link_state: None,
-                min_tx_rate: Some(0),
-                max_tx_rate: Some(0),
-            }
-        );
-        assert!(saved.restore_settings(&VfSettings::default()).is_empty());
-        // The applied settings survive the record.
-        let a = Applied::new(&applied, None);
-        assert_eq!(a.vf_settings(), applied);
     }
 
     #[test]

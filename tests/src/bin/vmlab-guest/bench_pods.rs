@@ -48,6 +48,8 @@ use crate::util::wait_for;
 const GENIE: &str = "/usr/local/bin/genie";
 /// Debian's CNI plugins in the guest.
 const PLUGINS: &str = "/opt/cni/bin";
+/// Where the sriov plugin's logs go (its `logFile` must be under /var/log).
+const SRIOV_LOG_DIR: &str = "/var/log/vfgenie-lab";
 const PODS: usize = 20;
 const NS: &str = "bench";
 const RESOURCE: &str = "example.com/igb_net";
@@ -99,13 +101,23 @@ impl Bench {
         bridge["name"] = json!("cluster");
 
         let genie_log = dir.join("genie.log");
-        let (sriov_log, direct_log) = (dir.join("sriov-genie.log"), dir.join("sriov-direct.log"));
-        let state_dir = dir.join("sriov-state");
+        // A network config's logFile must be under /var/log (the plugin refuses anything else).
+        let logs = Path::new(SRIOV_LOG_DIR);
+        std::fs::create_dir_all(logs)?;
+        let (sriov_log, direct_log) = (
+            logs.join("bench-sriov-genie.log"),
+            logs.join("bench-sriov-direct.log"),
+        );
+        for log in [&sriov_log, &direct_log] {
+            let _ = std::fs::remove_file(log);
+        }
+        // The default: genie is exec'd with a runtime's bare environment, and the direct runs
+        // get the same (no VFGENIE_SRIOV_STATE_DIR).
+        let state_dir = PathBuf::from(vfcni::sriov::node::DEFAULT_STATE_DIR);
         let nad = json!({
             "cniVersion": "1.0.0", "name": NAD, "type": "sriov", "vlan": 100, "spoofchk": "on",
             "capabilities": {"mac": true},
             "ipam": node.ipam(VF_SUBNET),
-            "stateDir": state_dir.display().to_string(),
             "logLevel": "debug",
             "logFile": sriov_log.display().to_string(),
         });

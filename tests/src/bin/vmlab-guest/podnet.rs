@@ -43,6 +43,8 @@ pub const VF_SUBNET: &str = "10.56.0.0/24";
 const GENIE: &str = "/usr/local/bin/genie";
 const CNI_BIN: &str = "/opt/cni/bin";
 const WORK: &str = "/tmp/podnet";
+/// The sriov plugin's log: a network config's `logFile` must be under /var/log.
+const SRIOV_LOG: &str = "/var/log/vfgenie-lab/podnet-sriov.log";
 /// Creating VFs, binding vfio-pci and the PF link coming back, under TCG.
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(45);
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -161,7 +163,8 @@ pub struct Cluster {
     pub vfs: Vec<VfOriginal>,
     pub node: Node,
     pub paths: Paths,
-    /// The sriov plugin's `stateDir` (locks and attachment records).
+    /// The sriov plugin's state dir (locks and attachment records): the default, as genie is
+    /// exec'd with a runtime's bare environment (no `VFGENIE_SRIOV_STATE_DIR`).
     pub state_dir: PathBuf,
     podres: PodResourcesStandIn,
     kubelet: KubeletStandIn,
@@ -186,6 +189,10 @@ impl Cluster {
         pf_up(&root, &pf)?;
 
         std::fs::create_dir_all(WORK).with_context(|| format!("creating {WORK}"))?;
+        if let Some(dir) = Path::new(SRIOV_LOG).parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(SRIOV_LOG);
         let paths = Paths::new()?;
         if let Some(dir) = paths.podres.parent() {
             std::fs::create_dir_all(dir)?;
@@ -255,7 +262,7 @@ impl Cluster {
             "10-cluster.conflist",
             &node.cluster_conflist(CLUSTER_SUBNET),
         )?;
-        let state_dir = PathBuf::from(WORK).join("sriov-state");
+        let state_dir = PathBuf::from(vfcni::sriov::node::DEFAULT_STATE_DIR);
         let cluster = Self {
             root,
             pf_name,
@@ -292,9 +299,8 @@ impl Cluster {
         let mut c = json!({
             "cniVersion": "1.0.0", "name": name, "type": "sriov",
             "vlan": vlan, "spoofchk": "on", "trust": "off",
-            "stateDir": self.state_dir.display().to_string(),
             "logLevel": "debug",
-            "logFile": format!("{WORK}/sriov.log"),
+            "logFile": SRIOV_LOG,
         });
         if let Some(start) = range_start {
             c["ipam"] = self.ipam_range(start);
@@ -604,10 +610,18 @@ impl Cluster {
         Ok(out)
     }
 
+    /// genie's and the sriov plugin's logs: (name, path).
+    fn logs() -> [(&'static str, PathBuf); 2] {
+        [
+            ("genie.log", Path::new(WORK).join("genie.log")),
+            ("sriov.log", PathBuf::from(SRIOV_LOG)),
+        ]
+    }
+
     /// The ends of genie's and the sriov plugin's logs, and the agent's, for a failure report.
     pub fn show_logs(&self, lines: usize) {
-        for log in ["genie.log", "sriov.log"] {
-            let text = std::fs::read_to_string(Path::new(WORK).join(log)).unwrap_or_default();
+        for (log, path) in Self::logs() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             note(&format!(
                 "last lines of {log}:\n{}",
                 last_lines(&text, lines)
@@ -619,8 +633,8 @@ impl Cluster {
     /// genie's, the sriov plugin's and the agent's whole logs into the console log only (the
     /// host echoes VMLAB-OUT lines, not these).
     pub fn dump_logs(&self) {
-        for log in ["genie.log", "sriov.log"] {
-            let text = std::fs::read_to_string(Path::new(WORK).join(log)).unwrap_or_default();
+        for (log, path) in Self::logs() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             for line in text.lines() {
                 println!("VMLAB-LOG {log} | {line}");
             }

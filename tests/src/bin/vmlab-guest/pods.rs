@@ -29,9 +29,17 @@ const PLUGIN: &str = "/usr/local/bin/genie";
 const WORK: &str = "/tmp/pods";
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The plugin's state dir, given to it as a runtime's environment would
+/// (`VFGENIE_SRIOV_STATE_DIR`; a network config cannot move it).
 fn state_dir() -> String {
     format!("{WORK}/state")
 }
+/// The device-info dir (`VFGENIE_DEVICE_INFO_DIR`): `CNIDeviceInfoFile` must be in its `cni/`.
+fn devinfo_dir() -> String {
+    format!("{WORK}/devinfo")
+}
+/// The plugin's log: a config's `logFile` must be under /var/log.
+const SRIOV_LOG: &str = "/var/log/vfgenie-lab/pods-sriov.log";
 fn ipam_dir() -> String {
     format!("{WORK}/ipam")
 }
@@ -137,6 +145,8 @@ fn call_plugin(
             format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
         )
         .env("VFGENIE_LOG", "info")
+        .env("VFGENIE_SRIOV_STATE_DIR", state_dir())
+        .env("VFGENIE_DEVICE_INFO_DIR", devinfo_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -169,9 +179,8 @@ fn conf(network: &str, vf: &Original, vlan: u16, subnet: &str, extra: Value) -> 
         "spoofchk": "on",
         "trust": "off",
         "ipam": {"type": "host-local", "subnet": subnet, "dataDir": ipam_dir()},
-        "stateDir": state_dir(),
         "logLevel": "debug",
-        "logFile": format!("{WORK}/sriov.log"),
+        "logFile": SRIOV_LOG,
     });
     if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
         c.extend(extra);
@@ -321,6 +330,10 @@ fn vf_sets_own_mac(vf: &Original) -> Result<()> {
 
 pub(crate) fn setup(root: &SysRoot) -> Result<Lab> {
     std::fs::create_dir_all(WORK)?;
+    if let Some(dir) = Path::new(SRIOV_LOG).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(SRIOV_LOG);
     let pfs = igb_pfs(root)?;
     ensure!(pfs.len() == 2, "expected 2 igb PFs, found {}", pfs.len());
     for pf in &pfs {
@@ -639,7 +652,7 @@ pub fn run(report: &mut Report) {
     report.check("pods-netns-gone", || netns_gone(&lab, &root));
 
     // How the VFs came to carry their MACs, from the plugin's own log.
-    if let Ok(log) = std::fs::read_to_string(format!("{WORK}/sriov.log")) {
+    if let Ok(log) = std::fs::read_to_string(SRIOV_LOG) {
         let rebinds = log.lines().filter(|l| l.contains("rebinding")).count();
         note(&format!(
             "plugin log: {rebinds} MAC changes needed a VF driver rebind; first: {}",
@@ -729,7 +742,7 @@ fn gc(lab: &Lab, root: &SysRoot) -> Result<()> {
 fn dpdk(lab: &Lab, root: &SysRoot) -> Result<()> {
     let vf = &lab.vfs[3];
     bind::bind_vfio(root, &vf.pci, TIMEOUT)?;
-    let devinfo = format!("{WORK}/devinfo/net1-device.json");
+    let devinfo = format!("{}/cni/net1-device.json", devinfo_dir());
     let mut c = conf(
         "dpdk300",
         vf,
