@@ -134,6 +134,11 @@ impl Bench {
                 "deviceInfoDir": dir.join("devinfo").display().to_string(),
                 "logLevel": "debug",
                 "logFile": genie_log.display().to_string(),
+                // The NAD's sriov log and host-local leases, where this node lets tenants put them.
+                "allowedTenantPaths": {
+                    "logFile": [SRIOV_LOG_DIR],
+                    "dataDir": [node.ipam_dir.display().to_string()],
+                },
             }),
         );
         Ok(Self {

@@ -336,6 +336,11 @@ impl Cluster {
                 "logLevel": "debug",
                 "logFile": format!("{WORK}/genie.log"),
                 "sriov": sriov,
+                // The NADs' sriov logs and host-local leases, where this node lets tenants put them.
+                "allowedTenantPaths": {
+                    "logFile": ["/var/log/vfgenie-lab"],
+                    "dataDir": [self.node.ipam_dir.display().to_string()],
+                },
             }),
         )
     }
