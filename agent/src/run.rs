@@ -88,6 +88,8 @@ struct Agent {
     conditions: Vec<Condition>,
     config_condition: Option<Condition>,
     snapshot: Snapshot,
+    /// The kubelet was expected but did not answer at the last look.
+    kubelet_silent: bool,
 }
 
 impl Agent {
@@ -101,19 +103,27 @@ impl Agent {
 
     /// What the kubelet says pods hold. When it is expected but does not answer, that is said
     /// (with a warning naming why), so that nothing a pod may use is removed or rebound.
-    async fn held(&self) -> Held {
+    /// Logged once when the kubelet falls silent and once when it answers again, not on every
+    /// health tick.
+    async fn held(&mut self) -> Held {
         let held = crate::podres::held_devices(
             &self.opts.pod_resources_socket,
             &self.resource_names(),
             Duration::from_secs(2),
         )
         .await;
-        if let Held::Unknown(why) = &held {
-            warn!(
-                socket = %self.opts.pod_resources_socket.display(),
-                reason = %why,
-                "cannot tell which devices pods hold; VFs that exist are not removed or rebound"
-            );
+        let silent = matches!(held, Held::Unknown(_));
+        if silent != self.kubelet_silent {
+            let socket = self.opts.pod_resources_socket.display();
+            match &held {
+                Held::Unknown(why) => warn!(
+                    socket = %socket,
+                    reason = %why,
+                    "cannot tell which devices pods hold; VFs that exist are not removed or rebound"
+                ),
+                _ => info!(socket = %socket, "the kubelet tells which devices pods hold again"),
+            }
+            self.kubelet_silent = silent;
         }
         held
     }
@@ -306,6 +316,7 @@ pub async fn run(
         conditions: Vec::new(),
         config_condition: None,
         snapshot: Snapshot::default(),
+        kubelet_silent: false,
     };
     agent.full().await?;
     agent.publish(&state);
