@@ -1,10 +1,22 @@
 //! The agent's small HTTP/1.1 server: `GET /metrics` (Prometheus text) and `GET /healthz`
 //! (200 once the first reconcile has completed, 503 with the reason before). Both read the latest
 //! published [`Snapshot`]; nothing here changes the node.
+//!
+//! Exposure: the agent runs with host networking, so whatever it binds is bound on the node. Both
+//! endpoints are unauthenticated, so by default it listens on the node's loopback only
+//! ([`DEFAULT_ADDRS`]: `127.0.0.1` and `::1`); probes reach it there (the kubelet runs in the host
+//! namespace), and a scraper that must reach it from elsewhere is configured explicitly
+//! (`--metrics-addr 0.0.0.0:9808`). Whatever the address, at most [`Limits::max_connections`]
+//! connections are open at once: a new connection beyond that closes the oldest, so a flood of idle
+//! connections cannot keep a probe out, and a client that sends no complete request within
+//! [`Limits::header_timeout`] is dropped.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::pin;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,10 +27,10 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::errno::Errno;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tokio::task::{AbortHandle, JoinSet};
+use tracing::{debug, info, warn};
 
 use crate::metrics;
 use crate::state::Snapshot;
@@ -30,8 +42,15 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// The port the agent listens on unless told otherwise (the DaemonSet exposes it on the host).
 pub const DEFAULT_PORT: u16 = 9808;
 
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where the agent listens unless told otherwise: the node's loopback addresses only.
+pub const DEFAULT_ADDRS: &str = "127.0.0.1:9808,[::1]:9808";
+/// How many connections may be open at once unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send its request headers (on a new connection, and between
+/// requests on a kept-alive one) unless told otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, at most, closing connections for room is logged as a warning.
+const EVICTION_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// How long open connections get to finish once shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Pause after an accept error that may clear by itself (out of file descriptors).
@@ -44,23 +63,155 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve /metrics and /healthz on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{spec:?} names no address to serve /metrics and /healthz on")]
+    NoAddress { spec: String },
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns true (or its sender is
-/// dropped), then lets open connections finish for a short grace period.
+/// Bounds on the connections the server keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; a new one beyond this closes the oldest.
+    pub max_connections: usize,
+    /// Time a client gets to send complete request headers; idle connections close after it.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+        }
+    }
+}
+
+/// Binds every address of `spec`, a comma-separated list (`127.0.0.1:9808,[::1]:9808`, or one
+/// address such as `0.0.0.0:9808`). An address of a family the node does not have (no IPv6) is
+/// skipped with a warning; any other failure is an error, and so is binding nothing.
+pub async fn bind(spec: &str) -> Result<Vec<TcpListener>, Error> {
+    let mut listeners = Vec::new();
+    for addr in spec.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                info!(%addr, "serving /metrics and /healthz");
+                listeners.push(l);
+            }
+            Err(e) if family_unavailable(&e) => {
+                warn!(%addr, error = %e, "address not available on this node; not serving there");
+            }
+            Err(source) => {
+                return Err(Error::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(Error::NoAddress {
+            spec: spec.to_string(),
+        });
+    }
+    Ok(listeners)
+}
+
+/// Bind errors that say the node has no such address (IPv6 disabled, no loopback of that family).
+fn family_unavailable(e: &std::io::Error) -> bool {
+    e.raw_os_error().is_some_and(|n| {
+        [Errno::EADDRNOTAVAIL, Errno::EAFNOSUPPORT]
+            .iter()
+            .any(|errno| *errno as i32 == n)
+    })
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` with the default [`Limits`]; see [`serve_all`].
 pub async fn serve(
     listener: TcpListener,
     state: watch::Receiver<Snapshot>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    serve_all(vec![listener], Limits::default(), state, shutdown).await
+}
+
+/// The open connections, oldest first, and the tasks serving them.
+struct Connections {
+    tasks: JoinSet<()>,
+    open: VecDeque<AbortHandle>,
+    max: usize,
+    closed_for_room: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            open: VecDeque::new(),
+            max: max.max(1),
+            closed_for_room: 0,
+            last_warning: None,
+        }
+    }
+
+    /// Makes room for one more connection: forgets finished ones, then closes the oldest while
+    /// the cap is reached.
+    fn make_room(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+        self.open.retain(|h| !h.is_finished());
+        while self.open.len() >= self.max {
+            if let Some(oldest) = self.open.pop_front() {
+                oldest.abort();
+                self.closed_for_room += 1;
+            }
+        }
+        let due = self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= EVICTION_WARN_INTERVAL);
+        if self.closed_for_room > 0 && due {
+            warn!(
+                max = self.max,
+                closed = self.closed_for_room,
+                "too many HTTP connections; closed the oldest"
+            );
+            self.closed_for_room = 0;
+            self.last_warning = Some(Instant::now());
+        }
+    }
+}
+
+/// Accepts on whichever listener has a connection first.
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let Poll::Ready(r) = l.poll_accept(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Serves `/metrics` and `/healthz` on every listener until `shutdown` turns true (or its sender is
+/// dropped), then lets open connections finish for a short grace period.
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
+    limits: Limits,
+    state: watch::Receiver<Snapshot>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let mut connections = JoinSet::new();
+    let mut connections = Connections::new(limits.max_connections);
     let result = loop {
         let accepted = tokio::select! {
             _ = stopped(&mut shutdown) => break Ok(()),
-            accepted = listener.accept() => accepted,
+            accepted = accept_any(&listeners) => accepted,
         };
-        // Reap finished connections so the set does not grow with every scrape.
-        while connections.try_join_next().is_some() {}
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) if listener_is_broken(&e) => break Err(Error::Accept { source: e }),
@@ -72,16 +223,17 @@ pub async fn serve(
                 }
             }
         };
+        connections.make_room();
         let state = state.clone();
         let mut stop = shutdown.clone();
-        connections.spawn(async move {
+        let handle = connections.tasks.spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let response = respond(req.method(), req.uri().path(), &state.borrow());
                 async move { Ok::<_, Infallible>(response) }
             });
             let mut conn = pin!(http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service));
             let done = tokio::select! {
                 done = conn.as_mut() => done,
@@ -94,14 +246,16 @@ pub async fn serve(
                 debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
             }
         });
+        connections.open.push_back(handle);
     };
+    drop(listeners);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
+        while connections.tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         debug!("HTTP connections did not finish in time; closing them");
-        connections.shutdown().await;
+        connections.tasks.shutdown().await;
     }
     result
 }
@@ -214,6 +368,95 @@ mod tests {
         let r = respond(&Method::POST, METRICS_PATH, &ready);
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn by_default_only_the_nodes_loopback_is_served() {
+        let addrs: Vec<SocketAddr> = DEFAULT_ADDRS
+            .split(',')
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(addrs.len(), 2);
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+        assert!(addrs.iter().any(SocketAddr::is_ipv4));
+        assert!(addrs.iter().any(SocketAddr::is_ipv6));
+        assert!(addrs.iter().all(|a| a.port() == DEFAULT_PORT));
+    }
+
+    #[tokio::test]
+    async fn bind_takes_a_list_and_refuses_nothing_to_bind() {
+        let ls = bind("127.0.0.1:0, [::1]:0").await.unwrap();
+        assert!(!ls.is_empty());
+        assert!(ls
+            .iter()
+            .all(|l| l.local_addr().unwrap().ip().is_loopback()));
+        // The old single-address form still works.
+        assert_eq!(bind("127.0.0.1:0").await.unwrap().len(), 1);
+        assert!(matches!(bind(" , ").await, Err(Error::NoAddress { .. })));
+        let taken = ls[0].local_addr().unwrap().to_string();
+        assert!(matches!(bind(&taken).await, Err(Error::Bind { .. })));
+    }
+
+    /// Waits for the server to close `s` (EOF or reset).
+    async fn closed_by_server(s: &mut TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    async fn healthz(addr: SocketAddr) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn the_oldest_connection_makes_room_and_idle_ones_time_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_state, state_rx) = watch::channel(Snapshot {
+            ready: true,
+            ..Snapshot::default()
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let limits = Limits {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(60),
+        };
+        let server = tokio::spawn(serve_all(vec![listener], limits, state_rx, stop_rx));
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let _second = TcpStream::connect(addr).await.unwrap();
+        // A third connection (this probe) closes the oldest idle one and is answered.
+        assert!(healthz(addr).await.starts_with("HTTP/1.1 200"));
+        assert!(closed_by_server(&mut first).await);
+        stop.send(true).unwrap();
+        server.await.unwrap().unwrap();
+
+        // A connection that sends nothing is dropped after the header timeout.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_state, state_rx) = watch::channel(Snapshot::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_millis(200),
+        };
+        let server = tokio::spawn(serve_all(vec![listener], limits, state_rx, stop_rx));
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_by_server(&mut idle).await);
+        stop.send(true).unwrap();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 pub mod allocate;
 pub mod config;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod http;
 pub mod inventory;

@@ -40,9 +40,16 @@ enum Command {
         /// Milliseconds between health checks without events.
         #[arg(long, default_value_t = 1000)]
         health_ms: u64,
-        /// Where /metrics and /healthz are served; "off" serves neither.
-        #[arg(long, default_value = "0.0.0.0:9808")]
+        /// Where /metrics and /healthz are served: one address or a comma-separated list; "off"
+        /// serves neither. The default is the node's loopback only (both endpoints are
+        /// unauthenticated and the agent uses the host's network); give 0.0.0.0:9808 to let
+        /// scrapers from elsewhere in.
+        #[arg(long, default_value = vfagent::http::DEFAULT_ADDRS)]
         metrics_addr: String,
+        /// At most this many /metrics and /healthz connections are open at once (a new one beyond
+        /// it closes the oldest).
+        #[arg(long, default_value_t = vfagent::http::DEFAULT_MAX_CONNECTIONS)]
+        metrics_max_connections: usize,
     },
     /// Print the node's SR-IOV capable NICs, their VFs and other network PCI functions.
     Inventory {
@@ -86,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             resync_seconds,
             health_ms,
             metrics_addr,
+            metrics_max_connections,
         } => {
             let mut opts = RunOptions::new(config);
             opts.kernel_events = root == SysRoot::host();
@@ -100,7 +108,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let metrics = (metrics_addr != "off").then_some(metrics_addr);
-            rt.block_on(run_agent(opts, metrics))?;
+            let limits = vfagent::http::Limits {
+                max_connections: metrics_max_connections.max(1),
+                ..vfagent::http::Limits::default()
+            };
+            rt.block_on(run_agent(opts, metrics, limits))?;
         }
         Command::Inventory { json, config } => {
             let inv = if config.exists() {
@@ -119,17 +131,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_agent(opts: RunOptions, metrics: Option<String>) -> anyhow::Result<()> {
+async fn run_agent(
+    opts: RunOptions,
+    metrics: Option<String>,
+    limits: vfagent::http::Limits,
+) -> anyhow::Result<()> {
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = match metrics {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-            tracing::info!(%addr, "serving /metrics and /healthz");
-            Some(tokio::spawn(vfagent::http::serve(
-                listener,
+        Some(spec) => {
+            let listeners = vfagent::http::bind(&spec).await?;
+            Some(tokio::spawn(vfagent::http::serve_all(
+                listeners,
+                limits,
                 state_rx,
                 stop_rx.clone(),
             )))

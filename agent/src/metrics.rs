@@ -47,6 +47,12 @@ pub fn render(s: &Snapshot) -> String {
     )
     .samples([(Vec::new(), s.provisioning_errors)]);
     out += &Family::new(
+        "vfgenie_refused_changes_total",
+        "VF count changes or driver rebinds refused since the agent started because a VF was or may have been in use.",
+        Kind::Counter,
+    )
+    .samples([(Vec::new(), s.refused_changes)]);
+    out += &Family::new(
         "vfgenie_config_errors_total",
         "Config reloads refused as invalid since the agent started.",
         Kind::Counter,
@@ -187,6 +193,7 @@ mod tests {
             ],
             reconciles: 7,
             provisioning_errors: 2,
+            refused_changes: 4,
             config_errors: 1,
             ready: true,
         };
@@ -206,6 +213,9 @@ vfgenie_pool_healthy{resource=\"example.org/dpdk\"} 1
 # HELP vfgenie_provisioning_errors_total Provisioning or driver binding operations that failed since the agent started.
 # TYPE vfgenie_provisioning_errors_total counter
 vfgenie_provisioning_errors_total 2
+# HELP vfgenie_refused_changes_total VF count changes or driver rebinds refused since the agent started because a VF was or may have been in use.
+# TYPE vfgenie_refused_changes_total counter
+vfgenie_refused_changes_total 4
 # HELP vfgenie_config_errors_total Config reloads refused as invalid since the agent started.
 # TYPE vfgenie_config_errors_total counter
 vfgenie_config_errors_total 1
@@ -251,6 +261,7 @@ vfgenie_ready 1
             "vfgenie_pool_allocatable",
             "vfgenie_pool_healthy",
             "vfgenie_provisioning_errors_total",
+            "vfgenie_refused_changes_total",
             "vfgenie_config_errors_total",
             "vfgenie_reconciles_total",
             "vfgenie_conditions",
@@ -264,6 +275,7 @@ vfgenie_ready 1
             samples,
             vec![
                 "vfgenie_provisioning_errors_total 0",
+                "vfgenie_refused_changes_total 0",
                 "vfgenie_config_errors_total 0",
                 "vfgenie_reconciles_total 0",
                 "vfgenie_ready 0",

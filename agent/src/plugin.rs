@@ -195,7 +195,7 @@ impl DevicePlugin for PoolPlugin {
             (name, responses, files)
         };
         for (path, info) in files {
-            devinfo::write(&path, &info).map_err(|e| Status::internal(e.to_string()))?;
+            devinfo::write_private(&path, &info).map_err(|e| Status::internal(e.to_string()))?;
             self.remember(path);
         }
         for c in &req.container_requests {

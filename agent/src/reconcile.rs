@@ -1,9 +1,10 @@
 //! One reconcile: bring the node to the configured VF counts and drivers, then rebuild the pools
 //! and read their health. Blocking (sysfs writes can stall): run it on a blocking thread.
 //!
-//! It never changes a PF's VF count or rebinds a VF while a pod holds one of the VFs concerned
-//! (changing a non-zero count removes every VF first); that becomes a condition and is retried.
-//! On a node already as configured it writes nothing.
+//! It never changes a PF's VF count or rebinds a VF unless both the kubelet and the kernel say the
+//! VFs concerned are free ([`crate::guard`]; changing a non-zero count removes every VF first); a
+//! refusal becomes a condition, is counted, and is retried. On a node already as configured it
+//! writes nothing.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use vfcore::sysfs::{self, PciNetDevice};
 use vfcore::{bind, provision, PciAddress, SysRoot};
 
 use crate::config::{Config, PfMatch, PfProvision, VfDriver};
+use crate::guard;
+use crate::podres::Held;
 use crate::pool::Pool;
 use crate::state::Condition;
 
@@ -44,6 +47,8 @@ pub struct Outcome {
     pub errors: u64,
     /// Kernel writes made (0 on a node already as configured).
     pub changes: u64,
+    /// VF count changes and driver rebinds refused because a VF is or may be in use.
+    pub refused: u64,
 }
 
 impl Outcome {
@@ -70,13 +75,8 @@ fn matching_pfs<'a>(devices: &'a [PciNetDevice], m: &PfMatch) -> Vec<&'a PciNetD
         .collect()
 }
 
-/// Reconciles the node under `root` to `cfg`. `held` are the devices pods hold now.
-pub fn reconcile(
-    root: &SysRoot,
-    cfg: &Config,
-    held: &BTreeSet<PciAddress>,
-    opts: &Options,
-) -> Outcome {
+/// Reconciles the node under `root` to `cfg`. `held` is what the kubelet says pods hold now.
+pub fn reconcile(root: &SysRoot, cfg: &Config, held: &Held, opts: &Options) -> Outcome {
     let mut out = Outcome::default();
     let devices = match sysfs::discover(root) {
         Ok(d) => d,
@@ -112,15 +112,29 @@ pub fn reconcile(
         devices
     };
     out.pools = crate::select::build_pools(root, &devices, &cfg.resource_list);
-    crate::health::refresh(root, &mut out.pools, held);
+    crate::health::refresh(root, &mut out.pools, &held_for_health(held, &devices));
     out
+}
+
+/// The devices whose missing netdev is not a fault: those pods hold, or every VF when the kubelet
+/// cannot tell.
+pub fn held_for_health(held: &Held, devices: &[PciNetDevice]) -> BTreeSet<PciAddress> {
+    match held {
+        Held::NoKubelet => BTreeSet::new(),
+        Held::Known(h) => h.clone(),
+        Held::Unknown(_) => devices
+            .iter()
+            .filter(|d| d.physfn.is_some())
+            .map(|d| d.address)
+            .collect(),
+    }
 }
 
 fn provision_pf(
     root: &SysRoot,
     pf: &PciNetDevice,
     p: &PfProvision,
-    held: &BTreeSet<PciAddress>,
+    held: &Held,
     opts: &Options,
     out: &mut Outcome,
 ) {
@@ -129,29 +143,31 @@ fn provision_pf(
         out.condition(object, "NotSriov", "the PF has no SR-IOV capability");
         return;
     };
+    // VFs this reconcile created: nothing can hold them yet.
+    let mut created = false;
     if sriov.num_vfs != p.num_vfs {
-        let busy: Vec<String> = sriov
-            .vfs
-            .iter()
-            .filter(|v| held.contains(&v.address))
-            .map(|v| v.address.to_string())
-            .collect();
-        if !busy.is_empty() {
+        let existing = sriov.vfs.iter().map(|v| &v.address);
+        if let Some(r) = guard::refusal(root, existing, held) {
+            out.refused += 1;
             out.condition(
                 object,
-                "VfsInUse",
+                r.reason("VfsInUse", "VfsMaybeInUse"),
                 format!(
-                    "changing {} VFs to {} would remove VFs pods hold ({}); retrying later",
+                    "changing {} VFs to {} would remove VFs that are or may be in use ({}); \
+                     retrying later",
                     sriov.num_vfs,
                     p.num_vfs,
-                    busy.join(", ")
+                    r.details.join("; ")
                 ),
             );
             return;
         }
         out.changes += 1;
         match provision::set_num_vfs(root, &pf.address, p.num_vfs, opts.provision_timeout) {
-            Ok(vfs) => info!(pf = %pf.address, vfs = vfs.len(), "VFs provisioned"),
+            Ok(vfs) => {
+                created = true;
+                info!(pf = %pf.address, vfs = vfs.len(), "VFs provisioned");
+            }
             Err(e) => {
                 out.errors += 1;
                 out.condition(object, "ProvisioningFailed", e.to_string());
@@ -183,13 +199,28 @@ fn provision_pf(
             VfDriver::Netdevice => current.is_none() || current.as_deref() == Some(VFIO_PCI),
         };
         if rebind {
-            if held.contains(&vf.address) {
+            if matches!(held, Held::Known(h) if h.contains(&vf.address)) {
+                out.refused += 1;
                 out.condition(
                     vf.address.to_string(),
                     "VfInUse",
                     "a pod holds this VF; its driver is changed once it is free",
                 );
                 continue;
+            }
+            if !created {
+                if let Some(r) = guard::refusal(root, [&vf.address], held) {
+                    out.refused += 1;
+                    out.condition(
+                        vf.address.to_string(),
+                        r.reason("VfInUse", "VfMaybeInUse"),
+                        format!(
+                            "{}; its driver is changed once it is free",
+                            r.details.join("; ")
+                        ),
+                    );
+                    continue;
+                }
             }
             out.changes += 1;
             let result = match want {
@@ -211,7 +242,7 @@ fn provision_pf(
         }
         if let (VfDriver::Netdevice, Some(mtu)) = (want, p.group_of(vf.index.0).and_then(|g| g.mtu))
         {
-            if !held.contains(&vf.address) {
+            if !held.may_hold(&vf.address) {
                 set_mtu(root, &vf.address, mtu, opts, &mut netlink, out);
             }
         }
@@ -294,7 +325,7 @@ mod tests {
                 {"resourceName": "dpdk", "selectors": {"drivers": ["vfio-pci"]}}
             ]
         }));
-        let out = reconcile(&root, &cfg, &BTreeSet::new(), &quick());
+        let out = reconcile(&root, &cfg, &Held::Known(BTreeSet::new()), &quick());
         assert!(out.conditions.is_empty(), "{:#?}", out.conditions);
         assert_eq!((out.changes, out.errors), (0, 0));
         assert_eq!(out.pools[0].devices.len(), 3);
@@ -315,7 +346,7 @@ mod tests {
         let tree = copy_fixture("ixgbe-82599");
         let root = SysRoot::new(tree.path());
         let before = contents(tree.path());
-        let held: BTreeSet<PciAddress> = ["0000:03:10.2".parse().unwrap()].into();
+        let held = Held::Known(["0000:03:10.2".parse().unwrap()].into());
         let cfg = config(serde_json::json!({"provisioning": [
             {"pfName": "enp3s0f0", "numVfs": 2}
         ]}));
@@ -351,7 +382,7 @@ mod tests {
             {"pciAddress": "0000:03:00.1", "numVfs": 2},
             {"pfName": "nosuchpf", "numVfs": 1}
         ]}));
-        let out = reconcile(&root, &cfg, &BTreeSet::new(), &quick());
+        let out = reconcile(&root, &cfg, &Held::Known(BTreeSet::new()), &quick());
         let reasons: Vec<(&str, &str)> = out
             .conditions
             .iter()
@@ -365,5 +396,87 @@ mod tests {
             ]
         );
         assert_eq!(out.errors, 1);
+    }
+
+    fn numvfs(root: &SysRoot, pf: &str) -> String {
+        std::fs::read_to_string(root.pci_attr(&pf.parse().unwrap(), "sriov_numvfs")).unwrap()
+    }
+
+    #[test]
+    fn a_vf_whose_netdev_left_the_host_is_never_removed_or_rebound() {
+        let tree = copy_fixture("ixgbe-82599");
+        let root = SysRoot::new(tree.path());
+        // VF 1 (0000:03:10.2) is bound to ixgbevf, but its netdev is in a pod's namespace.
+        std::fs::remove_dir_all(root.pci_attr(&"0000:03:10.2".parse().unwrap(), "net")).unwrap();
+        let before = contents(tree.path());
+        // Whether or not a kubelet runs here, and though it says nothing is held.
+        for held in [Held::NoKubelet, Held::Known(BTreeSet::new())] {
+            let cfg = config(serde_json::json!({"provisioning": [
+                {"pfName": "enp3s0f0", "numVfs": 2}
+            ]}));
+            let out = reconcile(&root, &cfg, &held, &quick());
+            let c = &out.conditions[0];
+            assert_eq!(
+                (c.object.as_str(), c.reason.as_str()),
+                ("0000:03:00.0", "VfsInUse")
+            );
+            assert!(c.message.contains("0000:03:10.2"), "{}", c.message);
+            assert!(c.message.contains("network namespace"), "{}", c.message);
+            assert_eq!((out.changes, out.refused), (0, 1));
+
+            let cfg = config(serde_json::json!({"provisioning": [
+                {"pfName": "enp3s0f0", "numVfs": 4, "vfs": [{"range": "1,3", "driver": "vfio-pci"}]}
+            ]}));
+            let out = reconcile(&root, &cfg, &held, &quick());
+            assert_eq!(out.conditions.len(), 1, "{:#?}", out.conditions);
+            assert_eq!(out.conditions[0].object, "0000:03:10.2");
+            assert_eq!(out.conditions[0].reason, "VfInUse");
+            assert_eq!((out.changes, out.refused), (0, 1));
+        }
+        assert!(contents(tree.path()) == before, "a VF in use was touched");
+    }
+
+    #[test]
+    fn a_kubelet_that_does_not_answer_refuses_changes_to_existing_vfs_only() {
+        let tree = copy_fixture("ixgbe-82599");
+        let root = SysRoot::new(tree.path());
+        let unknown = Held::Unknown("the PodResources socket is missing".into());
+        let before = contents(tree.path());
+        let cfg = config(serde_json::json!({"provisioning": [
+            {"pfName": "enp3s0f0", "numVfs": 2}
+        ]}));
+        let out = reconcile(&root, &cfg, &unknown, &quick());
+        let c = &out.conditions[0];
+        assert_eq!(
+            (c.object.as_str(), c.reason.as_str()),
+            ("0000:03:00.0", "VfsMaybeInUse")
+        );
+        assert!(c.message.contains("socket is missing"), "{}", c.message);
+        assert_eq!((out.changes, out.refused), (0, 1));
+        assert!(contents(tree.path()) == before, "the PF's VFs were touched");
+
+        // A PF without VFs has nothing a pod could hold: its VFs are created.
+        let cfg = config(serde_json::json!({"provisioning": [
+            {"pciAddress": "0000:03:00.1", "numVfs": 2}
+        ]}));
+        let out = reconcile(&root, &cfg, &unknown, &quick());
+        assert_eq!(out.refused, 0);
+        assert_eq!(out.changes, 1);
+        assert_eq!(numvfs(&root, "0000:03:00.1").trim(), "2");
+    }
+
+    #[test]
+    fn without_a_kubelet_free_vfs_are_changed_as_before() {
+        let tree = copy_fixture("ixgbe-82599");
+        let root = SysRoot::new(tree.path());
+        let cfg = config(serde_json::json!({"provisioning": [
+            {"pfName": "enp3s0f0", "numVfs": 2}
+        ]}));
+        let out = reconcile(&root, &cfg, &Held::NoKubelet, &quick());
+        assert_eq!(out.refused, 0, "{:#?}", out.conditions);
+        assert_eq!(out.changes, 1);
+        // The fixture has no kernel behind it: the count is written, no VFs follow.
+        assert_eq!(numvfs(&root, "0000:03:00.0").trim(), "2");
+        assert_eq!(out.conditions[0].reason, "ProvisioningFailed");
     }
 }

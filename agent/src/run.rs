@@ -11,10 +11,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
-use vfcore::{PciAddress, SysRoot};
+use vfcore::SysRoot;
 
 use crate::config::Config;
 use crate::events::Event;
+use crate::podres::Held;
 use crate::pool::Pool;
 use crate::reconcile::{self, Outcome};
 use crate::state::{Condition, Snapshot};
@@ -87,6 +88,8 @@ struct Agent {
     conditions: Vec<Condition>,
     config_condition: Option<Condition>,
     snapshot: Snapshot,
+    /// The kubelet was expected but did not answer at the last look.
+    kubelet_silent: bool,
 }
 
 impl Agent {
@@ -98,35 +101,31 @@ impl Agent {
             .collect()
     }
 
-    /// The devices pods hold. When the kubelet cannot tell us, every VF counts as held, so that
-    /// nothing a pod may use is removed or rebound.
-    async fn held(&self) -> BTreeSet<PciAddress> {
-        match crate::podres::held_devices(
+    /// What the kubelet says pods hold. When it is expected but does not answer, that is said
+    /// (with a warning naming why), so that nothing a pod may use is removed or rebound.
+    /// Logged once when the kubelet falls silent and once when it answers again, not on every
+    /// health tick.
+    async fn held(&mut self) -> Held {
+        let held = crate::podres::held_devices(
             &self.opts.pod_resources_socket,
             &self.resource_names(),
             Duration::from_secs(2),
         )
-        .await
-        {
-            Ok(Some(h)) => h,
-            Ok(None) => BTreeSet::new(),
-            Err(e) => {
-                warn!(error = %e, "cannot tell which devices pods hold; treating every VF as held");
-                let root = self.opts.root.clone();
-                tokio::task::spawn_blocking(move || {
-                    vfcore::sysfs::discover(&root)
-                        .map(|d| {
-                            d.into_iter()
-                                .filter(|d| d.physfn.is_some())
-                                .map(|d| d.address)
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                })
-                .await
-                .unwrap_or_default()
+        .await;
+        let silent = matches!(held, Held::Unknown(_));
+        if silent != self.kubelet_silent {
+            let socket = self.opts.pod_resources_socket.display();
+            match &held {
+                Held::Unknown(why) => warn!(
+                    socket = %socket,
+                    reason = %why,
+                    "cannot tell which devices pods hold; VFs that exist are not removed or rebound"
+                ),
+                _ => info!(socket = %socket, "the kubelet tells which devices pods hold again"),
             }
+            self.kubelet_silent = silent;
         }
+        held
     }
 
     async fn full(&mut self) -> Result<(), Error> {
@@ -140,6 +139,7 @@ impl Agent {
             tokio::task::spawn_blocking(move || reconcile::reconcile(&root, &cfg, &held, &opts))
                 .await?;
         self.snapshot.provisioning_errors += out.errors;
+        self.snapshot.refused_changes += out.refused;
         self.snapshot.reconciles += 1;
         self.conditions = out.conditions;
         self.apply(out.pools);
@@ -156,6 +156,12 @@ impl Agent {
             .map(|s| s.tx.borrow().clone())
             .collect();
         let pools = tokio::task::spawn_blocking(move || {
+            let held = match held {
+                Held::Unknown(_) => vfcore::sysfs::discover(&root)
+                    .map(|d| reconcile::held_for_health(&held, &d))
+                    .unwrap_or_default(),
+                held => reconcile::held_for_health(&held, &[]),
+            };
             crate::health::refresh(&root, &mut pools, &held);
             pools
         })
@@ -310,6 +316,7 @@ pub async fn run(
         conditions: Vec::new(),
         config_condition: None,
         snapshot: Snapshot::default(),
+        kubelet_silent: false,
     };
     agent.full().await?;
     agent.publish(&state);

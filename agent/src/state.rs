@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub reconciles: u64,
     /// Provisioning or binding operations that failed since start.
     pub provisioning_errors: u64,
+    /// VF count changes and driver rebinds refused since start because a VF was or may have been
+    /// in use (each retry that is refused again counts again).
+    pub refused_changes: u64,
     /// Config reloads refused as invalid since start (the last good config stays in force).
     pub config_errors: u64,
     /// The first reconcile has completed (`/healthz` reports not ready before).

@@ -79,3 +79,15 @@ fn inventory_with_a_config_shows_pools_and_health() {
     assert_eq!(members.len(), 3, "{table}");
     assert!(members.iter().all(|l| l.contains("Healthy")), "{table}");
 }
+
+#[test]
+fn metrics_are_served_on_the_nodes_loopback_unless_told_otherwise() {
+    let out = agent().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("[default: 127.0.0.1:9808,[::1]:9808]"),
+        "{help}"
+    );
+    assert!(help.contains("--metrics-max-connections"), "{help}");
+}

@@ -2,9 +2,9 @@
 //! one per allocated device under `<devinfo>/dp/`, the CNI copies it under `<devinfo>/cni/` and
 //! reports it in the pod's network-status.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -118,21 +118,79 @@ pub fn cni_file(
     )))
 }
 
+/// The modes of a written file and of its directory.
+#[derive(Debug, Clone, Copy)]
+struct Modes {
+    file: u32,
+    /// `None`: missing directories are created with the default mode and an existing one is left
+    /// as it is. `Some`: the file's own directory is created with, or set to, this mode.
+    dir: Option<u32>,
+}
+
+/// Read-only for everyone, in a directory shared with others (the CNI's copies).
+const SHARED: Modes = Modes {
+    file: 0o444,
+    dir: None,
+};
+/// Root only, in a directory the writer owns (the device plugin's `dp/` files).
+const PRIVATE: Modes = Modes {
+    file: 0o600,
+    dir: Some(0o700),
+};
+
+fn encode(path: &Path, info: &DeviceInfo) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(info).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })
+}
+
 /// Writes `info` at `path` atomically (temporary file, fsync, rename, fsync of the directory) with
 /// mode 0444, creating the directory (0755) if needed. Readers never see a partial file. A file
 /// that already holds exactly this content with this mode (the device was allocated before) is
 /// left as it is.
 pub fn write(path: &Path, info: &DeviceInfo) -> Result<(), Error> {
-    let body = serde_json::to_vec(info).map_err(|e| Error::Write {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    write_raw(path, &body)
+    write_with(path, &encode(path, info)?, SHARED)
+}
+
+/// Writes `info` at `path` as [`write`] does, but readable by root only: the file gets mode 0600
+/// and its directory (the device plugin's own `dp/`) 0700, tightened if it exists. Only root
+/// readers (the CNI, Multus) need these files.
+pub fn write_private(path: &Path, info: &DeviceInfo) -> Result<(), Error> {
+    write_with(path, &encode(path, info)?, PRIVATE)
 }
 
 /// Writes `body` (an already encoded device-info document, e.g. a device plugin's file copied
 /// as it is, keys we do not model included) at `path` as [`write`] does.
 pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
+    write_with(path, body, SHARED)
+}
+
+/// Creates `dir` (and its parents) with `mode` for `dir` itself, or sets that mode if it exists.
+fn private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a directory",
+        ));
+    }
+    // The mode given to mkdir() is masked by the umask, and an existing one may be looser.
+    if meta.permissions().mode() & 0o7777 != mode {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+fn write_with(path: &Path, body: &[u8], modes: Modes) -> Result<(), Error> {
     let err = |source| Error::Write {
         path: path.to_path_buf(),
         source,
@@ -143,10 +201,20 @@ pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
             "no parent directory",
         ))
     })?;
-    if holds(path, body) {
-        return Ok(());
+    match modes.dir {
+        None => {
+            if holds(path, body, modes.file) {
+                return Ok(());
+            }
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        Some(mode) => {
+            private_dir(dir, mode).map_err(err)?;
+            if holds(path, body, modes.file) {
+                return Ok(());
+            }
+        }
     }
-    fs::create_dir_all(dir).map_err(err)?;
     // One temporary name per write: two writers of the same file (two Allocates of one device
     // in the agent, two processes) never share a temporary file.
     let tmp = dir.join(format!(
@@ -160,12 +228,12 @@ pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o444)
+            .mode(modes.file)
             .open(&tmp)?;
         f.write_all(body)?;
         f.sync_all()?;
         // The mode given to open() is masked by the umask; make it exact.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(modes.file))?;
         fs::rename(&tmp, path)?;
         fs::File::open(dir)?.sync_all()
     })();
@@ -177,13 +245,13 @@ pub fn write_raw(path: &Path, body: &[u8]) -> Result<(), Error> {
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// True when `path` is a regular file of mode 0444 whose content is `body`.
-fn holds(path: &Path, body: &[u8]) -> bool {
+/// True when `path` is a regular file of mode `mode` whose content is `body`.
+fn holds(path: &Path, body: &[u8], mode: u32) -> bool {
     let Ok(mut f) = fs::File::open(path) else {
         return false;
     };
     let same_shape = f.metadata().is_ok_and(|m| {
-        m.is_file() && m.permissions().mode() & 0o7777 == 0o444 && m.len() == body.len() as u64
+        m.is_file() && m.permissions().mode() & 0o7777 == mode && m.len() == body.len() as u64
     });
     let mut content = Vec::with_capacity(body.len());
     same_shape && std::io::Read::read_to_end(&mut f, &mut content).is_ok() && content == body
@@ -267,6 +335,32 @@ mod tests {
         remove(&p).unwrap();
         remove(&p).unwrap();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn private_files_are_root_only_in_a_root_only_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let devinfo = dir.path().join("devinfo");
+        let p = dp_file(&devinfo, "example.com/vf", "0000:02:10.0").unwrap();
+        let info = DeviceInfo::pci("0000:02:10.0", "0000:02:00.0");
+        write_private(&p, &info).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(p.parent().unwrap()), 0o700);
+        assert_eq!(read(&p).unwrap(), info);
+        // A looser directory and file left by an earlier writer are tightened.
+        fs::set_permissions(p.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&p, &info).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(p.parent().unwrap()), 0o700);
+        let ino = fs::metadata(&p).unwrap().ino();
+        write_private(&p, &info).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().ino(),
+            ino,
+            "an identical file was rewritten"
+        );
     }
 
     #[test]

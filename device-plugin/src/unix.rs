@@ -1,6 +1,9 @@
 //! gRPC over unix sockets: the transport the kubelet uses for both directions.
 
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -39,7 +42,16 @@ pub enum Error {
     },
 }
 
-/// Binds a listener at `path`, replacing a stale socket file left by an earlier run.
+/// The mode of every socket we serve on: only root (the kubelet) may connect.
+pub const SOCKET_MODE: u32 = 0o600;
+
+static BIND_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Binds a listener at `path` with mode [`SOCKET_MODE`], replacing a stale socket file left by an
+/// earlier run.
+///
+/// The socket is bound inside a private (0700) directory next to `path`, given its mode there and
+/// then renamed into place, so at no moment can anyone else connect to it.
 pub fn serve_on(path: &Path) -> Result<UnixListenerStream, Error> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -51,11 +63,35 @@ pub fn serve_on(path: &Path) -> Result<UnixListenerStream, Error> {
             })
         }
     }
-    let listener = UnixListener::bind(path).map_err(|source| Error::Listen {
+    let listener = bind_private(path).map_err(|source| Error::Listen {
         path: path.to_path_buf(),
         source,
     })?;
     Ok(UnixListenerStream::new(listener))
+}
+
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // A short name: a socket path must fit in 108 bytes, and this one must whenever `path` does.
+    let private = dir.join(format!(
+        ".b{}-{}",
+        std::process::id(),
+        BIND_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    DirBuilder::new().mode(0o700).create(&private)?;
+    let tmp = private.join("s");
+    let bound = (|| {
+        let listener = UnixListener::bind(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(SOCKET_MODE))?;
+        fs::rename(&tmp, path)?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_file(&tmp);
+    let _ = fs::remove_dir(&private);
+    bound
 }
 
 /// Connects a gRPC channel to the unix socket at `path` (the URI is a placeholder gRPC requires).
@@ -93,4 +129,29 @@ pub async fn register(
             resource,
             status,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sockets_are_private_and_leave_nothing_else_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.com_net.sock");
+        std::fs::write(&path, "stale").unwrap();
+        let _listener = serve_on(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["example.com_net.sock"]);
+        // The socket answers where it was renamed to.
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+    }
 }

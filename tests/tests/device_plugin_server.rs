@@ -201,3 +201,56 @@ async fn a_plugin_started_before_the_kubelet_registers_when_it_comes() {
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_socket_and_device_info_files_are_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = dir.path().join("device-plugins");
+    let devinfo = dir.path().join("devinfo");
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    let kubelet = KubeletStandIn::start(&plugin_dir).await.unwrap();
+    let (_pool_tx, pool_rx) = watch::channel(pool(
+        "vfio",
+        vec![vf("0000:01:10.0", "0000:01:00.0", 0, Some(20))],
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(vfagent::serve::run_pool(
+        plugin_dir.clone(),
+        pool_rx,
+        devinfo.clone(),
+        stop_rx,
+    ));
+    let name = "example.com/vfio";
+    kubelet
+        .wait_for(name, T, |r| r.devices.len() == 1)
+        .await
+        .unwrap();
+    assert_eq!(mode(&plugin_dir.join("example.com_vfio.sock")), 0o600);
+
+    kubelet
+        .plugin(name)
+        .await
+        .unwrap()
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: vec!["0000:01:10.0".into()],
+            }],
+        })
+        .await
+        .unwrap();
+    let info_file = devinfo.join("dp/example.com-vfio-0000:01:10.0-device.json");
+    assert_eq!(mode(&info_file), 0o600);
+    assert_eq!(mode(&devinfo.join("dp")), 0o700);
+    // Nothing else was left in the kubelet's directory (no temporary socket or directory).
+    let mut names: Vec<String> = std::fs::read_dir(&plugin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["example.com_vfio.sock", "kubelet.sock"]);
+
+    stop_tx.send(true).unwrap();
+    server.await.unwrap().unwrap();
+}
