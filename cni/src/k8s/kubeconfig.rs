@@ -545,6 +545,27 @@ users:
     }
 
     #[test]
+    fn a_kubeconfig_or_file_that_is_a_device_fails_fast_naming_it() {
+        let e = ClusterConfig::from_kubeconfig(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("character device"), "{why}");
+        let d = tempfile::tempdir().unwrap();
+        let kc = d.path().join("kubeconfig");
+        std::fs::write(
+            &kc,
+            KC.replace("current-context: b", "current-context: a")
+                .replace(
+                    "certificate-authority-data: LS0tLS1CRUdJTg==",
+                    "certificate-authority: /dev/zero",
+                ),
+        )
+        .unwrap();
+        let e = ClusterConfig::from_kubeconfig(&kc).unwrap_err();
+        assert!(e.to_string().contains("/dev/zero"), "{e}");
+    }
+
+    #[test]
     fn server_addresses_are_checked() {
         assert!(parse_server("https://api.example:6443").is_ok());
         assert!(parse_server("ftp://x").is_err());
