@@ -3,6 +3,14 @@
 //!
 //! The plugin runs in its own process group so that a timeout kills it and anything it started.
 //! Its stderr goes to our log (tracing), never to our stdout.
+//!
+//! What a plugin says is bounded: its stdout may be at most [`STDOUT_MAX`] bytes (a plugin that
+//! prints more is killed and the error names it and the limit); of its stderr at most
+//! [`STDERR_LOG_MAX`] bytes are logged and the last [`STDERR_KEEP`] bytes kept for the error.
+//!
+//! A plugin inherits exactly one descriptor besides its pipes: the attachment lock of
+//! [`crate::cache::lock`], which the caller marks inheritable while it holds it, so that the lock
+//! outlives a killed caller until its last delegate has exited.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -24,8 +32,16 @@ use crate::spec::version::{CniVersion, VersionInfo};
 
 /// How much of a plugin's output an error message quotes.
 const QUOTE_MAX: usize = 512;
-/// How much of a plugin's stderr is kept for error messages (all of it is logged).
-const STDERR_KEEP: usize = 4096;
+/// How much of a plugin's stderr is kept for error messages: the last this many bytes.
+pub const STDERR_KEEP: usize = 4096;
+/// How much of a plugin's stderr is logged; the rest is only counted.
+pub const STDERR_LOG_MAX: usize = 256 << 10;
+/// The longest stderr line logged as one; a longer one is logged in pieces.
+const STDERR_LINE_MAX: usize = 4096;
+/// The most a plugin may print on stdout (a result is a few kilobytes).
+pub const STDOUT_MAX: usize = 16 << 20;
+/// Reads from one pipe before the deadline is looked at again.
+const READS_PER_ROUND: usize = 64;
 
 /// Why running a delegate failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +87,12 @@ pub enum ExecError {
     },
     #[error("talking to plugin {plugin:?} failed: {what}")]
     Io { plugin: String, what: String },
+    #[error("plugin {plugin:?} printed more than the limit of {limit} bytes on stdout in {command} and was killed")]
+    OutputTooLarge {
+        plugin: String,
+        command: CniCommand,
+        limit: usize,
+    },
 }
 
 fn join_paths(p: &[PathBuf]) -> String {
@@ -107,9 +129,10 @@ impl ExecError {
             ExecError::BadOutput { error, .. } => CniError::new(error.code, self.to_string()),
             ExecError::NotFound { .. } => CniError::invalid_config(self.to_string()),
             ExecError::Garbage { .. } => CniError::decode(self.to_string()),
-            ExecError::Spawn { .. } | ExecError::Timeout { .. } | ExecError::Io { .. } => {
-                CniError::io(self.to_string())
-            }
+            ExecError::Spawn { .. }
+            | ExecError::Timeout { .. }
+            | ExecError::Io { .. }
+            | ExecError::OutputTooLarge { .. } => CniError::io(self.to_string()),
         }
     }
 }
@@ -302,6 +325,14 @@ fn run(plugin: &str, binary: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Ve
             kill_and_reap(&mut child, pid);
             return Err(io_err(what));
         }
+        Err(Failed::TooLarge) => {
+            kill_and_reap(&mut child, pid);
+            return Err(ExecError::OutputTooLarge {
+                plugin: plugin.to_string(),
+                command: inv.command,
+                limit: STDOUT_MAX,
+            });
+        }
     };
     let status = child
         .wait()
@@ -339,6 +370,8 @@ enum Failed {
     /// It had not exited by the deadline.
     Timeout,
     Io(String),
+    /// Its stdout passed [`STDOUT_MAX`].
+    TooLarge,
 }
 
 /// How long stderr may stay open after everything else is done: a plugin's stray child may hold
@@ -467,9 +500,12 @@ fn talk(
         }
         if ready[1] {
             if let Some(f) = child_out.as_mut() {
-                if drain(f, &mut buf, |b| stdout.extend_from_slice(b))
-                    .map_err(|e| Failed::Io(format!("reading its stdout failed: {e}")))?
-                {
+                let ended = drain(f, &mut buf, |b| stdout.extend_from_slice(b))
+                    .map_err(|e| Failed::Io(format!("reading its stdout failed: {e}")))?;
+                if stdout.len() > STDOUT_MAX {
+                    return Err(Failed::TooLarge);
+                }
+                if ended {
                     child_out = None;
                 }
             }
@@ -498,9 +534,10 @@ fn talk(
     })
 }
 
-/// Reads what `f` has now into `sink`; true at the end of the stream.
+/// Reads what `f` has now into `sink`, at most [`READS_PER_ROUND`] reads (a plugin writing
+/// endlessly must not keep us from the deadline); true at the end of the stream.
 fn drain(f: &mut impl Read, buf: &mut [u8], mut sink: impl FnMut(&[u8])) -> std::io::Result<bool> {
-    loop {
+    for _ in 0..READS_PER_ROUND {
         match f.read(buf) {
             Ok(0) => return Ok(true),
             Ok(n) => sink(&buf[..n]),
@@ -509,13 +546,17 @@ fn drain(f: &mut impl Read, buf: &mut [u8], mut sink: impl FnMut(&[u8])) -> std:
             Err(e) => return Err(e),
         }
     }
+    Ok(false)
 }
 
-/// A plugin's stderr: each line logged as it completes, the first [`STDERR_KEEP`] bytes kept.
+/// A plugin's stderr: each line logged as it completes (up to [`STDERR_LOG_MAX`] bytes, lines cut
+/// at [`STDERR_LINE_MAX`]), the last [`STDERR_KEEP`] bytes kept.
 struct StderrLog<'a> {
     plugin: &'a str,
     partial: Vec<u8>,
     kept: String,
+    logged: usize,
+    unlogged: usize,
 }
 
 impl<'a> StderrLog<'a> {
@@ -524,6 +565,8 @@ impl<'a> StderrLog<'a> {
             plugin,
             partial: Vec::new(),
             kept: String::new(),
+            logged: 0,
+            unlogged: 0,
         }
     }
 
@@ -533,14 +576,28 @@ impl<'a> StderrLog<'a> {
             let line: Vec<u8> = self.partial.drain(..=i).collect();
             self.line(&line[..i]);
         }
+        while self.partial.len() > STDERR_LINE_MAX {
+            let piece: Vec<u8> = self.partial.drain(..STDERR_LINE_MAX).collect();
+            self.line(&piece);
+        }
     }
 
     fn line(&mut self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        tracing::info!(plugin = %self.plugin, "stderr: {line}");
-        if self.kept.len() < STDERR_KEEP {
-            self.kept.push_str(&line);
-            self.kept.push('\n');
+        if self.logged < STDERR_LOG_MAX {
+            tracing::info!(plugin = %self.plugin, "stderr: {line}");
+            self.logged += line.len() + 1;
+        } else {
+            self.unlogged += line.len() + 1;
+        }
+        self.kept.push_str(&line);
+        self.kept.push('\n');
+        if self.kept.len() > 2 * STDERR_KEEP {
+            let mut cut = self.kept.len() - STDERR_KEEP;
+            while !self.kept.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.kept.drain(..cut);
         }
     }
 
@@ -548,6 +605,16 @@ impl<'a> StderrLog<'a> {
         if !self.partial.is_empty() {
             let rest = std::mem::take(&mut self.partial);
             self.line(&rest);
+        }
+        if self.unlogged > 0 {
+            tracing::info!(plugin = %self.plugin, bytes = self.unlogged, limit = STDERR_LOG_MAX, "stderr beyond the log limit was not logged");
+        }
+        if self.kept.len() > STDERR_KEEP {
+            let mut cut = self.kept.len() - STDERR_KEEP;
+            while !self.kept.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.kept.drain(..cut);
         }
         self.kept
     }
@@ -736,6 +803,46 @@ printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"dns":
         let e = exec_raw("forks", &i, b"{}").unwrap_err();
         assert!(t0.elapsed() < Duration::from_secs(5));
         assert!(e.to_string().contains("stdout open"), "{e}");
+    }
+
+    #[test]
+    fn a_plugin_printing_endlessly_is_killed_at_the_stdout_limit() {
+        let d = tempfile::tempdir().unwrap();
+        script(d.path(), "chatty", "exec yes '{\"cniVersion\":\"1.0.0\"}'");
+        let t0 = Instant::now();
+        let e = exec_raw("chatty", &inv(d.path(), CniCommand::Add), b"{}").unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+        assert!(matches!(e, ExecError::OutputTooLarge { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("\"chatty\"") && msg.contains(&STDOUT_MAX.to_string()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn endless_stderr_keeps_only_a_bounded_tail() {
+        let d = tempfile::tempdir().unwrap();
+        // 8 MB of stderr without a newline, then a last line, then a failure.
+        script(
+            d.path(),
+            "noisy",
+            "head -c 8000000 /dev/zero | tr '\\0' x >&2; echo >&2; echo 'the last words' >&2; echo garbage; exit 1",
+        );
+        match exec_raw("noisy", &inv(d.path(), CniCommand::Add), b"{}").unwrap_err() {
+            ExecError::Garbage { stderr, .. } => {
+                assert!(stderr.len() <= QUOTE_MAX + 3, "{}", stderr.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut log = StderrLog::new("noisy");
+        for _ in 0..1000 {
+            log.push(&[b'x'; 8192]);
+        }
+        log.push(b"\nthe last words\n");
+        let kept = log.finish();
+        assert!(kept.len() <= STDERR_KEEP, "{}", kept.len());
+        assert!(kept.ends_with("the last words\n"), "{kept:?}");
     }
 
     #[test]

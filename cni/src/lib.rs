@@ -14,6 +14,7 @@
 //! - [`sriov`]: the SR-IOV plugin (`"type": "sriov"`, sriov-cni's netconf), the same binary.
 
 pub mod annotations;
+pub mod bounded;
 pub mod cache;
 pub mod devices;
 pub mod exec;

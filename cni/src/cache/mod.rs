@@ -5,12 +5,19 @@
 //! - `<dir>/vfgenie/<containerID>-<ifname>.json`: the meta-plugin's record of one pod attachment
 //!   (every delegate in order, with its config and result).
 //!
+//! - `<dir>/locks/<containerID>-<ifname>.lock`: the attachment's lock ([`lock`]).
+//! - `<dir>/quarantine/`: records, or parts of records, that DEL could not read or act on
+//!   ([`quarantine`]).
+//!
 //! Files are written atomically (a temp file in the same directory, fsync, rename, fsync of the
 //! directory), mode 0600 in directories of mode 0700. Reading a missing record is `Ok(None)`; a
-//! record that exists but cannot be read is an error, never "nothing to delete". Removals are not
-//! synced: a record that a power loss brings back is deleted again, harmlessly.
+//! record that exists but cannot be read is an error, never "nothing to delete" (a path that is
+//! not a regular file, or a file over [`crate::bounded::RECORD_MAX`], is a corrupt record).
+//! Removals are not synced: a record that a power loss brings back is deleted again, harmlessly.
 
 mod base64;
+pub mod lock;
+pub mod quarantine;
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -56,11 +63,17 @@ pub enum CacheError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("the attachment of container {container_id} ({ifname}) is busy: another ADD, DEL or CHECK of it, or a delegate one of them started, held its lock for {waited:?}")]
+    Busy {
+        container_id: String,
+        ifname: String,
+        waited: std::time::Duration,
+    },
 }
 
 impl CacheError {
     /// The CNI error to report: a refused key is code 4 (it came from the environment), a corrupt
-    /// record 6, I/O 5.
+    /// record 6, I/O 5, a busy attachment 11 (try again later).
     pub fn to_cni_error(&self) -> CniError {
         let msg = match self {
             CacheError::Io { source, .. } => format!("{self}: {source}"),
@@ -71,6 +84,7 @@ impl CacheError {
             CacheError::InvalidName { .. } => CniError::invalid_env(msg),
             CacheError::Corrupt { .. } => CniError::decode(msg),
             CacheError::Io { .. } | CacheError::Encode { .. } => CniError::io(msg),
+            CacheError::Busy { .. } => CniError::try_again_later(msg),
         }
     }
 }
@@ -517,9 +531,14 @@ impl DirSync {
 }
 
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
-    match fs::read(path) {
+    match crate::bounded::read(path, crate::bounded::RECORD_MAX) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        // Not a regular file, or too large: nothing a record can be.
+        Err(e) if e.kind() == ErrorKind::InvalidData => Err(CacheError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
         Err(e) => Err(io("reading", path)(e)),
     }
 }

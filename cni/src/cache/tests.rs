@@ -208,3 +208,31 @@ fn an_unreadable_directory_is_an_io_error() {
     assert!(cache.write_attachment(&record()).is_err());
     assert!(cache.list_attachments().is_err());
 }
+
+#[test]
+fn a_record_that_is_a_fifo_or_too_large_reads_as_corrupt_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = CacheDir::new(d.path());
+    let k = PodKey::new("c0ffee", "eth0").unwrap();
+    fs::create_dir_all(cache.pod_path(&k).parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(
+        &cache.pod_path(&k),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    match cache.read_pod(&k).unwrap_err() {
+        CacheError::Corrupt { reason, .. } => assert!(reason.contains("FIFO"), "{reason}"),
+        other => panic!("{other}"),
+    }
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    fs::remove_file(cache.pod_path(&k)).unwrap();
+    File::create(cache.pod_path(&k))
+        .unwrap()
+        .set_len(crate::bounded::RECORD_MAX + 1)
+        .unwrap();
+    match cache.read_pod(&k).unwrap_err() {
+        CacheError::Corrupt { reason, .. } => assert!(reason.contains("limit"), "{reason}"),
+        other => panic!("{other}"),
+    }
+}

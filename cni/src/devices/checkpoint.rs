@@ -30,10 +30,11 @@ impl Error {
 
 /// Every device the checkpoint records for the pod with this UID, by resource.
 pub fn pod_devices(path: &Path, pod_uid: &str) -> Result<PodDevices, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        crate::bounded::read(path, crate::bounded::RECORD_MAX).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     parse(&bytes, pod_uid).map_err(|problem| Error::Invalid {
         path: path.to_path_buf(),
         problem,

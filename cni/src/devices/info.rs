@@ -65,7 +65,7 @@ pub fn publish(
     let Some(dp) = find_dp_file(devinfo_dir, resource, device) else {
         return Ok(false);
     };
-    let body = match std::fs::read(&dp) {
+    let body = match crate::bounded::read(&dp, crate::bounded::CONFIG_MAX) {
         Ok(b) if parse(&b).is_some() => b,
         Ok(_) => {
             warn!(file = %dp.display(), "the device plugin's device-info file is not a device-info document; not copied");
@@ -84,7 +84,7 @@ pub fn publish(
 /// from the device plugin, or written by its plugin), else for a PCI device the minimal document.
 pub fn status_info(cni_path: Option<&Path>, device: Option<&str>) -> Option<Value> {
     if let Some(v) = cni_path
-        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|p| crate::bounded::read(p, crate::bounded::CONFIG_MAX).ok())
         .and_then(|b| parse(&b))
     {
         return Some(v);

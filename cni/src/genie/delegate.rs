@@ -2,7 +2,7 @@
 //! ADD in order with each result passed on as `prevResult`, DEL in reverse with the cached result,
 //! CHECK in order.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tracing::{info, warn};
@@ -70,12 +70,39 @@ pub fn add(
     list: &NetConfList,
     inj: &Injected,
 ) -> Result<CniResult, CniError> {
+    add_until(env, network, ifname, list, inj, None)
+}
+
+/// As [`add`], each plugin bounded by [`DELEGATE_TIMEOUT`] or what is left until `deadline`,
+/// whichever is less; a plugin that would start at or after the deadline does not start.
+pub fn add_until(
+    env: &CniEnv,
+    network: &str,
+    ifname: &str,
+    list: &NetConfList,
+    inj: &Injected,
+    deadline: Option<Instant>,
+) -> Result<CniResult, CniError> {
     let version = list.negotiated_version()?;
     list.check_capabilities(&inj.runtime_config)
         .map_err(|e| context(network, ifname, e))?;
-    let inv = invocation(env, CniCommand::Add, ifname);
+    let mut inv = invocation(env, CniCommand::Add, ifname);
     let mut prev: Option<CniResult> = None;
     for plugin in &list.plugins {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(context(
+                    network,
+                    ifname,
+                    CniError::io(format!(
+                        "no time was left to run plugin {:?}",
+                        plugin.plugin_type
+                    )),
+                ));
+            }
+            inv.timeout = DELEGATE_TIMEOUT.min(left);
+        }
         let conf = config_for(plugin, list, version, prev.as_ref(), inj)?;
         let result = timed("delegates", || {
             exec_add(&plugin.plugin_type, &inv, &conf, version)

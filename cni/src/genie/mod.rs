@@ -6,13 +6,42 @@
 //! network-status, and prints the merged result. DEL works from the cache record alone (no API
 //! server needed), runs every delegate's DEL even after one fails, and removes the record only when
 //! all succeeded. A corrupt record is an error, never "nothing to delete".
+//!
+//! ADD, DEL and CHECK of one attachment (container ID + CNI_IFNAME) hold its lock
+//! ([`crate::cache::lock`]) for their whole run, and the delegates inherit it: a DEL that arrives
+//! while an ADD (or the delegates of a killed ADD) still runs waits for it, up to
+//! [`LOCK_WAIT`], then fails with code 11 (try again later).
+//!
+//! Bounds on one ADD: at most `maxNetworksPerPod` attachments (refused with code 7 before anything
+//! is attached) and `addTimeoutSeconds` for the whole ADD (each delegate gets the lesser of its
+//! own bound and what is left; what was attached is undone when time runs out).
+//!
+//! When DEL cannot undo everything ([`quarantine`]): DEL succeeds only when nothing is left that
+//! it could still undo by failing and being retried, and it never drops what it could not undo:
+//! - *Nothing left to undo* means: there is no record (it is written before any delegate runs),
+//!   or every recorded attachment had its plugins' DELs succeed. ADD refuses a pod before
+//!   recording it when a plugin of any of its networks is not installed, so every recorded
+//!   attachment may have been (partly) attached; having no result proves nothing (an ADD killed
+//!   mid-way records no results), so no recorded attachment is ever dropped as "empty".
+//! - An attachment whose DEL cannot run (a plugin binary is gone, its recorded config or result
+//!   cannot be used) cannot be undone by retrying: its part of the record is quarantined (written
+//!   into `<cniDir>/quarantine/` with the reason, logged at error level with the container and the
+//!   file) and DEL goes on with the others and succeeds. GC replays quarantined attachments once
+//!   their plugins are back ([`retry_quarantined`]).
+//! - A record that cannot be read: nothing about it can be proven. The first DEL fails with code 6
+//!   naming the file and leaves it in place (the runtime reports the error on the pod); the next
+//!   DEL that finds it still unreadable moves it into the quarantine as it is, logs an error
+//!   naming the container, the file and the reason, and succeeds (else the runtime would retry
+//!   forever). Nothing is released blindly: what it recorded stays attached for an operator.
 
 pub mod delegate;
 pub mod devices;
 pub mod plan;
+mod quarantine;
 pub mod routes;
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use tracing::{info, warn};
@@ -20,7 +49,8 @@ use tracing::{info, warn};
 use self::delegate::Injected;
 use self::plan::{Planned, PodContext};
 use crate::annotations::{parse_pod_annotations, PodRef};
-use crate::cache::{CacheDir, PodAttachment, PodKey, PodRecord};
+use crate::cache::lock::LOCK_WAIT;
+use crate::cache::{CacheDir, CacheError, PodAttachment, PodKey, PodRecord};
 use crate::genieconf::GenieConf;
 use crate::k8s::{Client, ClientOptions, InClusterPaths};
 use crate::netstatus::{status_annotations, AttachmentStatus};
@@ -31,6 +61,7 @@ use crate::spec::result::CniResult;
 use crate::spec::version::{CniVersion, VersionInfo};
 use crate::timing::timed;
 
+pub use self::quarantine::retry_quarantined;
 pub use crate::invocation::Outcome;
 
 const EXTRA_RUNTIME_CONFIG: &str = "runtimeConfig";
@@ -46,6 +77,7 @@ pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
 }
 
 fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {
+    let started = Instant::now();
     let env = CniEnv::from_map(env_map)?;
     if env.command == CniCommand::Version {
         return Ok(VersionInfo::ours().to_json());
@@ -58,7 +90,7 @@ fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, C
     let span = tracing::info_span!("genie", command = ?env.command, container = %env.container_id);
     let _guard = span.enter();
     match env.command {
-        CniCommand::Add => add(&env, &conf, &cache, version),
+        CniCommand::Add => add(&env, &conf, &cache, version, started + conf.add_timeout),
         CniCommand::Del => del(&env, &cache).map(|()| String::new()),
         CniCommand::Check => check(&env, &cache).map(|()| String::new()),
         CniCommand::Gc => gc(&env, &netconf, &cache).map(|()| String::new()),
@@ -173,17 +205,6 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), CniError> {
     )
 }
 
-/// DEL of every recorded attachment, newest first, past failures.
-fn teardown(env: &CniEnv, record: &PodRecord) -> Result<(), CniError> {
-    let errors: Vec<CniError> = record
-        .attachments
-        .iter()
-        .rev()
-        .filter_map(|a| del_attachment(env, a).err())
-        .collect();
-    delegate::combine(errors)
-}
-
 fn status_of(p: &Planned, r: &CniResult, netns: &str) -> AttachmentStatus {
     let device_info = crate::devices::info::status_info(
         p.device_info_file.as_deref(),
@@ -226,12 +247,15 @@ fn add(
     conf: &GenieConf,
     cache: &CacheDir,
     version: CniVersion,
+    deadline: Instant,
 ) -> Result<String, CniError> {
     let key = key_of(env)?;
+    let wait = LOCK_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+    let _lock = timed("lock", || cache.lock(&key, wait))?;
     // A record left by an ADD that never got its DEL: undo it before starting again.
     if let Some(stale) = timed("cache", || cache.read_pod(&key))? {
         warn!("an earlier ADD of this container left attachments; removing them first");
-        teardown(env, &stale)?;
+        quarantine::teardown_or_quarantine(env, cache, &stale)?;
         cache.remove_pod(&key)?;
     }
     let pod = pod_ref(env);
@@ -251,6 +275,13 @@ fn add(
                 })?;
             let req = parse_pod_annotations(p, &obj.metadata.annotations)
                 .map_err(|e| CniError::invalid_config(e.to_string()))?;
+            // Before any NetworkAttachmentDefinition is read: the pod's own list alone is over.
+            let asked = req.networks.len()
+                + req
+                    .genie_plugins
+                    .as_ref()
+                    .map_or(req.logical_networks.len(), Vec::len);
+            too_many(p.to_string(), asked, conf.max_networks_per_pod)?;
             (req, Some(obj), Some(whole))
         }
         _ => (Default::default(), None, None),
@@ -264,6 +295,12 @@ fn add(
     let mut planned = timed("plan", || {
         plan::plan(conf, &ifname, ctx.as_ref(), client.as_ref())
     })?;
+    let pod_name = pod.as_ref().map_or_else(
+        || format!("of container {}", env.container_id),
+        |p| p.to_string(),
+    );
+    too_many(pod_name, planned.len(), conf.max_networks_per_pod)?;
+    quarantine::require_plugins(env, &planned)?;
     let pod_uid = pod_obj
         .as_ref()
         .map(|o| o.metadata.uid.clone())
@@ -304,13 +341,36 @@ fn add(
     for (n, p) in planned.iter().enumerate() {
         let outcome = timed("device_info", || publish_device_info(conf, p))
             .and_then(|()| delegate::as_list(&p.config))
-            .and_then(|list| delegate::add(env, &p.network, &p.ifname, &list, &p.injected));
+            .and_then(|list| {
+                delegate::add_until(
+                    env,
+                    &p.network,
+                    &p.ifname,
+                    &list,
+                    &p.injected,
+                    Some(deadline),
+                )
+            });
         match outcome {
             Ok(r) => {
                 record.attachments[n].result = Some(r.to_value());
                 results.push(r);
             }
-            Err(e) => return Err(undo(env, cache, &key, &record, n, e)),
+            Err(e) => {
+                let e = match Instant::now() >= deadline {
+                    true => CniError {
+                        msg: format!(
+                            "the ADD of container {} did not finish within its limit of {} s (addTimeoutSeconds); what it attached is undone: {}",
+                            env.container_id,
+                            conf.add_timeout.as_secs(),
+                            e.msg
+                        ),
+                        ..e
+                    },
+                    false => e,
+                };
+                return Err(undo(env, cache, &key, &record, n, e));
+            }
         }
     }
     // Three things left, each waiting on something else, so they run side by side: the results
@@ -347,6 +407,16 @@ fn add(
     let merged = CniResult::merge(version, &results);
     info!(attachments = planned.len(), "pod attached");
     Ok(merged.to_version(version).to_json())
+}
+
+/// Refuses more than `max` attachments for `pod` (code 7).
+fn too_many(pod: String, count: usize, max: usize) -> Result<(), CniError> {
+    match count > max {
+        true => Err(CniError::invalid_config(format!(
+            "pod {pod} asks for {count} networks, more than the limit of {max} (maxNetworksPerPod)"
+        ))),
+        false => Ok(()),
+    }
 }
 
 /// The pod's network-status written back (nothing without a pod and an API client).
@@ -423,19 +493,32 @@ fn undo(
 
 fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
     let key = key_of(env)?;
-    let Some(record) = timed("cache", || cache.read_pod(&key))? else {
-        // The record is written before any delegate runs: no record, nothing was attached.
-        info!("nothing recorded for this container; nothing to delete");
-        return Ok(());
+    let lock = timed("lock", || cache.lock(&key, LOCK_WAIT))?;
+    let record = match timed("cache", || cache.read_pod(&key)) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            // The record is written before any delegate runs: no record, nothing was attached.
+            info!("nothing recorded for this container; nothing to delete");
+            cache.clear_suspect(&key)?;
+            lock.remove();
+            return Ok(());
+        }
+        Err(e @ CacheError::Corrupt { .. }) => {
+            return quarantine::unreadable_record(cache, &key, e)
+        }
+        Err(e) => return Err(e.into()),
     };
-    teardown(env, &record)?;
+    quarantine::teardown_or_quarantine(env, cache, &record)?;
     timed("cache", || cache.remove_pod(&key))?;
+    cache.clear_suspect(&key)?;
+    lock.remove();
     info!(attachments = record.attachments.len(), "pod detached");
     Ok(())
 }
 
 fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
     let key = key_of(env)?;
+    let _lock = cache.lock(&key, LOCK_WAIT)?;
     let record = cache.read_pod(&key)?.ok_or_else(|| {
         CniError::unknown_container(format!(
             "no attachments are recorded for container {}",
@@ -457,13 +540,16 @@ fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
     Ok(())
 }
 
-/// GC: every recorded pod that is not in `cni.dev/valid-attachments` is deleted. Without that key
-/// the runtime said nothing about which attachments live, so nothing is deleted (an empty list
-/// means "none live"; a missing one is not that).
+/// GC: every recorded pod that is not in `cni.dev/valid-attachments` is deleted, as DEL would
+/// (an attachment whose plugin is gone is quarantined). Without that key the runtime said nothing
+/// about which attachments live, so nothing is deleted (an empty list means "none live"; a missing
+/// one is not that). A record whose ADD, DEL or CHECK is still running is left to them. Either way,
+/// quarantined attachments whose plugins are back are replayed.
 fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), CniError> {
     let Some(valid) = netconf.valid_attachments()? else {
         info!("GC without cni.dev/valid-attachments: every attachment is kept");
-        return Ok(());
+        // Quarantined attachments belong to pods already deleted: replaying them is always safe.
+        return replay_quarantined(env, cache);
     };
     let keep: BTreeSet<(String, String)> = valid
         .into_iter()
@@ -481,16 +567,44 @@ fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), CniError>
         if keep.contains(&(record.container_id.clone(), record.if_name.clone())) {
             continue;
         }
-        let mut e2 = env.clone();
-        e2.container_id = record.container_id.clone();
-        e2.netns = record.netns.clone();
-        info!(container = %record.container_id, "collecting a stale attachment record");
-        match teardown(&e2, &record).and_then(|()| Ok(cache.remove_pod(&record.key()?)?)) {
-            Ok(()) => {}
-            Err(e) => errors.push(e),
+        if let Err(e) = gc_one(env, cache, &record) {
+            errors.push(e);
         }
     }
+    if let Err(e) = replay_quarantined(env, cache) {
+        errors.push(e);
+    }
     delegate::combine(errors)
+}
+
+fn replay_quarantined(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
+    let n = quarantine::retry_quarantined(env, cache)?;
+    if n > 0 {
+        info!(attachments = n, "quarantined attachments replayed");
+    }
+    Ok(())
+}
+
+/// One stale record of GC, under its attachment's lock (skipped while another call holds it).
+fn gc_one(env: &CniEnv, cache: &CacheDir, record: &PodRecord) -> Result<(), CniError> {
+    let key = record.key()?;
+    let Some(lock) = cache.try_lock(&key)? else {
+        info!(container = %record.container_id, "attachment busy; GC leaves it to the call that holds it");
+        return Ok(());
+    };
+    // Read again under the lock: a DEL may have removed it since the listing.
+    let Some(record) = cache.read_pod(&key)? else {
+        return Ok(());
+    };
+    let mut e2 = env.clone();
+    e2.container_id = record.container_id.clone();
+    e2.netns = record.netns.clone();
+    info!(container = %record.container_id, "collecting a stale attachment record");
+    quarantine::teardown_or_quarantine(&e2, cache, &record)?;
+    cache.remove_pod(&key)?;
+    cache.clear_suspect(&key)?;
+    lock.remove();
+    Ok(())
 }
 
 /// STATUS: ready when the readiness indicator file (the default network's) exists.

@@ -270,8 +270,9 @@ impl Planner<'_> {
     /// `clusterNetwork`: a conf file path, a conf name in confDir, or a NAD.
     fn cluster_network(&self, spec: &str) -> Result<Network, CniError> {
         if spec.starts_with('/') {
-            let bytes = std::fs::read(spec)
-                .map_err(|e| config_error(format!("clusterNetwork {spec}: {e}")))?;
+            let bytes =
+                crate::bounded::read(std::path::Path::new(spec), crate::bounded::CONFIG_MAX)
+                    .map_err(|e| config_error(format!("clusterNetwork {spec}: {e}")))?;
             let v: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| config_error(format!("clusterNetwork {spec}: {e}")))?;
             let name = v

@@ -148,7 +148,16 @@ pub struct GenieConf {
     /// `allowedTenantPaths`: the host-path keys tenants' NetworkAttachmentDefinitions may set,
     /// and under which prefixes (`{"dataDir": ["/var/lib/cni/networks"]}`); none by default.
     pub tenant_paths: untrusted::TenantPaths,
+    /// `maxNetworksPerPod`: the most attachments one pod may have (1..=256, 32 by default).
+    pub max_networks_per_pod: usize,
+    /// `addTimeoutSeconds`: the bound on one whole ADD (1..=3600 s, 300 s by default).
+    pub add_timeout: std::time::Duration,
 }
+
+/// The default of `maxNetworksPerPod`.
+pub const DEFAULT_MAX_NETWORKS_PER_POD: usize = 32;
+/// The default of `addTimeoutSeconds`.
+pub const DEFAULT_ADD_TIMEOUT_SECONDS: u64 = 300;
 
 impl GenieConf {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ConfError> {
@@ -270,6 +279,25 @@ impl GenieConf {
             Some(_) => return Err(key_err("delegates", "must be a list of CNI config objects")),
         };
         let cluster_network = k.string("clusterNetwork")?.filter(|s| !s.is_empty());
+        let bounded_int = |key: &str, min: u64, max: u64, default: u64| -> Result<u64, ConfError> {
+            match o.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| {
+                        key_err(key, format!("must be a whole number from {min} to {max}"))
+                    }),
+            }
+        };
+        let max_networks_per_pod = bounded_int(
+            "maxNetworksPerPod",
+            1,
+            256,
+            DEFAULT_MAX_NETWORKS_PER_POD as u64,
+        )?;
+        let add_timeout_seconds =
+            bounded_int("addTimeoutSeconds", 1, 3600, DEFAULT_ADD_TIMEOUT_SECONDS)?;
         Ok(Self {
             name: k.string("name")?,
             cni_version: k.string("cniVersion")?,
@@ -309,6 +337,9 @@ impl GenieConf {
                 None => None,
             },
             tenant_paths: tenant_paths(k.object("allowedTenantPaths")?)?,
+            max_networks_per_pod: usize::try_from(max_networks_per_pod)
+                .unwrap_or(DEFAULT_MAX_NETWORKS_PER_POD),
+            add_timeout: std::time::Duration::from_secs(add_timeout_seconds),
         })
     }
 

@@ -104,7 +104,7 @@ fn conf_files(conf_dir: &Path) -> Result<Vec<ResolvedConfig>, ResolveError> {
     files.sort();
     let mut out = Vec::new();
     for path in files {
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = crate::bounded::read(&path, crate::bounded::CONFIG_MAX) else {
             tracing::debug!(path = %path.display(), "unreadable conf file skipped");
             continue;
         };

@@ -84,9 +84,11 @@ impl SriovConf {
     /// The agent's pools as extended resource names (`<prefix>/<name>`), in config order.
     pub fn pools(&self) -> Result<Vec<String>, AgentConfigError> {
         let path = &self.agent_config;
-        let bytes = std::fs::read(path).map_err(|source| AgentConfigError::Read {
-            path: path.clone(),
-            source,
+        let bytes = crate::bounded::read(path, crate::bounded::CONFIG_MAX).map_err(|source| {
+            AgentConfigError::Read {
+                path: path.clone(),
+                source,
+            }
         })?;
         pools_of(&bytes).map_err(|problem| AgentConfigError::Invalid {
             path: path.clone(),

@@ -54,6 +54,8 @@ pub enum Error {
     Conflict { object: ObjectRef, attempts: u32 },
     #[error("the API server's answer for {object} cannot be decoded: {reason}")]
     Decode { object: ObjectRef, reason: String },
+    #[error("the API server's answer for {object} is larger than the limit of {limit} bytes")]
+    TooLarge { object: ObjectRef, limit: usize },
     #[error("{name:?} is not a valid {what}")]
     InvalidName { what: &'static str, name: String },
     #[error("cannot read the API token {path}")]
@@ -159,7 +161,12 @@ enum Attempt {
     Retry(String),
     /// The server's certificate was refused: retrying cannot help.
     Untrusted(String),
+    /// The answer's body passed [`MAX_BODY`]: retrying cannot help.
+    TooLarge,
 }
+
+/// The largest answer body read from the API server (a pod, a NAD, a LogicalNetwork: far less).
+pub const MAX_BODY: usize = 16 << 20;
 
 impl AsyncClient {
     pub fn new(cluster: ClusterConfig, options: ClientOptions) -> Result<Self, Error> {
@@ -343,6 +350,12 @@ impl AsyncClient {
                     reason = why;
                     continue;
                 }
+                Attempt::TooLarge => {
+                    return Err(Error::TooLarge {
+                        object: object.clone(),
+                        limit: MAX_BODY,
+                    })
+                }
                 Attempt::Done(status, raw) => (status, raw),
             };
             if status.is_success() {
@@ -412,13 +425,18 @@ impl AsyncClient {
             Err(e) => return Attempt::Retry(format!("the request failed: {e}")),
         };
         let status = resp.status();
-        match resp.into_body().collect().await {
+        match http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+        {
             Ok(body) => {
                 if let Ok(mut idle) = self.idle.lock() {
                     *idle = Some(sender);
                 }
                 Attempt::Done(status, body.to_bytes())
             }
+            // The connection is dropped with the rest of the answer unread.
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Attempt::TooLarge,
             Err(e) => Attempt::Retry(format!("the answer was cut short: {e}")),
         }
     }
@@ -427,12 +445,14 @@ impl AsyncClient {
         match &self.cluster.auth {
             Auth::None => Ok(None),
             Auth::Token(t) => Ok(Some(t.clone())),
-            Auth::TokenFile(path) => std::fs::read_to_string(path)
-                .map(|t| Some(Secret::new(t.trim())))
-                .map_err(|source| Error::Token {
-                    path: path.clone(),
-                    source,
-                }),
+            Auth::TokenFile(path) => {
+                crate::bounded::read_to_string(path, crate::bounded::CONFIG_MAX)
+                    .map(|t| Some(Secret::new(t.trim())))
+                    .map_err(|source| Error::Token {
+                        path: path.clone(),
+                        source,
+                    })
+            }
         }
     }
 

@@ -151,10 +151,13 @@ impl ClusterConfig {
     /// Reads a kubeconfig file and resolves its current context. Relative file names in it are
     /// relative to the kubeconfig's directory, as kubectl has it.
     pub fn from_kubeconfig(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::bounded::read_to_string(path, crate::bounded::CONFIG_MAX).map_err(|source| {
+                ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Self::from_kubeconfig_str(&text, path)
     }
 
@@ -295,10 +298,12 @@ impl ClusterConfig {
             host.to_string()
         };
         let server = parse_server(&format!("https://{host}:{port}"))?;
-        let ca = std::fs::read(&paths.ca).map_err(|source| ConfigError::ReadFile {
-            what: "the service account CA",
-            path: paths.ca.clone(),
-            source,
+        let ca = crate::bounded::read(&paths.ca, crate::bounded::CONFIG_MAX).map_err(|source| {
+            ConfigError::ReadFile {
+                what: "the service account CA",
+                path: paths.ca.clone(),
+                source,
+            }
         })?;
         Ok(Self {
             server,
@@ -380,7 +385,7 @@ fn data_or_file(
     match file.filter(|f| !f.is_empty()) {
         Some(file) => {
             let path = resolve(base, file);
-            std::fs::read(&path)
+            crate::bounded::read(&path, crate::bounded::CONFIG_MAX)
                 .map(Some)
                 .map_err(|e| DataError::Read(what, path, e))
         }
@@ -537,6 +542,27 @@ users:
                 .contains("certificate-authority-data is invalid"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_kubeconfig_or_file_that_is_a_device_fails_fast_naming_it() {
+        let e = ClusterConfig::from_kubeconfig(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("character device"), "{why}");
+        let d = tempfile::tempdir().unwrap();
+        let kc = d.path().join("kubeconfig");
+        std::fs::write(
+            &kc,
+            KC.replace("current-context: b", "current-context: a")
+                .replace(
+                    "certificate-authority-data: LS0tLS1CRUdJTg==",
+                    "certificate-authority: /dev/zero",
+                ),
+        )
+        .unwrap();
+        let e = ClusterConfig::from_kubeconfig(&kc).unwrap_err();
+        assert!(e.to_string().contains("/dev/zero"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod kubeconfig;
 pub mod objects;
 mod tls;
 
-pub use client::{AsyncClient, Client, ClientOptions, Error};
+pub use client::{AsyncClient, Client, ClientOptions, Error, MAX_BODY};
 pub use kubeconfig::{
     Auth, ClientIdentity, ClusterConfig, ConfigError, InClusterPaths, Secret, TlsConfig,
 };

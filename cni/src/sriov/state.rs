@@ -303,7 +303,7 @@ impl StateDir {
 }
 
 fn read_record(path: &Path) -> Result<Option<Record>, StateError> {
-    let bytes = match fs::read(path) {
+    let bytes = match crate::bounded::read(path, crate::bounded::RECORD_MAX) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io("reading", path)(e)),
