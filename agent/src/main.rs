@@ -50,6 +50,13 @@ enum Command {
         /// it closes the oldest).
         #[arg(long, default_value_t = vfagent::http::DEFAULT_MAX_CONNECTIONS)]
         metrics_max_connections: usize,
+        /// genie's `cniDir` on this node: its `quarantine/` is counted in the metrics.
+        #[arg(long, default_value = "/var/lib/cni/vfgenie")]
+        genie_cni_dir: PathBuf,
+        /// The sriov plugin's state directory (`VFGENIE_SRIOV_STATE_DIR`): its `quarantine/` is
+        /// counted in the metrics.
+        #[arg(long, default_value = "/var/lib/cni/vfgenie/sriov")]
+        sriov_state_dir: PathBuf,
     },
     /// Print the node's SR-IOV capable NICs, their VFs and other network PCI functions.
     Inventory {
@@ -94,6 +101,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             health_ms,
             metrics_addr,
             metrics_max_connections,
+            genie_cni_dir,
+            sriov_state_dir,
         } => {
             let mut opts = RunOptions::new(config);
             opts.kernel_events = root == SysRoot::host();
@@ -101,6 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts.plugin_dir = plugin_dir;
             opts.devinfo_dir = devinfo_dir;
             opts.pod_resources_socket = pod_resources_socket;
+            opts.quarantine_dirs = vec![
+                ("genie".into(), genie_cni_dir.join("quarantine")),
+                ("sriov".into(), sriov_state_dir.join("quarantine")),
+            ];
             opts.resync_interval = std::time::Duration::from_secs(resync_seconds.max(1));
             opts.health_interval = std::time::Duration::from_millis(health_ms.max(50));
             let rt = tokio::runtime::Builder::new_multi_thread()

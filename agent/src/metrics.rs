@@ -53,6 +53,16 @@ pub fn render(s: &Snapshot) -> String {
     )
     .samples([(Vec::new(), s.refused_changes)]);
     out += &Family::new(
+        "vfgenie_quarantined_records",
+        "Records the node's CNI plugins moved aside (quarantine/) because they could not read or act on them; each needs a look.",
+        Kind::Gauge,
+    )
+    .samples(
+        s.quarantined
+            .iter()
+            .map(|(c, n)| (vec![("component", c.clone())], *n)),
+    );
+    out += &Family::new(
         "vfgenie_config_errors_total",
         "Config reloads refused as invalid since the agent started.",
         Kind::Counter,
@@ -196,6 +206,7 @@ mod tests {
             refused_changes: 4,
             config_errors: 1,
             ready: true,
+            quarantined: vec![("genie".into(), 2), ("sriov".into(), 0)],
         };
         let want = "\
 # HELP vfgenie_pool_capacity Devices in the pool.
@@ -216,6 +227,10 @@ vfgenie_provisioning_errors_total 2
 # HELP vfgenie_refused_changes_total VF count changes or driver rebinds refused since the agent started because a VF was or may have been in use.
 # TYPE vfgenie_refused_changes_total counter
 vfgenie_refused_changes_total 4
+# HELP vfgenie_quarantined_records Records the node's CNI plugins moved aside (quarantine/) because they could not read or act on them; each needs a look.
+# TYPE vfgenie_quarantined_records gauge
+vfgenie_quarantined_records{component=\"genie\"} 2
+vfgenie_quarantined_records{component=\"sriov\"} 0
 # HELP vfgenie_config_errors_total Config reloads refused as invalid since the agent started.
 # TYPE vfgenie_config_errors_total counter
 vfgenie_config_errors_total 1
@@ -262,6 +277,7 @@ vfgenie_ready 1
             "vfgenie_pool_healthy",
             "vfgenie_provisioning_errors_total",
             "vfgenie_refused_changes_total",
+            "vfgenie_quarantined_records",
             "vfgenie_config_errors_total",
             "vfgenie_reconciles_total",
             "vfgenie_conditions",

@@ -39,6 +39,29 @@ pub struct RunOptions {
     /// Listen for kernel uevents and link events (off for fixture trees).
     pub kernel_events: bool,
     pub reconcile: reconcile::Options,
+    /// The CNI plugins' quarantine directories, by component, counted into the metrics.
+    pub quarantine_dirs: Vec<(String, PathBuf)>,
+}
+
+/// genie's quarantine under its default `cniDir` (`--genie-cni-dir`).
+pub const GENIE_QUARANTINE_DIR: &str = "/var/lib/cni/vfgenie/quarantine";
+/// The sriov plugin's quarantine under its default state directory (`--sriov-state-dir`).
+pub const SRIOV_QUARANTINE_DIR: &str = "/var/lib/cni/vfgenie/sriov/quarantine";
+
+/// Records in a quarantine directory (not the `.reason` notes beside them); none when it does not
+/// exist.
+pub fn quarantined_records(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    !n.starts_with('.') && !n.ends_with(".reason")
+                })
+                .count() as u64
+        })
+        .unwrap_or(0)
 }
 
 impl RunOptions {
@@ -55,6 +78,10 @@ impl RunOptions {
             config_poll: Duration::from_secs(1),
             kernel_events: true,
             reconcile: reconcile::Options::default(),
+            quarantine_dirs: vec![
+                ("genie".into(), PathBuf::from(GENIE_QUARANTINE_DIR)),
+                ("sriov".into(), PathBuf::from(SRIOV_QUARANTINE_DIR)),
+            ],
         }
     }
 }
@@ -219,6 +246,12 @@ impl Agent {
     }
 
     fn publish(&mut self, state: &watch::Sender<Snapshot>) {
+        self.snapshot.quarantined = self
+            .opts
+            .quarantine_dirs
+            .iter()
+            .map(|(c, d)| (c.clone(), quarantined_records(d)))
+            .collect();
         let order: Vec<String> = self
             .config
             .resource_list
@@ -347,4 +380,24 @@ pub async fn run(
     drop(ev_tx);
     agent.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quarantined_records;
+
+    #[test]
+    fn quarantined_records_are_counted_without_their_notes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(quarantined_records(&dir.path().join("missing")), 0);
+        for f in [
+            "c1-eth0.json",
+            "c1-eth0.json.reason",
+            "c2-net1.corrupt",
+            ".tmp",
+        ] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        assert_eq!(quarantined_records(dir.path()), 2);
+    }
 }

@@ -33,6 +33,9 @@ pub struct Snapshot {
     pub config_errors: u64,
     /// The first reconcile has completed (`/healthz` reports not ready before).
     pub ready: bool,
+    /// Records the CNI plugins of this node moved aside because they could not read or act on
+    /// them (genie's and the sriov plugin's `quarantine/`), by component.
+    pub quarantined: Vec<(String, u64)>,
 }
 
 impl Snapshot {

@@ -168,6 +168,15 @@ fn host_paths_used() -> Vec<(PathBuf, Access)> {
         // Connecting to a unix socket works on a read-only mount.
         (pod_resources_dir, Access::Read),
         (PathBuf::from(vfdp::devinfo::DEVINFO_DIR), Access::Write),
+        // The CNI plugins' quarantines, counted in /metrics.
+        (
+            PathBuf::from(vfagent::run::GENIE_QUARANTINE_DIR),
+            Access::Read,
+        ),
+        (
+            PathBuf::from(vfagent::run::SRIOV_QUARANTINE_DIR),
+            Access::Read,
+        ),
     ]
 }
 
