@@ -6,9 +6,8 @@
 //! node without any kubelet still provisions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,42 +17,12 @@ use tokio::task::JoinHandle;
 use vfagent::run::{run, RunOptions};
 use vfagent::state::Snapshot;
 use vfcore::{PciAddress, SysRoot};
+use vfgenie_tests::fixtures::{contents, copy_fixture};
 use vfgenie_tests::podresources::PodResourcesStandIn;
 
 const T: Duration = Duration::from_secs(10);
 const PF0: &str = "0000:03:00.0";
 const VF1: &str = "0000:03:10.2";
-
-fn copy_fixture(name: &str, dst: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/fixtures")
-        .join(name);
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", src.display()))
-        .arg(dst)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                out.insert(e.path(), std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
 
 fn addr(s: &str) -> PciAddress {
     s.parse().unwrap()
@@ -74,7 +43,7 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path().join("node");
         std::fs::create_dir_all(&sys).unwrap();
-        copy_fixture("ixgbe-82599", &sys);
+        copy_fixture("ixgbe-82599", &sys).unwrap();
         let plugins = dir.path().join("device-plugins");
         std::fs::create_dir_all(&plugins).unwrap();
         let pod_resources = dir.path().join("pod-resources/kubelet.sock");
@@ -202,7 +171,7 @@ async fn a_silent_kubelet_and_a_vf_in_a_pod_stop_every_change_to_it() {
     // VF 1 is bound to ixgbevf but its netdev is in a pod's namespace: the host sees none.
     std::fs::remove_dir_all(node.root().pci_attr(&addr(VF1), "net")).unwrap();
     node.write_config(serde_json::json!([{"pfName": "enp3s0f0", "numVfs": 2}]));
-    let before = contents(&node.sys);
+    let before = contents(&node.sys).unwrap();
 
     let agent = node.start().await;
     // Refused, and refused again on the retries.
@@ -234,7 +203,10 @@ async fn a_silent_kubelet_and_a_vf_in_a_pod_stop_every_change_to_it() {
     agent
         .wait_for("the rebind refused", |s| has_condition(s, VF1, "VfInUse"))
         .await;
-    assert!(contents(&node.sys) == before, "a VF in use was touched");
+    assert!(
+        contents(&node.sys).unwrap() == before,
+        "a VF in use was touched"
+    );
 
     // The netdev comes back to the host, but the kubelet still does not answer: other VFs may be
     // held, so the PF's VF count still does not change.

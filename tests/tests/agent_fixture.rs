@@ -3,8 +3,7 @@
 //! health, config reload (valid and invalid), a hot-added PF, kubelet restart and agent restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,43 +12,13 @@ use vfagent::run::{run, RunOptions};
 use vfagent::state::Snapshot;
 use vfcore::SysRoot;
 use vfdp::v1beta1::{AllocateRequest, ContainerAllocateRequest};
+use vfgenie_tests::fixtures::{contents, copy_fixture};
 use vfgenie_tests::kubelet::{KubeletStandIn, Resource};
 
 const T: Duration = Duration::from_secs(10);
 const NET: &str = "example.com/net";
 const DPDK: &str = "example.com/dpdk";
 const PF1: &str = "example.com/pf1";
-
-fn copy_fixture(name: &str, dst: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/fixtures")
-        .join(name);
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", src.display()))
-        .arg(dst)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                out.insert(e.path(), std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
 
 fn config(net_selector: serde_json::Value) -> String {
     serde_json::json!({
@@ -80,7 +49,7 @@ impl Node {
         let plugins = dir.path().join("device-plugins");
         std::fs::create_dir_all(&sys).unwrap();
         std::fs::create_dir_all(&plugins).unwrap();
-        copy_fixture("ixgbe-82599", &sys);
+        copy_fixture("ixgbe-82599", &sys).unwrap();
         let config = dir.path().join("config.json");
         std::fs::write(&config, config_text_default()).unwrap();
         Self {
@@ -138,7 +107,7 @@ async fn agent_serves_a_fixture_node() {
     let bus_link = SysRoot::new(&node.sys).pci_device(&"0000:03:00.1".parse().unwrap());
     let bus_target = std::fs::read_link(&bus_link).unwrap();
     std::fs::remove_file(&bus_link).unwrap();
-    let before = contents(&node.sys);
+    let before = contents(&node.sys).unwrap();
 
     let mut kubelet = KubeletStandIn::start(&node.plugins).await.unwrap();
     let (agent, stop, state) = node.start();
@@ -304,7 +273,7 @@ async fn agent_serves_a_fixture_node() {
     agent.await.unwrap();
 
     // On a node already as configured, neither start wrote to sysfs (only the test did).
-    let mut after = contents(&node.sys);
+    let mut after = contents(&node.sys).unwrap();
     let mut expected = before;
     // The test itself toggled PF0's link and re-added PF1's bus link; nothing else may differ.
     let pf_net = SysRoot::new(&node.sys).netdev("enp3s0f0").unwrap();

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +17,7 @@ use vfagent::run::{run, RunOptions};
 use vfagent::state::Snapshot;
 use vfcore::SysRoot;
 use vfdp::v1beta1::{AllocateRequest, ContainerAllocateRequest};
+use vfgenie_tests::fixtures::copy_fixture;
 use vfgenie_tests::kubelet::KubeletStandIn;
 
 const T: Duration = Duration::from_secs(10);
@@ -26,20 +26,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const IDLE: usize = 5000;
 const FD_LIMIT: u64 = 6000;
 const DPDK: &str = "example.com/dpdk";
-
-fn copy_fixture(name: &str, dst: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../core/fixtures")
-        .join(name);
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", src.display()))
-        .arg(dst)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
 
 /// Sets this process's soft descriptor limit (the hard limit stays).
 fn limit_descriptors(n: u64) {
@@ -81,7 +67,7 @@ async fn idle_connections_do_not_stop_healthz_or_allocate() {
     let plugins = dir.path().join("device-plugins");
     std::fs::create_dir_all(&sys).unwrap();
     std::fs::create_dir_all(&plugins).unwrap();
-    copy_fixture("ixgbe-82599", &sys);
+    copy_fixture("ixgbe-82599", &sys).unwrap();
     let config = dir.path().join("config.json");
     std::fs::write(
         &config,

@@ -135,8 +135,8 @@ fn a_nested_genie_never_connects_to_the_api_server_its_conf_names() {
     let sb = Sandbox::new().unwrap();
     let netns = sb.path.to_string_lossy().into_owned();
     let path = format!("{}:{}", node.bin_dir.display(), node.plugin_dir.display());
-    for (caller, command) in [("genie", "ADD"), ("sriov", "ADD"), ("genie", "CHECK")] {
-        let out = exec_cni(
+    let nested = |caller: &str, command: &str| {
+        exec_cni(
             &node.bin_dir.join("genie"),
             &[
                 ("VFGENIE_EXEC_BY", caller),
@@ -149,25 +149,15 @@ fn a_nested_genie_never_connects_to_the_api_server_its_conf_names() {
             ],
             &serde_json::to_vec(&conf).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+    };
+    for (caller, command) in [("genie", "ADD"), ("sriov", "ADD"), ("genie", "CHECK")] {
+        let out = nested(caller, command);
         assert!(!out.success, "{caller} {command}: {}", out.stdout);
         assert_eq!(out.json().unwrap()["code"], 7, "{}", out.stdout);
     }
     // DEL of a refused role has nothing to undo: it succeeds, still without reading the conf.
-    let out = exec_cni(
-        &node.bin_dir.join("genie"),
-        &[
-            ("VFGENIE_EXEC_BY", "genie"),
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_NETNS", &netns),
-            ("CNI_IFNAME", "net1"),
-            ("CNI_ARGS", "K8S_POD_NAMESPACE=team;K8S_POD_NAME=p"),
-            ("CNI_PATH", &path),
-        ],
-        &serde_json::to_vec(&conf).unwrap(),
-    )
-    .unwrap();
+    let out = nested("genie", "DEL");
     assert!(out.success, "{}", out.stdout);
     assert_eq!(attacker.connections(), 0);
     assert!(!node.dir.path().join("nested.log").exists());
