@@ -447,6 +447,8 @@ async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // As a real API server does: small writes go out at once, none waits for an ACK.
+                let _ = stream.set_nodelay(true);
                 let available = {
                     let mut st = lock(&state);
                     st.connections += 1;

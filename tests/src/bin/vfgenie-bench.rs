@@ -7,8 +7,12 @@
 //!   latency through the real gRPC stack (the real `vfgenie-agent run` process serving a kubelet
 //!   stand-in), and that process's resident memory with two pools.
 //! - cni: ADD and DEL of a pod with three networks through `genie`, beside the same three delegates
-//!   exec'd directly in the same run, and genie's overhead per pod.
+//!   exec'd directly in the same run, and genie's overhead per pod; and genie's API step with its
+//!   own client beside kube's ([`api_step`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "vfgenie-bench/api_step.rs"]
+mod api_step;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,11 +39,13 @@ fn main() -> anyhow::Result<()> {
     match what.as_str() {
         "agent" => agent(),
         "cni" => cni(),
+        // genie's API step alone (also the last figure of `cni`).
+        "api" => api_step::api_step(),
         "all" => {
             agent()?;
             cni()
         }
-        other => bail!("unknown benchmark {other:?}: use agent, cni or all"),
+        other => bail!("unknown benchmark {other:?}: use agent, cni, api or all"),
     }
 }
 
@@ -564,7 +570,7 @@ fn cni() -> anyhow::Result<()> {
         }
         println!("{}", breakdown(command, steps, &wall));
     }
-    Ok(())
+    api_step::api_step()
 }
 
 /// Genie runs logged with their step timings: pods in the breakdown.
