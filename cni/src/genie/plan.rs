@@ -523,3 +523,7 @@ pub fn plan(
     }
     Ok(p.out)
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
