@@ -293,7 +293,12 @@ fn add(
     });
     let ifname = key.ifname.clone();
     let mut planned = timed("plan", || {
-        plan::plan(conf, &ifname, ctx.as_ref(), client.as_ref())
+        plan::plan(
+            conf,
+            &ifname,
+            ctx.as_ref(),
+            client.as_ref().map(|c| c as &dyn plan::KubeReads),
+        )
     })?;
     let pod_name = pod.as_ref().map_or_else(
         || format!("of container {}", env.container_id),

@@ -26,8 +26,11 @@ use crate::genieconf::{
     ResolvedConfig, SriovConf, SRIOV,
 };
 use crate::k8s::objects::RESOURCE_NAME_ANNOTATION;
-use crate::k8s::Client;
 use crate::spec::error::CniError;
+
+#[path = "reads.rs"]
+mod reads;
+pub use reads::KubeReads;
 
 /// The namespace a `clusterNetwork` or `defaultNetworks` NAD name without one lives in.
 pub const DEFAULT_NAD_NAMESPACE: &str = "kube-system";
@@ -121,7 +124,7 @@ fn resolved_name(r: &ResolvedConfig, fallback: &str) -> String {
 
 struct Planner<'a> {
     conf: &'a GenieConf,
-    client: Option<&'a Client>,
+    client: Option<&'a dyn KubeReads>,
     pod: Option<&'a PodContext<'a>>,
     out: Vec<Planned>,
     used: BTreeSet<String>,
@@ -152,7 +155,7 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn client(&self, what: &str) -> Result<&Client, CniError> {
+    fn client(&self, what: &str) -> Result<&dyn KubeReads, CniError> {
         self.client.ok_or_else(|| {
             config_error(format!(
                 "{what} needs the Kubernetes API, but {} has no pod identity in CNI_ARGS",
@@ -176,10 +179,8 @@ impl Planner<'_> {
     fn nad(&self, namespace: &str, name: &str) -> Result<Network, CniError> {
         let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
         let client = self.client(&what)?;
-        let nad = crate::timing::timed("api", || {
-            client.get_network_attachment_definition(namespace, name)
-        })
-        .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
+        let nad = crate::timing::timed("api", || client.nad(namespace, name))
+            .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
         let resolved = resolve_nad_config(&nad, &self.conf.conf_dir, &self.conf.tenant_paths)
             .map_err(|e| config_error(e.to_string()))?;
         let resources = match nad.resource_name() {
@@ -249,7 +250,7 @@ impl Planner<'_> {
         let what = format!("LogicalNetwork {ns}/{}", ln.name);
         let obj = self
             .client(&what)?
-            .get_logical_network(ns, &ln.name)
+            .logical_network(ns, &ln.name)
             .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
         let mut r = find_plugin_conf(&self.conf.conf_dir, &obj.spec.plugin)
             .map_err(|e| config_error(e.to_string()))?
@@ -341,7 +342,7 @@ pub fn plan(
     conf: &GenieConf,
     ifname: &str,
     pod: Option<&PodContext<'_>>,
-    client: Option<&Client>,
+    client: Option<&dyn KubeReads>,
 ) -> Result<Vec<Planned>, CniError> {
     let mut p = Planner {
         conf,
@@ -522,3 +523,7 @@ pub fn plan(
     }
     Ok(p.out)
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
