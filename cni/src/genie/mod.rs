@@ -38,6 +38,7 @@ pub mod delegate;
 pub mod devices;
 pub mod plan;
 mod quarantine;
+pub mod reads;
 pub mod routes;
 
 use std::collections::{BTreeSet, HashMap};

@@ -28,9 +28,7 @@ use crate::genieconf::{
 use crate::k8s::objects::RESOURCE_NAME_ANNOTATION;
 use crate::spec::error::CniError;
 
-#[path = "reads.rs"]
-mod reads;
-pub use reads::KubeReads;
+pub use super::reads::KubeReads;
 
 /// The namespace a `clusterNetwork` or `defaultNetworks` NAD name without one lives in.
 pub const DEFAULT_NAD_NAMESPACE: &str = "kube-system";
