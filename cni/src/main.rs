@@ -14,6 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+use vfcni::spec::error::chain;
 
 /// Whether this invocation is the SR-IOV plugin (as `main` decides it).
 fn runs_as_sriov(stdin: &[u8]) -> bool {
@@ -43,7 +44,7 @@ fn open_log_file(
     if !trusted {
         return match vfcni::sriov::logfile::open_confined(path) {
             Ok(f) => (Some(f), None),
-            Err(e) => (None, Some(error_chain(&e))),
+            Err(e) => (None, Some(chain(&e))),
         };
     }
     let file = Some(path).filter(|p| p.starts_with('/')).and_then(|p| {
@@ -113,7 +114,7 @@ fn run_tool(mut args: std::env::ArgsOs) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("genie install: {}", error_chain(&e));
+            eprintln!("genie install: {}", chain(&e));
             match e {
                 vfcni::install::InstallError::Usage { .. }
                 | vfcni::install::InstallError::Name { .. } => ExitCode::from(2),
@@ -121,17 +122,6 @@ fn run_tool(mut args: std::env::ArgsOs) -> ExitCode {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// A run this binary may not make: the error JSON on stdout, the reason on stderr, nothing else.
