@@ -141,7 +141,7 @@ fn refuse(
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
-    let argv0 = args.next();
+    args.next();
     if args.len() > 0 {
         return run_tool(args);
     }
@@ -153,11 +153,7 @@ fn main() -> ExitCode {
     let env = vfcni::spec::env::CniEnv::capture();
     // One binary, two plugins: installed as `sriov` (`genie install --name sriov`) or handed a
     // `"type": "sriov"` config, it is the SR-IOV plugin.
-    let as_sriov = argv0
-        .as_ref()
-        .and_then(|a| std::path::Path::new(a).file_name())
-        .is_some_and(|n| n == "sriov")
-        || vfcni::sriov::is_sriov_conf(&stdin);
+    let as_sriov = runs_as_sriov(&stdin);
     // A delegate of genie may only be the sriov plugin, a delegate of that nothing of ours: checked
     // before the conf is used for anything (its log file, its API server, its delegates).
     let caller = std::env::var(vfcni::nesting::ENV).ok();
