@@ -14,6 +14,14 @@ pub struct Outcome {
     pub success: bool,
 }
 
+/// The `cniVersion` a config (a conf, a conflist, an IPAM conf) declares, when it declares one we
+/// implement.
+pub fn declared_version(conf: &Value) -> Option<CniVersion> {
+    conf.get("cniVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| CniVersion::parse(s).ok())
+}
+
 /// Runs `dispatch` for `plugin`; an error becomes the CNI error JSON in the conf's `cniVersion`
 /// (the newest one when the conf does not say or cannot be read).
 pub fn invoke(
@@ -25,12 +33,7 @@ pub fn invoke(
     let started = std::time::Instant::now();
     let version = serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .and_then(|s| CniVersion::parse(&s).ok())
+        .and_then(|v| declared_version(&v))
         .unwrap_or(CniVersion::LATEST);
     let outcome = dispatch();
     let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
@@ -47,5 +50,37 @@ pub fn invoke(
                 success: false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn declared_version_is_the_confs_when_we_implement_it() {
+        let v = |c: Value| declared_version(&c);
+        assert_eq!(v(json!({"cniVersion": "0.4.0"})), Some(CniVersion::V0_4_0));
+        assert_eq!(v(json!({"cniVersion": "9.9.9"})), None);
+        assert_eq!(v(json!({"cniVersion": 1})), None);
+        assert_eq!(v(json!({"type": "sriov"})), None);
+    }
+
+    #[test]
+    fn an_error_answers_in_the_confs_version_or_the_latest() {
+        let env = HashMap::new();
+        let fail = || Err(CniError::io("no"));
+        let out = invoke("t", &env, br#"{"cniVersion":"0.4.0"}"#, fail);
+        assert!(!out.success);
+        assert!(
+            out.stdout.contains(r#""cniVersion":"0.4.0""#),
+            "{}",
+            out.stdout
+        );
+        let out = invoke("t", &env, b"not json", fail);
+        let latest = format!(r#""cniVersion":"{}""#, CniVersion::LATEST);
+        assert!(out.stdout.contains(&latest), "{}", out.stdout);
     }
 }

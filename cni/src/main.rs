@@ -14,6 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+use vfcni::spec::error::chain;
 
 /// Whether this invocation is the SR-IOV plugin (as `main` decides it).
 fn runs_as_sriov(stdin: &[u8]) -> bool {
@@ -43,7 +44,7 @@ fn open_log_file(
     if !trusted {
         return match vfcni::sriov::logfile::open_confined(path) {
             Ok(f) => (Some(f), None),
-            Err(e) => (None, Some(error_chain(&e))),
+            Err(e) => (None, Some(chain(&e))),
         };
     }
     let file = Some(path).filter(|p| p.starts_with('/')).and_then(|p| {
@@ -113,7 +114,7 @@ fn run_tool(mut args: std::env::ArgsOs) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("genie install: {}", error_chain(&e));
+            eprintln!("genie install: {}", chain(&e));
             match e {
                 vfcni::install::InstallError::Usage { .. }
                 | vfcni::install::InstallError::Name { .. } => ExitCode::from(2),
@@ -121,17 +122,6 @@ fn run_tool(mut args: std::env::ArgsOs) -> ExitCode {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// A run this binary may not make: the error JSON on stdout, the reason on stderr, nothing else.
@@ -151,7 +141,7 @@ fn refuse(
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
-    let argv0 = args.next();
+    args.next();
     if args.len() > 0 {
         return run_tool(args);
     }
@@ -163,11 +153,7 @@ fn main() -> ExitCode {
     let env = vfcni::spec::env::CniEnv::capture();
     // One binary, two plugins: installed as `sriov` (`genie install --name sriov`) or handed a
     // `"type": "sriov"` config, it is the SR-IOV plugin.
-    let as_sriov = argv0
-        .as_ref()
-        .and_then(|a| std::path::Path::new(a).file_name())
-        .is_some_and(|n| n == "sriov")
-        || vfcni::sriov::is_sriov_conf(&stdin);
+    let as_sriov = runs_as_sriov(&stdin);
     // A delegate of genie may only be the sriov plugin, a delegate of that nothing of ours: checked
     // before the conf is used for anything (its log file, its API server, its delegates).
     let caller = std::env::var(vfcni::nesting::ENV).ok();

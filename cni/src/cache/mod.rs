@@ -1,7 +1,5 @@
 //! Crash-safe records of what was attached, so DEL and GC work from the node alone.
 //!
-//! - `<dir>/results/<network>-<containerID>-<ifname>`: libcni's `cniCacheV1` record of one
-//!   attachment (the runtime's own tooling can read ours and we can read theirs).
 //! - `<dir>/vfgenie/<containerID>-<ifname>.json`: the meta-plugin's record of one pod attachment
 //!   (every delegate in order, with its config and result).
 //!
@@ -15,7 +13,6 @@
 //! not a regular file, or a file over [`crate::bounded::RECORD_MAX`], is a corrupt record).
 //! Removals are not synced: a record that a power loss brings back is deleted again, harmlessly.
 
-mod base64;
 pub mod lock;
 pub mod quarantine;
 
@@ -25,18 +22,15 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::spec::env::{validate_container_id, validate_ifname, validate_network_name};
-use crate::spec::error::CniError;
+use crate::spec::env::{validate_container_id, validate_ifname};
+use crate::spec::error::{chain, CniError};
 
-/// libcni's record kind.
-pub const CNI_CACHE_V1: &str = "cniCacheV1";
 /// Our pod record kind.
 pub const POD_RECORD_V1: &str = "vfgeniePodV1";
 
-const RESULTS_DIR: &str = "results";
 const PODS_DIR: &str = "vfgenie";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -75,11 +69,7 @@ impl CacheError {
     /// The CNI error to report: a refused key is code 4 (it came from the environment), a corrupt
     /// record 6, I/O 5, a busy attachment 11 (try again later).
     pub fn to_cni_error(&self) -> CniError {
-        let msg = match self {
-            CacheError::Io { source, .. } => format!("{self}: {source}"),
-            CacheError::Encode { source, .. } => format!("{self}: {source}"),
-            _ => self.to_string(),
-        };
+        let msg = chain(self);
         match self {
             CacheError::InvalidName { .. } => CniError::invalid_env(msg),
             CacheError::Corrupt { .. } => CniError::decode(msg),
@@ -100,110 +90,6 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CacheErro
     move |source| CacheError::Io { op, path, source }
 }
 
-/// The three parts naming an attachment, validated so they cannot leave the cache directory.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AttachmentKey {
-    pub network: String,
-    pub container_id: String,
-    pub ifname: String,
-}
-
-impl AttachmentKey {
-    pub fn new(
-        network: impl Into<String>,
-        container_id: impl Into<String>,
-        ifname: impl Into<String>,
-    ) -> Result<Self, CacheError> {
-        let key = Self {
-            network: network.into(),
-            container_id: container_id.into(),
-            ifname: ifname.into(),
-        };
-        validate_network_name(&key.network).map_err(|e| CacheError::InvalidName {
-            what: "network",
-            value: key.network.clone(),
-            reason: e.msg,
-        })?;
-        validate_container_id(&key.container_id).map_err(|e| CacheError::InvalidName {
-            what: "container ID",
-            value: key.container_id.clone(),
-            reason: e.msg,
-        })?;
-        validate_ifname(&key.ifname).map_err(|e| CacheError::InvalidName {
-            what: "interface name",
-            value: key.ifname.clone(),
-            reason: e.msg,
-        })?;
-        Ok(key)
-    }
-
-    fn file_name(&self) -> String {
-        format!("{}-{}-{}", self.network, self.container_id, self.ifname)
-    }
-}
-
-/// libcni's per-attachment record (`cniCacheV1`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttachmentRecord {
-    pub kind: String,
-    #[serde(rename = "containerId")]
-    pub container_id: String,
-    /// The exact config bytes sent to the plugin (base64 in the file, as Go writes `[]byte`).
-    #[serde(with = "bytes_b64")]
-    pub config: Vec<u8>,
-    #[serde(rename = "ifName")]
-    pub if_name: String,
-    #[serde(rename = "networkName")]
-    pub network_name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub netns: String,
-    #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty")]
-    pub cni_args: Vec<[String; 2]>,
-    #[serde(
-        rename = "capabilityArgs",
-        default,
-        skip_serializing_if = "Map::is_empty"
-    )]
-    pub capability_args: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-}
-
-impl AttachmentRecord {
-    /// A record for `key` with the config bytes sent and nothing else yet.
-    pub fn new(key: &AttachmentKey, config: Vec<u8>) -> Self {
-        Self {
-            kind: CNI_CACHE_V1.to_string(),
-            container_id: key.container_id.clone(),
-            config,
-            if_name: key.ifname.clone(),
-            network_name: key.network.clone(),
-            netns: String::new(),
-            cni_args: Vec::new(),
-            capability_args: Map::new(),
-            result: None,
-        }
-    }
-
-    /// The key this record belongs under (validated).
-    pub fn key(&self) -> Result<AttachmentKey, CacheError> {
-        AttachmentKey::new(&self.network_name, &self.container_id, &self.if_name)
-    }
-}
-
-mod bytes_b64 {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::encode(b))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::decode(&s).ok_or_else(|| serde::de::Error::custom("config is not base64"))
-    }
-}
-
 /// The key of a pod record: the runtime's container ID and the meta-plugin's CNI_IFNAME.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PodKey {
@@ -216,12 +102,21 @@ impl PodKey {
         container_id: impl Into<String>,
         ifname: impl Into<String>,
     ) -> Result<Self, CacheError> {
-        // The network part is fixed; reuse the attachment checks.
-        let k = AttachmentKey::new("pod", container_id, ifname)?;
-        Ok(Self {
-            container_id: k.container_id,
-            ifname: k.ifname,
-        })
+        let key = Self {
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+        };
+        validate_container_id(&key.container_id).map_err(|e| CacheError::InvalidName {
+            what: "container ID",
+            value: key.container_id.clone(),
+            reason: e.msg,
+        })?;
+        validate_ifname(&key.ifname).map_err(|e| CacheError::InvalidName {
+            what: "interface name",
+            value: key.ifname.clone(),
+            reason: e.msg,
+        })?;
+        Ok(key)
     }
 
     fn file_name(&self) -> String {
@@ -297,7 +192,7 @@ pub struct Listed<T> {
     pub record: Result<T, CacheError>,
 }
 
-/// A cache directory (`/var/lib/cni` by default for libcni's layout).
+/// A cache directory (`/var/lib/cni` by default, as libcni's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheDir {
     root: PathBuf,
@@ -312,66 +207,12 @@ impl CacheDir {
         &self.root
     }
 
-    fn results_dir(&self) -> PathBuf {
-        self.root.join(RESULTS_DIR)
-    }
-
     fn pods_dir(&self) -> PathBuf {
         self.root.join(PODS_DIR)
     }
 
-    /// Where the record for `key` lives.
-    pub fn attachment_path(&self, key: &AttachmentKey) -> PathBuf {
-        self.results_dir().join(key.file_name())
-    }
-
     pub fn pod_path(&self, key: &PodKey) -> PathBuf {
         self.pods_dir().join(key.file_name())
-    }
-
-    /// Writes (or replaces) the record atomically.
-    pub fn write_attachment(&self, record: &AttachmentRecord) -> Result<(), CacheError> {
-        let key = record.key()?;
-        let path = self.attachment_path(&key);
-        let bytes = serde_json::to_vec(record).map_err(|source| CacheError::Encode {
-            path: path.clone(),
-            source,
-        })?;
-        write_atomic(&self.results_dir(), &key.file_name(), &bytes)
-    }
-
-    /// `Ok(None)` when there is no record; an error when there is one that cannot be read.
-    pub fn read_attachment(
-        &self,
-        key: &AttachmentKey,
-    ) -> Result<Option<AttachmentRecord>, CacheError> {
-        let path = self.attachment_path(key);
-        let Some(bytes) = read_if_exists(&path)? else {
-            return Ok(None);
-        };
-        let record = decode_attachment(&path, &bytes)?;
-        if record.key().ok().as_ref() != Some(key) {
-            return Err(CacheError::Corrupt {
-                path,
-                reason: format!(
-                    "it names {}/{}/{} instead",
-                    record.network_name, record.container_id, record.if_name
-                ),
-            });
-        }
-        Ok(Some(record))
-    }
-
-    /// Removes the record; one already gone is fine.
-    pub fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), CacheError> {
-        remove_if_exists(&self.attachment_path(key))
-    }
-
-    /// Every attachment record, each read on its own (one corrupt file does not hide the rest).
-    pub fn list_attachments(&self) -> Result<Vec<Listed<AttachmentRecord>>, CacheError> {
-        list(&self.results_dir(), decode_attachment, |r| {
-            r.key().ok().map(|k| k.file_name())
-        })
     }
 
     pub fn write_pod(&self, record: &PodRecord) -> Result<(), CacheError> {
@@ -425,20 +266,6 @@ impl CacheDir {
             r.key().ok().map(|k| k.file_name())
         })
     }
-}
-
-fn decode_attachment(path: &Path, bytes: &[u8]) -> Result<AttachmentRecord, CacheError> {
-    let r: AttachmentRecord = serde_json::from_slice(bytes).map_err(|e| CacheError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    if r.kind != CNI_CACHE_V1 {
-        return Err(CacheError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("kind {:?} is not {CNI_CACHE_V1:?}", r.kind),
-        });
-    }
-    Ok(r)
 }
 
 fn decode_pod(path: &Path, bytes: &[u8]) -> Result<PodRecord, CacheError> {

@@ -14,81 +14,12 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
-use super::kubeconfig::{Auth, ClusterConfig, ConfigError, Secret};
+use super::error::Error;
+use super::kubeconfig::{Auth, ClusterConfig, Secret};
 use super::objects::{
     is_object_name, Kind, LogicalNetwork, NetworkAttachmentDefinition, ObjectRef, Pod,
 };
 use super::tls;
-
-/// Errors of API calls; each names the object it is about.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{object} was not found")]
-    NotFound { object: ObjectRef },
-    #[error("the API server refused the credentials for {object} (401 Unauthorized)")]
-    Unauthorized { object: ObjectRef },
-    #[error("access to {object} is forbidden (403 Forbidden): {message}")]
-    Forbidden { object: ObjectRef, message: String },
-    #[error(
-        "the API server {server} is unreachable for {object} after {attempts} attempts: {reason}"
-    )]
-    Unreachable {
-        object: ObjectRef,
-        server: String,
-        attempts: u32,
-        reason: String,
-    },
-    #[error("the API server {server} is not trusted for {object}: {reason}")]
-    Untrusted {
-        object: ObjectRef,
-        server: String,
-        reason: String,
-    },
-    #[error("the API server answered {status} for {object}: {message}")]
-    Status {
-        object: ObjectRef,
-        status: u16,
-        message: String,
-    },
-    #[error("{object} kept changing: {attempts} updates met a conflict")]
-    Conflict { object: ObjectRef, attempts: u32 },
-    #[error("the API server's answer for {object} cannot be decoded: {reason}")]
-    Decode { object: ObjectRef, reason: String },
-    #[error("the API server's answer for {object} is larger than the limit of {limit} bytes")]
-    TooLarge { object: ObjectRef, limit: usize },
-    #[error("{name:?} is not a valid {what}")]
-    InvalidName { what: &'static str, name: String },
-    #[error("cannot read the API token {path}")]
-    Token {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot start the client's runtime")]
-    Runtime(#[source] std::io::Error),
-    #[error(
-        "the blocking API client was called from inside an async runtime; use AsyncClient there"
-    )]
-    InsideRuntime,
-}
-
-impl Error {
-    /// True when the object does not exist (for a pod: it was deleted).
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound { .. })
-    }
-
-    /// True when the API server could not be reached or kept failing (worth a later retry).
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            Error::Unreachable { .. } => true,
-            Error::Status { status, .. } => *status == 429 || *status >= 500,
-            _ => false,
-        }
-    }
-}
 
 /// Timeouts and retry bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +59,7 @@ impl ClientOptions {
     }
 }
 
-/// The async client. Use it from async code; [`Client`] wraps it for blocking callers.
+/// The async client. Use it from async code; [`Client`](super::Client) wraps it for blocking callers.
 #[derive(Clone)]
 pub struct AsyncClient {
     cluster: Arc<ClusterConfig>,
@@ -600,106 +531,6 @@ fn apply_annotations(
         }
     }
     Ok(())
-}
-
-/// A blocking client: an [`AsyncClient`] on its own current-thread runtime. Do not use it from
-/// inside an async runtime; use [`AsyncClient`] there.
-#[derive(Debug)]
-pub struct Client {
-    inner: AsyncClient,
-    /// Always `Some` until dropped.
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        // Never blocks, so dropping the client inside an async context is safe too.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl Client {
-    pub fn new(cluster: ClusterConfig, options: ClientOptions) -> Result<Self, Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(Error::Runtime)?;
-        Ok(Self {
-            inner: AsyncClient::new(cluster, options)?,
-            runtime: Some(runtime),
-        })
-    }
-
-    pub fn inner(&self) -> &AsyncClient {
-        &self.inner
-    }
-
-    /// Runs a call on the client's runtime; refuses (instead of panicking) inside another runtime.
-    fn block_on<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        match &self.runtime {
-            Some(rt) if tokio::runtime::Handle::try_current().is_err() => rt.block_on(call),
-            _ => Err(Error::InsideRuntime),
-        }
-    }
-
-    pub fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, Error> {
-        self.block_on(self.inner.get_pod(namespace, name))
-    }
-
-    pub fn get_pod_object(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(Pod, serde_json::Value), Error> {
-        self.block_on(self.inner.get_pod_object(namespace, name))
-    }
-
-    pub fn get_network_attachment_definition(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<NetworkAttachmentDefinition, Error> {
-        self.block_on(
-            self.inner
-                .get_network_attachment_definition(namespace, name),
-        )
-    }
-
-    pub fn get_logical_network(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<LogicalNetwork, Error> {
-        self.block_on(self.inner.get_logical_network(namespace, name))
-    }
-
-    pub fn set_pod_annotations(
-        &self,
-        namespace: &str,
-        name: &str,
-        changes: &BTreeMap<String, Option<String>>,
-    ) -> Result<Pod, Error> {
-        self.block_on(self.inner.set_pod_annotations(namespace, name, changes))
-    }
-
-    pub fn set_pod_annotations_from(
-        &self,
-        namespace: &str,
-        name: &str,
-        current: Option<serde_json::Value>,
-        changes: &BTreeMap<String, Option<String>>,
-    ) -> Result<Pod, Error> {
-        self.block_on(
-            self.inner
-                .set_pod_annotations_from(namespace, name, current, changes),
-        )
-    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,16 @@
 //! NetworkAttachmentDefinition, a LogicalNetwork; write pod annotations through pods/status). No
 //! kube-rs: the binary is exec'd once per pod and must start fast.
 
+mod blocking;
 mod client;
+mod error;
 pub mod kubeconfig;
 pub mod objects;
 mod tls;
 
-pub use client::{AsyncClient, Client, ClientOptions, Error, MAX_BODY};
+pub use blocking::Client;
+pub use client::{AsyncClient, ClientOptions, MAX_BODY};
+pub use error::Error;
 pub use kubeconfig::{
     Auth, ClientIdentity, ClusterConfig, ConfigError, InClusterPaths, Secret, TlsConfig,
 };
