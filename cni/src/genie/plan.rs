@@ -104,18 +104,6 @@ fn api_error(what: String, e: crate::k8s::Error) -> CniError {
     }
 }
 
-/// An error with its sources, for a CNI message (which has no room for a chain).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
-
 fn resolved_name(r: &ResolvedConfig, fallback: &str) -> String {
     r.name().unwrap_or(fallback).to_string()
 }
@@ -206,7 +194,7 @@ impl Planner<'_> {
             config_error(format!(
                 "{} asks for plugin \"sriov\": {}",
                 self.pod_label(),
-                error_chain(&e)
+                crate::spec::error::chain(&e)
             ))
         })?;
         if pools.is_empty() {
