@@ -13,7 +13,7 @@
 //!   the pod's network annotations, the node's genie conf, and what is written back on the pod.
 //! - [`sriov`]: the SR-IOV plugin (`"type": "sriov"`, sriov-cni's netconf), the same binary.
 
-pub mod annotations;
+pub use vfkube::annotations;
 pub mod bounded;
 pub mod cache;
 pub mod devices;
@@ -24,7 +24,7 @@ pub mod install;
 pub mod invocation;
 pub mod k8s;
 pub mod nesting;
-pub mod netstatus;
+pub use vfkube::netstatus;
 pub mod spec;
 pub mod sriov;
 pub mod timing;

@@ -33,12 +33,12 @@ pub enum ConfError {
 
 mod resolve;
 mod sriov;
-pub mod untrusted;
 pub use resolve::{
     apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, ConfigSource,
     LogicalNetworkError, ResolvedConfig,
 };
 pub use sriov::{pools_of, AgentConfigError, SriovConf, DEFAULT_AGENT_CONFIG, SRIOV};
+pub use vfkube::untrusted;
 
 /// Errors while turning a NetworkAttachmentDefinition into a CNI config.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ mod blocking;
 mod client;
 mod error;
 pub mod kubeconfig;
-pub mod objects;
+pub use vfkube::objects;
 mod tls;
 
 pub use blocking::Client;

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use vfcore::{IfName, MacAddr};
 
-use crate::k8s::objects::is_dns_label;
+use crate::objects::is_dns_label;
 
 pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 pub const DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
@@ -403,7 +403,7 @@ fn validate_raw(ctx: &Ctx<'_>, r: RawSelection) -> Result<NetworkSelection, Anno
         None => None,
     };
     if let Some(args) = &r.cni_args {
-        crate::genieconf::untrusted::check_cni_args(args)
+        crate::untrusted::check_cni_args(args)
             .map_err(|e| ctx.err(format!("network {name:?}: {e}")))?;
     }
     let cni_args = r.cni_args;

@@ -1,0 +1,16 @@
+//! The Kubernetes side of vfgenie, one definition for every component (genie on the node, the
+//! agent, the cluster controller), so that all of them accept and refuse exactly the same names
+//! and objects. No I/O: types, parsing and validation only.
+//!
+//! - [`objects`]: the objects we read (Pod, NetworkAttachmentDefinition, LogicalNetwork), DNS
+//!   label and subdomain rules.
+//! - [`annotations`]: the pod's network annotations, NPWG and CNI-Genie styles.
+//! - [`netstatus`]: what is written back on the pod (`k8s.v1.cni.cncf.io/network-status`).
+//! - [`resource`]: device-plugin resource names (`<domain>/<name>`).
+//! - [`untrusted`]: what a tenant's network config may not say.
+
+pub mod annotations;
+pub mod netstatus;
+pub mod objects;
+pub mod resource;
+pub mod untrusted;
