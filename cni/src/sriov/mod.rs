@@ -507,3 +507,8 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fake_host;
+#[cfg(test)]
+mod plugin_tests;
