@@ -546,3 +546,7 @@ impl LinkOps for FakeNetlink {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "fake_tests.rs"]
+mod tests;
