@@ -12,14 +12,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use vfcore::netlink::{IfAddress, LinkOps, Netlink, RouteSpec};
-use vfcore::netns::NetNs;
-use vfcore::SysRoot;
+use vfcore::netlink::{IfAddress, LinkOps, RouteSpec};
 
 use super::device::{self, kernel, Vf, KERNEL_TIMEOUT};
+use super::host::Host;
 use super::netconf::SriovConf;
 use super::node::NodeDirs;
-use super::restore::{netns_alive, restore, RestoreCtx};
+use super::restore::{restore, RestoreCtx};
 use super::state::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, StateDir, RECORD_KIND};
 use super::CrashAt;
 use crate::exec::{exec_add, ExecError, Invocation};
@@ -38,8 +37,9 @@ pub const IPAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CODE_VF_BUSY: u32 = 101;
 
 /// Everything one ADD needs.
-pub struct AddCtx<'a> {
-    pub root: &'a SysRoot,
+pub struct AddCtx<'a, H: Host> {
+    /// The node (netlink, namespaces, sysfs).
+    pub host: &'a H,
     pub env: &'a CniEnv,
     pub conf: &'a SriovConf,
     /// The config as received (IPAM gets it whole, the record keeps it).
@@ -51,7 +51,7 @@ pub struct AddCtx<'a> {
     pub crash: &'a CrashAt,
 }
 
-pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
+pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, CniError> {
     let env = ctx.env;
     let ifname = env
         .ifname
@@ -60,10 +60,10 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         .ok_or_else(|| CniError::invalid_env("CNI_IFNAME is missing"))?;
     let pci = ctx.conf.require_device()?;
     let device_info_file = ctx.conf.device_info_path(ctx.node)?;
-    let vf = timed("resolve", || Vf::resolve(ctx.root, pci))?;
+    let vf = timed("resolve", || ctx.host.resolve_vf(pci))?;
     let _lock = timed("lock", || ctx.state.lock(&pci, LOCK_TIMEOUT))?;
     let rctx = RestoreCtx {
-        root: ctx.root,
+        host: ctx.host,
         node: ctx.node,
         cni_path: &env.path,
         ipam: true,
@@ -85,7 +85,7 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         .into_iter()
         .filter(|r| r.pci == pci)
     {
-        if netns_alive(&other.netns) {
+        if ctx.host.netns_alive(&other.netns) {
             return Err(CniError::new(
                 CODE_VF_BUSY,
                 format!(
@@ -99,10 +99,10 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
         ctx.state.remove(&other.container_id, &other.ifname)?;
     }
 
-    let pod_ns = NetNs::open(&env.netns).map_err(kernel)?;
-    let mut nl = Netlink::open().map_err(kernel)?;
+    let pod_ns = ctx.host.open_netns(&env.netns)?;
+    let mut nl = ctx.host.links()?;
     let original_vf = timed("read_netlink", || {
-        let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
+        let pf_link = device::pf_link(ctx.host, &mut nl, &vf.pf)?;
         nl.vf_configs(pf_link.index)
             .map_err(kernel)?
             .into_iter()
@@ -122,7 +122,7 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
     let original_netdev = match mode {
         Mode::Userspace => None,
         Mode::Netdev => {
-            let Some(name) = device::host_netdev(ctx.root, &pci)? else {
+            let Some(name) = device::host_netdev(ctx.host, &pci)? else {
                 return Err(CniError::io(format!(
                     "VF {pci} (driver {}) has no netdev in the host network namespace; is it in use elsewhere?",
                     vf.driver.as_deref().unwrap_or("none")
@@ -205,19 +205,19 @@ pub fn add(ctx: &AddCtx<'_>) -> Result<CniResult, CniError> {
 }
 
 /// The changes, in order; `record` (already on disk) says how to undo them.
-fn apply(
-    ctx: &AddCtx<'_>,
+fn apply<H: Host>(
+    ctx: &AddCtx<'_, H>,
     vf: &Vf,
     record: &Record,
-    pod_ns: &NetNs,
+    pod_ns: &H::Ns,
     ifname: &str,
     ipam_ran: &Cell<bool>,
 ) -> Result<CniResult, CniError> {
     let settings = record.applied.vf_settings();
-    let mut nl = Netlink::open().map_err(kernel)?;
+    let mut nl = ctx.host.links()?;
     if !settings.is_empty() {
         timed("pf_netlink", || {
-            let pf_link = device::pf_link(ctx.root, &mut nl, &vf.pf)?;
+            let pf_link = device::pf_link(ctx.host, &mut nl, &vf.pf)?;
             nl.set_vf(pf_link.index, vf.index, &settings)
                 .map_err(kernel)
         })?;
@@ -284,7 +284,9 @@ fn apply(
         result.routes = ipam_result.routes.clone();
         result.dns = ipam_result.dns.clone();
         if let Some(index) = pod_link {
-            timed("addr_route", || configure_ips(pod_ns, index, &result))?;
+            timed("addr_route", || {
+                configure_ips(ctx.host, pod_ns, index, &result)
+            })?;
         }
     }
 
@@ -296,12 +298,12 @@ fn apply(
 
 /// Moves the netdev from the host into the pod as `ifname` via the temp netns, with the MAC and
 /// MTU of the config, up. Returns the link as the pod sees it.
-fn into_pod(
-    ctx: &AddCtx<'_>,
+fn into_pod<H: Host>(
+    ctx: &AddCtx<'_, H>,
     vf: &Vf,
     record: &Record,
-    pod_ns: &NetNs,
-    nl: &mut Netlink,
+    pod_ns: &H::Ns,
+    nl: &mut H::Links,
     host_name: &str,
     ifname: &str,
 ) -> Result<vfcore::netlink::LinkInfo, CniError> {
@@ -313,7 +315,7 @@ fn into_pod(
     let mut name = host_name.to_string();
     if let Some(mac) = record.applied.mac {
         name = timed("mac_netlink", || {
-            device::adopt_mac(ctx.root, nl, &vf.pci, &name, mac)
+            device::adopt_mac(ctx.host, nl, &vf.pci, &name, mac)
         })?;
     }
     let link = nl
@@ -325,13 +327,13 @@ fn into_pod(
         .temp_netns
         .clone()
         .unwrap_or_else(|| device::temp_netns_name(&vf.pci));
-    let temp = device::open_or_create_named(ctx.root, &temp_name)?;
-    nl.move_to_netns(link.index, &temp).map_err(kernel)?;
+    let host = ctx.host;
+    let temp = host.open_or_create_named(&temp_name)?;
+    host.move_link(nl, link.index, &temp)?;
     ctx.crash.at("after-temp-netns");
 
     let ifname_owned = ifname.to_string();
-    temp.run(|| -> Result<(), CniError> {
-        let mut nl = Netlink::open().map_err(kernel)?;
+    host.run_in(&temp, |nl| -> Result<(), CniError> {
         let link = nl.wait_for_link(&name, KERNEL_TIMEOUT).map_err(kernel)?;
         if link.name != ifname_owned {
             nl.set_name(link.index, &ifname_owned).map_err(kernel)?;
@@ -342,17 +344,16 @@ fn into_pod(
                 tracing::warn!(altname = %alt, error = %e, "could not drop an alternative name");
             }
         }
-        nl.move_to_netns(link.index, pod_ns).map_err(kernel)?;
+        host.move_link(nl, link.index, pod_ns)?;
         Ok(())
-    })
-    .map_err(kernel)??;
+    })?;
     ctx.crash.at("after-move");
 
     let mac = record.applied.mac;
     let mtu = record.applied.mtu;
-    let link = pod_ns
-        .run(|| -> Result<vfcore::netlink::LinkInfo, CniError> {
-            let mut nl = Netlink::open().map_err(kernel)?;
+    let link = host.run_in(
+        pod_ns,
+        |nl| -> Result<vfcore::netlink::LinkInfo, CniError> {
             let link = nl
                 .wait_for_link(&ifname_owned, KERNEL_TIMEOUT)
                 .map_err(kernel)?;
@@ -368,47 +369,45 @@ fn into_pod(
             nl.link_by_index(link.index)
                 .map_err(kernel)?
                 .ok_or_else(|| CniError::io(format!("{ifname_owned} vanished in the pod")))
-        })
-        .map_err(kernel)??;
-    if let Err(e) = NetNs::delete_named(ctx.root, &temp_name) {
+        },
+    )?;
+    if let Err(e) = host.delete_named(&temp_name) {
         tracing::warn!(netns = %temp_name, error = %e, "could not delete the temporary netns");
     }
     Ok(link)
 }
 
 /// Adds the IPAM addresses and routes to the link inside the pod.
-fn configure_ips(
-    pod_ns: &NetNs,
+fn configure_ips<H: Host>(
+    host: &H,
+    pod_ns: &H::Ns,
     index: vfcore::IfIndex,
     result: &CniResult,
 ) -> Result<(), CniError> {
-    pod_ns
-        .run(|| -> Result<(), CniError> {
-            let mut nl = Netlink::open().map_err(kernel)?;
-            for ip in &result.ips {
-                nl.add_address(index, ip.address.addr, ip.address.prefix)
-                    .map_err(kernel)?;
-            }
-            for route in &result.routes {
-                let gw = route.gw.or_else(|| {
-                    result
-                        .ips
-                        .iter()
-                        .filter(|ip| ip.address.is_ipv4() == route.dst.is_ipv4())
-                        .find_map(|ip| ip.gateway)
-                });
-                let destination = (route.dst.prefix != 0).then_some(IfAddress {
-                    addr: route.dst.addr,
-                    prefix_len: route.dst.prefix,
-                });
-                let spec = RouteSpec {
-                    destination,
-                    gateway: gw.filter(|g: &IpAddr| g.is_ipv4() == route.dst.is_ipv4()),
-                    link: Some(index),
-                };
-                nl.add_route(&spec).map_err(kernel)?;
-            }
-            Ok(())
-        })
-        .map_err(kernel)?
+    host.run_in(pod_ns, |nl| -> Result<(), CniError> {
+        for ip in &result.ips {
+            nl.add_address(index, ip.address.addr, ip.address.prefix)
+                .map_err(kernel)?;
+        }
+        for route in &result.routes {
+            let gw = route.gw.or_else(|| {
+                result
+                    .ips
+                    .iter()
+                    .filter(|ip| ip.address.is_ipv4() == route.dst.is_ipv4())
+                    .find_map(|ip| ip.gateway)
+            });
+            let destination = (route.dst.prefix != 0).then_some(IfAddress {
+                addr: route.dst.addr,
+                prefix_len: route.dst.prefix,
+            });
+            let spec = RouteSpec {
+                destination,
+                gateway: gw.filter(|g: &IpAddr| g.is_ipv4() == route.dst.is_ipv4()),
+                link: Some(index),
+            };
+            nl.add_route(&spec).map_err(kernel)?;
+        }
+        Ok(())
+    })
 }

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use vfcore::netlink::{LinkInfo, LinkOps, Netlink};
+use vfcore::netlink::{LinkInfo, LinkOps};
 use vfcore::netns::NetNs;
 use vfcore::sysfs;
-use vfcore::{bind, provision, MacAddr, PciAddress, SysRoot, VfIndex};
+use vfcore::{MacAddr, PciAddress, SysRoot, VfIndex};
+
+use super::host::Host;
 
 use crate::spec::error::CniError;
 
@@ -76,25 +78,25 @@ impl Vf {
 }
 
 /// The PF's netdev in the calling thread's namespace (the host).
-pub fn pf_link(root: &SysRoot, nl: &mut Netlink, pf: &PciAddress) -> Result<LinkInfo, CniError> {
-    let netdevs = sysfs::netdevs_of(root, pf).map_err(kernel)?;
-    let Some(dev) = netdevs.first() else {
+pub fn pf_link<H: Host>(
+    host: &H,
+    nl: &mut H::Links,
+    pf: &PciAddress,
+) -> Result<LinkInfo, CniError> {
+    let netdevs = host.netdevs_of(pf)?;
+    let Some(name) = netdevs.first() else {
         return Err(CniError::io(format!(
             "PF {pf} has no netdev in the host network namespace: its VFs cannot be configured"
         )));
     };
-    nl.link_by_name(&dev.name)
+    nl.link_by_name(name)
         .map_err(kernel)?
-        .ok_or_else(|| CniError::io(format!("PF {pf}'s netdev {} vanished", dev.name)))
+        .ok_or_else(|| CniError::io(format!("PF {pf}'s netdev {name} vanished")))
 }
 
 /// The VF's netdev name in the host, `None` when it has none there.
-pub fn host_netdev(root: &SysRoot, pci: &PciAddress) -> Result<Option<String>, CniError> {
-    Ok(sysfs::netdevs_of(root, pci)
-        .map_err(kernel)?
-        .into_iter()
-        .next()
-        .map(|n| n.name))
+pub fn host_netdev<H: Host>(host: &H, pci: &PciAddress) -> Result<Option<String>, CniError> {
+    Ok(host.netdevs_of(pci)?.into_iter().next())
 }
 
 /// Makes the VF's netdev (in the host, named `name`) carry `mac`, and returns its name, which
@@ -104,9 +106,9 @@ pub fn host_netdev(root: &SysRoot, pci: &PciAddress) -> Result<Option<String>, C
 /// refuse a MAC change once the PF has set an administrative MAC, or keep their old one, and
 /// only read the PF's MAC when they probe: then the VF's driver is rebound and the new netdev
 /// is checked to carry `mac`. The PF-side MAC must already be `mac` (or cleared) when this runs.
-pub fn adopt_mac(
-    root: &SysRoot,
-    nl: &mut Netlink,
+pub fn adopt_mac<H: Host>(
+    host: &H,
+    nl: &mut H::Links,
     pci: &PciAddress,
     name: &str,
     mac: MacAddr,
@@ -131,8 +133,8 @@ pub fn adopt_mac(
         "the VF driver did not take the MAC; rebinding it so it reads the MAC from its PF"
     );
     let (driver, new_name, link) = crate::timing::timed("rebind", || {
-        let driver = bind::bind_default(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
-        let new_name = provision::wait_vf_netdev(root, pci, KERNEL_TIMEOUT).map_err(kernel)?;
+        let driver = host.rebind(pci)?;
+        let new_name = host.wait_vf_netdev(pci)?;
         let link = nl
             .wait_for_link(&new_name, KERNEL_TIMEOUT)
             .map_err(kernel)?;
@@ -164,7 +166,7 @@ pub fn open_or_create_named(root: &SysRoot, name: &str) -> Result<NetNs, CniErro
 }
 
 /// Inside the current thread's namespace: the physical links other than `lo`.
-pub fn physical_links(nl: &mut Netlink) -> Result<Vec<LinkInfo>, CniError> {
+pub fn physical_links(nl: &mut impl LinkOps) -> Result<Vec<LinkInfo>, CniError> {
     Ok(nl
         .links()
         .map_err(kernel)?

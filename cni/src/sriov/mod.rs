@@ -20,6 +20,7 @@
 pub mod attach;
 pub mod device;
 pub mod devinfo;
+pub mod host;
 pub mod ipam;
 pub mod logfile;
 pub mod netconf;
@@ -31,12 +32,12 @@ pub mod state;
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
-use vfcore::netlink::{LinkOps, Netlink};
-use vfcore::netns::NetNs;
+use vfcore::netlink::LinkOps;
 use vfcore::SysRoot;
 
 use self::attach::{AddCtx, LOCK_TIMEOUT};
 use self::device::kernel;
+use self::host::{Host, RealHost};
 use self::netconf::SriovConf;
 use self::node::NodeDirs;
 use self::restore::{restore, RestoreCtx};
@@ -138,6 +139,17 @@ fn dispatch(
     stdin: &[u8],
     crash: &CrashAt,
 ) -> Result<String, CniError> {
+    dispatch_on(&RealHost::new(root), node, env_map, stdin, crash)
+}
+
+/// [`dispatch`] on any [`Host`] (unit tests use an in-memory one).
+fn dispatch_on<H: Host>(
+    host: &H,
+    node: &NodeDirs,
+    env_map: &HashMap<String, String>,
+    stdin: &[u8],
+    crash: &CrashAt,
+) -> Result<String, CniError> {
     let env = CniEnv::from_map(env_map)?;
     if env.command == CniCommand::Version {
         return Ok(VersionInfo::ours().to_json());
@@ -157,7 +169,7 @@ fn dispatch(
     match env.command {
         CniCommand::Add => {
             let ctx = AddCtx {
-                root,
+                host,
                 env: &env,
                 conf: &conf,
                 stdin,
@@ -168,9 +180,9 @@ fn dispatch(
             };
             attach::add(&ctx).map(|r| r.to_json())
         }
-        CniCommand::Del => del(root, node, &env, &state).map(|()| String::new()),
-        CniCommand::Check => check(root, &env, &state).map(|()| String::new()),
-        CniCommand::Gc => gc(root, node, &env, &netconf, &conf, &state).map(|()| String::new()),
+        CniCommand::Del => del(host, node, &env, &state).map(|()| String::new()),
+        CniCommand::Check => check(host, &env, &state).map(|()| String::new()),
+        CniCommand::Gc => gc(host, node, &env, &netconf, &conf, &state).map(|()| String::new()),
         CniCommand::Status => Ok(String::new()),
         CniCommand::Version => Ok(VersionInfo::ours().to_json()),
     }
@@ -184,7 +196,7 @@ fn ifname_of(env: &CniEnv) -> Result<String, CniError> {
 }
 
 /// DEL from the record alone; no record means nothing was attached (or DEL already ran).
-fn del(root: &SysRoot, node: &NodeDirs, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
+fn del<H: Host>(host: &H, node: &NodeDirs, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     let ifname = ifname_of(env)?;
     let Some(first) = timed("cache", || state.read(&env.container_id, &ifname))? else {
         tracing::info!("no record of this attachment: nothing to delete");
@@ -196,7 +208,7 @@ fn del(root: &SysRoot, node: &NodeDirs, env: &CniEnv, state: &StateDir) -> Resul
         return Ok(());
     };
     let ctx = RestoreCtx {
-        root,
+        host,
         node,
         cni_path: &env.path,
         ipam: true,
@@ -211,7 +223,7 @@ fn check_failed(msg: String) -> CniError {
 
 /// CHECK: the VF is in the pod as CNI_IFNAME with the MAC and MTU ADD set, and the PF still
 /// holds the VF settings ADD applied.
-fn check(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
+fn check<H: Host>(host: &H, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
     let ifname = ifname_of(env)?;
     let record = state
         .read(&env.container_id, &ifname)?
@@ -228,12 +240,10 @@ fn check(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError>
         } else {
             env.netns.clone()
         };
-        let ns = NetNs::open(&netns).map_err(kernel)?;
+        let ns = host.open_netns(&netns)?;
         let name = ifname.clone();
-        let link = ns
-            .run(|| Netlink::open().and_then(|mut nl| nl.link_by_name(&name)))
-            .map_err(kernel)?
-            .map_err(kernel)?
+        let link = host
+            .run_in(&ns, |nl| nl.link_by_name(&name).map_err(kernel))?
             .ok_or_else(|| check_failed(format!("{ifname} is not in {netns}")))?;
         if link.kind.is_some() {
             return Err(check_failed(format!("{ifname} in {netns} is not the VF")));
@@ -265,8 +275,8 @@ fn check(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError>
             }
         }
     }
-    let mut nl = Netlink::open().map_err(kernel)?;
-    let pf = device::pf_link(root, &mut nl, &record.pf)?;
+    let mut nl = host.links()?;
+    let pf = device::pf_link(host, &mut nl, &record.pf)?;
     let vf = nl
         .vf_configs(pf.index)
         .map_err(kernel)?
@@ -298,8 +308,8 @@ fn check(root: &SysRoot, env: &CniEnv, state: &StateDir) -> Result<(), CniError>
 
 /// GC (1.1.0): restores and forgets the attachments of this network that the runtime no longer
 /// lists as valid.
-fn gc(
-    root: &SysRoot,
+fn gc<H: Host>(
+    host: &H,
     node: &NodeDirs,
     env: &CniEnv,
     netconf: &NetConf,
@@ -314,7 +324,7 @@ fn gc(
         .map(|a| (a.container_id, a.ifname))
         .collect();
     let ctx = RestoreCtx {
-        root,
+        host,
         node,
         cni_path: &env.path,
         ipam: true,
@@ -497,3 +507,8 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fake_host;
+#[cfg(test)]
+mod plugin_tests;

@@ -12,12 +12,12 @@
 
 use std::path::PathBuf;
 
-use vfcore::netlink::{LinkInfo, LinkOps, Netlink, VfSettings};
-use vfcore::netns::NetNs;
-use vfcore::{provision, MacAddr, SysRoot};
+use vfcore::netlink::{LinkInfo, LinkOps, VfSettings};
+use vfcore::MacAddr;
 
 use super::attach::IPAM_TIMEOUT;
-use super::device::{self, kernel, KERNEL_TIMEOUT};
+use super::device::{self, kernel};
+use super::host::Host;
 use super::node::NodeDirs;
 use super::state::{Mode, Record, SavedNetdev};
 use crate::exec::{exec_no_result, Invocation};
@@ -26,8 +26,9 @@ use crate::spec::error::CniError;
 use crate::timing::timed;
 
 /// What restoring needs beyond the record.
-pub struct RestoreCtx<'a> {
-    pub root: &'a SysRoot,
+pub struct RestoreCtx<'a, H: Host> {
+    /// The node (netlink, namespaces, sysfs).
+    pub host: &'a H,
     /// The node's directories: only a device-info file in its device-info dir is removed.
     pub node: &'a NodeDirs,
     /// CNI_PATH, to find the IPAM plugin.
@@ -36,10 +37,7 @@ pub struct RestoreCtx<'a> {
     pub ipam: bool,
 }
 
-/// Whether a netns path still names a live namespace.
-pub fn netns_alive(path: &str) -> bool {
-    !path.is_empty() && NetNs::open(path).is_ok()
-}
+pub use super::host::netns_alive;
 
 fn ipam_type(record: &Record) -> Option<String> {
     record
@@ -52,7 +50,7 @@ fn ipam_type(record: &Record) -> Option<String> {
 }
 
 /// Restores everything `record` says ADD may have changed.
-pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
+pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
 
     if let Some(ipam) = ipam_type(record).filter(|_| ctx.ipam) {
@@ -104,7 +102,7 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
             // netdev adopts it as after any administrative MAC.
             tracing::info!("the VF did not take its own MAC back; its PF sets it");
             restored = settle_pf_side_mac(ctx, record).and_then(|()| {
-                let name = device::host_netdev(ctx.root, &record.pci)?
+                let name = device::host_netdev(ctx.host, &record.pci)?
                     .ok_or_else(|| CniError::io(format!("VF {} has no netdev", record.pci)))?;
                 restore_netdev(ctx, record, &name, orig)
             });
@@ -120,8 +118,8 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
     }
 
     if let Some(temp) = &record.temp_netns {
-        if let Err(e) = timed("netns_move", || NetNs::delete_named(ctx.root, temp)) {
-            errors.push(kernel(e));
+        if let Err(e) = timed("netns_move", || ctx.host.delete_named(temp)) {
+            errors.push(e);
         }
     }
     if let Some(path) = &record.device_info_file {
@@ -154,45 +152,40 @@ pub fn restore(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
 
 /// Finds the VF's netdev wherever ADD left it, brings it down and back into the host; returns
 /// its name there.
-fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError> {
-    if let Some(name) = device::host_netdev(ctx.root, &record.pci)? {
+fn bring_home<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<String, CniError> {
+    if let Some(name) = device::host_netdev(ctx.host, &record.pci)? {
         return Ok(name);
     }
-    let host = NetNs::current().map_err(kernel)?;
+    let h = ctx.host;
+    let host = h.current_netns()?;
     let homeward = homeward_name(record);
     let homeward = homeward.as_str();
     let mut moved = false;
     if let Some(temp) = &record.temp_netns {
-        if let Ok(ns) = NetNs::named(ctx.root, temp) {
-            moved |= ns
-                .run(|| -> Result<bool, CniError> {
-                    let mut nl = Netlink::open().map_err(kernel)?;
-                    let mut any = false;
-                    for link in device::physical_links(&mut nl)? {
-                        send_home(&mut nl, &link, homeward, &host)?;
-                        any = true;
-                    }
-                    Ok(any)
-                })
-                .map_err(kernel)??;
+        if let Ok(ns) = h.named_netns(temp) {
+            moved |= h.run_in(&ns, |nl| -> Result<bool, CniError> {
+                let mut any = false;
+                for link in device::physical_links(nl)? {
+                    send_home(h, nl, &link, homeward, &host)?;
+                    any = true;
+                }
+                Ok(any)
+            })?;
         }
     }
-    let pod_alive = netns_alive(&record.netns);
+    let pod_alive = h.netns_alive(&record.netns);
     if !moved && pod_alive {
-        let ns = NetNs::open(&record.netns).map_err(kernel)?;
+        let ns = h.open_netns(&record.netns)?;
         let ifname = record.ifname.clone();
-        moved |= ns
-            .run(|| -> Result<bool, CniError> {
-                let mut nl = Netlink::open().map_err(kernel)?;
-                match nl.link_by_name(&ifname).map_err(kernel)? {
-                    Some(link) if link.kind.is_none() => {
-                        send_home(&mut nl, &link, homeward, &host)?;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
+        moved |= h.run_in(&ns, |nl| -> Result<bool, CniError> {
+            match nl.link_by_name(&ifname).map_err(kernel)? {
+                Some(link) if link.kind.is_none() => {
+                    send_home(h, nl, &link, homeward, &host)?;
+                    Ok(true)
                 }
-            })
-            .map_err(kernel)??;
+                _ => Ok(false),
+            }
+        })?;
     }
     if !moved && pod_alive {
         return Err(CniError::io(format!(
@@ -202,7 +195,7 @@ fn bring_home(ctx: &RestoreCtx<'_>, record: &Record) -> Result<String, CniError>
     }
     // Moved, or the pod's netns is gone and the kernel returns the netdev to the host on its
     // own (asynchronously, possibly as devN).
-    provision::wait_vf_netdev(ctx.root, &record.pci, KERNEL_TIMEOUT).map_err(kernel)
+    h.wait_vf_netdev(&record.pci)
 }
 
 /// The name a VF's netdev carries on its way back into the host, unique to the VF: its pod-side
@@ -213,25 +206,35 @@ fn homeward_name(record: &Record) -> String {
 }
 
 /// Down, renamed to `name`, and moved into `host`.
-fn send_home(nl: &mut Netlink, link: &LinkInfo, name: &str, host: &NetNs) -> Result<(), CniError> {
+fn send_home<H: Host>(
+    h: &H,
+    nl: &mut H::Links,
+    link: &LinkInfo,
+    name: &str,
+    host: &H::Ns,
+) -> Result<(), CniError> {
     nl.set_up(link.index, false).map_err(kernel)?;
     if link.name != name {
         nl.set_name(link.index, name).map_err(kernel)?;
     }
-    nl.move_to_netns(link.index, host).map_err(kernel)
+    h.move_link(nl, link.index, host)
 }
 
 /// Puts back the PF-side settings ADD changed. With `clear_mac`, the MAC is cleared (all zero)
 /// instead of set to its original value; a driver that refuses that gets the original value.
-fn restore_pf_side(ctx: &RestoreCtx<'_>, record: &Record, clear_mac: bool) -> Result<(), CniError> {
+fn restore_pf_side<H: Host>(
+    ctx: &RestoreCtx<'_, H>,
+    record: &Record,
+    clear_mac: bool,
+) -> Result<(), CniError> {
     let mut back = record
         .original_vf
         .restore_settings(&record.applied.vf_settings());
     if back.is_empty() {
         return Ok(());
     }
-    let mut nl = Netlink::open().map_err(kernel)?;
-    let pf = device::pf_link(ctx.root, &mut nl, &record.pf)?;
+    let mut nl = ctx.host.links()?;
+    let pf = device::pf_link(ctx.host, &mut nl, &record.pf)?;
     if clear_mac && back.mac.is_some() {
         let clear = VfSettings {
             mac: Some(MacAddr::ZERO),
@@ -249,9 +252,9 @@ fn restore_pf_side(ctx: &RestoreCtx<'_>, record: &Record, clear_mac: bool) -> Re
 
 /// After the netdev took its MAC back: the PF must show the original MAC again; when it does
 /// not (a driver that does not mirror the VF's own MAC), the PF sets it.
-fn settle_pf_side_mac(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniError> {
-    let mut nl = Netlink::open().map_err(kernel)?;
-    let pf = device::pf_link(ctx.root, &mut nl, &record.pf)?;
+fn settle_pf_side_mac<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), CniError> {
+    let mut nl = ctx.host.links()?;
+    let pf = device::pf_link(ctx.host, &mut nl, &record.pf)?;
     let now = nl
         .vf_configs(pf.index)
         .map_err(kernel)?
@@ -268,13 +271,13 @@ fn settle_pf_side_mac(ctx: &RestoreCtx<'_>, record: &Record) -> Result<(), CniEr
     nl.set_vf(pf.index, record.vf, &set).map_err(kernel)
 }
 
-fn restore_netdev(
-    ctx: &RestoreCtx<'_>,
+fn restore_netdev<H: Host>(
+    ctx: &RestoreCtx<'_, H>,
     record: &Record,
     name: &str,
     orig: &SavedNetdev,
 ) -> Result<(), CniError> {
-    let mut nl = Netlink::open().map_err(kernel)?;
+    let mut nl = ctx.host.links()?;
     let vanished = |n: &str| CniError::io(format!("VF {}'s netdev {n} vanished", record.pci));
     let link = nl
         .link_by_name(name)
@@ -283,7 +286,7 @@ fn restore_netdev(
     nl.set_up(link.index, false).map_err(kernel)?;
     let mut name = name.to_string();
     if let Some(mac) = orig.mac {
-        name = device::adopt_mac(ctx.root, &mut nl, &record.pci, &name, mac)?;
+        name = device::adopt_mac(ctx.host, &mut nl, &record.pci, &name, mac)?;
     }
     let link = nl
         .link_by_name(&name)

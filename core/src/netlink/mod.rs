@@ -11,6 +11,8 @@
 //! another namespace, open the handle inside [`crate::netns::NetNs::run`].
 
 mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod message;
 mod ops;
 pub mod parse;

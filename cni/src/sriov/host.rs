@@ -1,0 +1,140 @@
+//! The seam between the plugin's logic and the node: netlink handles, network namespaces and
+//! the sysfs facts ADD, DEL and CHECK read (which VF a PCI address is, which netdev a PCI
+//! function has in the host), and the driver rebind that makes a VF read its MAC from its PF.
+//!
+//! [`RealHost`] is the node itself: [`Netlink`] handles, [`NetNs`] namespaces, sysfs under a
+//! [`SysRoot`]. Unit tests drive the same logic over an in-memory kernel
+//! ([`vfcore::netlink::fake`]).
+
+use vfcore::netlink::{LinkOps, Netlink};
+use vfcore::netns::NetNs;
+use vfcore::{bind, provision, sysfs, IfIndex, PciAddress, SysRoot};
+
+use super::device::{self, kernel, Vf, KERNEL_TIMEOUT};
+use crate::spec::error::CniError;
+
+/// What the plugin needs from the node.
+pub trait Host: Sync {
+    /// A netlink handle in one namespace.
+    type Links: LinkOps;
+    /// An open network namespace.
+    type Ns: Send + Sync;
+
+    /// The VF at `pci` (code 7 when it is not a VF of this node).
+    fn resolve_vf(&self, pci: PciAddress) -> Result<Vf, CniError>;
+    /// A handle in the host's (the calling thread's) namespace.
+    fn links(&self) -> Result<Self::Links, CniError>;
+    /// Runs `f` with a handle inside `ns`.
+    fn run_in<T, F>(&self, ns: &Self::Ns, f: F) -> Result<T, CniError>
+    where
+        T: Send,
+        F: FnOnce(&mut Self::Links) -> Result<T, CniError> + Send;
+    /// Moves `link`, seen through `nl`, into `to`.
+    fn move_link(&self, nl: &mut Self::Links, link: IfIndex, to: &Self::Ns)
+        -> Result<(), CniError>;
+
+    /// The namespace at a path (CNI_NETNS).
+    fn open_netns(&self, path: &str) -> Result<Self::Ns, CniError>;
+    /// Whether a netns path still names a live namespace.
+    fn netns_alive(&self, path: &str) -> bool;
+    /// The host's namespace (the calling thread's).
+    fn current_netns(&self) -> Result<Self::Ns, CniError>;
+    /// The named namespace (`/run/netns/<name>`).
+    fn named_netns(&self, name: &str) -> Result<Self::Ns, CniError>;
+    /// The named namespace, created when missing.
+    fn open_or_create_named(&self, name: &str) -> Result<Self::Ns, CniError>;
+    fn delete_named(&self, name: &str) -> Result<(), CniError>;
+
+    /// The names of the netdevs of a PCI function in the host.
+    fn netdevs_of(&self, pci: &PciAddress) -> Result<Vec<String>, CniError>;
+    /// Rebinds the VF to its default driver; returns the driver.
+    fn rebind(&self, pci: &PciAddress) -> Result<String, CniError>;
+    /// Waits for the VF's netdev to appear in the host; returns its name.
+    fn wait_vf_netdev(&self, pci: &PciAddress) -> Result<String, CniError>;
+}
+
+/// The node: netlink, namespaces and sysfs under `root`.
+#[derive(Debug, Clone, Copy)]
+pub struct RealHost<'a> {
+    pub root: &'a SysRoot,
+}
+
+impl<'a> RealHost<'a> {
+    pub fn new(root: &'a SysRoot) -> Self {
+        Self { root }
+    }
+}
+
+/// Whether a netns path still names a live namespace.
+pub fn netns_alive(path: &str) -> bool {
+    !path.is_empty() && NetNs::open(path).is_ok()
+}
+
+impl Host for RealHost<'_> {
+    type Links = Netlink;
+    type Ns = NetNs;
+
+    fn resolve_vf(&self, pci: PciAddress) -> Result<Vf, CniError> {
+        Vf::resolve(self.root, pci)
+    }
+
+    fn links(&self) -> Result<Netlink, CniError> {
+        Netlink::open().map_err(kernel)
+    }
+
+    fn run_in<T, F>(&self, ns: &NetNs, f: F) -> Result<T, CniError>
+    where
+        T: Send,
+        F: FnOnce(&mut Netlink) -> Result<T, CniError> + Send,
+    {
+        ns.run(|| -> Result<T, CniError> {
+            let mut nl = Netlink::open().map_err(kernel)?;
+            f(&mut nl)
+        })
+        .map_err(kernel)?
+    }
+
+    fn move_link(&self, nl: &mut Netlink, link: IfIndex, to: &NetNs) -> Result<(), CniError> {
+        nl.move_to_netns(link, to).map_err(kernel)
+    }
+
+    fn open_netns(&self, path: &str) -> Result<NetNs, CniError> {
+        NetNs::open(path).map_err(kernel)
+    }
+
+    fn netns_alive(&self, path: &str) -> bool {
+        netns_alive(path)
+    }
+
+    fn current_netns(&self) -> Result<NetNs, CniError> {
+        NetNs::current().map_err(kernel)
+    }
+
+    fn named_netns(&self, name: &str) -> Result<NetNs, CniError> {
+        NetNs::named(self.root, name).map_err(kernel)
+    }
+
+    fn open_or_create_named(&self, name: &str) -> Result<NetNs, CniError> {
+        device::open_or_create_named(self.root, name)
+    }
+
+    fn delete_named(&self, name: &str) -> Result<(), CniError> {
+        NetNs::delete_named(self.root, name).map_err(kernel)
+    }
+
+    fn netdevs_of(&self, pci: &PciAddress) -> Result<Vec<String>, CniError> {
+        Ok(sysfs::netdevs_of(self.root, pci)
+            .map_err(kernel)?
+            .into_iter()
+            .map(|n| n.name)
+            .collect())
+    }
+
+    fn rebind(&self, pci: &PciAddress) -> Result<String, CniError> {
+        bind::bind_default(self.root, pci, KERNEL_TIMEOUT).map_err(kernel)
+    }
+
+    fn wait_vf_netdev(&self, pci: &PciAddress) -> Result<String, CniError> {
+        provision::wait_vf_netdev(self.root, pci, KERNEL_TIMEOUT).map_err(kernel)
+    }
+}
