@@ -248,11 +248,7 @@ fn apply<H: Host>(
         // could not even be found allocated nothing.
         ipam_ran.set(true);
         let ipam_config = record.ipam_config.as_ref().unwrap_or(&record.config);
-        let ipam_version = ipam_config
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .and_then(|v| CniVersion::parse(v).ok())
-            .unwrap_or(ctx.version);
+        let ipam_version = crate::invocation::declared_version(ipam_config).unwrap_or(ctx.version);
         let bytes = serde_json::to_vec(ipam_config)
             .map_err(|e| CniError::io(format!("encoding the IPAM config: {e}")))?;
         let ipam_result = match timed("ipam_exec", || exec_add(ipam, &inv, &bytes, ipam_version)) {

@@ -18,17 +18,7 @@ pub const USERSPACE_DRIVERS: [&str; 4] = ["vfio-pci", "uio_pci_generic", "igb_ui
 /// How long a kernel change (a netdev appearing, a driver probing) may take.
 pub const KERNEL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// An error and its sources as one sentence chain.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
+pub use crate::spec::error::chain;
 
 /// A kernel-side failure (netlink, sysfs, namespaces): CNI code 5.
 pub fn kernel(e: impl std::error::Error) -> CniError {

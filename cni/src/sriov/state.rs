@@ -49,13 +49,7 @@ pub enum StateError {
 
 impl StateError {
     pub fn to_cni_error(&self) -> CniError {
-        let mut msg = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            source = s.source();
-        }
+        let msg = crate::spec::error::chain(self);
         match self {
             StateError::LockTimeout { .. } => CniError::try_again_later(msg),
             _ => CniError::io(msg),
