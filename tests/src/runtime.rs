@@ -50,8 +50,13 @@ pub fn genie_binary() -> anyhow::Result<PathBuf> {
     // `cargo test -p vfgenie-tests` does not rebuild another package's binary: refuse a stale one
     // rather than test old code.
     let built = std::fs::metadata(&bin)?.modified()?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cni/src");
-    if let Some(newer) = newest_file(&src).filter(|(t, _)| *t > built) {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The binary's crates: cni/ (the binary, spec, sriov, genie) and the Kubernetes types.
+    let newest = [here.join("../cni"), here.join("../kube-types/src")]
+        .iter()
+        .filter_map(|d| newest_file(d))
+        .max_by_key(|(t, _)| *t);
+    if let Some(newer) = newest.filter(|(t, _)| *t > built) {
         bail!(
             "{} is older than {}: rebuild it (cargo build -p vfgenie-cni; cargo test --workspace does)",
             bin.display(),

@@ -19,6 +19,9 @@
 
 pub mod attach;
 pub mod device;
+
+// The CNI protocol and exec under the paths this plugin has always used.
+pub(crate) use cnispec::{bounded, exec, invocation, spec, timing};
 pub mod devinfo;
 pub mod host;
 pub mod ipam;
@@ -407,7 +410,7 @@ mod tests {
         // netns, which does not exist.
         let root = SysRoot::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../core/fixtures/ixgbe-82599"
+            "/../../core/fixtures/ixgbe-82599"
         ));
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "sriov",
             "deviceID": "0000:03:10.0"});
