@@ -233,7 +233,7 @@ impl Servers {
             Ok(()) => "it stopped without being asked to".into(),
         };
         let backoff = s.backoff;
-        s.backoff = (backoff * 2).min(MAX_BACKOFF);
+        s.backoff = doubled(backoff);
         error!(
             pool = %task.name,
             error = %error,
@@ -306,6 +306,11 @@ impl Servers {
     }
 }
 
+/// The pause after the next failure: twice this one, at most [`MAX_BACKOFF`].
+fn doubled(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_BACKOFF)
+}
+
 fn join_error(e: JoinError) -> String {
     match e.try_into_panic() {
         Ok(payload) => {
@@ -330,4 +335,84 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = src.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::tests::pool_of;
+
+    const T: Duration = Duration::from_secs(10);
+    const NAME: &str = "example.com/a";
+
+    #[test]
+    fn backoff_doubles_from_100ms_up_to_5s() {
+        let mut b = FIRST_BACKOFF;
+        let mut seen = vec![b];
+        for _ in 0..8 {
+            b = doubled(b);
+            seen.push(b);
+        }
+        let ms: Vec<u128> = seen.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
+
+    #[tokio::test]
+    async fn a_panicked_server_is_described_with_its_message() {
+        let mut set: JoinSet<Outcome> = JoinSet::new();
+        set.spawn(async { panic!("boom") });
+        let e = set.join_next().await.unwrap().unwrap_err();
+        assert_eq!(join_error(e), "its task panicked: boom");
+    }
+
+    async fn next(s: &mut Servers) -> bool {
+        tokio::time::timeout(T, s.next())
+            .await
+            .expect("the supervisor had nothing to do")
+    }
+
+    fn down(s: &Servers) -> Vec<String> {
+        s.conditions()
+            .into_iter()
+            .map(|c| format!("{} {}", c.object, c.reason))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failing_server_is_reported_and_restarted_until_it_serves_and_a_removed_pool_stays_stopped(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("device-plugins");
+        let mut s = Servers::new(plugins.clone(), dir.path().join("devinfo"));
+        s.publish(pool_of(NAME, Vec::new()));
+
+        // No plugin directory: the server cannot bind its socket and fails.
+        assert!(next(&mut s).await);
+        assert_eq!(down(&s), vec![format!("{NAME} PoolServerDown")]);
+        let message = &s.conditions()[0].message;
+        assert!(message.contains("example.com_a.sock"), "{message}");
+        assert_eq!(s.restarts(), vec![(NAME.to_string(), 0)]);
+
+        // Restarted after the backoff; still down while it fails.
+        assert!(next(&mut s).await);
+        assert_eq!(s.restarts(), vec![(NAME.to_string(), 1)]);
+        assert!(next(&mut s).await);
+        assert_eq!(down(&s), vec![format!("{NAME} PoolServerDown")]);
+
+        // The fault clears: the next restart listens and the condition goes.
+        std::fs::create_dir_all(&plugins).unwrap();
+        assert!(next(&mut s).await);
+        assert_eq!(s.restarts(), vec![(NAME.to_string(), 2)]);
+        assert!(next(&mut s).await);
+        assert!(down(&s).is_empty());
+        assert!(plugins.join("example.com_a.sock").exists());
+
+        // Removed from the config: stopped, and nothing is left to restart.
+        s.remove(NAME);
+        assert!(!next(&mut s).await);
+        assert!(s.tasks.is_empty());
+        assert!(s.restarts().is_empty() && down(&s).is_empty());
+        assert!(!plugins.join("example.com_a.sock").exists());
+        s.stop().await;
+    }
 }
