@@ -1,5 +1,6 @@
 //! The agent's small HTTP/1.1 server: `GET /metrics` (Prometheus text) and `GET /healthz`
-//! (200 once the first reconcile has completed, 503 with the reason before). Both read the latest
+//! (200 once the first reconcile has completed, 503 with the reason before and while a pool's
+//! device-plugin server is down). Both read the latest
 //! published [`Snapshot`]; nothing here changes the node.
 //!
 //! Exposure: the agent runs with host networking, so whatever it binds is bound on the node. Both
@@ -34,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics;
 use crate::state::Snapshot;
+use crate::supervise::POOL_SERVER_DOWN;
 
 /// Where the Prometheus text is served.
 pub const METRICS_PATH: &str = "/metrics";
@@ -309,15 +311,27 @@ pub fn respond(method: &Method, path: &str, s: &Snapshot) -> Response<Full<Bytes
     }
 }
 
-/// Why `/healthz` fails, on one line; `None` when the agent is ready.
+/// Why `/healthz` fails, on one line; `None` when the agent is ready: the first reconcile has
+/// completed and every pool's device-plugin server is serving.
 pub fn not_ready_reason(s: &Snapshot) -> Option<String> {
-    if s.ready {
-        return None;
-    }
-    let mut reason = String::from("not ready: the first reconcile has not completed");
-    if let Some(c) = s.conditions.first() {
-        reason.push_str(&format!("; {}: {}: {}", c.object, c.reason, c.message));
-    }
+    let reason = if s.ready {
+        let down: Vec<String> = s
+            .conditions
+            .iter()
+            .filter(|c| c.reason == POOL_SERVER_DOWN)
+            .map(|c| format!("{}: {}: {}", c.object, c.reason, c.message))
+            .collect();
+        if down.is_empty() {
+            return None;
+        }
+        format!("not ready: {}", down.join("; "))
+    } else {
+        let mut reason = String::from("not ready: the first reconcile has not completed");
+        if let Some(c) = s.conditions.first() {
+            reason.push_str(&format!("; {}: {}: {}", c.object, c.reason, c.message));
+        }
+        reason
+    };
     // One line whatever the condition's text holds.
     Some(reason.replace(['\r', '\n'], " "))
 }
@@ -457,6 +471,33 @@ mod tests {
         assert!(closed_by_server(&mut idle).await);
         stop.send(true).unwrap();
         server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pool_server_down_fails_healthz_naming_the_pool() {
+        let s = Snapshot {
+            ready: true,
+            conditions: vec![
+                Condition {
+                    object: "0000:01:00.0".into(),
+                    reason: "VfsInUse".into(),
+                    message: "VFs are in use".into(),
+                },
+                Condition {
+                    object: "example.com/net".into(),
+                    reason: POOL_SERVER_DOWN.into(),
+                    message: "the pool's device-plugin server is down: boom".into(),
+                },
+            ],
+            ..Snapshot::default()
+        };
+        let r = respond(&Method::GET, HEALTHZ_PATH, &s);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body(r).await,
+            "not ready: example.com/net: PoolServerDown: \
+             the pool's device-plugin server is down: boom\n"
+        );
     }
 
     #[tokio::test]

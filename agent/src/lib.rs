@@ -18,5 +18,6 @@ pub mod run;
 pub mod select;
 pub mod serve;
 pub mod state;
+pub mod supervise;
 #[cfg(test)]
 mod testutil;

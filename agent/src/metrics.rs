@@ -98,6 +98,16 @@ pub fn render(s: &Snapshot) -> String {
         Kind::Gauge,
     )
     .samples([(Vec::new(), u64::from(s.ready))]);
+    out += &Family::new(
+        "vfgenie_pool_server_restarts_total",
+        "Times the pool's device-plugin server was restarted after it failed, since the agent started.",
+        Kind::Counter,
+    )
+    .samples(
+        s.pool_server_restarts
+            .iter()
+            .map(|(r, n)| (vec![("resource", r.clone())], *n)),
+    );
     out
 }
 
@@ -207,6 +217,10 @@ mod tests {
             config_errors: 1,
             ready: true,
             quarantined: vec![("genie".into(), 2), ("sriov".into(), 0)],
+            pool_server_restarts: vec![
+                ("intel.com/netdev".into(), 3),
+                ("example.org/dpdk".into(), 0),
+            ],
         };
         let want = "\
 # HELP vfgenie_pool_capacity Devices in the pool.
@@ -244,6 +258,10 @@ vfgenie_conditions{object=\"config\",reason=\"ConfigInvalid\"} 1
 # HELP vfgenie_ready 1 once the first reconcile has completed, 0 before.
 # TYPE vfgenie_ready gauge
 vfgenie_ready 1
+# HELP vfgenie_pool_server_restarts_total Times the pool's device-plugin server was restarted after it failed, since the agent started.
+# TYPE vfgenie_pool_server_restarts_total counter
+vfgenie_pool_server_restarts_total{resource=\"intel.com/netdev\"} 3
+vfgenie_pool_server_restarts_total{resource=\"example.org/dpdk\"} 0
 ";
         assert_eq!(render(&s), want);
     }
@@ -282,6 +300,7 @@ vfgenie_ready 1
             "vfgenie_reconciles_total",
             "vfgenie_conditions",
             "vfgenie_ready",
+            "vfgenie_pool_server_restarts_total",
         ] {
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");

@@ -1,15 +1,15 @@
 //! The agent's main loop: reconcile at start, then again when the config file changes, a device
 //! comes or goes (uevents), a retryable condition is pending, or the periodic resync is due; refresh
-//! health on link events and on a short tick. Each pool gets a device-plugin server of its own; a
-//! pool that leaves the config is stopped.
+//! health on link events and on a short tick. Each pool gets a device-plugin server of its own,
+//! supervised ([`crate::supervise`]): one that fails is restarted, one whose pool leaves the config
+//! is stopped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use vfcore::SysRoot;
 
@@ -19,6 +19,7 @@ use crate::podres::Held;
 use crate::pool::Pool;
 use crate::reconcile::{self, Outcome};
 use crate::state::{Condition, Snapshot};
+use crate::supervise::Servers;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -102,16 +103,10 @@ fn stamp(path: &Path) -> Option<(u64, u64, i64, i64, u64)> {
         .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
 }
 
-struct Served {
-    tx: watch::Sender<Pool>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), vfdp::Error>>,
-}
-
 struct Agent {
     opts: RunOptions,
     config: Config,
-    served: BTreeMap<String, Served>,
+    servers: Servers,
     conditions: Vec<Condition>,
     config_condition: Option<Condition>,
     snapshot: Snapshot,
@@ -177,11 +172,7 @@ impl Agent {
     async fn health(&mut self) -> Result<(), Error> {
         let held = self.held().await;
         let root = self.opts.root.clone();
-        let mut pools: Vec<Pool> = self
-            .served
-            .values()
-            .map(|s| s.tx.borrow().clone())
-            .collect();
+        let mut pools: Vec<Pool> = self.servers.pools();
         let pools = tokio::task::spawn_blocking(move || {
             let held = match held {
                 Held::Unknown(_) => vfcore::sysfs::discover(&root)
@@ -202,46 +193,16 @@ impl Agent {
     fn apply(&mut self, pools: Vec<Pool>) {
         let wanted: BTreeSet<String> = self.resource_names();
         let gone: Vec<String> = self
-            .served
-            .keys()
+            .servers
+            .names()
             .filter(|k| !wanted.contains(*k))
             .cloned()
             .collect();
         for name in gone {
-            if let Some(s) = self.served.remove(&name) {
-                info!(pool = %name, "pool removed from the config; stopping its server");
-                let _ = s.stop.send(true);
-                tokio::spawn(async move {
-                    let _ = s.task.await;
-                });
-            }
+            self.servers.remove(&name);
         }
         for pool in pools {
-            let name = pool.full_name();
-            match self.served.get(&name) {
-                Some(s) => {
-                    s.tx.send_if_modified(|cur| {
-                        if *cur == pool {
-                            false
-                        } else {
-                            *cur = pool;
-                            true
-                        }
-                    });
-                }
-                None => {
-                    let (tx, rx) = watch::channel(pool);
-                    let (stop, stop_rx) = watch::channel(false);
-                    let task = tokio::spawn(crate::serve::run_pool(
-                        self.opts.plugin_dir.clone(),
-                        rx,
-                        self.opts.devinfo_dir.clone(),
-                        stop_rx,
-                    ));
-                    info!(pool = %name, "serving pool");
-                    self.served.insert(name, Served { tx, stop, task });
-                }
-            }
+            self.servers.publish(pool);
         }
     }
 
@@ -258,16 +219,14 @@ impl Agent {
             .iter()
             .map(|r| r.full_name())
             .collect();
-        self.snapshot.pools = order
-            .iter()
-            .filter_map(|n| self.served.get(n))
-            .map(|s| s.tx.borrow().clone())
-            .collect();
+        self.snapshot.pools = order.iter().filter_map(|n| self.servers.pool(n)).collect();
+        self.snapshot.pool_server_restarts = self.servers.restarts();
         self.snapshot.conditions = self
             .config_condition
             .iter()
             .chain(self.conditions.iter())
             .cloned()
+            .chain(self.servers.conditions())
             .collect();
         let snap = self.snapshot.clone();
         state.send_if_modified(|cur| {
@@ -305,14 +264,7 @@ impl Agent {
     }
 
     async fn stop(self) {
-        for (_, s) in self.served {
-            let _ = s.stop.send(true);
-            match s.task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "pool server ended with an error"),
-                Err(e) => warn!(error = %e, "pool server task failed"),
-            }
-        }
+        self.servers.stop().await;
     }
 }
 
@@ -342,10 +294,11 @@ pub async fn run(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t.reset();
     }
+    let servers = Servers::new(opts.plugin_dir.clone(), opts.devinfo_dir.clone());
     let mut agent = Agent {
         opts,
         config,
-        served: BTreeMap::new(),
+        servers,
         conditions: Vec::new(),
         config_condition: None,
         snapshot: Snapshot::default(),
@@ -356,6 +309,12 @@ pub async fn run(
     loop {
         let full = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
+            changed = agent.servers.next() => {
+                if changed {
+                    agent.publish(&state);
+                }
+                continue;
+            }
             Some(ev) = ev_rx.recv() => ev == Event::Device,
             _ = health_tick.tick() => false,
             _ = resync_tick.tick() => true,

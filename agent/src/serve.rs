@@ -40,7 +40,19 @@ pub async fn run_pool(
     plugin_dir: PathBuf,
     pool: watch::Receiver<Pool>,
     devinfo_dir: PathBuf,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), vfdp::Error> {
+    run_pool_reporting(plugin_dir, pool, devinfo_dir, shutdown, || {}).await
+}
+
+/// [`run_pool`], calling `listening` each time the pool's socket is bound and served (at start and
+/// after every restart of the server), so that a supervisor can tell the pool is serving again.
+pub async fn run_pool_reporting(
+    plugin_dir: PathBuf,
+    pool: watch::Receiver<Pool>,
+    devinfo_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
+    listening: impl Fn() + Send + 'static,
 ) -> Result<(), vfdp::Error> {
     let (name, sock_name) = {
         let p = pool.borrow();
@@ -61,6 +73,7 @@ pub async fn run_pool(
                 }),
         );
         let ours = identity(&sock);
+        listening();
         let registered = vfdp::unix::register(
             &kubelet,
             RegisterRequest {

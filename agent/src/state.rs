@@ -36,6 +36,9 @@ pub struct Snapshot {
     /// Records the CNI plugins of this node moved aside because they could not read or act on
     /// them (genie's and the sriov plugin's `quarantine/`), by component.
     pub quarantined: Vec<(String, u64)>,
+    /// Times each served pool's device-plugin server was restarted after it failed, by resource
+    /// name.
+    pub pool_server_restarts: Vec<(String, u64)>,
 }
 
 impl Snapshot {
