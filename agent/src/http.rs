@@ -41,6 +41,10 @@ use crate::supervise::POOL_SERVER_DOWN;
 pub const METRICS_PATH: &str = "/metrics";
 /// Where the health probe is served.
 pub const HEALTHZ_PATH: &str = "/healthz";
+/// Where the liveness probe is served: the agent is up and past its first reconcile. Unlike
+/// `/healthz` it does not fail while one pool's server is being restarted (the supervisor does
+/// that; restarting the whole agent would stop the healthy pools too).
+pub const LIVEZ_PATH: &str = "/livez";
 /// The port the agent listens on unless told otherwise (the DaemonSet exposes it on the host).
 pub const DEFAULT_PORT: u16 = 9808;
 
@@ -285,7 +289,7 @@ fn listener_is_broken(e: &std::io::Error) -> bool {
 
 /// The response to one request. `HEAD` is answered like `GET` (hyper drops the body).
 pub fn respond(method: &Method, path: &str, s: &Snapshot) -> Response<Full<Bytes>> {
-    if path != METRICS_PATH && path != HEALTHZ_PATH {
+    if path != METRICS_PATH && path != HEALTHZ_PATH && path != LIVEZ_PATH {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     }
     if method != Method::GET && method != Method::HEAD {
@@ -305,7 +309,12 @@ pub fn respond(method: &Method, path: &str, s: &Snapshot) -> Response<Full<Bytes
         );
         return r;
     }
-    match not_ready_reason(s) {
+    let reason = match path {
+        LIVEZ_PATH if s.ready => None,
+        LIVEZ_PATH => Some("not live yet: the first reconcile has not completed".to_string()),
+        _ => not_ready_reason(s),
+    };
+    match reason {
         None => text(StatusCode::OK, "ok\n".into()),
         Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
     }
@@ -498,6 +507,12 @@ mod tests {
             "not ready: example.com/net: PoolServerDown: \
              the pool's device-plugin server is down: boom\n"
         );
+        // Liveness holds: the supervisor restarts the pool, the agent need not restart.
+        let r = respond(&Method::GET, LIVEZ_PATH, &s);
+        assert_eq!(r.status(), StatusCode::OK);
+        let starting = Snapshot::default();
+        let r = respond(&Method::GET, LIVEZ_PATH, &starting);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use vfagent::config::Config;
-use vfagent::http::{DEFAULT_PORT, HEALTHZ_PATH, METRICS_PATH};
+use vfagent::http::{DEFAULT_PORT, HEALTHZ_PATH, LIVEZ_PATH, METRICS_PATH};
 use vfcore::paths::{modules, params};
 use vfcore::SysRoot;
 
@@ -306,7 +306,7 @@ fn probes_and_ports_match_the_http_server() {
         .iter()
         .find(|p| p.container_port == i32::from(DEFAULT_PORT))
         .unwrap_or_else(|| panic!("port {DEFAULT_PORT} is not declared"));
-    let served = [METRICS_PATH, HEALTHZ_PATH];
+    let served = [METRICS_PATH, HEALTHZ_PATH, LIVEZ_PATH];
     let probes: Vec<(&str, &Probe)> = [
         ("startupProbe", &c.startup_probe),
         ("livenessProbe", &c.liveness_probe),
@@ -324,7 +324,14 @@ fn probes_and_ports_match_the_http_server() {
             .unwrap_or_else(|| panic!("{name} is not an HTTP probe"));
         let path = get.path.as_deref().unwrap_or("/");
         assert!(served.contains(&path), "{name} asks for {path}");
-        assert_eq!(path, HEALTHZ_PATH, "{name} should use the health endpoint");
+        // Liveness must not restart the agent for one pool's server (the supervisor restarts
+        // that); startup and readiness wait for every pool.
+        let want = if name == "livenessProbe" {
+            LIVEZ_PATH
+        } else {
+            HEALTHZ_PATH
+        };
+        assert_eq!(path, want, "{name} should use {want}");
         match &get.port {
             IntOrString::Int(n) => assert_eq!(*n, i32::from(DEFAULT_PORT), "{name}"),
             IntOrString::String(s) => {
