@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use vfcore::netlink::fake::{FakeKernel, FakeLink, FakeOp, HOST_NS};
-use vfcore::netlink::{VfConfig, VfLinkState, VlanProto};
+use vfcore::netlink::{VfConfig, VfLinkState};
 use vfcore::{IfIndex, MacAddr, PciAddress, VfIndex};
 
 use super::device::Vf;
@@ -33,18 +33,7 @@ fn mac(s: &str) -> MacAddr {
 }
 
 fn vf_config(index: u32, m: MacAddr) -> VfConfig {
-    VfConfig {
-        vf: VfIndex(index),
-        mac: m,
-        vlan: 0,
-        qos: 0,
-        vlan_proto: VlanProto::Dot1Q,
-        spoofchk: Some(true),
-        trust: Some(false),
-        link_state: Some(VfLinkState::Auto),
-        min_tx_rate: 0,
-        max_tx_rate: 0,
-    }
+    crate::record::untouched_vf(index, m)
 }
 
 struct World {

@@ -228,23 +228,30 @@ pub struct Record {
     pub result: Option<Value>,
 }
 
+/// A VF's settings as a PF reports them before anyone changed them (tests of this plugin).
+#[cfg(test)]
+pub(crate) fn untouched_vf(index: u32, mac: vfcore::MacAddr) -> VfConfig {
+    VfConfig {
+        vf: vfcore::VfIndex(index),
+        mac,
+        vlan: 0,
+        qos: 0,
+        vlan_proto: vfcore::netlink::VlanProto::Dot1Q,
+        spoofchk: Some(true),
+        trust: Some(false),
+        link_state: Some(vfcore::netlink::VfLinkState::Auto),
+        min_tx_rate: 0,
+        max_tx_rate: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A VF as a PF reports it before anyone touched it: index 2, no MAC, no VLAN.
     fn original() -> VfConfig {
-        VfConfig {
-            vf: VfIndex(2),
-            mac: MacAddr::ZERO,
-            vlan: 0,
-            qos: 0,
-            vlan_proto: VlanProto::Dot1Q,
-            spoofchk: Some(true),
-            trust: Some(false),
-            link_state: Some(VfLinkState::Auto),
-            min_tx_rate: 0,
-            max_tx_rate: 0,
-        }
+        untouched_vf(2, MacAddr::ZERO)
     }
 
     #[test]

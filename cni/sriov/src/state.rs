@@ -319,22 +319,11 @@ fn read_record(path: &Path) -> Result<Option<Record>, StateError> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use vfcore::netlink::{VfConfig, VfLinkState, VfSettings, VlanProto};
+    use vfcore::netlink::{VfConfig, VfSettings, VlanProto};
     use vfcore::{MacAddr, VfIndex};
 
     fn original() -> VfConfig {
-        VfConfig {
-            vf: VfIndex(2),
-            mac: MacAddr::ZERO,
-            vlan: 0,
-            qos: 0,
-            vlan_proto: VlanProto::Dot1Q,
-            spoofchk: Some(true),
-            trust: Some(false),
-            link_state: Some(VfLinkState::Auto),
-            min_tx_rate: 0,
-            max_tx_rate: 0,
-        }
+        crate::record::untouched_vf(2, MacAddr::ZERO)
     }
 
     pub(crate) fn record(cid: &str, pci: &str) -> Record {
