@@ -12,17 +12,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use vfcore::PciAddress;
-use vfdp::podresources::pod_resources_lister_client::PodResourcesListerClient;
-use vfdp::podresources::ListPodResourcesRequest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the kubelet's PodResources socket {path} is missing, though its directory exists")]
     Missing { path: String },
     #[error(transparent)]
-    Connect(#[from] vfdp::Error),
-    #[error("the kubelet's PodResources List at {path} failed: {status}")]
-    List { path: String, status: tonic::Status },
+    List(#[from] vfdp::podres::ListError),
 }
 
 /// What the kubelet says pods hold.
@@ -76,22 +72,8 @@ async fn list(
             path: socket.display().to_string(),
         });
     }
-    let channel = vfdp::connect(socket, timeout).await?;
-    let list = PodResourcesListerClient::new(channel)
-        .list(ListPodResourcesRequest {})
-        .await
-        .map_err(|status| Error::List {
-            path: socket.display().to_string(),
-            status,
-        })?
-        .into_inner();
-    Ok(list
-        .pod_resources
-        .iter()
-        .flat_map(|p| &p.containers)
-        .flat_map(|c| &c.devices)
-        .filter(|d| resources.contains(&d.resource_name))
-        .flat_map(|d| &d.device_ids)
+    let pods = vfdp::podres::list(socket, timeout).await?;
+    Ok(vfdp::podres::held_of(&pods, resources)
         .filter_map(|id| id.parse().ok())
         .collect())
 }

@@ -4,6 +4,7 @@
 
 pub mod devinfo;
 pub mod paths;
+pub mod podres;
 pub mod unix;
 
 /// Generated types and services of the device-plugin API, package `v1beta1`.
