@@ -56,16 +56,7 @@ pub struct SriovConf {
     pub device_info_file: Option<String>,
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+use crate::spec::conf::kind;
 
 fn invalid(key: &str, why: impl std::fmt::Display) -> CniError {
     CniError::invalid_config(format!("sriov: \"{key}\" is invalid: {why}"))

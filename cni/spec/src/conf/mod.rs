@@ -63,7 +63,8 @@ fn as_object(v: Value, what: &str) -> Result<Map<String, Value>, CniError> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for messages ("a string is expected, not an array").
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
