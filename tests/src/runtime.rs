@@ -196,6 +196,23 @@ pub fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
 /// (moved away, deleted with its peer) is fine.
 pub struct HostLink(pub String);
 
+impl HostLink {
+    /// A veth pair in the host, both ends up, named `<prefix><unique>` and `...p`: an Ethernet
+    /// link to use as a macvlan master (this kernel has no dummy driver). Deleted on drop.
+    pub fn veth(prefix: &str) -> anyhow::Result<Self> {
+        let name = unique(prefix);
+        let peer = format!("{name}p");
+        run(
+            "ip",
+            &["link", "add", &name, "type", "veth", "peer", "name", &peer],
+        )?;
+        let link = HostLink(name);
+        run("ip", &["link", "set", &link.0, "up"])?;
+        run("ip", &["link", "set", &peer, "up"])?;
+        Ok(link)
+    }
+}
+
 impl Drop for HostLink {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.0]).output();
@@ -431,6 +448,20 @@ impl Node {
         }
         out.sort();
         out
+    }
+
+    /// Asserts that nothing of a pod is left: no link in its sandbox, no lease, no cache record.
+    pub fn assert_nothing_left(&self, sb: &Sandbox) {
+        let links = sb
+            .links()
+            .unwrap_or_else(|e| vec![format!("cannot list: {e}")]);
+        assert!(links.is_empty(), "links left in the pod: {links:?}");
+        assert!(self.leases().is_empty(), "leases left: {:?}", self.leases());
+        assert!(
+            self.cache_records().is_empty(),
+            "cache records left: {:?}",
+            self.cache_records()
+        );
     }
 
     /// Pod cache records left under the cache dir.

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
-use vfgenie_tests::runtime::{require_root, run, unique, Node, Sandbox};
+use vfgenie_tests::runtime::{require_root, run, unique, HostLink, Node, Sandbox};
 
 const NS: &str = "team";
 
@@ -16,29 +16,6 @@ fn ptp_nad(node: &Node, name: &str, subnet: &str) -> String {
         .to_string()
 }
 
-/// A master link for macvlan, created in the host for the test: one end of a veth pair (this
-/// kernel has no dummy driver; any Ethernet link will do).
-struct Dummy(String);
-impl Dummy {
-    fn new() -> Self {
-        let name = unique("gdm");
-        let peer = format!("{name}p");
-        run(
-            "ip",
-            &["link", "add", &name, "type", "veth", "peer", "name", &peer],
-        )
-        .unwrap();
-        run("ip", &["link", "set", &name, "up"]).unwrap();
-        run("ip", &["link", "set", &peer, "up"]).unwrap();
-        Dummy(name)
-    }
-}
-impl Drop for Dummy {
-    fn drop(&mut self) {
-        let _ = run("ip", &["link", "del", &self.0]);
-    }
-}
-
 fn macvlan_conf(node: &Node, name: &str, master: &str, subnet: &str) -> Value {
     json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": master, "mode": "bridge",
            "ipam": node.ipam(subnet)})
@@ -46,9 +23,9 @@ fn macvlan_conf(node: &Node, name: &str, master: &str, subnet: &str) -> Value {
 
 /// The standard node of these tests: cluster network (bridge), NAD `team/blue` (ptp), and a
 /// CNI-Genie plugin conf `red` (macvlan on a dummy master).
-fn three_network_node() -> (Node, Dummy) {
+fn three_network_node() -> (Node, HostLink) {
     let node = Node::new().unwrap();
-    let dummy = Dummy::new();
+    let dummy = HostLink::veth("gdm").unwrap();
     node.write_conf(
         "10-cluster.conflist",
         &node.cluster_conflist("10.91.0.0/24"),
@@ -184,7 +161,7 @@ fn one_pod_three_networks_from_both_annotation_styles() {
 fn default_plugins_apply_when_the_pod_asks_for_nothing() {
     require_root();
     let node = Node::new().unwrap();
-    let dummy = Dummy::new();
+    let dummy = HostLink::veth("gdm").unwrap();
     node.write_conf(
         "20-red.conf",
         &macvlan_conf(&node, "red", &dummy.0, "10.94.0.0/24"),

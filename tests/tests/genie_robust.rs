@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vfcni::cache::CacheDir;
-use vfgenie_tests::runtime::{require_root, run, unique, Node, Sandbox};
+use vfgenie_tests::runtime::{require_root, run, HostLink, Node, Sandbox};
 
 const NS: &str = "team";
 
@@ -252,13 +252,7 @@ fn a_del_during_a_running_add_waits_for_it_then_removes_everything() {
     assert!(add.success, "{} / {}", add.stdout, add.stderr);
     assert!(del.success, "{} / {}", del.stdout, del.stderr);
     // The DEL came last: nothing of the pod is left, and no record came back.
-    assert!(sb.links().unwrap().is_empty(), "{:?}", sb.links());
-    assert!(node.leases().is_empty(), "{:?}", node.leases());
-    assert!(
-        node.cache_records().is_empty(),
-        "{:?}",
-        node.cache_records()
-    );
+    node.assert_nothing_left(&sb);
 }
 
 #[test]
@@ -297,33 +291,12 @@ fn a_del_after_genie_was_killed_mid_add_waits_for_its_delegates() {
     );
 }
 
-/// A host link for macvlan masters: one end of a veth pair, deleted (with its peer) on drop.
-struct Master(String);
-impl Master {
-    fn new() -> Self {
-        let name = unique("grm");
-        let peer = format!("{name}p");
-        run(
-            "ip",
-            &["link", "add", &name, "type", "veth", "peer", "name", &peer],
-        )
-        .unwrap();
-        run("ip", &["link", "set", &name, "up"]).unwrap();
-        Master(name)
-    }
-}
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = run("ip", &["link", "del", &self.0]);
-    }
-}
-
 #[test]
 fn more_networks_than_the_limit_are_refused_before_anything_is_attached() {
     require_root();
     let node = node();
     // A NAD a pod can use many times over (macvlan on a host link).
-    let master = Master::new();
+    let master = HostLink::veth("grm").unwrap();
     let nad = json!({"cniVersion": "1.0.0", "name": "many", "type": "macvlan", "master": master.0,
                      "mode": "bridge", "ipam": node.ipam("10.86.0.0/24")});
     node.api.add_nad(NS, "many", &nad.to_string(), None);

@@ -67,13 +67,7 @@ fn assert_refused(node: &Node, out: &CniOutput, sb: &Sandbox, code: u64, words: 
     for w in words {
         assert!(msg.contains(w), "{w:?} not in {msg}");
     }
-    assert!(sb.links().unwrap().is_empty(), "{:?}", sb.links());
-    assert!(node.leases().is_empty(), "{:?}", node.leases());
-    assert!(
-        node.cache_records().is_empty(),
-        "{:?}",
-        node.cache_records()
-    );
+    node.assert_nothing_left(sb);
 }
 
 #[test]
