@@ -1,0 +1,1 @@
+//! vfgenie-controller: the cluster side of vfgenie (admission webhook, LogicalNetwork status).
