@@ -211,7 +211,7 @@ impl Servers {
 
     fn ended(&mut self, joined: Result<(Id, Outcome), JoinError>) -> bool {
         let (id, outcome) = match joined {
-            Ok((id, r)) => (id, r.map_err(|e| error_chain(&e))),
+            Ok((id, r)) => (id, r.map_err(|e| vfcore::error::chain(&e))),
             Err(e) => (e.id(), Err(join_error(e))),
         };
         let Some(task) = self.tasks_of.remove(&id) else {
@@ -294,7 +294,7 @@ impl Servers {
         while let Some(joined) = self.tasks.join_next_with_id().await {
             let (id, outcome) = match joined {
                 Ok((id, Ok(()))) => (id, None),
-                Ok((id, Err(e))) => (id, Some(error_chain(&e))),
+                Ok((id, Err(e))) => (id, Some(vfcore::error::chain(&e))),
                 Err(e) => (e.id(), Some(join_error(e))),
             };
             let name = self.tasks_of.remove(&id).map(|t| t.name);
@@ -323,18 +323,6 @@ fn join_error(e: JoinError) -> String {
         }
         Err(_) => "its task was cancelled".into(),
     }
-}
-
-/// An error with its sources, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }
 
 #[cfg(test)]

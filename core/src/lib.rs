@@ -5,6 +5,7 @@
 //! [`paths::SysRoot`], so the whole library runs against fixture trees in tests.
 
 pub mod bind;
+pub mod error;
 pub mod inuse;
 pub mod netlink;
 pub mod netns;
