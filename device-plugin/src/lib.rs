@@ -2,6 +2,7 @@
 //! from the documented API, with the unix-socket plumbing both sides need: serving on a socket path,
 //! connecting to one, and registering a plugin with the kubelet.
 
+pub mod config;
 pub mod devinfo;
 pub mod paths;
 pub mod podres;

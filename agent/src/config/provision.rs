@@ -9,16 +9,40 @@
 //! ]
 //! ```
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value};
 use vfcore::PciAddress;
+use vfdp::config::keys::Keys;
+use vfdp::config::{objects, parse_pci_id, FieldErrors, Loose, Obj, VfRange};
 
-use super::resource::parse_pci_id;
-use super::{FieldErrors, VfRange};
+pub(super) const PROVISION: Keys = Keys {
+    known: &["pfName", "pciAddress", "vendor", "device", "numVfs", "vfs"],
+    nested: &[("vfs", &GROUP)],
+};
+const GROUP: Keys = Keys {
+    known: &["range", "driver", "mtu"],
+    nested: &[],
+};
 
-pub(super) const PROVISION_KEYS: &[&str] =
-    &["pfName", "pciAddress", "vendor", "device", "numVfs", "vfs"];
-const GROUP_KEYS: &[&str] = &["range", "driver", "mtu"];
+/// A `provisioning` entry as decoded, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(super) struct RawProvision {
+    pf_name: Loose<String>,
+    pci_address: Loose<String>,
+    vendor: Loose<String>,
+    device: Loose<String>,
+    num_vfs: Loose<Number>,
+    vfs: Loose<Vec<Loose<Obj<RawGroup>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawGroup {
+    range: Loose<String>,
+    driver: Loose<String>,
+    mtu: Loose<Number>,
+}
 
 /// Which PF(s) an entry applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,30 +98,46 @@ const MTU_RANGE: std::ops::RangeInclusive<u64> = 68..=9216;
 /// Bigger than any PF's `sriov_totalvfs` (the PCIe field is 16 bits).
 const MAX_VFS: u64 = 65535;
 
-pub(super) fn parse_provision(
-    at: &str,
-    raw: &serde_json::Map<String, Value>,
+/// The validated `provisioning` list, and the check that no two entries name the same PF.
+pub(super) fn provisioning(
+    list: &Loose<Vec<Loose<Obj<RawProvision>>>>,
     errs: &mut FieldErrors,
-) -> Option<PfProvision> {
-    let before = errs.len();
-    let mut obj = raw.clone();
-    for key in super::keys::canonicalize(&mut obj, PROVISION_KEYS) {
-        tracing::warn!(field = %format!("{at}.{key}"), "unknown provisioning key ignored");
-    }
-    let text = |key: &str, errs: &mut FieldErrors| -> Option<String> {
-        match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(v) => {
-                errs.push(format!("{at}.{key}"), format!("{v} is not a string"));
-                None
-            }
+) -> Vec<PfProvision> {
+    let mut out: Vec<(usize, PfProvision)> = Vec::new();
+    for (i, raw) in objects("provisioning", list, errs) {
+        if let Some(p) = provision(&format!("provisioning[{i}]"), raw, errs) {
+            out.push((i, p));
         }
-    };
-    let name = text("pfName", errs);
-    let addr = text("pciAddress", errs);
-    let vendor = text("vendor", errs);
-    let device = text("device", errs);
+    }
+    for (k, (i, p)) in out.iter().enumerate() {
+        if let Some((j, _)) = out[..k].iter().find(|(_, q)| q.pf == p.pf) {
+            errs.push(
+                format!("provisioning[{i}]"),
+                format!("names the same PF as provisioning[{j}]"),
+            );
+        }
+    }
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// A string field, `None` when absent.
+fn text(field: &Loose<String>, at: &str, errs: &mut FieldErrors) -> Option<String> {
+    match field {
+        Loose::Absent => None,
+        Loose::Ok(s) => Some(s.clone()),
+        Loose::Wrong(v) => {
+            errs.push(at, format!("{v} is not a string"));
+            None
+        }
+    }
+}
+
+fn provision(at: &str, raw: &RawProvision, errs: &mut FieldErrors) -> Option<PfProvision> {
+    let before = errs.len();
+    let name = text(&raw.pf_name, &format!("{at}.pfName"), errs);
+    let addr = text(&raw.pci_address, &format!("{at}.pciAddress"), errs);
+    let vendor = text(&raw.vendor, &format!("{at}.vendor"), errs);
+    let device = text(&raw.device, &format!("{at}.device"), errs);
     let pf = match (name, addr, vendor, device) {
         (Some(n), None, None, None) => match vfcore::IfName::new(n) {
             Ok(n) => Some(PfMatch::Name(n.to_string())),
@@ -131,8 +171,8 @@ pub(super) fn parse_provision(
             None
         }
     };
-    let num_vfs = match obj.get("numVfs") {
-        Some(Value::Number(n)) => match n.as_u64() {
+    let num_vfs = match &raw.num_vfs {
+        Loose::Ok(n) => match n.as_u64() {
             Some(v) if v <= MAX_VFS => Some(v as u32),
             _ => {
                 errs.push(
@@ -142,33 +182,19 @@ pub(super) fn parse_provision(
                 None
             }
         },
-        None => {
+        Loose::Absent => {
             errs.push(format!("{at}.numVfs"), "is required");
             None
         }
-        Some(v) => {
+        Loose::Wrong(v) => {
             errs.push(format!("{at}.numVfs"), format!("{v} is not a number"));
             None
         }
     };
-    let mut vfs = Vec::new();
-    match obj.get("vfs") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let path = format!("{at}.vfs[{i}]");
-                match item {
-                    Value::Object(o) => {
-                        if let Some(g) = parse_group(&path, o, num_vfs, errs) {
-                            vfs.push(g);
-                        }
-                    }
-                    _ => errs.push(path, "must be an object"),
-                }
-            }
-        }
-        Some(_) => errs.push(format!("{at}.vfs"), "must be a list"),
-    }
+    let vfs: Vec<VfGroup> = objects(&format!("{at}.vfs"), &raw.vfs, errs)
+        .into_iter()
+        .filter_map(|(i, g)| group(&format!("{at}.vfs[{i}]"), g, num_vfs, errs))
+        .collect();
     for (i, a) in vfs.iter().enumerate() {
         for b in &vfs[..i] {
             if let Some(v) = a.range.indexes().find(|v| b.range.contains(*v)) {
@@ -185,19 +211,15 @@ pub(super) fn parse_provision(
     }
 }
 
-fn parse_group(
+fn group(
     at: &str,
-    raw: &serde_json::Map<String, Value>,
+    raw: &RawGroup,
     num_vfs: Option<u32>,
     errs: &mut FieldErrors,
 ) -> Option<VfGroup> {
     let before = errs.len();
-    let mut obj = raw.clone();
-    for key in super::keys::canonicalize(&mut obj, GROUP_KEYS) {
-        tracing::warn!(field = %format!("{at}.{key}"), "unknown key ignored");
-    }
-    let range = match obj.get("range") {
-        Some(Value::String(s)) => match s.parse::<VfRange>() {
+    let range = match &raw.range {
+        Loose::Ok(s) => match s.parse::<VfRange>() {
             Ok(r) => {
                 if let (Some(n), Some(max)) = (num_vfs, r.max()) {
                     if max >= n {
@@ -214,18 +236,18 @@ fn parse_group(
                 None
             }
         },
-        Some(v) => {
+        Loose::Wrong(v) => {
             errs.push(format!("{at}.range"), format!("{v} is not a string"));
             None
         }
-        None => {
+        Loose::Absent => {
             errs.push(format!("{at}.range"), "is required");
             None
         }
     };
-    let driver = match obj.get("driver") {
-        None | Some(Value::Null) => Some(VfDriver::Netdevice),
-        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+    let driver = match &raw.driver {
+        Loose::Absent => Some(VfDriver::Netdevice),
+        Loose::Ok(s) => match s.to_ascii_lowercase().as_str() {
             "netdevice" | "netdev" | "kernel" => Some(VfDriver::Netdevice),
             "vfio-pci" | "vfio" => Some(VfDriver::VfioPci),
             _ => {
@@ -236,27 +258,18 @@ fn parse_group(
                 None
             }
         },
-        Some(v) => {
+        Loose::Wrong(v) => {
             errs.push(format!("{at}.driver"), format!("{v} is not a string"));
             None
         }
     };
-    let mtu = match obj.get("mtu") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|m| MTU_RANGE.contains(&m)) => {
+    let mtu = match &raw.mtu {
+        Loose::Absent => None,
+        Loose::Ok(n) if n.as_u64().is_some_and(|m| MTU_RANGE.contains(&m)) => {
             n.as_u64().map(|m| m as u32)
         }
-        Some(v) => {
-            errs.push(
-                format!("{at}.mtu"),
-                format!(
-                    "{v} is not an MTU between {} and {}",
-                    MTU_RANGE.start(),
-                    MTU_RANGE.end()
-                ),
-            );
-            None
-        }
+        Loose::Ok(n) => bad_mtu(at, &Value::Number(n.clone()), errs),
+        Loose::Wrong(v) => bad_mtu(at, v, errs),
     };
     if driver == Some(VfDriver::VfioPci) && mtu.is_some() {
         errs.push(
@@ -268,4 +281,16 @@ fn parse_group(
         (Some(range), Some(driver)) if errs.len() == before => Some(VfGroup { range, driver, mtu }),
         _ => None,
     }
+}
+
+fn bad_mtu(at: &str, v: &Value, errs: &mut FieldErrors) -> Option<u32> {
+    errs.push(
+        format!("{at}.mtu"),
+        format!(
+            "{v} is not an MTU between {} and {}",
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        ),
+    );
+    None
 }

@@ -162,17 +162,6 @@ fn overlapping_ranges_are_refused() {
 }
 
 #[test]
-fn vf_ranges_parse_and_print() {
-    let r: VfRange = "0-3,8,10-11".parse().unwrap();
-    assert_eq!(r.to_string(), "0-3,8,10-11");
-    assert!(r.contains(8) && !r.contains(9));
-    assert_eq!(r.max(), Some(11));
-    for bad in ["", "a", "3-", "-1", "1--2", "5-2", "99999"] {
-        assert!(bad.parse::<VfRange>().is_err(), "{bad:?} accepted");
-    }
-}
-
-#[test]
 fn non_json_and_wrong_shapes_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("config.json");

@@ -16,8 +16,6 @@ use super::ConfError;
 
 /// Where the agent reads its config by default.
 pub const DEFAULT_AGENT_CONFIG: &str = "/etc/vfgenie/config.json";
-/// The prefix of a pool that names none (as the SR-IOV network device plugin).
-pub const DEFAULT_RESOURCE_PREFIX: &str = "intel.com";
 /// The plugin name that selects it in a `cni:` annotation, and the delegate type.
 pub const SRIOV: &str = "sriov";
 
@@ -97,62 +95,16 @@ impl SriovConf {
     }
 }
 
-/// A key of a Go-decoded object: an exact match, else a case-insensitive one (as the agent and
-/// the SR-IOV network device plugin read their config).
-fn get<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    m.get(key).or_else(|| {
-        m.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
-}
-
-/// `resourceList[].resourcePrefix/resourceName`; only these two keys are read here, the agent
-/// validates the rest.
+/// The pools (`<prefix>/<name>`) of an agent config, read with the device plugin's one
+/// `resourceList` schema ([`vfdp::config`]).
 pub fn pools_of(bytes: &[u8]) -> Result<Vec<String>, String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let top = v.as_object().ok_or("not a JSON object")?;
-    let list = match get(top, "resourceList") {
-        Some(Value::Array(a)) => a,
-        _ => return Err("resourceList is missing or not a list".into()),
-    };
-    let mut out = Vec::with_capacity(list.len());
-    for (i, r) in list.iter().enumerate() {
-        let r = r
-            .as_object()
-            .ok_or_else(|| format!("resourceList[{i}] is not an object"))?;
-        let name = get(r, "resourceName")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("resourceList[{i}].resourceName is missing"))?;
-        let prefix = match get(r, "resourcePrefix") {
-            None | Some(Value::Null) => DEFAULT_RESOURCE_PREFIX,
-            Some(Value::String(s)) if s.is_empty() => DEFAULT_RESOURCE_PREFIX,
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => return Err(format!("resourceList[{i}].resourcePrefix is not a string")),
-        };
-        let full = format!("{prefix}/{name}");
-        crate::devices::validate_resource_name(&full)
-            .map_err(|e| format!("resourceList[{i}]: {e}"))?;
-        out.push(full);
-    }
-    Ok(out)
+    vfdp::config::pool_names(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn pools_are_read_case_insensitively_with_the_default_prefix() {
-        let doc = br#"{"ResourceList":[{"resourceName":"vf_a"},{"RESOURCENAME":"vf_b","resourceprefix":"example.com","selectors":{}}]}"#;
-        assert_eq!(
-            pools_of(doc).unwrap(),
-            vec!["intel.com/vf_a", "example.com/vf_b"]
-        );
-        assert!(pools_of(br#"{"resourceList":[{"resourceName":"../x"}]}"#).is_err());
-        assert!(pools_of(br#"{"resourceList":[{"resourcePrefix":"x.com"}]}"#).is_err());
-    }
 
     #[test]
     fn the_netconf_is_the_key_without_agent_config() {
