@@ -6,6 +6,7 @@
 
 pub mod bind;
 pub mod error;
+pub mod events;
 pub mod inuse;
 pub mod netlink;
 pub mod netns;
