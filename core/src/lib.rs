@@ -7,6 +7,8 @@
 pub mod bind;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod inuse;
 pub mod netlink;
 pub mod netns;
