@@ -554,7 +554,7 @@ fn the_crds_are_the_ones_genie_reads() {
             "NetworkAttachmentDefinition",
             "network-attachment-definitions",
             Some("net-attach-def"),
-            &["config"][..],
+            &[("config", "string")][..],
         ),
         (
             Kind::LogicalNetwork,
@@ -562,7 +562,12 @@ fn the_crds_are_the_ones_genie_reads() {
             "LogicalNetwork",
             "logicalnetworks",
             None,
-            &["physicalNet", "plugin", "subnet"][..],
+            &[
+                ("physicalNet", "string"),
+                ("plugin", "string"),
+                ("subnet", "string"),
+                ("vlan", "integer"),
+            ][..],
         ),
     ];
     assert_eq!(m.crds.len(), cases.len());
@@ -605,14 +610,134 @@ fn the_crds_are_the_ones_genie_reads() {
         let props = crd_spec.properties.as_ref().unwrap();
         assert_eq!(
             props.keys().map(String::as_str).collect::<Vec<_>>(),
-            fields,
+            fields.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
             "{kind_name} spec fields"
         );
-        for f in fields {
+        for (f, ty) in fields {
+            assert_eq!(props[*f].type_.as_deref(), Some(*ty), "{kind_name} {f}");
+        }
+    }
+}
+
+/// The schema node at a printer column's `.a.b` path (a JSONPath filter like `[?(...)]` on an
+/// array of objects steps into the items and then to the field named after it).
+fn schema_at<'a>(
+    root: &'a k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+    path: &str,
+) -> Option<&'a k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps>
+{
+    let mut node = root;
+    let path = path.strip_prefix('.')?;
+    // `.status.conditions[?(@.type=="Ready")].status` → status, conditions[], status
+    let mut rest = path;
+    while !rest.is_empty() {
+        let (seg, tail) = match rest.find(['.', '[']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if seg == "metadata" {
+            return node.properties.as_ref()?.get("metadata");
+        }
+        node = node.properties.as_ref()?.get(seg)?;
+        rest = tail;
+        if let Some(t) = rest.strip_prefix('[') {
+            let end = t.find(']')?;
+            node = match &node.items {
+                Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(s)) => s,
+                _ => return None,
+            };
+            rest = &t[end + 1..];
+        }
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+    }
+    Some(node)
+}
+
+/// Every node of a structural schema says its type (or opts out explicitly).
+fn assert_structural(
+    at: &str,
+    s: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
+    assert!(
+        s.type_.is_some()
+            || s.x_kubernetes_int_or_string == Some(true)
+            || s.x_kubernetes_preserve_unknown_fields == Some(true),
+        "{at} has no type"
+    );
+    for (k, v) in s.properties.iter().flatten() {
+        assert_structural(&format!("{at}.{k}"), v);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = &s.items {
+        assert_structural(&format!("{at}[]"), items);
+    }
+    for r in s.required.iter().flatten() {
+        assert!(
+            s.properties.as_ref().is_some_and(|p| p.contains_key(r)),
+            "{at} requires {r}, which it does not define"
+        );
+    }
+}
+
+#[test]
+fn the_logical_network_crd_is_structural_with_status_and_columns() {
+    let m = load();
+    let crd = m
+        .crds
+        .iter()
+        .find(|c| c.spec.names.kind == "LogicalNetwork")
+        .unwrap();
+    let v = &crd.spec.versions[0];
+    let schema = v
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    assert_structural("LogicalNetwork", schema);
+    let spec = &schema.properties.as_ref().unwrap()["spec"];
+    assert_eq!(spec.required.clone().unwrap_or_default(), vec!["plugin"]);
+    let vlan = &spec.properties.as_ref().unwrap()["vlan"];
+    assert_eq!((vlan.minimum, vlan.maximum), (Some(1.0), Some(4094.0)));
+    // The status the controller writes goes through its own subresource.
+    assert!(v
+        .subresources
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .is_some());
+    let status = &schema.properties.as_ref().unwrap()["status"];
+    let conds = &status.properties.as_ref().unwrap()["conditions"];
+    assert_eq!(conds.type_.as_deref(), Some("array"));
+    assert_eq!(
+        conds.x_kubernetes_list_map_keys.clone().unwrap_or_default(),
+        vec!["type"]
+    );
+    // Each printer column shows a field the schema has, with the column's type.
+    let cols = v.additional_printer_columns.as_ref().unwrap();
+    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Plugin",
+            "Subnet",
+            "PhysicalNet",
+            "VLAN",
+            "Ready",
+            "Pods",
+            "Age"
+        ]
+    );
+    for c in cols {
+        let node = schema_at(schema, &c.json_path).unwrap_or_else(|| {
+            panic!("column {} shows {}, not in the schema", c.name, c.json_path)
+        });
+        if c.type_ != "date" {
             assert_eq!(
-                props[*f].type_.as_deref(),
-                Some("string"),
-                "{kind_name} {f}"
+                node.type_.as_deref(),
+                Some(c.type_.as_str()),
+                "column {}",
+                c.name
             );
         }
     }
