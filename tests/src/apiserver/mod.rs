@@ -15,6 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+mod kubeconfig;
+mod tls;
+
+pub use kubeconfig::{write_kubeconfig, write_kubeconfig_with, KubeAuth, KubeTls};
+use tls::tls_setup;
+pub use tls::TlsMaterial;
+
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -67,33 +74,6 @@ impl State {
 const PODS: &str = "pods";
 const NADS: &str = "network-attachment-definitions";
 const LNS: &str = "logicalnetworks";
-
-/// How a written kubeconfig authenticates.
-#[derive(Debug, Clone, Copy)]
-pub enum KubeAuth<'a> {
-    None,
-    Token(&'a str),
-    TokenFile(&'a Path),
-}
-
-/// TLS material of an https stand-in: its CA, and a client identity signed by that CA.
-#[derive(Debug, Clone)]
-pub struct TlsMaterial {
-    pub ca_pem: String,
-    pub client_cert_pem: String,
-    pub client_key_pem: String,
-}
-
-/// TLS settings of a written kubeconfig.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KubeTls<'a> {
-    /// Written to a file beside the kubeconfig and named by `certificate-authority` (relative).
-    pub ca_pem: Option<&'a str>,
-    pub insecure_skip_tls_verify: bool,
-    /// Written inline as `client-certificate-data` / `client-key-data`.
-    pub client_cert_pem: Option<&'a str>,
-    pub client_key_pem: Option<&'a str>,
-}
 
 /// The running stand-in; stops when dropped.
 pub struct ApiServer {
@@ -311,121 +291,6 @@ impl Drop for ApiServer {
             let _ = t.join();
         }
     }
-}
-
-/// Writes a kubeconfig (one cluster, one user, one context) pointing at `server`.
-pub fn write_kubeconfig(path: &Path, server: &str, auth: KubeAuth<'_>) -> anyhow::Result<()> {
-    write_kubeconfig_with(path, server, auth, KubeTls::default())
-}
-
-/// Writes a kubeconfig pointing at `server`, with TLS settings. A CA goes to `<path>.ca.crt`,
-/// named relative to the kubeconfig (as kubectl resolves it).
-pub fn write_kubeconfig_with(
-    path: &Path,
-    server: &str,
-    auth: KubeAuth<'_>,
-    tls: KubeTls<'_>,
-) -> anyhow::Result<()> {
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let mut user = Vec::new();
-    match auth {
-        KubeAuth::None => {}
-        KubeAuth::Token(t) => user.push(format!("token: {}", serde_json::to_string(t)?)),
-        KubeAuth::TokenFile(p) => user.push(format!(
-            "tokenFile: {}",
-            serde_json::to_string(&p.to_string_lossy())?
-        )),
-    }
-    if let Some(cert) = tls.client_cert_pem {
-        user.push(format!("client-certificate-data: {}", b64(cert)));
-    }
-    if let Some(key) = tls.client_key_pem {
-        user.push(format!("client-key-data: {}", b64(key)));
-    }
-    let mut cluster = vec![format!("server: {server}")];
-    if let Some(ca) = tls.ca_pem {
-        let file_name = format!(
-            "{}.ca.crt",
-            path.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "kubeconfig".into())
-        );
-        let ca_path = path.with_file_name(&file_name);
-        std::fs::write(&ca_path, ca).with_context(|| format!("writing {}", ca_path.display()))?;
-        cluster.push(format!("certificate-authority: {file_name}"));
-    }
-    if tls.insecure_skip_tls_verify {
-        cluster.push("insecure-skip-tls-verify: true".into());
-    }
-    let user = format!("{{{}}}", user.join(", "));
-    let cluster = cluster.join("\n    ");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: standin\nclusters:\n- name: standin\n  cluster:\n    {cluster}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: genie\nusers:\n- name: genie\n  user: {user}\n"
-    );
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn tls_setup(
-    require_client_cert: bool,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, TlsMaterial)> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
-    };
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "vfgenie stand-in CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-
-    let server_key = KeyPair::generate()?;
-    let mut server_params = CertificateParams::new(vec!["localhost".to_string()])?;
-    server_params
-        .subject_alt_names
-        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    let server_cert = server_params.signed_by(&server_key, &ca)?;
-
-    let client_key = KeyPair::generate()?;
-    let mut client_params = CertificateParams::new(Vec::<String>::new())?;
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "system:node:genie");
-    let client_cert = client_params.signed_by(&client_key, &ca)?;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let builder = if require_client_cert {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone())?;
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()?;
-        builder.with_client_cert_verifier(verifier)
-    } else {
-        builder.with_no_client_auth()
-    };
-    let key = PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes())?;
-    let mut config = builder.with_single_cert(
-        vec![
-            CertificateDer::from(server_cert.der().to_vec()),
-            ca.der().clone(),
-        ],
-        key,
-    )?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((
-        Arc::new(config),
-        TlsMaterial {
-            ca_pem: ca.pem(),
-            client_cert_pem: client_cert.pem(),
-            client_key_pem: client_key.serialize_pem(),
-        },
-    ))
 }
 
 async fn serve(
