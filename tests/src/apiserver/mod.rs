@@ -1,35 +1,42 @@
-//! An API-server stand-in on 127.0.0.1 (random port) speaking the Kubernetes REST paths the CNI
-//! binary uses: GET pods, GET/PUT pods/status (resourceVersion checked, 409 on a mismatch),
-//! GET network-attachment-definitions and logicalnetworks, Status JSON errors (404, 401, 409).
-//! Tests can require a bearer token, inject conflicts and server errors, delay every answer, make
-//! the server close every connection, and read back every request and every successful write.
+//! An API-server stand-in on 127.0.0.1 (random port) speaking the Kubernetes wire protocol for the
+//! kinds vfgenie reads and writes: pods, namespaces, NetworkAttachmentDefinitions,
+//! LogicalNetworks (with a status subresource), NetworkPolicies and MultiNetworkPolicies.
+//!
+//! - GET, LIST (label and field selectors, `limit`/`continue` pagination at one revision), WATCH
+//!   (replay from a resourceVersion, live events, bookmarks, 410 Expired after a compaction,
+//!   `timeoutSeconds`, `sendInitialEvents`), POST, PUT, merge PATCH and DELETE, GET/PUT/PATCH of
+//!   `.../status`; PUT pods/status checks the resourceVersion (409 on a mismatch) as before.
+//! - One global resourceVersion, moved on by every change, as etcd's revision.
+//! - Tests can require a bearer token, inject conflicts and server errors, delay every answer,
+//!   make the server close every connection, stop and resume serving (a restart on the same port
+//!   with the same objects), compact the event log, and read back every request and every
+//!   successful pods/status write.
 //!
 //! It runs on its own thread and runtime, so blocking clients can be used from plain `#[test]`s.
 //! [`ApiServer::start_tls`] serves https with a CA made for the run, optionally requiring client
 //! certificates signed by it.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 mod kubeconfig;
+mod query;
+mod routes;
+mod server;
+mod store;
 mod tls;
+mod watch;
 
 pub use kubeconfig::{write_kubeconfig, write_kubeconfig_with, KubeAuth, KubeTls};
-use tls::tls_setup;
 pub use tls::TlsMaterial;
 
 use anyhow::{anyhow, Context};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use server::Control;
+use store::{Key, Resource, Store};
+use tokio::sync::mpsc;
 
 /// One successful write (PUT pods/status).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,10 +54,8 @@ impl RecordedWrite {
     }
 }
 
-#[derive(Default)]
 struct State {
-    /// (plural, namespace, name) → object.
-    objects: BTreeMap<(String, String, String), Value>,
+    store: Store,
     token: Option<String>,
     available: bool,
     /// `false`: every answer says `Connection: close`.
@@ -58,34 +63,28 @@ struct State {
     delay: Duration,
     conflicts: usize,
     failures: Vec<u16>,
-    revision: u64,
     connections: usize,
     requests: Vec<String>,
+    request_uris: Vec<String>,
     writes: Vec<RecordedWrite>,
+    bookmark_interval: Duration,
+    list_requests: usize,
+    watch_requests: usize,
+    open_watches: usize,
+    bookmarks_sent: usize,
 }
 
-impl State {
-    fn next_revision(&mut self) -> String {
-        self.revision += 1;
-        self.revision.to_string()
-    }
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-const PODS: &str = "pods";
-const NADS: &str = "network-attachment-definitions";
-const LNS: &str = "logicalnetworks";
 
 /// The running stand-in; stops when dropped.
 pub struct ApiServer {
     addr: SocketAddr,
     https: bool,
     state: Arc<Mutex<State>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    control: mpsc::UnboundedSender<Control>,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ApiServer {
@@ -97,7 +96,7 @@ impl ApiServer {
     /// Serves https on 127.0.0.1 with a certificate from a fresh CA; with `require_client_cert`
     /// only clients presenting a certificate from that CA get through the handshake.
     pub fn start_tls(require_client_cert: bool) -> anyhow::Result<(Self, TlsMaterial)> {
-        let (config, material) = tls_setup(require_client_cert)?;
+        let (config, material) = tls::tls_setup(require_client_cert)?;
         Ok((Self::start_with(Some(config))?, material))
     }
 
@@ -108,11 +107,24 @@ impl ApiServer {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
+            store: Store::default(),
+            token: None,
             available: true,
             keep_alive: true,
-            ..State::default()
+            delay: Duration::ZERO,
+            conflicts: 0,
+            failures: Vec::new(),
+            connections: 0,
+            requests: Vec::new(),
+            request_uris: Vec::new(),
+            writes: Vec::new(),
+            bookmark_interval: Duration::from_secs(1),
+            list_requests: 0,
+            watch_requests: 0,
+            open_watches: 0,
+            bookmarks_sent: 0,
         }));
-        let (tx, rx) = oneshot::channel();
+        let (control, control_rx) = mpsc::unbounded_channel();
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("apiserver".into())
@@ -128,13 +140,13 @@ impl ApiServer {
                         return;
                     }
                 };
-                rt.block_on(serve(std_listener, st, rx, tls));
+                rt.block_on(server::serve(std_listener, addr, st, control_rx, tls));
             })?;
         Ok(Self {
             addr,
             https,
             state,
-            shutdown: Some(tx),
+            control,
             thread: Some(thread),
         })
     }
@@ -181,7 +193,13 @@ impl ApiServer {
         lock(&self.state).failures = statuses.to_vec();
     }
 
-    /// Adds or replaces a pod; returns its uid.
+    /// How often a watch that allows bookmarks gets one (1 s unless set); for watches started
+    /// afterwards.
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        lock(&self.state).bookmark_interval = interval;
+    }
+
+    /// Adds or replaces a pod (on node-1); returns its uid.
     pub fn add_pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
         let uid = format!("uid-{namespace}-{name}");
         let annotations: serde_json::Map<String, Value> = annotations
@@ -194,17 +212,16 @@ impl ApiServer {
             "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "node-1"},
             "status": {"phase": "Pending"}
         });
-        self.insert(PODS, namespace, name, pod);
+        self.put("pods", namespace, name, pod);
         uid
     }
 
+    /// Deletes a pod if there is one.
     pub fn delete_pod(&self, namespace: &str, name: &str) {
-        lock(&self.state)
-            .objects
-            .remove(&(PODS.into(), namespace.into(), name.into()));
+        let _ = self.delete("pods", namespace, name);
     }
 
-    /// Adds a NetworkAttachmentDefinition with this spec.config (may be empty).
+    /// Adds or replaces a NetworkAttachmentDefinition with this spec.config (may be empty).
     pub fn add_nad(&self, namespace: &str, name: &str, config: &str, resource_name: Option<&str>) {
         let mut annotations = serde_json::Map::new();
         if let Some(r) = resource_name {
@@ -215,9 +232,10 @@ impl ApiServer {
             "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"), "annotations": annotations},
             "spec": {"config": config}
         });
-        self.insert(NADS, namespace, name, nad);
+        self.put("network-attachment-definitions", namespace, name, nad);
     }
 
+    /// Adds or replaces a LogicalNetwork.
     pub fn add_logical_network(
         &self,
         namespace: &str,
@@ -231,22 +249,118 @@ impl ApiServer {
             "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
             "spec": {"physicalNet": physical_net, "plugin": plugin, "subnet": subnet}
         });
-        self.insert(LNS, namespace, name, ln);
+        self.put("logicalnetworks", namespace, name, ln);
     }
 
-    fn insert(&self, plural: &str, namespace: &str, name: &str, mut object: Value) {
-        let mut st = lock(&self.state);
-        object["metadata"]["resourceVersion"] = json!(st.next_revision());
-        st.objects
-            .insert((plural.into(), namespace.into(), name.into()), object);
+    /// Stores (adds or replaces) an object: one ADDED or MODIFIED event.
+    fn put(&self, plural: &'static str, namespace: &str, name: &str, object: Value) {
+        let key = (plural, namespace.to_string(), name.to_string());
+        lock(&self.state).store.commit(key, Some(object));
+    }
+
+    /// The key of `name` in `namespace` of the kind served as `plural` (the namespace is ignored
+    /// for a cluster-scoped kind).
+    fn key(plural: &str, namespace: &str, name: &str) -> anyhow::Result<Key> {
+        let res = Resource::by_plural(plural)
+            .ok_or_else(|| anyhow!("the stand-in serves no {plural}"))?;
+        let ns = if res.namespaced { namespace } else { "" };
+        Ok((res.plural, ns.to_string(), name.to_string()))
+    }
+
+    /// Creates an object of a served kind (named by its apiVersion and kind), as a POST does:
+    /// fails if it exists; a missing uid is made up. Returns it as stored.
+    pub fn create(&self, object: Value) -> anyhow::Result<Value> {
+        let (res, _) = routes::key_for(&object).map_err(|e| anyhow!(e))?;
+        lock(&self.state)
+            .store
+            .create(res, object)
+            .map_err(|e| anyhow!("creating: {e}"))
+    }
+
+    /// Replaces a stored object, status included (a resourceVersion in `object` must be the
+    /// stored one; without one the write is unconditional). Returns it as stored.
+    pub fn update(&self, object: Value) -> anyhow::Result<Value> {
+        let (res, _) = routes::key_for(&object).map_err(|e| anyhow!(e))?;
+        lock(&self.state)
+            .store
+            .replace(res, object, false)
+            .map_err(|e| anyhow!("updating: {e}"))
+    }
+
+    /// Deletes an object of the kind served as `plural` (e.g. "pods", "logicalnetworks"); the
+    /// namespace is ignored for a cluster-scoped kind. Returns the deleted object.
+    pub fn delete(&self, plural: &str, namespace: &str, name: &str) -> anyhow::Result<Value> {
+        let key = Self::key(plural, namespace, name)?;
+        lock(&self.state)
+            .store
+            .delete(key)
+            .map_err(|e| anyhow!("deleting {plural} {namespace}/{name}: {e}"))
+    }
+
+    /// The stored object.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = Self::key(plural, namespace, name).ok()?;
+        lock(&self.state).store.get(&key).cloned()
+    }
+
+    /// Every stored object of the kind served as `plural` (in `namespace`, or all), by key.
+    pub fn list(&self, plural: &str, namespace: Option<&str>) -> Vec<Value> {
+        let Ok(key) = Self::key(plural, "", "") else {
+            return Vec::new();
+        };
+        let st = lock(&self.state);
+        let now = st.store.revision();
+        st.store
+            .snapshot(key.0, namespace, now)
+            .map(|m| m.into_values().collect())
+            .unwrap_or_default()
     }
 
     /// The stored pod.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
-        lock(&self.state)
-            .objects
-            .get(&(PODS.into(), namespace.into(), name.into()))
-            .cloned()
+        self.get("pods", namespace, name)
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.state).store.revision()
+    }
+
+    /// Compacts the event log up to now: a watch or a continued list asking for an older
+    /// resourceVersion is answered 410 Expired (watches already running are not affected).
+    /// Returns the compaction revision.
+    pub fn compact(&self) -> u64 {
+        lock(&self.state).store.compact()
+    }
+
+    /// Stops serving: the listener closes (connecting is refused) and every open connection —
+    /// every watch stream with it — is closed. Objects stay and can be changed meanwhile.
+    pub fn stop_serving(&self) -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.control
+            .send(Control::Stop(tx))
+            .map_err(|_| anyhow!("the stand-in is gone"))?;
+        rx.recv_timeout(Duration::from_secs(10))
+            .context("the stand-in did not stop serving")
+    }
+
+    /// Serves again, on the same address.
+    pub fn resume_serving(&self) -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.control
+            .send(Control::Resume(tx))
+            .map_err(|_| anyhow!("the stand-in is gone"))?;
+        rx.recv_timeout(Duration::from_secs(10))
+            .context("the stand-in did not resume")?
+            .with_context(|| format!("listening again on {}", self.addr))
+    }
+
+    /// An API server restart: stops serving, stays down for a moment (200 ms), serves again on
+    /// the same port with the same objects.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.stop_serving()?;
+        std::thread::sleep(Duration::from_millis(200));
+        self.resume_serving()
     }
 
     /// How many TCP connections were accepted so far.
@@ -259,7 +373,32 @@ impl ApiServer {
         lock(&self.state).requests.clone()
     }
 
-    /// Every successful write so far.
+    /// Every request so far, as `METHOD /path?query`.
+    pub fn request_uris(&self) -> Vec<String> {
+        lock(&self.state).request_uris.clone()
+    }
+
+    /// How many LISTs (GETs of a collection without `watch`) were answered so far.
+    pub fn list_requests(&self) -> usize {
+        lock(&self.state).list_requests
+    }
+
+    /// How many WATCHes were started so far.
+    pub fn watch_requests(&self) -> usize {
+        lock(&self.state).watch_requests
+    }
+
+    /// How many watch streams are open now.
+    pub fn open_watches(&self) -> usize {
+        lock(&self.state).open_watches
+    }
+
+    /// How many BOOKMARK events were sent so far.
+    pub fn bookmarks_sent(&self) -> usize {
+        lock(&self.state).bookmarks_sent
+    }
+
+    /// Every successful pods/status write so far.
     pub fn writes(&self) -> Vec<RecordedWrite> {
         lock(&self.state).writes.clone()
     }
@@ -284,239 +423,11 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.control.send(Control::Shutdown);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    state: Arc<Mutex<State>>,
-    mut shutdown: oneshot::Receiver<()>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("apiserver stand-in: {e}");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                // As a real API server does: small writes go out at once, none waits for an ACK.
-                let _ = stream.set_nodelay(true);
-                let available = {
-                    let mut st = lock(&state);
-                    st.connections += 1;
-                    st.available
-                };
-                if !available {
-                    drop(stream);
-                    continue;
-                }
-                let st = state.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                    let http = hyper::server::conn::http1::Builder::new();
-                    match acceptor {
-                        None => {
-                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                        }
-                        Some(acceptor) => {
-                            // A failed handshake (an untrusted client) just ends the connection.
-                            if let Ok(tls) = acceptor.accept(stream).await {
-                                let _ = http.serve_connection(TokioIo::new(tls), service).await;
-                            }
-                        }
-                    }
-                });
-            }
-        }
-    }
-}
-
-fn status(code: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code.as_u16()
-    });
-    respond(code, &body)
-}
-
-fn respond(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-/// (plural, namespace, name, subresource) of a path we serve.
-fn route(path: &str) -> Option<(&'static str, String, String, Option<String>)> {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (plural, rest) = match segs.as_slice() {
-        ["api", "v1", "namespaces", rest @ ..] => (PODS, rest),
-        ["apis", "k8s.cni.cncf.io", "v1", "namespaces", rest @ ..] => (NADS, rest),
-        ["apis", "alpha.network.k8s.io", "v1", "namespaces", rest @ ..] => (LNS, rest),
-        _ => return None,
-    };
-    match rest {
-        [ns, p, name] if *p == plural => Some((plural, ns.to_string(), name.to_string(), None)),
-        [ns, p, name, sub] if *p == plural && plural == PODS => Some((
-            plural,
-            ns.to_string(),
-            name.to_string(),
-            Some(sub.to_string()),
-        )),
-        _ => None,
-    }
-}
-
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let auth = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
-    let (delay, keep_alive) = {
-        let mut st = lock(&state);
-        st.requests.push(format!("{method} {path}"));
-        (st.delay, st.keep_alive)
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let mut resp = answer(&mut lock(&state), &method, &path, auth.as_deref(), &body);
-    if !keep_alive {
-        resp.headers_mut().insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("close"),
-        );
-    }
-    Ok(resp)
-}
-
-fn answer(
-    st: &mut State,
-    method: &Method,
-    path: &str,
-    auth: Option<&str>,
-    body: &[u8],
-) -> Response<Full<Bytes>> {
-    if let Some(token) = &st.token {
-        if auth != Some(format!("Bearer {token}").as_str()) {
-            return status(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "Unauthorized".into(),
-            );
-        }
-    }
-    if !st.failures.is_empty() {
-        let code = st.failures.remove(0);
-        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return status(code, "InternalError", format!("injected {}", code.as_u16()));
-    }
-    let Some((plural, ns, name, sub)) = route(path) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("the server could not find the requested resource {path}"),
-        );
-    };
-    let key = (plural.to_string(), ns.clone(), name.clone());
-    let not_found = || {
-        status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{plural} \"{name}\" not found"),
-        )
-    };
-    match (method, sub.as_deref()) {
-        (&Method::GET, None) | (&Method::GET, Some("status")) => match st.objects.get(&key) {
-            Some(o) => respond(StatusCode::OK, o),
-            None => not_found(),
-        },
-        (&Method::PUT, Some("status")) => {
-            let Ok(sent) = serde_json::from_slice::<Value>(body) else {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "the body is not JSON".into(),
-                );
-            };
-            if sent["metadata"]["name"].as_str() != Some(name.as_str()) {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "metadata.name does not match the path".into(),
-                );
-            }
-            if !st.objects.contains_key(&key) {
-                return not_found();
-            }
-            if st.conflicts > 0 {
-                st.conflicts -= 1;
-                let rv = st.next_revision();
-                if let Some(stored) = st.objects.get_mut(&key) {
-                    stored["metadata"]["resourceVersion"] = json!(rv);
-                }
-                return conflict(&name);
-            }
-            let rv = st.next_revision();
-            let Some(stored) = st.objects.get_mut(&key) else {
-                return not_found();
-            };
-            if sent["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
-                return conflict(&name);
-            }
-            // pods/status takes metadata.annotations and status; the spec stays as stored.
-            stored["metadata"]["annotations"] = sent["metadata"]["annotations"].clone();
-            stored["status"] = sent["status"].clone();
-            stored["metadata"]["resourceVersion"] = json!(rv);
-            let out = stored.clone();
-            st.writes.push(RecordedWrite {
-                namespace: ns,
-                name,
-                body: sent,
-            });
-            respond(StatusCode::OK, &out)
-        }
-        _ => status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("{method} is not supported here"),
-        ),
-    }
-}
-
-fn conflict(name: &str) -> Response<Full<Bytes>> {
-    status(
-        StatusCode::CONFLICT,
-        "Conflict",
-        format!("Operation cannot be fulfilled on pods \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
-    )
 }
 
 /// An address on loopback where nothing listens (bound, then released).
