@@ -181,6 +181,92 @@ async fn a_reflector_store_converges_through_add_modify_and_delete() {
     assert!(r.errors.lock().unwrap().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_the_api_are_watched_like_any_other() {
+    let server = ApiServer::start().unwrap();
+    let r = reflect(Api::all(client(&server)), watcher::Config::default());
+    converged(&server, &r, everything).await;
+    let api: Api<Pod> = Api::namespaced(client(&server), "team");
+    let new: Pod = serde_json::from_value(pod("team", "made", "node-a", json!({}))).unwrap();
+    let created = api.create(&Default::default(), &new).await.unwrap();
+    assert!(created.uid().is_some());
+    let e = api.create(&Default::default(), &new).await.unwrap_err();
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{e:?}"
+    );
+    converged(&server, &r, everything).await;
+    assert_eq!(store_view(&r.store).len(), 1);
+
+    let patch = json!({"metadata": {"labels": {"patched": "yes"}}});
+    api.patch("made", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    converged(&server, &r, everything).await;
+    let seen = r.store.state();
+    assert_eq!(seen[0].labels()["patched"], "yes");
+
+    api.delete("made", &Default::default()).await.unwrap();
+    converged(&server, &r, everything).await;
+    assert!(r.store.state().is_empty());
+    assert!(server.pod("team", "made").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_change_moves_a_pod_out_of_and_back_into_a_selecting_watch() {
+    let server = ApiServer::start().unwrap();
+    server
+        .create(pod("team", "w", "node-a", json!({"app": "web"})))
+        .unwrap();
+    server
+        .create(pod("team", "d", "node-a", json!({"app": "db"})))
+        .unwrap();
+    let is_web = |p: &Value| p["metadata"]["labels"]["app"] == "web";
+    let r = reflect(
+        Api::all(client(&server)),
+        watcher::Config::default().labels("app=web"),
+    );
+    converged(&server, &r, is_web).await;
+    assert_eq!(store_view(&r.store).keys().collect::<Vec<_>>(), ["team/w"]);
+
+    let relabel = |name: &str, app: &str| {
+        let mut p = server.pod("team", name).unwrap();
+        p["metadata"]["labels"]["app"] = json!(app);
+        server.update(p).unwrap();
+    };
+    relabel("w", "db");
+    converged(&server, &r, is_web).await;
+    assert!(r.store.state().is_empty());
+    relabel("d", "web");
+    converged(&server, &r, is_web).await;
+    assert_eq!(store_view(&r.store).keys().collect::<Vec<_>>(), ["team/d"]);
+    assert_eq!(server.list_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_list_watcher_starts_without_a_list() {
+    let server = ApiServer::start().unwrap();
+    for i in 0..5 {
+        server
+            .create(pod("team", &format!("p{i}"), "node-a", json!({})))
+            .unwrap();
+    }
+    let r = reflect(
+        Api::all(client(&server)),
+        watcher::Config::default().streaming_lists(),
+    );
+    converged(&server, &r, everything).await;
+    server.delete("pods", "team", "p0").unwrap();
+    server
+        .create(pod("team", "p5", "node-a", json!({})))
+        .unwrap();
+    converged(&server, &r, everything).await;
+    assert_eq!(store_view(&r.store).len(), 5);
+    assert_eq!(server.list_requests(), 0, "{:?}", server.request_uris());
+    let uris = server.request_uris();
+    assert!(uris[0].contains("sendInitialEvents=true"), "{uris:?}");
+}
+
 fn on_node_a(p: &Value) -> bool {
     p["spec"]["nodeName"] == "node-a"
 }
