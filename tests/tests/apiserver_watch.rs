@@ -834,3 +834,51 @@ async fn lists_take_label_and_field_selectors_and_say_their_kind() {
     assert_eq!(mnp["apiVersion"], "k8s.cni.cncf.io/v1beta2");
     assert_eq!(mnp["metadata"]["name"], "deny");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_resource_version_list_shows_the_past_until_it_is_compacted() {
+    let server = ApiServer::start().unwrap();
+    server
+        .create(pod("team", "old", "node-a", json!({})))
+        .unwrap();
+    let then = server.resource_version();
+    server.delete("pods", "team", "old").unwrap();
+    server
+        .create(pod("team", "new", "node-a", json!({})))
+        .unwrap();
+    let names = |body: &[u8]| -> (Vec<String>, String) {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        let names = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        (
+            names,
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let exact = format!("/api/v1/pods?resourceVersion={then}&resourceVersionMatch=Exact");
+    let (_, _, body, _) = raw_get(&server, &exact).await;
+    assert_eq!(names(&body), (vec!["old".to_string()], then.to_string()));
+    // NotOlderThan an old revision is satisfied by now.
+    let (_, _, body, _) = raw_get(
+        &server,
+        &format!("/api/v1/pods?resourceVersion={then}&resourceVersionMatch=NotOlderThan"),
+    )
+    .await;
+    let now = server.resource_version().to_string();
+    assert_eq!(names(&body), (vec!["new".to_string()], now));
+    server.compact();
+    let (status, _, body, _) = raw_get(&server, &exact).await;
+    assert_eq!(status, "HTTP/1.1 410 Gone");
+    let st: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (st["kind"].as_str(), st["reason"].as_str()),
+        (Some("Status"), Some("Expired"))
+    );
+}
