@@ -170,3 +170,41 @@ impl ResolvesServerCert for Resolver {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mismatched_or_broken_pair_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = crate::certs::generate("ns", "svc").unwrap();
+        crate::certs::write(dir.path(), &first).unwrap();
+        let store = CertStore::load(dir.path()).unwrap();
+        let served = || store.current.read().unwrap().cert.clone();
+        let before = served();
+        assert!(!store.reload_if_changed().unwrap());
+
+        let second = crate::certs::generate("ns", "svc").unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), &second.key_pem).unwrap();
+        assert!(matches!(
+            store.reload_if_changed(),
+            Err(TlsError::Mismatch { .. })
+        ));
+        // The same broken contents are not reported again.
+        assert!(!store.reload_if_changed().unwrap());
+        assert_eq!(served(), before);
+
+        std::fs::write(dir.path().join(CERT_FILE), "garbage").unwrap();
+        assert!(matches!(
+            store.reload_if_changed(),
+            Err(TlsError::NoCertificate { .. })
+        ));
+        assert_eq!(served(), before);
+
+        crate::certs::write(dir.path(), &second).unwrap();
+        assert!(store.reload_if_changed().unwrap());
+        assert_ne!(served(), before);
+        assert!(CertStore::load(&dir.path().join("missing")).is_err());
+    }
+}
