@@ -248,3 +248,69 @@ async fn a_new_pair_from_another_ca_is_served_after_the_reload() {
     // The old CA is no longer trusted by what is served.
     assert!(Client::connect(server.addr, &old_ca).await.is_err());
 }
+
+#[tokio::test]
+async fn the_certs_command_writes_a_pair_the_server_serves_and_prints_the_ca_bundle() {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tls");
+    let run = |ns: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vfgenie-controller"))
+            .args([
+                "certs",
+                "--namespace",
+                ns,
+                "--service",
+                support::SERVICE,
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = run(support::NAMESPACE);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = String::from_utf8(o.stdout).unwrap();
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(bundle.trim())
+        .unwrap();
+    assert_eq!(ca, std::fs::read(out.join("ca.crt")).unwrap());
+    let mode = std::fs::metadata(out.join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Running it again replaces the pair.
+    assert!(run(support::NAMESPACE).status.success());
+    let bad = run("../etc");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("namespace"));
+
+    // A server on that directory is trusted through the printed bundle.
+    let ca_pem = std::fs::read_to_string(out.join("ca.crt")).unwrap();
+    let webhook = std::sync::Arc::new(vfcontroller::server::Webhook::new(
+        std::sync::Arc::new(support::cluster()),
+        support::settings(),
+    ));
+    let config = vfcontroller::server::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls_dir: out.clone(),
+        reload_every: Duration::from_secs(5),
+    };
+    let server = vfcontroller::server::Server::bind(&config, webhook)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut c = Client::connect(addr, &ca_pem).await.unwrap();
+    assert_eq!(
+        c.send(Method::GET, "/healthz", Vec::new()).await.0,
+        StatusCode::OK
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -182,15 +182,20 @@ fn tokens(s: &str) -> Result<Vec<Tok>, PolicyError> {
 /// keys. A value runs until the next `key:`, so an unquoted comma list stays one value.
 fn parse_flow(text: &str) -> Result<Vec<RawRule>, PolicyError> {
     let toks = tokens(text)?;
-    let mut it = toks.into_iter().peekable();
-    if it.next() != Some(Tok::OpenList) {
+    let mut i = 0;
+    let next = |i: &mut usize| {
+        let t = toks.get(*i);
+        *i += 1;
+        t
+    };
+    if next(&mut i) != Some(&Tok::OpenList) {
         return Err(genie_err(
             "it is neither JSON nor a [ {networkSelector: ..., peerNetworks: ...} ] list",
         ));
     }
     let mut rules = Vec::new();
     loop {
-        match it.next() {
+        match next(&mut i) {
             Some(Tok::CloseList) => break,
             Some(Tok::Comma) => continue,
             Some(Tok::Open) => {}
@@ -203,43 +208,34 @@ fn parse_flow(text: &str) -> Result<Vec<RawRule>, PolicyError> {
         let mut selector: Option<String> = None;
         let mut peers: Vec<String> = Vec::new();
         loop {
-            let key = match it.next() {
+            let key = match next(&mut i) {
                 Some(Tok::Close) => break,
                 Some(Tok::Comma) => continue,
-                Some(Tok::Word(k) | Tok::Quoted(k)) => k,
+                Some(Tok::Word(k) | Tok::Quoted(k)) => k.as_str(),
                 _ => return Err(genie_err("expected a key or '}' in a rule")),
             };
-            if it.next() != Some(Tok::Colon) {
+            if next(&mut i) != Some(&Tok::Colon) {
                 return Err(genie_err(format!("key {key:?} is not followed by ':'")));
             }
             // The value: words and quoted strings up to the next `key:` or '}'.
             let mut values: Vec<String> = Vec::new();
             loop {
-                match it.peek() {
-                    Some(Tok::Word(_) | Tok::Quoted(_)) => {
-                        let Some(Tok::Word(w) | Tok::Quoted(w)) = it.next() else {
-                            break;
-                        };
-                        if it.peek() == Some(&Tok::Colon) {
-                            // `w` was the next key: put it back by ending this value here.
-                            let rest: Vec<Tok> = std::iter::once(Tok::Word(w)).chain(it).collect();
-                            it = rest.into_iter().peekable();
-                            break;
-                        }
+                match (toks.get(i), toks.get(i + 1)) {
+                    (Some(Tok::Word(_) | Tok::Quoted(_)), Some(Tok::Colon)) => break,
+                    (Some(Tok::Word(w) | Tok::Quoted(w)), _) => {
                         values.extend(
                             w.split(',')
                                 .map(str::trim)
                                 .filter(|s| !s.is_empty())
                                 .map(str::to_string),
                         );
+                        i += 1;
                     }
-                    Some(Tok::Comma) => {
-                        it.next();
-                    }
+                    (Some(Tok::Comma), _) => i += 1,
                     _ => break,
                 }
             }
-            match key.as_str() {
+            match key {
                 "networkSelector" => {
                     if selector.is_some() || values.len() != 1 {
                         return Err(genie_err(
@@ -263,7 +259,7 @@ fn parse_flow(text: &str) -> Result<Vec<RawRule>, PolicyError> {
             peer_networks: PeerNetworks::List(peers),
         });
     }
-    if it.next().is_some() {
+    if i < toks.len() {
         return Err(genie_err("there is text after the closing ']'"));
     }
     Ok(rules)

@@ -88,3 +88,12 @@ fn policy_for_lists_namespaced_networks() {
         assert_eq!(e.annotation, POLICY_FOR, "{bad}");
     }
 }
+
+#[test]
+fn a_large_value_parses_in_linear_time() {
+    let rule = "{networkSelector: net1, peerNetworks: net2,net3}, ";
+    let v = format!("[{}]", rule.repeat(20_000));
+    let start = std::time::Instant::now();
+    assert_eq!(parse_genie_policy(&v).unwrap().len(), 20_000);
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
