@@ -8,8 +8,9 @@
 //! - NetworkPolicy (`networking.k8s.io/v1`) with `genieNetworkpolicy`, MultiNetworkPolicy
 //!   (`k8s.cni.cncf.io/v1beta1`, `v1beta2`): [`policy`].
 //!
-//! DELETE and CONNECT are always allowed, as is a pod UPDATE (genie writes network-status). A kind
-//! the webhook does not handle is denied, saying so: only a misconfigured webhook sends one.
+//! DELETE and CONNECT are always allowed, as is a pod UPDATE (genie writes network-status) and any
+//! subresource of these resources (a pod's status, binding, eviction). A kind the webhook does
+//! not handle is denied, saying so: only a misconfigured webhook sends one.
 
 pub mod logical;
 pub mod nad;
@@ -126,8 +127,27 @@ impl Handled {
     }
 }
 
+/// The resources whose objects the webhook validates (group, plural).
+const OUR_RESOURCES: [(&str, &str); 5] = [
+    ("", "pods"),
+    ("k8s.cni.cncf.io", "network-attachment-definitions"),
+    ("alpha.network.k8s.io", "logicalnetworks"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("k8s.cni.cncf.io", "multi-networkpolicies"),
+];
+
 /// The rules applied to one admission request.
 pub fn review(req: &AdmissionRequest, lookup: &dyn Lookup, settings: &Settings) -> Outcome {
+    // A subresource of one of our resources (a pod's status, binding, eviction, ephemeral
+    // containers) carries another kind or no network fields: nothing of ours to check.
+    let subresource = req.sub_resource.as_deref().is_some_and(|s| !s.is_empty());
+    let ours = req
+        .resource
+        .as_ref()
+        .is_some_and(|r| OUR_RESOURCES.contains(&(r.group.as_str(), r.resource.as_str())));
+    if subresource && ours {
+        return Ok(Vec::new());
+    }
     let Some(kind) = Handled::of(&req.kind) else {
         return Err(Denial::new(
             Reason::UnhandledKind,

@@ -27,6 +27,7 @@ fn nad(op: &'static str, name: &str, config: &str, annotations: Value) -> Review
         resource: "network-attachment-definitions",
         operation: op,
         namespace: "default",
+        sub_resource: None,
         object: nad_obj(name, config, annotations),
     }
 }
@@ -39,6 +40,7 @@ fn ln(name: &str, spec: Value) -> Review<'static> {
         resource: "logicalnetworks",
         operation: "CREATE",
         namespace: "default",
+        sub_resource: None,
         object: json!({"apiVersion": "alpha.network.k8s.io/v1", "kind": "LogicalNetwork",
             "metadata": {"name": name, "namespace": "default"}, "spec": spec}),
     }
@@ -60,6 +62,7 @@ fn pod_op(op: &'static str, annotations: Value, resources: Value) -> Review<'sta
         resource: "pods",
         operation: op,
         namespace: "default",
+        sub_resource: None,
         object: pod_obj(annotations, resources),
     }
 }
@@ -76,6 +79,7 @@ fn np(annotations: Value) -> Review<'static> {
         resource: "networkpolicies",
         operation: "CREATE",
         namespace: "default",
+        sub_resource: None,
         object: json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "pol", "namespace": "default", "annotations": annotations},
             "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}),
@@ -90,6 +94,7 @@ fn mnp(version: &'static str, annotations: Value, spec: Value) -> Review<'static
         resource: "multi-networkpolicies",
         operation: "CREATE",
         namespace: "default",
+        sub_resource: None,
         object: json!({"apiVersion": format!("k8s.cni.cncf.io/{version}"), "kind": "MultiNetworkPolicy",
             "metadata": {"name": "mpol", "namespace": "default", "annotations": annotations},
             "spec": spec}),
@@ -626,6 +631,36 @@ pub fn cases() -> Vec<Case> {
                 "spec does not have NetworkPolicy's shape",
             ],
         },
+        Case {
+            name: "pod eviction subresource",
+            review: Review {
+                group: "",
+                version: "v1",
+                kind: "Pod",
+                resource: "pods",
+                operation: "CREATE",
+                namespace: "default",
+                sub_resource: Some((
+                    "eviction",
+                    json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
+                )),
+                object: json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "web", "namespace": "default"}}),
+            },
+            allowed: true,
+            says: &[],
+        },
+        Case {
+            name: "pod status update",
+            review: Review {
+                sub_resource: Some((
+                    "status",
+                    json!({"group": "", "version": "v1", "kind": "Pod"}),
+                )),
+                ..pod_op("UPDATE", json!({NETS: "../x"}), json!({}))
+            },
+            allowed: true,
+            says: &[],
+        },
         // Kinds we do not handle.
         Case {
             name: "unknown kind",
@@ -636,6 +671,7 @@ pub fn cases() -> Vec<Case> {
                 resource: "configmaps",
                 operation: "CREATE",
                 namespace: "default",
+                sub_resource: None,
                 object: json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
             },
             allowed: false,
@@ -650,6 +686,7 @@ pub fn cases() -> Vec<Case> {
                 resource: "network-attachment-definitions",
                 operation: "CREATE",
                 namespace: "default",
+                sub_resource: None,
                 object: nad_obj("x", "", json!({})),
             },
             allowed: false,

@@ -217,6 +217,8 @@ pub struct Review<'a> {
     pub operation: &'a str,
     pub namespace: &'a str,
     pub object: Value,
+    /// The subresource and the kind it carries, for requests on a subresource.
+    pub sub_resource: Option<(&'a str, Value)>,
 }
 
 impl Review<'_> {
@@ -233,7 +235,7 @@ impl Review<'_> {
             "UPDATE" => (self.object.clone(), self.object.clone(), "UpdateOptions"),
             _ => (Value::Null, self.object.clone(), "DeleteOptions"),
         };
-        json!({
+        let mut review = json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": {
@@ -255,6 +257,13 @@ impl Review<'_> {
                 "dryRun": false,
                 "options": {"apiVersion": "meta.k8s.io/v1", "kind": options}
             }
-        })
+        });
+        if let Some((sub, kind)) = &self.sub_resource {
+            review["request"]["subResource"] = json!(sub);
+            review["request"]["requestSubResource"] = json!(sub);
+            review["request"]["kind"] = kind.clone();
+            review["request"]["requestKind"] = kind.clone();
+        }
+        review
     }
 }
