@@ -215,3 +215,75 @@ pub(crate) fn namespace_of(meta_ns: &str, request_ns: &str) -> String {
         meta_ns.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::MemoryLookup;
+    use serde_json::json;
+
+    fn request(
+        group: &str,
+        version: &str,
+        kind: &str,
+        op: &str,
+        object: Option<Value>,
+    ) -> AdmissionRequest {
+        serde_json::from_value(json!({
+            "uid": "u", "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": "x"},
+            "namespace": "default", "operation": op, "object": object,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn operations_and_kinds_are_dispatched() {
+        let l = MemoryLookup::new();
+        let s = Settings::default();
+        let bad_nad = json!({"metadata": {"name": "n"}, "spec": {"config": "{"}});
+        let nad = |op, obj| {
+            request(
+                "k8s.cni.cncf.io",
+                "v1",
+                "NetworkAttachmentDefinition",
+                op,
+                obj,
+            )
+        };
+        assert!(review(&nad("CREATE", Some(bad_nad.clone())), &l, &s).is_err());
+        assert!(review(&nad("UPDATE", Some(bad_nad.clone())), &l, &s).is_err());
+        assert!(review(&nad("DELETE", None), &l, &s).is_ok());
+        assert!(review(&nad("CONNECT", None), &l, &s).is_ok());
+        let d = review(&nad("CREATE", None), &l, &s).unwrap_err();
+        assert!(d.message.contains("carries no object"), "{}", d.message);
+        let bad_pod = json!({"metadata": {"name": "p", "annotations": {"cni": "../x"}}});
+        assert!(review(
+            &request("", "v1", "Pod", "CREATE", Some(bad_pod.clone())),
+            &l,
+            &s
+        )
+        .is_err());
+        assert!(review(&request("", "v1", "Pod", "UPDATE", Some(bad_pod)), &l, &s).is_ok());
+        let d = review(
+            &request("apps", "v1", "Deployment", "CREATE", Some(json!({}))),
+            &l,
+            &s,
+        )
+        .unwrap_err();
+        assert_eq!(d.reason, Reason::UnhandledKind);
+        assert!(
+            d.message.contains("kind apps/v1/Deployment"),
+            "{}",
+            d.message
+        );
+        // The namespace of the request fills a missing metadata.namespace.
+        let d = review(&nad("CREATE", Some(bad_nad)), &l, &s).unwrap_err();
+        assert!(
+            d.message.contains("NetworkAttachmentDefinition default/n"),
+            "{}",
+            d.message
+        );
+        assert_eq!(Reason::ALL.len(), 8);
+    }
+}
