@@ -8,9 +8,19 @@
 //! - [`netstatus`]: what is written back on the pod (`k8s.v1.cni.cncf.io/network-status`).
 //! - [`resource`]: device-plugin resource names (`<domain>/<name>`).
 //! - [`untrusted`]: what a tenant's network config may not say.
+//! - [`netconf`]: a NetworkAttachmentDefinition's `spec.config`, parsed and checked.
+//! - [`logical`]: LogicalNetworks: own fields, subnet inside the plugin's range, overlap.
+//! - [`isolation`]: namespace isolation of NetworkAttachmentDefinitions.
+//! - [`interfaces`]: interface names requested twice.
+//! - [`policy`]: `genieNetworkpolicy` and MultiNetworkPolicy's `policy-for`.
 
 pub mod annotations;
+pub mod interfaces;
+pub mod isolation;
+pub mod logical;
+pub mod netconf;
 pub mod netstatus;
 pub mod objects;
+pub mod policy;
 pub mod resource;
 pub mod untrusted;

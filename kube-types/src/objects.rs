@@ -91,6 +91,9 @@ pub struct LogicalNetworkSpec {
     pub plugin: String,
     #[serde(default)]
     pub subnet: String,
+    /// The VLAN the network is tagged with on its physical network (1..=4094), when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
 }
 
 /// What kind of object a request is about (for errors and paths).

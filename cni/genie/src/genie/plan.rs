@@ -125,12 +125,12 @@ impl Planner<'_> {
 
     fn push(&mut self, mut p: Planned) -> Result<(), CniError> {
         if !self.used.insert(p.ifname.clone()) {
-            return Err(config_error(format!(
-                "{}: interface {} is requested twice (network {})",
-                self.pod_label(),
-                p.ifname,
-                p.network
-            )));
+            let clash = vfkube::interfaces::InterfaceClash {
+                subject: self.pod_label(),
+                ifname: p.ifname,
+                network: p.network,
+            };
+            return Err(config_error(clash.to_string()));
         }
         if let Value::Object(m) = &mut p.config {
             if !m.contains_key("name") {

@@ -63,6 +63,7 @@ impl FakeKube {
                     physical_net: String::new(),
                     plugin: plugin.into(),
                     subnet: subnet.into(),
+                    vlan: None,
                 },
             },
         );

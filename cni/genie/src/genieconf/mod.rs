@@ -43,23 +43,13 @@ pub use vfkube::untrusted;
 /// Errors while turning a NetworkAttachmentDefinition into a CNI config.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("NetworkAttachmentDefinition {namespace}/{name}: spec.config is not a valid CNI config: {problem}")]
-    SpecConfig {
-        namespace: String,
-        name: String,
-        problem: String,
-    },
+    #[error(transparent)]
+    SpecConfig(#[from] vfkube::netconf::SpecConfigError),
     #[error("NetworkAttachmentDefinition {namespace}/{name} has no spec.config and no file in {conf_dir} is named {name:?}")]
     NoFile {
         namespace: String,
         name: String,
         conf_dir: PathBuf,
-    },
-    #[error("NetworkAttachmentDefinition {namespace}/{name}: spec.config is refused: {refused}")]
-    Untrusted {
-        namespace: String,
-        name: String,
-        refused: untrusted::Refused,
     },
     #[error("{plugin:?} is not a plain plugin name")]
     PluginName { plugin: String },
@@ -71,16 +61,7 @@ pub enum ResolveError {
     },
 }
 
-/// A pod referenced a NetworkAttachmentDefinition that namespace isolation forbids.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("pod {pod_namespace}/{pod_name} may not use NetworkAttachmentDefinition {nad_namespace}/{nad_name}: with namespaceIsolation a pod may only use NetworkAttachmentDefinitions of its own namespace or of the global namespaces ({global})")]
-pub struct IsolationError {
-    pub pod_namespace: String,
-    pub pod_name: String,
-    pub nad_namespace: String,
-    pub nad_name: String,
-    pub global: String,
-}
+pub use vfkube::isolation::IsolationError;
 
 /// Log levels of both projects' spellings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -370,23 +351,11 @@ impl GenieConf {
         nad_namespace: &str,
         nad_name: &str,
     ) -> Result<(), IsolationError> {
-        if !self.namespace_isolation
-            || pod_namespace == nad_namespace
-            || self.global_namespaces.iter().any(|g| g == nad_namespace)
-        {
-            return Ok(());
+        vfkube::isolation::Isolation {
+            enabled: self.namespace_isolation,
+            global_namespaces: self.global_namespaces.clone(),
         }
-        Err(IsolationError {
-            pod_namespace: pod_namespace.to_string(),
-            pod_name: pod_name.to_string(),
-            nad_namespace: nad_namespace.to_string(),
-            nad_name: nad_name.to_string(),
-            global: if self.global_namespaces.is_empty() {
-                "none".to_string()
-            } else {
-                self.global_namespaces.join(", ")
-            },
-        })
+        .check(pod_namespace, pod_name, nad_namespace, nad_name)
     }
 }
 

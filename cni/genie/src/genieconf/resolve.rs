@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::ResolveError;
-use crate::annotations::{is_plugin_name, IpCidr};
+use crate::annotations::is_plugin_name;
 use crate::k8s::objects::{LogicalNetwork, NetworkAttachmentDefinition};
+pub use vfkube::logical::LogicalNetworkError;
+use vfkube::netconf::{check_shape, is_genie, parse_spec_config};
 
 /// Where a resolved config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,30 +50,7 @@ pub fn resolve_nad_config(
     let name = nad.metadata.name.clone();
     let spec = nad.spec.config.trim();
     if !spec.is_empty() {
-        let spec_err = |problem: String| ResolveError::SpecConfig {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            problem,
-        };
-        let v: Value = serde_json::from_str(spec).map_err(|e| spec_err(e.to_string()))?;
-        let Value::Object(mut config) = v else {
-            return Err(spec_err("it is not a JSON object".into()));
-        };
-        check_shape(&config).map_err(spec_err)?;
-        match config.get("name") {
-            None | Some(Value::Null) => {
-                config.insert("name".into(), Value::String(name.clone()));
-            }
-            Some(Value::String(_)) => {}
-            Some(_) => return Err(spec_err("\"name\" must be a string".into())),
-        }
-        super::untrusted::check_config(&config, allowed).map_err(|refused| {
-            ResolveError::Untrusted {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                refused,
-            }
-        })?;
+        let config = parse_spec_config(&namespace, &name, spec, allowed)?;
         return Ok(ResolvedConfig {
             config,
             source: ConfigSource::SpecConfig,
@@ -130,19 +109,6 @@ pub fn find_conf_file(conf_dir: &Path, name: &str) -> Result<Option<ResolvedConf
         .find(|r| r.name() == Some(name) && check_shape(&r.config).is_ok() && !is_genie(&r.config)))
 }
 
-/// Whether a conf (or any plugin of a conflist) is genie's own.
-fn is_genie(c: &Map<String, Value>) -> bool {
-    let genie = |c: &Map<String, Value>| {
-        c.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.eq_ignore_ascii_case("genie"))
-    };
-    match c.get("plugins") {
-        Some(Value::Array(p)) => p.iter().filter_map(Value::as_object).any(genie),
-        _ => genie(c),
-    }
-}
-
 /// The conf of a CNI-Genie plugin (`cni: "weave"`): the first file whose `name` is the plugin,
 /// else the first whose `type` (or, for a conflist, its first plugin's `type`) is the plugin.
 /// genie's own conf (`"type": "genie"`) is never chosen.
@@ -180,158 +146,13 @@ fn first_type(c: &Map<String, Value>) -> Option<&str> {
     }
 }
 
-/// A LogicalNetwork's subnet that cannot be applied to its plugin's config.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("LogicalNetwork {namespace}/{name}: {problem}")]
-pub struct LogicalNetworkError {
-    pub namespace: String,
-    pub name: String,
-    pub problem: String,
-}
-
-/// Applies a LogicalNetwork's `spec.subnet` to its plugin's config: the subnet replaces the
-/// plugin's `ipam.subnet` (or the matching `ipam.ranges` set) and must lie inside the plugin's
-/// range. A gateway, rangeStart or rangeEnd outside the new subnet is dropped. An empty subnet
-/// changes nothing.
+/// Applies a LogicalNetwork's `spec.subnet` to its plugin's config (see
+/// [`vfkube::logical::apply_logical_network`]: the subnet must lie inside the plugin's range).
 pub fn apply_logical_network(
     resolved: &mut ResolvedConfig,
     ln: &LogicalNetwork,
 ) -> Result<(), LogicalNetworkError> {
-    let err = |problem: String| LogicalNetworkError {
-        namespace: ln.metadata.namespace.clone(),
-        name: ln.metadata.name.clone(),
-        problem,
-    };
-    let subnet_text = ln.spec.subnet.trim();
-    if subnet_text.is_empty() {
-        return Ok(());
-    }
-    let subnet: IpCidr = subnet_text
-        .parse()
-        .map_err(|p: String| err(format!("spec.subnet: {p}")))?;
-    let plugin = ln.spec.plugin.clone();
-    let ipam = ipam_mut(&mut resolved.config).ok_or_else(|| {
-        err(format!(
-            "the config of plugin {plugin:?} has no ipam section to apply spec.subnet to"
-        ))
-    })?;
-    let parse = |v: Option<&Value>| {
-        v.and_then(Value::as_str)
-            .and_then(|s| s.parse::<IpCidr>().ok())
-    };
-    if let Some(outer) = parse(ipam.get("subnet")) {
-        if !contains(outer, subnet) {
-            return Err(err(format!(
-                "spec.subnet {subnet} is not inside the range {outer} of plugin {plugin:?}"
-            )));
-        }
-        ipam.insert("subnet".into(), Value::String(subnet.to_string()));
-        for key in ["gateway", "rangeStart", "rangeEnd"] {
-            let outside = ipam
-                .get(key)
-                .and_then(Value::as_str)
-                .and_then(|a| a.parse().ok())
-                .is_some_and(|a| {
-                    !contains(
-                        subnet,
-                        IpCidr {
-                            addr: a,
-                            prefix: subnet.prefix,
-                        },
-                    )
-                });
-            if outside {
-                ipam.remove(key);
-            }
-        }
-        return Ok(());
-    }
-    if let Some(Value::Array(sets)) = ipam.get_mut("ranges") {
-        let mut ranges_seen = Vec::new();
-        for set in sets.iter_mut() {
-            let inside = set.as_array().is_some_and(|ranges| {
-                ranges.iter().any(|r| match parse(r.get("subnet")) {
-                    Some(outer) => {
-                        ranges_seen.push(outer.to_string());
-                        contains(outer, subnet)
-                    }
-                    None => false,
-                })
-            });
-            if inside {
-                *set = serde_json::json!([{ "subnet": subnet.to_string() }]);
-                return Ok(());
-            }
-        }
-        return Err(err(format!(
-            "spec.subnet {subnet} is not inside the ranges of plugin {plugin:?} ({})",
-            ranges_seen.join(", ")
-        )));
-    }
-    Err(err(format!(
-        "the ipam of plugin {plugin:?} has no subnet for spec.subnet to narrow"
-    )))
-}
-
-/// The `ipam` object of a conf, or of the first plugin of a conflist that has one.
-fn ipam_mut(config: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
-    if config.get("plugins").is_some_and(Value::is_array) {
-        let plugins = config.get_mut("plugins")?.as_array_mut()?;
-        return plugins
-            .iter_mut()
-            .find_map(|p| p.get_mut("ipam").and_then(Value::as_object_mut));
-    }
-    config.get_mut("ipam").and_then(Value::as_object_mut)
-}
-
-/// Whether `inner` lies inside `outer` (same family, longer or equal prefix, same network bits).
-pub(crate) fn contains(outer: IpCidr, inner: IpCidr) -> bool {
-    use std::net::IpAddr;
-    if inner.prefix < outer.prefix {
-        return false;
-    }
-    match (outer.addr, inner.addr) {
-        (IpAddr::V4(o), IpAddr::V4(i)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(outer.prefix))
-                .unwrap_or(0);
-            u32::from(o) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(o), IpAddr::V6(i)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(outer.prefix))
-                .unwrap_or(0);
-            u128::from(o) & mask == u128::from(i) & mask
-        }
-        _ => false,
-    }
-}
-
-/// A conf needs a plain `type`; a conflist needs a non-empty `plugins` list of such confs.
-fn check_shape(config: &Map<String, Value>) -> Result<(), String> {
-    let check_type = |c: &Map<String, Value>| -> Result<(), String> {
-        match c.get("type").and_then(Value::as_str) {
-            Some(t) if is_plugin_name(t) => Ok(()),
-            Some(t) => Err(format!("plugin type {t:?} is not a plain file name")),
-            None => Err("it has no \"type\"".into()),
-        }
-    };
-    match config.get("plugins") {
-        Some(Value::Array(plugins)) => {
-            if plugins.is_empty() {
-                return Err("\"plugins\" is empty".into());
-            }
-            for p in plugins {
-                check_type(
-                    p.as_object()
-                        .ok_or("an element of \"plugins\" is not an object")?,
-                )?;
-            }
-            Ok(())
-        }
-        Some(_) => Err("\"plugins\" is not a list".into()),
-        None => check_type(config),
-    }
+    vfkube::logical::apply_logical_network(&mut resolved.config, ln)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 use super::*;
+use crate::annotations::IpCidr;
 use crate::k8s::objects::{LogicalNetworkSpec, ObjectMeta};
 use serde_json::json;
+use vfkube::logical::contains;
 
 fn write(dir: &Path, file: &str, v: Value) {
     std::fs::write(dir.join(file), v.to_string()).unwrap();
@@ -58,6 +60,7 @@ fn ln(subnet: &str) -> LogicalNetwork {
             physical_net: "phys1".into(),
             plugin: "bridge".into(),
             subnet: subnet.into(),
+            vlan: None,
         },
     }
 }

@@ -340,7 +340,13 @@ fn a_spec_config_with_a_host_path_is_refused_naming_the_key() {
         dir.path(),
     )
     .unwrap_err();
-    assert!(matches!(e, ResolveError::Untrusted { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ResolveError::SpecConfig(vfkube::netconf::SpecConfigError::Untrusted { .. })
+        ),
+        "{e}"
+    );
     let msg = e.to_string();
     assert!(
         msg.contains("default/x") && msg.contains("ipam.dataDir"),
