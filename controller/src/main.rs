@@ -24,10 +24,10 @@ struct Cli {
 enum Command {
     /// Serve the admission webhook.
     Serve {
-        #[arg(long, default_value = "0.0.0.0:8443")]
+        #[arg(long, default_value = vfcontroller::server::DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// The directory holding tls.crt and tls.key (a mounted cert-manager Secret).
-        #[arg(long, default_value = "/etc/vfgenie/tls")]
+        #[arg(long, default_value = vfcontroller::server::DEFAULT_TLS_DIR)]
         tls_dir: PathBuf,
         /// A namespace whose NetworkAttachmentDefinitions every pod may use under namespace
         /// isolation (genie conf `globalNamespaces`); repeat for several.

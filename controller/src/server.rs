@@ -30,6 +30,18 @@ use crate::validate::{self, Handled};
 
 /// The largest AdmissionReview body read (the API server's objects are at most ~1.5 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Where the API server posts AdmissionReviews.
+pub const VALIDATE_PATH: &str = "/validate";
+/// 200 while the server serves (liveness).
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// 200 once the caches are synced (readiness).
+pub const READYZ_PATH: &str = "/readyz";
+pub const METRICS_PATH: &str = "/metrics";
+/// The address `serve` listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Where `serve` reads `tls.crt` and `tls.key` unless told otherwise.
+pub const DEFAULT_TLS_DIR: &str = "/etc/vfgenie/tls";
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;
 /// Bounds on a TLS handshake, on reading the request headers, and on reading a body.
@@ -229,18 +241,18 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 async fn route<L: Lookup>(req: Request<Incoming>, webhook: &Webhook<L>) -> Response<Full<Bytes>> {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     match req.uri().path() {
-        "/validate" if *req.method() == Method::POST => validate(req, webhook).await,
-        "/validate" => method_not_allowed("POST"),
-        "/healthz" | "/readyz" | "/metrics" if !get => method_not_allowed("GET"),
-        "/healthz" => match webhook.serving.load(Ordering::SeqCst) {
+        VALIDATE_PATH if *req.method() == Method::POST => validate(req, webhook).await,
+        VALIDATE_PATH => method_not_allowed("POST"),
+        HEALTHZ_PATH | READYZ_PATH | METRICS_PATH if !get => method_not_allowed("GET"),
+        HEALTHZ_PATH => match webhook.serving.load(Ordering::SeqCst) {
             true => text(StatusCode::OK, "ok\n"),
             false => text(StatusCode::SERVICE_UNAVAILABLE, "not serving\n"),
         },
-        "/readyz" => match webhook.lookup.synced() {
+        READYZ_PATH => match webhook.lookup.synced() {
             true => text(StatusCode::OK, "ok\n"),
             false => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n"),
         },
-        "/metrics" => {
+        METRICS_PATH => {
             let mut r = text(StatusCode::OK, webhook.metrics.render());
             r.headers_mut().insert(
                 CONTENT_TYPE,
