@@ -48,7 +48,7 @@ pub enum DelegateError {
         plugin: String,
     },
     /// DEL goes on past failures: all of them, the first one's code.
-    #[error("{} failures", .0.len())]
+    #[error("{} failures: {}", .0.len(), super::error::join(.0))]
     Several(Vec<DelegateError>),
 }
 

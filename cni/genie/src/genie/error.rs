@@ -97,7 +97,8 @@ pub enum GenieError {
     Several(Vec<GenieError>),
 }
 
-fn join<E: std::error::Error>(errors: &[E]) -> String {
+/// The chains of `errors`, `; ` between them.
+pub(super) fn join<E: std::error::Error>(errors: &[E]) -> String {
     errors
         .iter()
         .map(|e| chain(e))

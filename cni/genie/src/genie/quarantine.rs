@@ -7,7 +7,8 @@ use tracing::{error, info};
 use std::path::PathBuf;
 
 use super::error::{cni_msg, several, GenieError};
-use super::{cached_result, del_attachment, delegate, plan::Planned};
+use super::record::cached_result;
+use super::{del_attachment, delegate, plan::Planned};
 use crate::cache::{CacheDir, CacheError, PodAttachment, PodKey, PodRecord};
 use crate::exec::{find_plugin, ExecError};
 use crate::spec::env::CniEnv;
