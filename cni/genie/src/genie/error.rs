@@ -262,3 +262,98 @@ fn combine(mut errors: Vec<CniError>) -> CniError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::exec::ExecError;
+    use crate::spec::env::CniCommand;
+
+    fn plugin_failed(network: &str, code: u32, msg: &str, details: &str) -> GenieError {
+        DelegateError::Exec {
+            network: network.into(),
+            ifname: "net1".into(),
+            source: Box::new(ExecError::Plugin {
+                plugin: "bridge".into(),
+                command: CniCommand::Add,
+                error: CniError::new(code, msg).with_details(details),
+            }),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_delegates_error_keeps_its_code_and_details_and_names_the_network() {
+        let e = CniError::from(plugin_failed("default/blue", 107, "no IPs", "range full"));
+        assert_eq!(e.code, 107);
+        assert_eq!(
+            e.msg,
+            "network default/blue (net1): plugin \"bridge\": no IPs"
+        );
+        assert_eq!(e.details, "range full");
+    }
+
+    #[test]
+    fn a_timed_out_add_says_so_in_front_of_what_failed() {
+        let e = CniError::from(GenieError::AddTimedOut {
+            container_id: "c1".into(),
+            limit_secs: 5,
+            source: Box::new(plugin_failed("n", 5, "killed", "")),
+        });
+        assert_eq!(e.code, 5);
+        assert_eq!(
+            e.msg,
+            "the ADD of container c1 did not finish within its limit of 5 s (addTimeoutSeconds); what it attached is undone: network n (net1): plugin \"bridge\": killed"
+        );
+    }
+
+    #[test]
+    fn several_failures_take_the_first_code_and_every_message() {
+        let inner = GenieError::Delegate(DelegateError::Several(vec![
+            DelegateError::NoTimeLeft {
+                network: "a".into(),
+                ifname: "net1".into(),
+                plugin: "x".into(),
+            },
+            DelegateError::Spec(CniError::decode("bad result")),
+        ]));
+        let e = CniError::from(GenieError::Several(vec![
+            inner,
+            GenieError::NothingRecorded {
+                container_id: "c".into(),
+            },
+        ]));
+        assert_eq!(e.code, code::IO);
+        assert_eq!(
+            e.msg,
+            "2 failures: 2 failures: network a (net1): no time was left to run plugin \"x\"; bad result; no attachments are recorded for container c"
+        );
+        assert_eq!(several(Vec::new()).ok(), Some(()));
+    }
+
+    #[test]
+    fn typed_errors_read_as_their_chain_with_the_code_of_their_kind() {
+        let e = CniError::from(GenieError::TooManyNetworks {
+            pod: "default/web".into(),
+            count: 3,
+            max: 2,
+        });
+        assert_eq!(e.code, code::INVALID_NETWORK_CONFIG);
+        assert_eq!(
+            e.msg,
+            "pod default/web asks for 3 networks, more than the limit of 2 (maxNetworksPerPod)"
+        );
+        let busy = CacheError::Busy {
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            waited: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(cni_code(busy), code::TRY_AGAIN_LATER);
+        let e = CniError::from(GenieError::NotReady {
+            file: "/run/ready".into(),
+        });
+        assert_eq!(e.code, code::PLUGIN_NOT_AVAILABLE);
+        assert_eq!(e.details, "");
+    }
+}
