@@ -2,7 +2,7 @@
 //! accept, with defaults; resolving a NetworkAttachmentDefinition to a CNI config; namespace
 //! isolation.
 //!
-//! The keys are decoded by serde's derive ([`raw`], exact key names, unknown keys ignored: a CNI
+//! The keys are decoded by serde's derive (`raw.rs`: exact key names, unknown keys ignored: a CNI
 //! conf carries many), then validated into [`GenieConf`] so that every error names its key.
 
 use std::path::PathBuf;
