@@ -2,7 +2,8 @@
 //! delegates.
 //!
 //! - [`genie`]: ADD, DEL, CHECK, GC and STATUS: the plan of a pod's attachments, delegation,
-//!   the record, network-status, quarantine.
+//!   the record, network-status, quarantine; every module's typed error, and the one place they
+//!   get CNI codes, in [`genie::error`].
 //! - [`genieconf`]: the node's genie conf, and resolving a network to its CNI config.
 //! - [`cache`]: crash-safe pod records for DEL and GC, per-attachment locks, quarantine.
 //! - [`devices`]: the pod's device-plugin devices (kubelet PodResources or checkpoint) and NPWG

@@ -169,7 +169,7 @@ mod tests {
         let e = cache.lock(&key, Duration::from_millis(200)).unwrap_err();
         assert!(t0.elapsed() >= Duration::from_millis(200));
         assert!(e.to_string().contains("c1"), "{e}");
-        assert_eq!(e.to_cni_error().code, 11);
+        assert_eq!(crate::genie::error::cni_code(e), 11);
         // Another attachment of the same container is independent.
         let other = PodKey::new("c1", "eth1").unwrap();
         assert!(cache.try_lock(&other).unwrap().is_some());

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::spec::env::{validate_container_id, validate_ifname};
-use crate::spec::error::{chain, CniError};
 
 /// Our pod record kind.
 pub const POD_RECORD_V1: &str = "vfgeniePodV1";
@@ -35,7 +34,8 @@ const PODS_DIR: &str = "vfgenie";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Why a cache operation failed.
+/// Why a cache operation failed (its CNI code is picked at genie's boundary,
+/// [`crate::genie::error`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache key {what} {value:?} is refused: {reason}")]
@@ -63,26 +63,6 @@ pub enum CacheError {
         ifname: String,
         waited: std::time::Duration,
     },
-}
-
-impl CacheError {
-    /// The CNI error to report: a refused key is code 4 (it came from the environment), a corrupt
-    /// record 6, I/O 5, a busy attachment 11 (try again later).
-    pub fn to_cni_error(&self) -> CniError {
-        let msg = chain(self);
-        match self {
-            CacheError::InvalidName { .. } => CniError::invalid_env(msg),
-            CacheError::Corrupt { .. } => CniError::decode(msg),
-            CacheError::Io { .. } | CacheError::Encode { .. } => CniError::io(msg),
-            CacheError::Busy { .. } => CniError::try_again_later(msg),
-        }
-    }
-}
-
-impl From<CacheError> for CniError {
-    fn from(e: CacheError) -> Self {
-        e.to_cni_error()
-    }
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CacheError {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tracing::warn;
 
-use crate::spec::error::CniError;
+use super::DeviceError;
 
 /// The capability through which a plugin receives the attachment's device-info file path.
 pub const CAPABILITY: &str = "CNIDeviceInfoFile";
@@ -21,9 +21,8 @@ pub fn cni_file(
     network: &str,
     container: &str,
     ifname: &str,
-) -> Result<PathBuf, CniError> {
-    vfdp::devinfo::cni_file(devinfo_dir, network, container, ifname)
-        .map_err(|e| CniError::invalid_config(e.to_string()))
+) -> Result<PathBuf, DeviceError> {
+    vfdp::devinfo::cni_file(devinfo_dir, network, container, ifname).map_err(DeviceError::InfoPath)
 }
 
 /// The device plugin's file for `device` of `resource`: the name the spec gives it, else any file
@@ -61,7 +60,7 @@ pub fn publish(
     resource: &str,
     device: &str,
     cni_path: &Path,
-) -> Result<bool, CniError> {
+) -> Result<bool, DeviceError> {
     let Some(dp) = find_dp_file(devinfo_dir, resource, device) else {
         return Ok(false);
     };
@@ -76,7 +75,7 @@ pub fn publish(
             return Ok(false);
         }
     };
-    vfdp::devinfo::write_raw(cni_path, &body).map_err(|e| CniError::io(e.to_string()))?;
+    vfdp::devinfo::write_raw(cni_path, &body).map_err(DeviceError::InfoWrite)?;
     Ok(true)
 }
 
@@ -98,8 +97,8 @@ pub fn status_info(cni_path: Option<&Path>, device: Option<&str>) -> Option<Valu
 }
 
 /// Removes the attachment's device-info file; one already gone is fine.
-pub fn remove(cni_path: &Path) -> Result<(), CniError> {
-    vfdp::devinfo::remove(cni_path).map_err(|e| CniError::io(e.to_string()))
+pub fn remove(cni_path: &Path) -> Result<(), DeviceError> {
+    vfdp::devinfo::remove(cni_path).map_err(DeviceError::InfoWrite)
 }
 
 #[cfg(test)]

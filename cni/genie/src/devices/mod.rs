@@ -14,7 +14,85 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tracing::info;
 
-use crate::spec::error::CniError;
+/// Why the pod's devices could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{pod}: cannot learn its devices")]
+    PodResources {
+        pod: String,
+        #[source]
+        source: podresources::Error,
+    },
+    #[error("{pod}: cannot learn its devices: {unreachable}, and without the pod's UID the kubelet checkpoint cannot be read")]
+    NoUid {
+        pod: String,
+        unreachable: podresources::Error,
+    },
+    #[error("{pod}: cannot learn its devices: {unreachable}; and {checkpoint}")]
+    Checkpoint {
+        pod: String,
+        unreachable: podresources::Error,
+        checkpoint: checkpoint::Error,
+    },
+    #[error("{pod}: the kubelet reports device {id:?} of resource {resource}, which is not a usable device ID")]
+    BadDeviceId {
+        pod: String,
+        id: String,
+        resource: String,
+    },
+    #[error(transparent)]
+    NotHeld(Box<NotHeld>),
+    #[error(transparent)]
+    Shortfall(Box<Shortfall>),
+    /// The attachment's device-info file name cannot be made.
+    #[error(transparent)]
+    InfoPath(vfdp::devinfo::Error),
+    /// Writing or removing the attachment's device-info file failed.
+    #[error(transparent)]
+    InfoWrite(vfdp::devinfo::Error),
+    #[error("{pod}network {network} ({ifname}) asks for deviceID {id:?} in the pod's annotation, but the network has no {}: a device reaches a pod only through the kubelet's allocation", crate::k8s::objects::RESOURCE_NAME_ANNOTATION)]
+    WishWithoutResource {
+        /// `pod ns/name: `, or empty without a pod.
+        pod: String,
+        network: String,
+        ifname: String,
+        id: String,
+    },
+    #[error("network {network} ({ifname}) needs a device of resource {resources}, but CNI_ARGS name no pod to look its devices up for")]
+    NoPod {
+        network: String,
+        ifname: String,
+        resources: String,
+    },
+}
+
+/// A pod's annotation asks for a device it does not hold, or one another of its networks asks for.
+#[derive(Debug, thiserror::Error)]
+#[error("{pod}: network {network} ({ifname}) asks for deviceID {wanted:?}, which the kubelet did not allocate to the pod from resource {resources} (it holds: {held}), or which another of its networks asks for too; a device reaches a pod only through the kubelet's allocation")]
+pub struct NotHeld {
+    pub pod: String,
+    pub network: String,
+    pub ifname: String,
+    pub wanted: String,
+    /// `a or b`.
+    pub resources: String,
+    /// The devices the pod holds, `none` without any.
+    pub held: String,
+}
+
+/// A pod holds fewer devices of a resource than its networks need.
+#[derive(Debug, thiserror::Error)]
+#[error("{pod}: network {network} ({ifname}) needs a device of resource {resources}, but the pod holds {held} and {wanted} of its attachments need one: {request}")]
+pub struct Shortfall {
+    pub pod: String,
+    pub network: String,
+    pub ifname: String,
+    pub resources: String,
+    pub held: usize,
+    pub wanted: usize,
+    /// What to put in the pod's resources.
+    pub request: String,
+}
 
 /// Device IDs by resource name.
 pub type PodDevices = BTreeMap<String, BTreeSet<String>>;
@@ -47,7 +125,7 @@ impl PodIdentity<'_> {
 
 /// The pod's devices by resource: PodResources `List`, or the checkpoint when nothing listens on
 /// the PodResources socket.
-pub fn lookup(src: &Sources<'_>, pod: &PodIdentity<'_>) -> Result<PodDevices, CniError> {
+pub fn lookup(src: &Sources<'_>, pod: &PodIdentity<'_>) -> Result<PodDevices, DeviceError> {
     let unreachable = match podresources::pod_devices(
         src.pod_resources_socket,
         pod.namespace,
@@ -56,30 +134,24 @@ pub fn lookup(src: &Sources<'_>, pod: &PodIdentity<'_>) -> Result<PodDevices, Cn
     ) {
         Ok(d) => return Ok(d),
         Err(e @ podresources::Error::Unreachable { .. }) => e,
-        Err(e) => {
-            return Err(CniError::try_again_later(format!(
-                "{}: cannot learn its devices: {e}",
-                pod.label()
-            )))
+        Err(source) => {
+            return Err(DeviceError::PodResources {
+                pod: pod.label(),
+                source,
+            })
         }
     };
-    let uid = pod.uid.filter(|u| !u.is_empty()).ok_or_else(|| {
-        CniError::try_again_later(format!(
-            "{}: cannot learn its devices: {unreachable}, and without the pod's UID the kubelet checkpoint cannot be read",
-            pod.label()
-        ))
-    })?;
+    let Some(uid) = pod.uid.filter(|u| !u.is_empty()) else {
+        return Err(DeviceError::NoUid {
+            pod: pod.label(),
+            unreachable,
+        });
+    };
     info!(error = %unreachable, checkpoint = %src.checkpoint.display(), "reading the kubelet checkpoint instead");
-    checkpoint::pod_devices(src.checkpoint, uid).map_err(|e| {
-        let msg = format!(
-            "{}: cannot learn its devices: {unreachable}; and {e}",
-            pod.label()
-        );
-        if e.is_missing() {
-            CniError::try_again_later(msg)
-        } else {
-            CniError::io(msg)
-        }
+    checkpoint::pod_devices(src.checkpoint, uid).map_err(|checkpoint| DeviceError::Checkpoint {
+        pod: pod.label(),
+        unreachable,
+        checkpoint,
     })
 }
 
@@ -122,7 +194,7 @@ pub fn assign(
     pod: &PodIdentity<'_>,
     needs: &[Need<'_>],
     devices: &PodDevices,
-) -> Result<Vec<Assigned>, CniError> {
+) -> Result<Vec<Assigned>, DeviceError> {
     let mut taken: BTreeSet<(String, String)> = BTreeSet::new();
     let mut out: Vec<Option<Assigned>> = vec![None; needs.len()];
     let wanted_first = needs
@@ -135,10 +207,11 @@ pub fn assign(
         for r in need.resources {
             for id in devices.get(r).into_iter().flatten() {
                 if !is_device_id(id) {
-                    return Err(CniError::invalid_config(format!(
-                        "{}: the kubelet reports device {id:?} of resource {r}, which is not a usable device ID",
-                        pod.label()
-                    )));
+                    return Err(DeviceError::BadDeviceId {
+                        pod: pod.label(),
+                        id: id.clone(),
+                        resource: r.clone(),
+                    });
                 }
                 candidates.push((id, r));
             }
@@ -171,21 +244,24 @@ fn not_held(
     need: &Need<'_>,
     wanted: &str,
     devices: &PodDevices,
-) -> CniError {
+) -> DeviceError {
     let held: Vec<&str> = need
         .resources
         .iter()
         .flat_map(|r| devices.get(r).into_iter().flatten())
         .map(String::as_str)
         .collect();
-    CniError::invalid_config(format!(
-        "{}: network {} ({}) asks for deviceID {wanted:?}, which the kubelet did not allocate to the pod from resource {} (it holds: {}), or which another of its networks asks for too; a device reaches a pod only through the kubelet's allocation",
-        pod.label(),
-        need.network,
-        need.ifname,
-        need.resources.join(" or "),
-        if held.is_empty() { "none".to_string() } else { held.join(", ") },
-    ))
+    DeviceError::NotHeld(Box::new(NotHeld {
+        pod: pod.label(),
+        network: need.network.to_string(),
+        ifname: need.ifname.to_string(),
+        wanted: wanted.to_string(),
+        resources: need.resources.join(" or "),
+        held: match held.is_empty() {
+            true => "none".to_string(),
+            false => held.join(", "),
+        },
+    }))
 }
 
 fn shortfall(
@@ -193,7 +269,7 @@ fn shortfall(
     need: &Need<'_>,
     needs: &[Need<'_>],
     devices: &PodDevices,
-) -> CniError {
+) -> DeviceError {
     let wanted = needs
         .iter()
         .filter(|n| n.resources == need.resources)
@@ -208,12 +284,15 @@ fn shortfall(
         [one] => format!("request {one}: {wanted} in the resources of one of its containers"),
         _ => format!("request {wanted} in all of {resources} in the resources of its containers"),
     };
-    CniError::invalid_config(format!(
-        "{}: network {} ({}) needs a device of resource {resources}, but the pod holds {held} and {wanted} of its attachments need one: {request}",
-        pod.label(),
-        need.network,
-        need.ifname,
-    ))
+    DeviceError::Shortfall(Box::new(Shortfall {
+        pod: pod.label(),
+        network: need.network.to_string(),
+        ifname: need.ifname.to_string(),
+        resources,
+        held,
+        wanted,
+        request,
+    }))
 }
 
 /// Tells the network's plugin which device to use, as Multus does: `deviceID` at the top level of
@@ -246,6 +325,11 @@ pub fn set_device_id(config: &mut Value, id: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What the runtime would see (genie's boundary picks the code).
+    fn cni(e: DeviceError) -> crate::spec::error::CniError {
+        crate::genie::error::GenieError::from(e).into()
+    }
 
     fn devs(list: &[(&str, &[&str])]) -> PodDevices {
         list.iter()
@@ -288,7 +372,7 @@ mod tests {
         assert_eq!(set.len(), 3);
         assert_eq!(got[2].resource, "x.com/b");
         // Too few: the error names the pod, the network and what to request.
-        let e = assign(&POD, &[need("n1", &b), need("n2", &b)], &d).unwrap_err();
+        let e = cni(assign(&POD, &[need("n1", &b), need("n2", &b)], &d).unwrap_err());
         assert!(e.msg.contains("pod team/web"), "{}", e.msg);
         assert!(e.msg.contains("network n2"), "{}", e.msg);
         assert!(e.msg.contains("request x.com/b: 2"), "{}", e.msg);
@@ -316,7 +400,7 @@ mod tests {
         let ids: Vec<&str> = got.iter().map(|g| g.id.as_str()).collect();
         assert_eq!(ids, vec!["0000:02:10.2", "0000:02:10.0"]);
         // A device of another pod (not allocated to this one) is refused, naming what it holds.
-        let e = assign(&POD, &[need("n1", Some("0000:02:10.4"))], &d).unwrap_err();
+        let e = cni(assign(&POD, &[need("n1", Some("0000:02:10.4"))], &d).unwrap_err());
         assert_eq!(e.code, crate::spec::error::code::INVALID_NETWORK_CONFIG);
         assert!(
             e.msg.contains("0000:02:10.4") && e.msg.contains("0000:02:10.2"),

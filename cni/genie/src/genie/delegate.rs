@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use crate::exec::{exec_add, exec_no_result, Invocation};
+use crate::exec::{exec_add, exec_no_result, ExecError, Invocation};
 use crate::spec::conf::{DelegateContext, NetConf, NetConfList};
 use crate::spec::env::{CniCommand, CniEnv};
 use crate::spec::error::CniError;
@@ -17,6 +17,46 @@ use crate::timing::timed;
 
 /// Bound on one delegate call.
 pub const DELEGATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why running a network through its plugins failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegateError {
+    #[error("config cannot be encoded")]
+    Encode(#[source] serde_json::Error),
+    /// The CNI protocol refused the network's config or the cached result (its own code).
+    #[error(transparent)]
+    Spec(CniError),
+    /// A plugin of the network could not run, or failed (its own CNI error).
+    #[error("network {network} ({ifname})")]
+    Exec {
+        network: String,
+        ifname: String,
+        #[source]
+        source: Box<ExecError>,
+    },
+    /// The protocol refused the network's config for this attachment.
+    #[error("network {network} ({ifname}): {}", .source.msg)]
+    Refused {
+        network: String,
+        ifname: String,
+        source: CniError,
+    },
+    #[error("network {network} ({ifname}): no time was left to run plugin {plugin:?}")]
+    NoTimeLeft {
+        network: String,
+        ifname: String,
+        plugin: String,
+    },
+    /// DEL goes on past failures: all of them, the first one's code.
+    #[error("{} failures: {}", .0.len(), super::error::join(.0))]
+    Several(Vec<DelegateError>),
+}
+
+impl From<CniError> for DelegateError {
+    fn from(e: CniError) -> Self {
+        DelegateError::Spec(e)
+    }
+}
 
 /// What the meta-plugin adds to a network's config for one attachment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,10 +68,9 @@ pub struct Injected {
 }
 
 /// A network config as a list, whatever its form (a single conf becomes a list of one).
-pub fn as_list(config: &Value) -> Result<NetConfList, CniError> {
-    let bytes = serde_json::to_vec(config)
-        .map_err(|e| CniError::invalid_config(format!("config cannot be encoded: {e}")))?;
-    NetConfList::from_bytes_any(&bytes)
+pub fn as_list(config: &Value) -> Result<NetConfList, DelegateError> {
+    let bytes = serde_json::to_vec(config).map_err(DelegateError::Encode)?;
+    Ok(NetConfList::from_bytes_any(&bytes)?)
 }
 
 fn invocation(env: &CniEnv, command: CniCommand, ifname: &str) -> Invocation {
@@ -54,11 +93,21 @@ fn config_for(
     })
 }
 
-/// Names the network and interface in a delegate's error.
-fn context(network: &str, ifname: &str, e: CniError) -> CniError {
-    CniError {
-        msg: format!("network {network} ({ifname}): {}", e.msg),
-        ..e
+fn refused(network: &str, ifname: &str) -> impl FnOnce(CniError) -> DelegateError {
+    let (network, ifname) = (network.to_string(), ifname.to_string());
+    move |source| DelegateError::Refused {
+        network,
+        ifname,
+        source,
+    }
+}
+
+fn failed(network: &str, ifname: &str) -> impl FnOnce(ExecError) -> DelegateError {
+    let (network, ifname) = (network.to_string(), ifname.to_string());
+    move |source| DelegateError::Exec {
+        network,
+        ifname,
+        source: Box::new(source),
     }
 }
 
@@ -69,7 +118,7 @@ pub fn add(
     ifname: &str,
     list: &NetConfList,
     inj: &Injected,
-) -> Result<CniResult, CniError> {
+) -> Result<CniResult, DelegateError> {
     add_until(env, network, ifname, list, inj, None)
 }
 
@@ -82,24 +131,21 @@ pub fn add_until(
     list: &NetConfList,
     inj: &Injected,
     deadline: Option<Instant>,
-) -> Result<CniResult, CniError> {
+) -> Result<CniResult, DelegateError> {
     let version = list.negotiated_version()?;
     list.check_capabilities(&inj.runtime_config)
-        .map_err(|e| context(network, ifname, e))?;
+        .map_err(refused(network, ifname))?;
     let mut inv = invocation(env, CniCommand::Add, ifname);
     let mut prev: Option<CniResult> = None;
     for plugin in &list.plugins {
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(context(
-                    network,
-                    ifname,
-                    CniError::io(format!(
-                        "no time was left to run plugin {:?}",
-                        plugin.plugin_type
-                    )),
-                ));
+                return Err(DelegateError::NoTimeLeft {
+                    network: network.to_string(),
+                    ifname: ifname.to_string(),
+                    plugin: plugin.plugin_type.clone(),
+                });
             }
             inv.timeout = DELEGATE_TIMEOUT.min(left);
         }
@@ -107,7 +153,7 @@ pub fn add_until(
         let result = timed("delegates", || {
             exec_add(&plugin.plugin_type, &inv, &conf, version)
         })
-        .map_err(|e| context(network, ifname, e.to_cni_error()))?;
+        .map_err(failed(network, ifname))?;
         prev = Some(result);
     }
     info!(network, ifname, "attached");
@@ -122,23 +168,29 @@ pub fn del(
     list: &NetConfList,
     inj: &Injected,
     cached: Option<&CniResult>,
-) -> Result<(), CniError> {
+) -> Result<(), DelegateError> {
     let version = list.negotiated_version()?;
     let inv = invocation(env, CniCommand::Del, ifname);
     let mut errors = Vec::new();
     for plugin in list.plugins.iter().rev() {
-        let outcome = config_for(plugin, list, version, cached, inj).and_then(|conf| {
-            timed("delegates", || {
-                exec_no_result(&plugin.plugin_type, &inv, &conf)
-            })
-            .map_err(|e| e.to_cni_error())
-        });
+        let outcome = config_for(plugin, list, version, cached, inj)
+            .map_err(refused(network, ifname))
+            .and_then(|conf| {
+                timed("delegates", || {
+                    exec_no_result(&plugin.plugin_type, &inv, &conf)
+                })
+                .map_err(failed(network, ifname))
+            });
         if let Err(e) = outcome {
-            warn!(network, ifname, plugin = %plugin.plugin_type, error = %e.msg, "delegate DEL failed");
-            errors.push(context(network, ifname, e));
+            warn!(network, ifname, plugin = %plugin.plugin_type, error = %crate::spec::error::chain(&e), "delegate DEL failed");
+            errors.push(e);
         }
     }
-    combine(errors)
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(DelegateError::Several(errors)),
+    }
 }
 
 /// CHECK through every plugin in order with the cached result.
@@ -149,7 +201,7 @@ pub fn check(
     list: &NetConfList,
     inj: &Injected,
     cached: Option<&CniResult>,
-) -> Result<(), CniError> {
+) -> Result<(), DelegateError> {
     let version = list.negotiated_version()?;
     if list.disable_check || !version.allows(CniCommand::Check) {
         return Ok(());
@@ -157,28 +209,7 @@ pub fn check(
     let inv = invocation(env, CniCommand::Check, ifname);
     for plugin in &list.plugins {
         let conf = config_for(plugin, list, version, cached, inj)?;
-        exec_no_result(&plugin.plugin_type, &inv, &conf)
-            .map_err(|e| context(network, ifname, e.to_cni_error()))?;
+        exec_no_result(&plugin.plugin_type, &inv, &conf).map_err(failed(network, ifname))?;
     }
     Ok(())
-}
-
-/// One error from several: the first one's code, every message.
-pub fn combine(mut errors: Vec<CniError>) -> Result<(), CniError> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.remove(0)),
-        _ => {
-            let msg = errors
-                .iter()
-                .map(|e| e.msg.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            let first = errors.remove(0);
-            Err(CniError {
-                msg: format!("{} failures: {msg}", errors.len() + 1),
-                ..first
-            })
-        }
-    }
 }

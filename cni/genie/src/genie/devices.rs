@@ -5,11 +5,9 @@ use serde_json::Value;
 
 use super::delegate::as_list;
 use super::plan::Planned;
-use crate::devices::{self, info, Need, PodIdentity, Sources};
+use crate::devices::{self, info, DeviceError, Need, PodIdentity, Sources};
 use crate::genieconf::GenieConf;
-use crate::k8s::objects::RESOURCE_NAME_ANNOTATION;
 use crate::spec::env::CniEnv;
-use crate::spec::error::CniError;
 
 const DEVICE_ID: &str = "deviceID";
 
@@ -20,7 +18,7 @@ pub fn prepare(
     conf: &GenieConf,
     pod: Option<&PodIdentity<'_>>,
     planned: &mut [Planned],
-) -> Result<(), CniError> {
+) -> Result<(), DeviceError> {
     // A device named by the pod's annotation is a wish, never an order: it is given only when it
     // is one the kubelet allocated to the pod from the network's resource.
     let mut wanted: Vec<Option<String>> = Vec::with_capacity(planned.len());
@@ -30,12 +28,14 @@ pub fn prepare(
             _ => None,
         };
         if let (Some(id), true) = (&w, p.resources.is_empty()) {
-            return Err(CniError::invalid_config(format!(
-                "{}network {} ({}) asks for deviceID {id:?} in the pod's annotation, but the network has no {RESOURCE_NAME_ANNOTATION}: a device reaches a pod only through the kubelet's allocation",
-                pod.map(|p| format!("pod {}/{}: ", p.namespace, p.name)).unwrap_or_default(),
-                p.network,
-                p.ifname
-            )));
+            return Err(DeviceError::WishWithoutResource {
+                pod: pod
+                    .map(|p| format!("pod {}/{}: ", p.namespace, p.name))
+                    .unwrap_or_default(),
+                network: p.network.clone(),
+                ifname: p.ifname.clone(),
+                id: id.clone(),
+            });
         }
         wanted.push(w);
     }
@@ -51,13 +51,10 @@ pub fn prepare(
         })
         .collect();
     if let Some(first) = needs.first() {
-        let pod = pod.ok_or_else(|| {
-            CniError::invalid_config(format!(
-                "network {} ({}) needs a device of resource {}, but CNI_ARGS name no pod to look its devices up for",
-                first.network,
-                first.ifname,
-                first.resources.join(" or ")
-            ))
+        let pod = pod.ok_or_else(|| DeviceError::NoPod {
+            network: first.network.to_string(),
+            ifname: first.ifname.to_string(),
+            resources: first.resources.join(" or "),
         })?;
         let sources = Sources {
             pod_resources_socket: &conf.pod_resources_socket,

@@ -36,19 +36,24 @@
 
 pub mod delegate;
 pub mod devices;
+pub mod error;
 pub mod plan;
 mod quarantine;
 pub mod reads;
+mod record;
 pub mod routes;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::{info, warn};
 
-use self::delegate::Injected;
+use self::error::{cni_msg, several, GenieError};
 use self::plan::{Planned, PodContext};
+use self::record::{
+    attachment_record, cached_result, injected_of, status_of, EXTRA_DEVICE_INFO_FILE,
+};
 use crate::annotations::{parse_pod_annotations, PodRef};
 use crate::cache::lock::LOCK_WAIT;
 use crate::cache::{CacheDir, CacheError, PodAttachment, PodKey, PodRecord};
@@ -65,19 +70,17 @@ use crate::timing::timed;
 pub use self::quarantine::retry_quarantined;
 pub use crate::invocation::Outcome;
 
-const EXTRA_RUNTIME_CONFIG: &str = "runtimeConfig";
-const EXTRA_CNI_ARGS: &str = "cniArgs";
-const EXTRA_DEFAULT: &str = "default";
-const EXTRA_DEVICE_ID: &str = "deviceID";
-const EXTRA_RESOURCE: &str = "resourceName";
-const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
-
 /// One invocation: `env` holds the `CNI_*` variables, `stdin` the network config.
 pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
     crate::invocation::invoke("genie", env, stdin, || dispatch(env, stdin))
 }
 
+/// The boundary: whatever failed gets its CNI code here ([`error`]).
 fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {
+    serve(env_map, stdin).map_err(CniError::from)
+}
+
+fn serve(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, GenieError> {
     let started = Instant::now();
     let env = CniEnv::from_map(env_map)?;
     if env.command == CniCommand::Version {
@@ -86,7 +89,7 @@ fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, C
     let netconf = NetConf::from_bytes(stdin)?;
     let version = CniVersion::parse_or_default(netconf.cni_version.as_deref())?;
     version.require(env.command)?;
-    let conf = GenieConf::from_slice(stdin).map_err(|e| CniError::invalid_config(e.to_string()))?;
+    let conf = GenieConf::from_slice(stdin)?;
     let cache = CacheDir::new(&conf.cni_dir);
     let span = tracing::info_span!("genie", command = ?env.command, container = %env.container_id);
     let _guard = span.enter();
@@ -100,7 +103,7 @@ fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, C
     }
 }
 
-fn key_of(env: &CniEnv) -> Result<PodKey, CniError> {
+fn key_of(env: &CniEnv) -> Result<PodKey, GenieError> {
     let ifname = env
         .ifname
         .as_ref()
@@ -120,67 +123,15 @@ fn pod_ref(env: &CniEnv) -> Option<PodRef> {
     }
 }
 
-fn client_for(conf: &GenieConf) -> Result<Client, CniError> {
+fn client_for(conf: &GenieConf) -> Result<Client, GenieError> {
     let cluster = conf
         .cluster_config(&InClusterPaths::default())
-        .map_err(|e| CniError::invalid_config(format!("Kubernetes API configuration: {e}")))?;
-    Client::new(cluster, ClientOptions::default())
-        .map_err(|e| CniError::invalid_config(format!("Kubernetes API client: {e}")))
-}
-
-fn attachment_record(p: &Planned) -> PodAttachment {
-    let mut extra = Map::new();
-    if !p.injected.runtime_config.is_empty() {
-        extra.insert(
-            EXTRA_RUNTIME_CONFIG.into(),
-            Value::Object(p.injected.runtime_config.clone()),
-        );
-    }
-    if let Some(a) = &p.injected.cni_args {
-        extra.insert(EXTRA_CNI_ARGS.into(), Value::Object(a.clone()));
-    }
-    extra.insert(EXTRA_DEFAULT.into(), Value::Bool(p.default));
-    if let Some(d) = &p.device {
-        extra.insert(EXTRA_DEVICE_ID.into(), Value::String(d.id.clone()));
-        extra.insert(EXTRA_RESOURCE.into(), Value::String(d.resource.clone()));
-    }
-    if let Some(f) = &p.device_info_file {
-        extra.insert(
-            EXTRA_DEVICE_INFO_FILE.into(),
-            Value::String(f.display().to_string()),
-        );
-    }
-    PodAttachment {
-        network: p.network.clone(),
-        if_name: p.ifname.clone(),
-        conf: p.config.clone(),
-        result: None,
-        extra,
-    }
-}
-
-fn injected_of(a: &PodAttachment) -> Injected {
-    Injected {
-        runtime_config: match a.extra.get(EXTRA_RUNTIME_CONFIG) {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        },
-        cni_args: match a.extra.get(EXTRA_CNI_ARGS) {
-            Some(Value::Object(m)) => Some(m.clone()),
-            _ => None,
-        },
-    }
-}
-
-fn cached_result(a: &PodAttachment) -> Result<Option<CniResult>, CniError> {
-    match &a.result {
-        None => Ok(None),
-        Some(v) => CniResult::from_value(v.clone(), CniVersion::LATEST).map(Some),
-    }
+        .map_err(GenieError::ApiConfig)?;
+    Client::new(cluster, ClientOptions::default()).map_err(|e| GenieError::ApiClient(Box::new(e)))
 }
 
 /// DEL of one recorded attachment, then its device-info file.
-fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), CniError> {
+fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
     let deleted = delegate::as_list(&a.conf).and_then(|list| {
         let cached = cached_result(a)?;
         delegate::del(
@@ -198,49 +149,15 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), CniError> {
         }),
         _ => Ok(()),
     };
-    delegate::combine(
-        [deleted, info_removed]
-            .into_iter()
-            .filter_map(Result::err)
-            .collect(),
+    several(
+        [
+            deleted.map_err(GenieError::from),
+            info_removed.map_err(GenieError::from),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect(),
     )
-}
-
-fn status_of(p: &Planned, r: &CniResult, netns: &str) -> AttachmentStatus {
-    let device_info = crate::devices::info::status_info(
-        p.device_info_file.as_deref(),
-        p.device.as_ref().map(|d| d.id.as_str()),
-    );
-    // Interfaces in the pod (the sandbox), and the one the attachment is named after.
-    let in_pod: BTreeSet<usize> = r
-        .interfaces
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| !i.sandbox.is_empty() || netns.is_empty())
-        .map(|(n, _)| n)
-        .collect();
-    let own = r
-        .interfaces
-        .iter()
-        .find(|i| i.name == p.ifname && (!i.sandbox.is_empty() || netns.is_empty()));
-    let ips: Vec<_> = r
-        .ips
-        .iter()
-        .filter(|ip| ip.interface.is_none_or(|n| in_pod.contains(&n)))
-        .collect();
-    AttachmentStatus {
-        network: p.network.clone(),
-        interface: Some(p.ifname.clone()),
-        ips: ips.iter().map(|ip| ip.address.addr).collect(),
-        mac: own.map(|i| i.mac.clone()).filter(|m| !m.is_empty()),
-        mtu: own.and_then(|i| i.mtu),
-        default: p.default,
-        dns: (!r.dns.is_empty())
-            .then(|| serde_json::to_value(&r.dns).ok())
-            .flatten(),
-        device_info,
-        gateways: ips.iter().filter_map(|ip| ip.gateway).collect(),
-    }
 }
 
 fn add(
@@ -249,7 +166,7 @@ fn add(
     cache: &CacheDir,
     version: CniVersion,
     deadline: Instant,
-) -> Result<String, CniError> {
+) -> Result<String, GenieError> {
     let key = key_of(env)?;
     let wait = LOCK_WAIT.min(deadline.saturating_duration_since(Instant::now()));
     let _lock = timed("lock", || cache.lock(&key, wait))?;
@@ -264,29 +181,26 @@ fn add(
         Some(_) => Some(timed("api", || client_for(conf))?),
         None => None,
     };
-    let (request, pod_obj, pod_whole) = match (&pod, &client) {
-        (Some(p), Some(c)) => {
-            let (obj, whole) =
-                timed("api", || c.get_pod_object(&p.namespace, &p.name)).map_err(|e| {
-                    if e.is_unavailable() {
-                        CniError::try_again_later(format!("reading pod {}: {e}", p))
-                    } else {
-                        CniError::invalid_config(format!("reading pod {}: {e}", p))
-                    }
-                })?;
-            let req = parse_pod_annotations(p, &obj.metadata.annotations)
-                .map_err(|e| CniError::invalid_config(e.to_string()))?;
-            // Before any NetworkAttachmentDefinition is read: the pod's own list alone is over.
-            let asked = req.networks.len()
-                + req
-                    .genie_plugins
-                    .as_ref()
-                    .map_or(req.logical_networks.len(), Vec::len);
-            too_many(p.to_string(), asked, conf.max_networks_per_pod)?;
-            (req, Some(obj), Some(whole))
-        }
-        _ => (Default::default(), None, None),
-    };
+    let (request, pod_obj, pod_whole) =
+        match (&pod, &client) {
+            (Some(p), Some(c)) => {
+                let (obj, whole) = timed("api", || c.get_pod_object(&p.namespace, &p.name))
+                    .map_err(|source| GenieError::ReadPod {
+                        pod: p.clone(),
+                        source: Box::new(source),
+                    })?;
+                let req = parse_pod_annotations(p, &obj.metadata.annotations)?;
+                // Before any NetworkAttachmentDefinition is read: the pod's own list alone is over.
+                let asked = req.networks.len()
+                    + req
+                        .genie_plugins
+                        .as_ref()
+                        .map_or(req.logical_networks.len(), Vec::len);
+                too_many(p.to_string(), asked, conf.max_networks_per_pod)?;
+                (req, Some(obj), Some(whole))
+            }
+            _ => (Default::default(), None, None),
+        };
     let ctx = pod.as_ref().map(|p| PodContext {
         namespace: &p.namespace,
         name: &p.name,
@@ -346,16 +260,17 @@ fn add(
     let mut results = Vec::with_capacity(planned.len());
     for (n, p) in planned.iter().enumerate() {
         let outcome = timed("device_info", || publish_device_info(conf, p))
-            .and_then(|()| delegate::as_list(&p.config))
-            .and_then(|list| {
-                delegate::add_until(
+            .map_err(GenieError::from)
+            .and_then(|()| {
+                let list = delegate::as_list(&p.config)?;
+                Ok(delegate::add_until(
                     env,
                     &p.network,
                     &p.ifname,
                     &list,
                     &p.injected,
                     Some(deadline),
-                )
+                )?)
             });
         match outcome {
             Ok(r) => {
@@ -364,14 +279,10 @@ fn add(
             }
             Err(e) => {
                 let e = match Instant::now() >= deadline {
-                    true => CniError {
-                        msg: format!(
-                            "the ADD of container {} did not finish within its limit of {} s (addTimeoutSeconds); what it attached is undone: {}",
-                            env.container_id,
-                            conf.add_timeout.as_secs(),
-                            e.msg
-                        ),
-                        ..e
+                    true => GenieError::AddTimedOut {
+                        container_id: env.container_id.clone(),
+                        limit_secs: conf.add_timeout.as_secs(),
+                        source: Box::new(e),
                     },
                     false => e,
                 };
@@ -389,18 +300,25 @@ fn add(
         .collect();
     let (written, settled, reported) = timed("finish", || {
         std::thread::scope(|scope| {
-            let writer = scope.spawn(|| -> Result<(), CniError> {
+            let writer = scope.spawn(|| -> Result<(), GenieError> {
                 if let Some(s) = dir_sync {
                     s.wait()?;
                     cache.write_pod(&record)?;
                 }
                 Ok(())
             });
-            let router = (planned.len() > 1)
-                .then(|| scope.spawn(|| routes::settle(&env.netns, &planned, &mut results)));
+            let router = (planned.len() > 1).then(|| {
+                scope.spawn(|| {
+                    routes::settle(&env.netns, &planned, &mut results).map_err(GenieError::from)
+                })
+            });
             let reported = report(&pod, &client, pod_whole, &statuses);
-            let joined = |r: std::thread::Result<Result<(), CniError>>, what: &str| {
-                r.unwrap_or_else(|_| Err(CniError::io(format!("{what} failed unexpectedly"))))
+            let joined = |r: std::thread::Result<Result<(), GenieError>>, what: &str| {
+                r.unwrap_or_else(|_| {
+                    Err(GenieError::Panicked {
+                        what: what.to_string(),
+                    })
+                })
             };
             let settled = router.map_or(Ok(()), |t| joined(t.join(), "settling the routes"));
             (joined(writer.join(), "the cache writer"), settled, reported)
@@ -416,11 +334,9 @@ fn add(
 }
 
 /// Refuses more than `max` attachments for `pod` (code 7).
-fn too_many(pod: String, count: usize, max: usize) -> Result<(), CniError> {
+fn too_many(pod: String, count: usize, max: usize) -> Result<(), GenieError> {
     match count > max {
-        true => Err(CniError::invalid_config(format!(
-            "pod {pod} asks for {count} networks, more than the limit of {max} (maxNetworksPerPod)"
-        ))),
+        true => Err(GenieError::TooManyNetworks { pod, count, max }),
         false => Ok(()),
     }
 }
@@ -431,22 +347,22 @@ fn report(
     client: &Option<Client>,
     pod_whole: Option<Value>,
     statuses: &[AttachmentStatus],
-) -> Result<(), CniError> {
+) -> Result<(), GenieError> {
     let (Some(p), Some(c)) = (pod, client) else {
         return Ok(());
     };
-    let changes = status_annotations(statuses)
-        .map_err(|e| CniError::io(format!("network-status cannot be encoded: {e}")))?;
+    let changes = status_annotations(statuses).map_err(GenieError::StatusEncode)?;
     c.set_pod_annotations_from(&p.namespace, &p.name, pod_whole, &changes)
         .map(drop)
-        .map_err(|e| {
-            CniError::try_again_later(format!("writing the network-status of pod {p}: {e}"))
+        .map_err(|source| GenieError::StatusWrite {
+            pod: p.clone(),
+            source: Box::new(source),
         })
 }
 
 /// Copies the device plugin's device-info file of the attachment's device to the attachment's own
 /// file, before its plugins run (they may read it).
-fn publish_device_info(conf: &GenieConf, p: &Planned) -> Result<(), CniError> {
+fn publish_device_info(conf: &GenieConf, p: &Planned) -> Result<(), crate::devices::DeviceError> {
     if let (Some(d), Some(f)) = (&p.device, &p.device_info_file) {
         let copied = crate::devices::info::publish(&conf.device_info_dir, &d.resource, &d.id, f)?;
         info!(network = %p.network, device = %d.id, copied, "device-info");
@@ -465,20 +381,20 @@ fn undo(
     key: &PodKey,
     record: &PodRecord,
     failed: usize,
-    e: CniError,
-) -> CniError {
+    e: GenieError,
+) -> GenieError {
     let done = &record.attachments[..failed.min(record.attachments.len())];
     if let Some(f) = record.attachments.get(failed) {
         if let Err(de) = del_attachment(env, f) {
-            info!(network = %f.network, error = %de.msg, "DEL of the failed attachment was refused");
+            info!(network = %f.network, error = %cni_msg(de), "DEL of the failed attachment was refused");
         }
     }
-    let errors: Vec<CniError> = done
+    let errors: Vec<GenieError> = done
         .iter()
         .rev()
         .filter_map(|a| del_attachment(env, a).err())
         .collect();
-    match delegate::combine(errors) {
+    match several(errors) {
         Ok(()) => {
             if let Err(ce) = cache.remove_pod(key) {
                 warn!(error = %ce, "cache record of a failed ADD left behind");
@@ -491,13 +407,13 @@ fn undo(
             if let Err(ce) = cache.write_pod(&ran) {
                 warn!(error = %ce, "cache record of a failed ADD not narrowed to what ran");
             }
-            warn!(error = %te.msg, "teardown after a failed ADD was incomplete; DEL will retry")
+            warn!(error = %cni_msg(te), "teardown after a failed ADD was incomplete; DEL will retry")
         }
     }
     e
 }
 
-fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
+fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
     let key = key_of(env)?;
     let lock = timed("lock", || cache.lock(&key, LOCK_WAIT))?;
     let record = match timed("cache", || cache.read_pod(&key)) {
@@ -522,15 +438,14 @@ fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
     Ok(())
 }
 
-fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
+fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
     let key = key_of(env)?;
     let _lock = cache.lock(&key, LOCK_WAIT)?;
-    let record = cache.read_pod(&key)?.ok_or_else(|| {
-        CniError::unknown_container(format!(
-            "no attachments are recorded for container {}",
-            env.container_id
-        ))
-    })?;
+    let record = cache
+        .read_pod(&key)?
+        .ok_or_else(|| GenieError::NothingRecorded {
+            container_id: env.container_id.clone(),
+        })?;
     for a in &record.attachments {
         let list = delegate::as_list(&a.conf)?;
         let cached = cached_result(a)?;
@@ -551,7 +466,7 @@ fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
 /// about which attachments live, so nothing is deleted (an empty list means "none live"; a missing
 /// one is not that). A record whose ADD, DEL or CHECK is still running is left to them. Either way,
 /// quarantined attachments whose plugins are back are replayed.
-fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), CniError> {
+fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), GenieError> {
     let Some(valid) = netconf.valid_attachments()? else {
         info!("GC without cni.dev/valid-attachments: every attachment is kept");
         // Quarantined attachments belong to pods already deleted: replaying them is always safe.
@@ -566,7 +481,7 @@ fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), CniError>
         let record = match listed.record {
             Ok(r) => r,
             Err(e) => {
-                errors.push(e.to_cni_error());
+                errors.push(e.into());
                 continue;
             }
         };
@@ -580,10 +495,10 @@ fn gc(env: &CniEnv, netconf: &NetConf, cache: &CacheDir) -> Result<(), CniError>
     if let Err(e) = replay_quarantined(env, cache) {
         errors.push(e);
     }
-    delegate::combine(errors)
+    several(errors)
 }
 
-fn replay_quarantined(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
+fn replay_quarantined(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
     let n = quarantine::retry_quarantined(env, cache)?;
     if n > 0 {
         info!(attachments = n, "quarantined attachments replayed");
@@ -592,7 +507,7 @@ fn replay_quarantined(env: &CniEnv, cache: &CacheDir) -> Result<(), CniError> {
 }
 
 /// One stale record of GC, under its attachment's lock (skipped while another call holds it).
-fn gc_one(env: &CniEnv, cache: &CacheDir, record: &PodRecord) -> Result<(), CniError> {
+fn gc_one(env: &CniEnv, cache: &CacheDir, record: &PodRecord) -> Result<(), GenieError> {
     let key = record.key()?;
     let Some(lock) = cache.try_lock(&key)? else {
         info!(container = %record.container_id, "attachment busy; GC leaves it to the call that holds it");
@@ -614,12 +529,9 @@ fn gc_one(env: &CniEnv, cache: &CacheDir, record: &PodRecord) -> Result<(), CniE
 }
 
 /// STATUS: ready when the readiness indicator file (the default network's) exists.
-fn status(conf: &GenieConf) -> Result<(), CniError> {
+fn status(conf: &GenieConf) -> Result<(), GenieError> {
     match &conf.readiness_indicator_file {
-        Some(f) if !f.exists() => Err(CniError::plugin_not_available(format!(
-            "the default network is not ready: {} does not exist",
-            f.display()
-        ))),
+        Some(f) if !f.exists() => Err(GenieError::NotReady { file: f.clone() }),
         _ => Ok(()),
     }
 }

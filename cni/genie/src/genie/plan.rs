@@ -22,13 +22,76 @@ use super::delegate::Injected;
 use crate::annotations::{GeniePlugin, LogicalNetworkRef, NetworkSelection, PodNetworkRequest};
 use crate::devices::Assigned;
 use crate::genieconf::{
-    apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, GenieConf,
-    ResolvedConfig, SriovConf, SRIOV,
+    apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, AgentConfigError,
+    GenieConf, IsolationError, LogicalNetworkError, ResolveError, ResolvedConfig, SriovConf, SRIOV,
 };
 use crate::k8s::objects::RESOURCE_NAME_ANNOTATION;
-use crate::spec::error::CniError;
 
 pub use super::reads::KubeReads;
+
+/// Why a pod's attachments could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The message is the one the admission controller gives for the same pod.
+    #[error(transparent)]
+    InterfaceTwice(vfkube::interfaces::InterfaceClash),
+    #[error("{what} needs the Kubernetes API, but {pod} has no pod identity in CNI_ARGS")]
+    NoApi { what: String, pod: String },
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
+    /// Reading `what` (a NetworkAttachmentDefinition, a LogicalNetwork) from the API failed.
+    #[error("{pod} asks for {what}")]
+    Api {
+        pod: String,
+        what: String,
+        #[source]
+        source: Box<crate::k8s::Error>,
+    },
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{pod} asks for {what}, whose {RESOURCE_NAME_ANNOTATION} is refused: {problem}")]
+    ResourceName {
+        pod: String,
+        what: String,
+        problem: String,
+    },
+    #[error("{pod} asks for plugin \"sriov\"")]
+    Sriov {
+        pod: String,
+        #[source]
+        source: AgentConfigError,
+    },
+    #[error("{pod} asks for plugin \"sriov\", but the agent config {} has no pools", .agent_config.display())]
+    NoPools { pod: String, agent_config: PathBuf },
+    #[error("{pod} asks for plugin {plugin:?}, but no config in {} has that name or type", .conf_dir.display())]
+    NoPluginConf {
+        pod: String,
+        plugin: String,
+        conf_dir: PathBuf,
+    },
+    #[error("{what} uses plugin {plugin:?}, which has no config in {}", .conf_dir.display())]
+    NoLogicalNetworkConf {
+        what: String,
+        plugin: String,
+        conf_dir: PathBuf,
+    },
+    #[error(transparent)]
+    LogicalNetwork(#[from] LogicalNetworkError),
+    #[error("clusterNetwork {spec}")]
+    ClusterNetworkRead {
+        spec: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("clusterNetwork {spec}")]
+    ClusterNetworkJson {
+        spec: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{pod} has no default network: set clusterNetwork, delegates or default_plugin in the genie conf, or annotate the pod with cni")]
+    NoDefault { pod: String },
+}
 
 /// The namespace a `clusterNetwork` or `defaultNetworks` NAD name without one lives in.
 pub const DEFAULT_NAD_NAMESPACE: &str = "kube-system";
@@ -75,7 +138,7 @@ impl Network {
 }
 
 /// A CNI-Genie entry: the interface it asks for, and its network (or why there is none).
-type GenieEntry = (Option<String>, Result<Network, CniError>);
+type GenieEntry = (Option<String>, Result<Network, PlanError>);
 
 /// A secondary attachment before its interface name is settled.
 struct Secondary {
@@ -90,18 +153,6 @@ pub struct PodContext<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub request: &'a PodNetworkRequest,
-}
-
-fn config_error(msg: String) -> CniError {
-    CniError::invalid_config(msg)
-}
-
-fn api_error(what: String, e: crate::k8s::Error) -> CniError {
-    if e.is_unavailable() {
-        CniError::try_again_later(format!("{what}: {e}"))
-    } else {
-        CniError::invalid_config(format!("{what}: {e}"))
-    }
 }
 
 fn resolved_name(r: &ResolvedConfig, fallback: &str) -> String {
@@ -123,14 +174,23 @@ impl Planner<'_> {
             .unwrap_or_else(|| "the container".into())
     }
 
-    fn push(&mut self, mut p: Planned) -> Result<(), CniError> {
+    fn api_error(&self, what: &str, source: crate::k8s::Error) -> PlanError {
+        PlanError::Api {
+            pod: self.pod_label(),
+            what: what.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    fn push(&mut self, mut p: Planned) -> Result<(), PlanError> {
         if !self.used.insert(p.ifname.clone()) {
-            let clash = vfkube::interfaces::InterfaceClash {
-                subject: self.pod_label(),
-                ifname: p.ifname,
-                network: p.network,
-            };
-            return Err(config_error(clash.to_string()));
+            return Err(PlanError::InterfaceTwice(
+                vfkube::interfaces::InterfaceClash {
+                    subject: self.pod_label(),
+                    ifname: p.ifname,
+                    network: p.network,
+                },
+            ));
         }
         if let Value::Object(m) = &mut p.config {
             if !m.contains_key("name") {
@@ -141,41 +201,38 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn client(&self, what: &str) -> Result<&dyn KubeReads, CniError> {
-        self.client.ok_or_else(|| {
-            config_error(format!(
-                "{what} needs the Kubernetes API, but {} has no pod identity in CNI_ARGS",
-                self.pod_label()
-            ))
+    fn client(&self, what: &str) -> Result<&dyn KubeReads, PlanError> {
+        self.client.ok_or_else(|| PlanError::NoApi {
+            what: what.to_string(),
+            pod: self.pod_label(),
         })
     }
 
     /// A NAD the pod asked for: namespace isolation applies.
-    fn pod_nad(&self, namespace: &str, name: &str) -> Result<Network, CniError> {
+    fn pod_nad(&self, namespace: &str, name: &str) -> Result<Network, PlanError> {
         if let Some(p) = self.pod {
             self.conf
-                .check_isolation(p.namespace, p.name, namespace, name)
-                .map_err(|e| config_error(e.to_string()))?;
+                .check_isolation(p.namespace, p.name, namespace, name)?;
         }
         self.nad(namespace, name)
     }
 
     /// A NAD, whoever named it: the node's conf (`clusterNetwork`, `defaultNetworks`, which
     /// isolation does not restrict) or the pod ([`Self::pod_nad`]).
-    fn nad(&self, namespace: &str, name: &str) -> Result<Network, CniError> {
+    fn nad(&self, namespace: &str, name: &str) -> Result<Network, PlanError> {
         let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
         let client = self.client(&what)?;
         let nad = crate::timing::timed("api", || client.nad(namespace, name))
-            .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
-        let resolved = resolve_nad_config(&nad, &self.conf.conf_dir, &self.conf.tenant_paths)
-            .map_err(|e| config_error(e.to_string()))?;
+            .map_err(|source| self.api_error(&what, source))?;
+        let resolved = resolve_nad_config(&nad, &self.conf.conf_dir, &self.conf.tenant_paths)?;
         let resources = match nad.resource_name() {
             Some(r) => {
-                crate::devices::validate_resource_name(r).map_err(|e| {
-                    config_error(format!(
-                        "{} asks for {what}, whose {RESOURCE_NAME_ANNOTATION} is refused: {e}",
-                        self.pod_label()
-                    ))
+                crate::devices::validate_resource_name(r).map_err(|problem| {
+                    PlanError::ResourceName {
+                        pod: self.pod_label(),
+                        what: what.clone(),
+                        problem,
+                    }
                 })?;
                 vec![r.to_string()]
             }
@@ -189,20 +246,16 @@ impl Planner<'_> {
     }
 
     /// CNI-Genie's `sriov` with the genie conf's `sriov` key: an sriov netconf on the agent's pools.
-    fn genie_sriov(&self, sriov: &SriovConf) -> Result<Network, CniError> {
-        let pools = sriov.pools().map_err(|e| {
-            config_error(format!(
-                "{} asks for plugin \"sriov\": {}",
-                self.pod_label(),
-                crate::spec::error::chain(&e)
-            ))
+    fn genie_sriov(&self, sriov: &SriovConf) -> Result<Network, PlanError> {
+        let pools = sriov.pools().map_err(|source| PlanError::Sriov {
+            pod: self.pod_label(),
+            source,
         })?;
         if pools.is_empty() {
-            return Err(config_error(format!(
-                "{} asks for plugin \"sriov\", but the agent config {} has no pools",
-                self.pod_label(),
-                sriov.agent_config.display()
-            )));
+            return Err(PlanError::NoPools {
+                pod: self.pod_label(),
+                agent_config: sriov.agent_config.clone(),
+            });
         }
         let version = self.conf.cni_version.as_deref().unwrap_or("1.0.0");
         Ok(Network {
@@ -212,42 +265,38 @@ impl Planner<'_> {
         })
     }
 
-    fn plugin(&self, plugin: &str) -> Result<Network, CniError> {
+    fn plugin(&self, plugin: &str) -> Result<Network, PlanError> {
         if let (SRIOV, Some(sriov)) = (plugin, &self.conf.sriov) {
             return self.genie_sriov(sriov);
         }
-        let r = find_plugin_conf(&self.conf.conf_dir, plugin)
-            .map_err(|e| config_error(e.to_string()))?
-            .ok_or_else(|| {
-                config_error(format!(
-                    "{} asks for plugin {plugin:?}, but no config in {} has that name or type",
-                    self.pod_label(),
-                    self.conf.conf_dir.display()
-                ))
-            })?;
+        let r = find_plugin_conf(&self.conf.conf_dir, plugin)?.ok_or_else(|| {
+            PlanError::NoPluginConf {
+                pod: self.pod_label(),
+                plugin: plugin.to_string(),
+                conf_dir: self.conf.conf_dir.clone(),
+            }
+        })?;
         Ok(Network::new(
             resolved_name(&r, plugin),
             Value::Object(r.config),
         ))
     }
 
-    fn logical_network(&self, ln: &LogicalNetworkRef) -> Result<Network, CniError> {
+    fn logical_network(&self, ln: &LogicalNetworkRef) -> Result<Network, PlanError> {
         let ns = self.pod.map_or(DEFAULT_NAD_NAMESPACE, |p| p.namespace);
         let what = format!("LogicalNetwork {ns}/{}", ln.name);
         let obj = self
             .client(&what)?
             .logical_network(ns, &ln.name)
-            .map_err(|e| api_error(format!("{} asks for {what}", self.pod_label()), e))?;
-        let mut r = find_plugin_conf(&self.conf.conf_dir, &obj.spec.plugin)
-            .map_err(|e| config_error(e.to_string()))?
-            .ok_or_else(|| {
-                config_error(format!(
-                    "{what} uses plugin {:?}, which has no config in {}",
-                    obj.spec.plugin,
-                    self.conf.conf_dir.display()
-                ))
-            })?;
-        apply_logical_network(&mut r, &obj).map_err(|e| config_error(e.to_string()))?;
+            .map_err(|source| self.api_error(&what, source))?;
+        let mut r = find_plugin_conf(&self.conf.conf_dir, &obj.spec.plugin)?.ok_or_else(|| {
+            PlanError::NoLogicalNetworkConf {
+                what: what.clone(),
+                plugin: obj.spec.plugin.clone(),
+                conf_dir: self.conf.conf_dir.clone(),
+            }
+        })?;
+        apply_logical_network(&mut r, &obj)?;
         Ok(Network::new(
             format!("{ns}/{}", ln.name),
             Value::Object(r.config),
@@ -255,13 +304,19 @@ impl Planner<'_> {
     }
 
     /// `clusterNetwork`: a conf file path, a conf name in confDir, or a NAD.
-    fn cluster_network(&self, spec: &str) -> Result<Network, CniError> {
+    fn cluster_network(&self, spec: &str) -> Result<Network, PlanError> {
         if spec.starts_with('/') {
             let bytes =
                 crate::bounded::read(std::path::Path::new(spec), crate::bounded::CONFIG_MAX)
-                    .map_err(|e| config_error(format!("clusterNetwork {spec}: {e}")))?;
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| config_error(format!("clusterNetwork {spec}: {e}")))?;
+                    .map_err(|source| PlanError::ClusterNetworkRead {
+                        spec: spec.to_string(),
+                        source,
+                    })?;
+            let v: Value =
+                serde_json::from_slice(&bytes).map_err(|source| PlanError::ClusterNetworkJson {
+                    spec: spec.to_string(),
+                    source,
+                })?;
             let name = v
                 .get("name")
                 .and_then(Value::as_str)
@@ -269,9 +324,7 @@ impl Planner<'_> {
                 .to_string();
             return Ok(Network::new(name, v));
         }
-        if let Some(r) =
-            find_conf_file(&self.conf.conf_dir, spec).map_err(|e| config_error(e.to_string()))?
-        {
+        if let Some(r) = find_conf_file(&self.conf.conf_dir, spec)? {
             return Ok(Network::new(
                 resolved_name(&r, spec),
                 Value::Object(r.config),
@@ -329,7 +382,7 @@ pub fn plan(
     ifname: &str,
     pod: Option<&PodContext<'_>>,
     client: Option<&dyn KubeReads>,
-) -> Result<Vec<Planned>, CniError> {
+) -> Result<Vec<Planned>, PlanError> {
     let mut p = Planner {
         conf,
         client,
@@ -398,12 +451,10 @@ pub fn plan(
             let (want, first) = match genie.next() {
                 Some((want, r)) => (want, r?),
                 None => (None, {
-                    let plugin = conf.default_plugins.first().ok_or_else(|| {
-                        config_error(format!(
-                            "{} has no default network: set clusterNetwork, delegates or default_plugin in the genie conf, or annotate the pod with cni",
-                            p.pod_label()
-                        ))
-                    })?;
+                    let plugin = conf
+                        .default_plugins
+                        .first()
+                        .ok_or_else(|| PlanError::NoDefault { pod: p.pod_label() })?;
                     p.plugin(plugin)?
                 }),
             };

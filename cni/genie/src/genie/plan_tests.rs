@@ -13,6 +13,7 @@ use crate::k8s::objects::{
     Kind, LogicalNetwork, LogicalNetworkSpec, NadSpec, NetworkAttachmentDefinition, ObjectMeta,
     ObjectRef,
 };
+use crate::spec::error::CniError;
 
 /// The Kubernetes objects a test cluster holds; `down` makes every read fail as an outage would.
 #[derive(Default)]
@@ -184,7 +185,9 @@ fn plan_in(
         name: "web",
         request: &request,
     };
+    // What the runtime would see: the code and message of genie's boundary.
     plan(conf, "eth0", Some(&ctx), Some(kube))
+        .map_err(|e| CniError::from(crate::genie::error::GenieError::from(e)))
 }
 
 fn plan_for(
@@ -207,10 +210,10 @@ fn defaults(p: &[Planned]) -> Vec<bool> {
     p.iter().map(|a| a.default).collect()
 }
 
-fn refused(r: Result<Vec<Planned>, CniError>) -> CniError {
+fn refused<E: Into<crate::genie::error::GenieError>>(r: Result<Vec<Planned>, E>) -> CniError {
     match r {
         Ok(p) => panic!("planned {:?} on {:?}", networks(&p), ifnames(&p)),
-        Err(e) => e,
+        Err(e) => CniError::from(e.into()),
     }
 }
 

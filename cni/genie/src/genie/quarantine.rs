@@ -4,20 +4,52 @@
 
 use tracing::{error, info};
 
-use super::{cached_result, del_attachment, delegate, plan::Planned};
+use std::path::PathBuf;
+
+use super::error::{cni_msg, several, GenieError};
+use super::record::cached_result;
+use super::{del_attachment, delegate, plan::Planned};
 use crate::cache::{CacheDir, CacheError, PodAttachment, PodKey, PodRecord};
-use crate::exec::find_plugin;
+use crate::exec::{find_plugin, ExecError};
 use crate::spec::env::CniEnv;
-use crate::spec::error::CniError;
+use crate::spec::error::chain;
+
+/// What DEL and ADD refuse for the sake of the quarantine's rules.
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineError {
+    /// ADD of a network one of whose plugins is not installed.
+    #[error("network {network} ({ifname})")]
+    MissingPlugin {
+        network: String,
+        ifname: String,
+        #[source]
+        source: Box<ExecError>,
+    },
+    /// The first DEL that met an unreadable record: it stays in place until the next DEL.
+    #[error("{}; the next DEL of container {container_id} moves it into {}", chain(.error), .quarantine_dir.display())]
+    UnreadableRecord {
+        error: CacheError,
+        container_id: String,
+        quarantine_dir: PathBuf,
+    },
+}
 
 /// Why the DEL of `a` cannot run now (so failing and retrying cannot help), if so.
 fn cannot_act(env: &CniEnv, a: &PodAttachment) -> Option<String> {
     let list = match delegate::as_list(&a.conf) {
         Ok(l) => l,
-        Err(e) => return Some(format!("its recorded config cannot be used: {}", e.msg)),
+        Err(e) => {
+            return Some(format!(
+                "its recorded config cannot be used: {}",
+                cni_msg(e)
+            ))
+        }
     };
     if let Err(e) = cached_result(a) {
-        return Some(format!("its recorded result cannot be used: {}", e.msg));
+        return Some(format!(
+            "its recorded result cannot be used: {}",
+            cni_msg(e)
+        ));
     }
     let missing: Vec<String> = list
         .plugins
@@ -33,15 +65,15 @@ fn cannot_act(env: &CniEnv, a: &PodAttachment) -> Option<String> {
 
 /// ADD refuses a pod whose networks name a plugin that is not installed, before anything is
 /// recorded or attached (code 7): so every recorded attachment had its plugins.
-pub(super) fn require_plugins(env: &CniEnv, planned: &[Planned]) -> Result<(), CniError> {
+pub(super) fn require_plugins(env: &CniEnv, planned: &[Planned]) -> Result<(), GenieError> {
     for p in planned {
         let list = delegate::as_list(&p.config)?;
         for plugin in &list.plugins {
-            find_plugin(&plugin.plugin_type, &env.path).map_err(|e| {
-                let e = e.to_cni_error();
-                CniError {
-                    msg: format!("network {} ({}): {}", p.network, p.ifname, e.msg),
-                    ..e
+            find_plugin(&plugin.plugin_type, &env.path).map_err(|source| {
+                QuarantineError::MissingPlugin {
+                    network: p.network.clone(),
+                    ifname: p.ifname.clone(),
+                    source: Box::new(source),
                 }
             })?;
         }
@@ -56,7 +88,7 @@ pub(super) fn teardown_or_quarantine(
     env: &CniEnv,
     cache: &CacheDir,
     record: &PodRecord,
-) -> Result<(), CniError> {
+) -> Result<(), GenieError> {
     let mut kept = Vec::new();
     let mut reasons = Vec::new();
     let mut errors = Vec::new();
@@ -69,7 +101,7 @@ pub(super) fn teardown_or_quarantine(
             None => errors.extend(del_attachment(env, a).err()),
         }
     }
-    delegate::combine(errors)?;
+    several(errors)?;
     if kept.is_empty() {
         return Ok(());
     }
@@ -94,7 +126,7 @@ pub(super) fn unreadable_record(
     cache: &CacheDir,
     key: &PodKey,
     e: CacheError,
-) -> Result<(), CniError> {
+) -> Result<(), GenieError> {
     let reason = e.to_string();
     if cache.is_suspect(key) {
         let file = cache.quarantine_pod_file(key, &reason)?;
@@ -109,16 +141,12 @@ pub(super) fn unreadable_record(
         return Ok(());
     }
     cache.mark_suspect(key, &reason)?;
-    let err = e.to_cni_error();
-    Err(CniError {
-        msg: format!(
-            "{}; the next DEL of container {} moves it into {}",
-            err.msg,
-            key.container_id,
-            cache.quarantine_dir().display()
-        ),
-        ..err
-    })
+    Err(QuarantineError::UnreadableRecord {
+        error: e,
+        container_id: key.container_id.clone(),
+        quarantine_dir: cache.quarantine_dir(),
+    }
+    .into())
 }
 
 /// GC's replay of the quarantine: for every quarantined attachment whose plugins are installed
@@ -127,7 +155,7 @@ pub(super) fn unreadable_record(
 /// whose attachment is locked (an ADD, DEL or CHECK of it runs) wait for the next GC, and
 /// unreadable records stay for an operator. Returns how many records were cleared; an error
 /// combines the DELs that failed.
-pub fn retry_quarantined(env: &CniEnv, cache: &CacheDir) -> Result<usize, CniError> {
+pub fn retry_quarantined(env: &CniEnv, cache: &CacheDir) -> Result<usize, GenieError> {
     let mut cleared = 0;
     let mut errors = Vec::new();
     for q in cache.quarantined()? {
@@ -170,7 +198,7 @@ pub fn retry_quarantined(env: &CniEnv, cache: &CacheDir) -> Result<usize, CniErr
             cleared += 1;
         }
     }
-    delegate::combine(errors).map(|()| cleared)
+    several(errors).map(|()| cleared)
 }
 
 #[cfg(test)]

@@ -6,11 +6,10 @@
 use std::net::IpAddr;
 
 use tracing::info;
-use vfcore::netlink::{LinkOps, Netlink, RouteSpec};
-use vfcore::netns::NetNs;
+use vfcore::netlink::{LinkOps, Netlink, NetlinkError, RouteSpec};
+use vfcore::netns::{NetNs, NetNsError};
 
 use super::plan::Planned;
-use crate::spec::error::CniError;
 use crate::spec::result::{CniResult, IpNet, Route};
 
 fn is_v6(a: &IpAddr) -> bool {
@@ -32,39 +31,48 @@ fn owner(planned: &[Planned], v6: bool) -> Option<(usize, Option<IpAddr>)> {
         .or_else(|| planned.iter().position(|p| p.default).map(|i| (i, None)))
 }
 
-fn route_error(e: impl std::fmt::Display) -> CniError {
-    CniError::io(format!("settling the pod's default routes: {e}"))
+/// Why the pod's default routes could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("settling the pod's default routes")]
+    Netns(#[from] NetNsError),
+    #[error("settling the pod's default routes")]
+    Netlink(#[from] NetlinkError),
 }
 
 /// Applies the policy inside the pod's network namespace `netns` and to `results` (one per
 /// planned attachment, same order).
-pub fn settle(netns: &str, planned: &[Planned], results: &mut [CniResult]) -> Result<(), CniError> {
+pub fn settle(
+    netns: &str,
+    planned: &[Planned],
+    results: &mut [CniResult],
+) -> Result<(), RouteError> {
     if planned.len() < 2 {
         return Ok(());
     }
     let owners = [owner(planned, false), owner(planned, true)];
     let ifnames: Vec<String> = planned.iter().map(|p| p.ifname.clone()).collect();
-    let ns = NetNs::open(netns).map_err(route_error)?;
+    let ns = NetNs::open(netns)?;
     let owners_c = owners;
-    ns.run(move || -> Result<(), CniError> {
-        let mut nl = Netlink::open().map_err(route_error)?;
+    ns.run(move || -> Result<(), RouteError> {
+        let mut nl = Netlink::open()?;
         for (fam, own) in owners_c.iter().enumerate() {
             let v6 = fam == 1;
             let Some((idx, gw)) = own else { continue };
             let owner_link = nl
                 .link_by_name(&ifnames[*idx])
-                .map_err(route_error)?
+                ?
                 .map(|l| l.index);
             let defaults: Vec<RouteSpec> = nl
                 .routes()
-                .map_err(route_error)?
+                ?
                 .into_iter()
                 .filter(|r| r.destination.is_none() && r.gateway.is_some_and(|g| is_v6(&g) == v6))
                 .collect();
             for r in &defaults {
                 let keep = gw.is_none() && r.link == owner_link;
                 if !keep {
-                    nl.del_route(r).map_err(route_error)?;
+                    nl.del_route(r)?;
                     info!(gateway = ?r.gateway, "removed a default route another attachment installed");
                 }
             }
@@ -74,13 +82,13 @@ pub fn settle(netns: &str, planned: &[Planned], results: &mut [CniResult]) -> Re
                     gateway: Some(*g),
                     link: Some(link),
                 })
-                .map_err(route_error)?;
+                ?;
                 info!(gateway = %g, ifname = %ifnames[*idx], "default route moved as the pod asked");
             }
         }
         Ok(())
     })
-    .map_err(route_error)??;
+    ??;
 
     // The result says the same.
     for (fam, own) in owners.iter().enumerate() {

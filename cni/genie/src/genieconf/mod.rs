@@ -2,12 +2,15 @@
 //! accept, with defaults; resolving a NetworkAttachmentDefinition to a CNI config; namespace
 //! isolation.
 //!
-//! Keys are read one by one from the JSON object so that every error names its key; unknown keys
-//! are ignored (a CNI conf carries many).
+//! The keys are decoded by serde's derive (`raw.rs`: exact key names, unknown keys ignored: a CNI
+//! conf carries many), then validated into [`GenieConf`] so that every error names its key.
 
 use std::path::PathBuf;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use self::raw::{Given, Namespaces, RawConf};
 
 use crate::annotations::is_plugin_name;
 use crate::k8s::objects::is_dns_label;
@@ -31,6 +34,7 @@ pub enum ConfError {
     Key { key: String, problem: String },
 }
 
+mod raw;
 mod resolve;
 mod sriov;
 pub use resolve::{
@@ -147,22 +151,29 @@ impl GenieConf {
     }
 
     pub fn from_value(v: &Value) -> Result<Self, ConfError> {
-        let o = v.as_object().ok_or(ConfError::NotAnObject)?;
-        let k = Keys(o);
-        let kubernetes = k.object("kubernetes")?;
-        let genie_kubeconfig = match kubernetes {
-            Some(m) => Keys(m).string_in("kubernetes.kubeconfig", "kubeconfig")?,
-            None => None,
-        };
-        let k8s_api_root = match kubernetes {
-            Some(m) => Keys(m).string_in("kubernetes.k8s_api_root", "k8s_api_root")?,
-            None => None,
-        };
+        if !v.is_object() {
+            return Err(ConfError::NotAnObject);
+        }
+        // Every key decodes (a wrong kind is kept for the validation to name): this cannot fail.
+        let raw = RawConf::deserialize(v).map_err(|e| ConfError::Json(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// The validation step: the keys as written into the typed conf, with defaults; the keys are
+    /// checked in a fixed order, so the first invalid one is the one named.
+    fn from_raw(raw: RawConf) -> Result<Self, ConfError> {
+        let kubernetes = raw
+            .kubernetes
+            .get("kubernetes", "must be an object")?
+            .map(|o| o.0)
+            .unwrap_or_default();
+        let genie_kubeconfig = string("kubernetes.kubeconfig", kubernetes.kubeconfig)?;
+        let k8s_api_root = string("kubernetes.k8s_api_root", kubernetes.k8s_api_root)?;
         if let Some(root) = &k8s_api_root {
             crate::k8s::kubeconfig::parse_server(root)
                 .map_err(|e| key_err("kubernetes.k8s_api_root", e.to_string()))?;
         }
-        let default_plugins = match k.string("default_plugin")? {
+        let default_plugins = match string("default_plugin", raw.default_plugin)? {
             Some(s) => s
                 .split(',')
                 .map(str::trim)
@@ -180,144 +191,102 @@ impl GenieConf {
                 .collect::<Result<Vec<_>, _>>()?,
             None => Vec::new(),
         };
+        // The Multus key is read only without CNI-Genie's.
         let kubeconfig = match genie_kubeconfig {
             Some(p) => Some(abs_path("kubernetes.kubeconfig", &p)?),
-            None => k.path("kubeconfig")?,
+            None => path("kubeconfig", raw.kubeconfig)?,
         };
-        let log_level = match (k.string("logLevel")?, k.string("log_level")?) {
-            (Some(l), _) => Some(LogLevel::parse(&l).ok_or_else(|| {
-                key_err(
-                    "logLevel",
-                    format!("{l:?} is not one of panic, error, warning, info, debug, verbose"),
-                )
-            })?),
-            (None, Some(l)) => Some(LogLevel::parse(&l).ok_or_else(|| {
-                key_err(
-                    "log_level",
-                    format!("{l:?} is not one of panic, error, warning, info, debug, verbose"),
-                )
-            })?),
+        let log_level = match (
+            string("logLevel", raw.log_level)?,
+            string("log_level", raw.genie_log_level)?,
+        ) {
+            (Some(l), _) => Some(log_level("logLevel", &l)?),
+            (None, Some(l)) => Some(log_level("log_level", &l)?),
             (None, None) => None,
         };
-        let namespaces = |key: &str, default: &[&str]| -> Result<Vec<String>, ConfError> {
-            let list = match o.get(key) {
-                None | Some(Value::Null) => {
-                    return Ok(default.iter().map(|s| s.to_string()).collect())
-                }
-                Some(Value::String(s)) => s
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>(),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|e| {
-                        e.as_str()
-                            .map(|s| s.trim().to_string())
-                            .ok_or_else(|| key_err(key, "elements must be strings"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                Some(_) => {
-                    return Err(key_err(key, "must be a comma list or a list of namespaces"))
-                }
-            };
-            for ns in &list {
-                if !is_dns_label(ns) {
-                    return Err(key_err(key, format!("{ns:?} is not a valid namespace")));
-                }
-            }
-            Ok(list)
-        };
-        let default_networks = match o.get("defaultNetworks") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|e| {
-                    let s = e
-                        .as_str()
-                        .ok_or_else(|| key_err("defaultNetworks", "elements must be strings"))?;
-                    check_nad_ref("defaultNetworks", s)?;
-                    Ok(s.to_string())
-                })
-                .collect::<Result<Vec<_>, ConfError>>()?,
-            Some(_) => {
-                return Err(key_err(
-                    "defaultNetworks",
-                    "must be a list of network names",
-                ))
-            }
-        };
-        let delegates = match o.get("delegates") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => {
-                for d in a {
-                    if !d.is_object() {
-                        return Err(key_err("delegates", "elements must be CNI config objects"));
-                    }
-                }
-                a.clone()
-            }
-            Some(_) => return Err(key_err("delegates", "must be a list of CNI config objects")),
-        };
-        let cluster_network = k.string("clusterNetwork")?.filter(|s| !s.is_empty());
-        let bounded_int = |key: &str, min: u64, max: u64, default: u64| -> Result<u64, ConfError> {
-            match o.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| {
-                        key_err(key, format!("must be a whole number from {min} to {max}"))
-                    }),
-            }
-        };
+        let default_networks = raw
+            .default_networks
+            .get("defaultNetworks", "must be a list of network names")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                let Given::Is(s) = e else {
+                    return Err(key_err("defaultNetworks", "elements must be strings"));
+                };
+                check_nad_ref("defaultNetworks", &s)?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>, ConfError>>()?;
+        let delegates = raw
+            .delegates
+            .get("delegates", "must be a list of CNI config objects")?
+            .unwrap_or_default();
+        if delegates.iter().any(|d| !d.is_object()) {
+            return Err(key_err("delegates", "elements must be CNI config objects"));
+        }
+        let cluster_network =
+            string("clusterNetwork", raw.cluster_network)?.filter(|s| !s.is_empty());
         let max_networks_per_pod = bounded_int(
             "maxNetworksPerPod",
-            1,
-            256,
+            raw.max_networks_per_pod,
+            1..=256,
             DEFAULT_MAX_NETWORKS_PER_POD as u64,
         )?;
-        let add_timeout_seconds =
-            bounded_int("addTimeoutSeconds", 1, 3600, DEFAULT_ADD_TIMEOUT_SECONDS)?;
+        let add_timeout_seconds = bounded_int(
+            "addTimeoutSeconds",
+            raw.add_timeout_seconds,
+            1..=3600,
+            DEFAULT_ADD_TIMEOUT_SECONDS,
+        )?;
+        let or_default = |p: Option<PathBuf>, default: &str| p.unwrap_or_else(|| default.into());
         Ok(Self {
-            name: k.string("name")?,
-            cni_version: k.string("cniVersion")?,
+            name: string("name", raw.name)?,
+            cni_version: string("cniVersion", raw.cni_version)?,
             default_plugins,
             kubeconfig,
             k8s_api_root,
-            cadvisor_address: k.string("cAdvisor_address")?.filter(|s| !s.is_empty()),
+            cadvisor_address: string("cAdvisor_address", raw.cadvisor_address)?
+                .filter(|s| !s.is_empty()),
             cluster_network,
             default_networks,
             delegates,
-            conf_dir: k
-                .path("confDir")?
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF_DIR)),
-            cni_dir: k
-                .path("cniDir")?
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_DIR)),
-            bin_dir: k
-                .path("binDir")?
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_BIN_DIR)),
-            readiness_indicator_file: k.path("readinessindicatorfile")?,
-            namespace_isolation: k.bool("namespaceIsolation")?.unwrap_or(false),
-            global_namespaces: namespaces("globalNamespaces", &[])?,
-            system_namespaces: namespaces("systemNamespaces", &["kube-system"])?,
+            conf_dir: or_default(path("confDir", raw.conf_dir)?, DEFAULT_CONF_DIR),
+            cni_dir: or_default(path("cniDir", raw.cni_dir)?, DEFAULT_CNI_DIR),
+            bin_dir: or_default(path("binDir", raw.bin_dir)?, DEFAULT_BIN_DIR),
+            readiness_indicator_file: path("readinessindicatorfile", raw.readinessindicatorfile)?,
+            namespace_isolation: raw
+                .namespace_isolation
+                .get("namespaceIsolation", "must be true or false")?
+                .unwrap_or(false),
+            global_namespaces: namespaces("globalNamespaces", raw.global_namespaces, &[])?,
+            system_namespaces: namespaces(
+                "systemNamespaces",
+                raw.system_namespaces,
+                &["kube-system"],
+            )?,
             log_level,
-            log_file: k.path("logFile")?,
-            pod_resources_socket: k
-                .path("podResourcesSocket")?
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET)),
-            kubelet_checkpoint: k
-                .path("kubeletCheckpoint")?
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBELET_CHECKPOINT)),
-            device_info_dir: k
-                .path("deviceInfoDir")?
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DEVICE_INFO_DIR)),
-            sriov: match k.object("sriov")? {
-                Some(m) => Some(SriovConf::from_map(m)?),
+            log_file: path("logFile", raw.log_file)?,
+            pod_resources_socket: or_default(
+                path("podResourcesSocket", raw.pod_resources_socket)?,
+                DEFAULT_POD_RESOURCES_SOCKET,
+            ),
+            kubelet_checkpoint: or_default(
+                path("kubeletCheckpoint", raw.kubelet_checkpoint)?,
+                DEFAULT_KUBELET_CHECKPOINT,
+            ),
+            device_info_dir: or_default(
+                path("deviceInfoDir", raw.device_info_dir)?,
+                DEFAULT_DEVICE_INFO_DIR,
+            ),
+            sriov: match raw.sriov.get("sriov", "must be an object")? {
+                Some(m) => Some(SriovConf::from_map(&m)?),
                 None => None,
             },
-            tenant_paths: tenant_paths(k.object("allowedTenantPaths")?)?,
+            tenant_paths: tenant_paths(
+                raw.allowed_tenant_paths
+                    .get("allowedTenantPaths", "must be an object")?
+                    .as_ref(),
+            )?,
             max_networks_per_pod: usize::try_from(max_networks_per_pod)
                 .unwrap_or(DEFAULT_MAX_NETWORKS_PER_POD),
             add_timeout: std::time::Duration::from_secs(add_timeout_seconds),
@@ -408,44 +377,81 @@ fn check_nad_ref(key: &str, s: &str) -> Result<(), ConfError> {
     }
 }
 
-struct Keys<'a>(&'a Map<String, Value>);
-
-impl<'a> Keys<'a> {
-    fn string(&self, key: &str) -> Result<Option<String>, ConfError> {
-        self.string_in(key, key)
-    }
-
-    /// `full` names the key in errors (`kubernetes.kubeconfig`), `key` is looked up.
-    fn string_in(&self, full: &str, key: &str) -> Result<Option<String>, ConfError> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(key_err(full, "must be a string")),
+impl<T> Given<T> {
+    /// The value, `None` when absent; one of another kind is refused naming `key`.
+    fn get(self, key: &str, problem: &str) -> Result<Option<T>, ConfError> {
+        match self {
+            Given::Absent => Ok(None),
+            Given::Is(v) => Ok(Some(v)),
+            Given::WrongKind => Err(key_err(key, problem)),
         }
     }
+}
 
-    fn bool(&self, key: &str) -> Result<Option<bool>, ConfError> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(key_err(key, "must be true or false")),
+fn string(key: &str, v: Given<String>) -> Result<Option<String>, ConfError> {
+    v.get(key, "must be a string")
+}
+
+/// An absolute path; an empty string is no path.
+fn path(key: &str, v: Given<String>) -> Result<Option<PathBuf>, ConfError> {
+    match string(key, v)?.filter(|s| !s.is_empty()) {
+        Some(s) => abs_path(key, &s).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn log_level(key: &str, l: &str) -> Result<LogLevel, ConfError> {
+    LogLevel::parse(l).ok_or_else(|| {
+        key_err(
+            key,
+            format!("{l:?} is not one of panic, error, warning, info, debug, verbose"),
+        )
+    })
+}
+
+fn bounded_int(
+    key: &str,
+    v: Given<u64>,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+) -> Result<u64, ConfError> {
+    match v {
+        Given::Absent => Ok(default),
+        Given::Is(n) if range.contains(&n) => Ok(n),
+        _ => Err(key_err(
+            key,
+            format!(
+                "must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+/// `globalNamespaces`, `systemNamespaces`: namespace names, `default` when absent.
+fn namespaces(key: &str, v: Given<Namespaces>, default: &[&str]) -> Result<Vec<String>, ConfError> {
+    let list = match v.get(key, "must be a comma list or a list of namespaces")? {
+        None => return Ok(default.iter().map(|s| s.to_string()).collect()),
+        Some(Namespaces::Comma(s)) => s
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>(),
+        Some(Namespaces::List(a)) => a
+            .into_iter()
+            .map(|e| match e {
+                Given::Is(s) => Ok(s.trim().to_string()),
+                _ => Err(key_err(key, "elements must be strings")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    for ns in &list {
+        if !is_dns_label(ns) {
+            return Err(key_err(key, format!("{ns:?} is not a valid namespace")));
         }
     }
-
-    fn object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, ConfError> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(m)),
-            Some(_) => Err(key_err(key, "must be an object")),
-        }
-    }
-
-    fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfError> {
-        match self.string(key)?.filter(|s| !s.is_empty()) {
-            Some(s) => abs_path(key, &s).map(Some),
-            None => Ok(None),
-        }
-    }
+    Ok(list)
 }
 
 #[cfg(test)]

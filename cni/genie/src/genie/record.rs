@@ -1,0 +1,110 @@
+//! What the pod record keeps of a planned attachment besides its config and result (the
+//! capability args, the device, the device-info file), read back by DEL, CHECK and GC; and the
+//! attachment's network-status.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use super::delegate::Injected;
+use super::plan::Planned;
+use crate::cache::PodAttachment;
+use crate::netstatus::AttachmentStatus;
+use crate::spec::error::CniError;
+use crate::spec::result::CniResult;
+use crate::spec::version::CniVersion;
+
+const EXTRA_RUNTIME_CONFIG: &str = "runtimeConfig";
+const EXTRA_CNI_ARGS: &str = "cniArgs";
+const EXTRA_DEFAULT: &str = "default";
+const EXTRA_DEVICE_ID: &str = "deviceID";
+const EXTRA_RESOURCE: &str = "resourceName";
+pub(super) const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
+
+pub(super) fn attachment_record(p: &Planned) -> PodAttachment {
+    let mut extra = Map::new();
+    if !p.injected.runtime_config.is_empty() {
+        extra.insert(
+            EXTRA_RUNTIME_CONFIG.into(),
+            Value::Object(p.injected.runtime_config.clone()),
+        );
+    }
+    if let Some(a) = &p.injected.cni_args {
+        extra.insert(EXTRA_CNI_ARGS.into(), Value::Object(a.clone()));
+    }
+    extra.insert(EXTRA_DEFAULT.into(), Value::Bool(p.default));
+    if let Some(d) = &p.device {
+        extra.insert(EXTRA_DEVICE_ID.into(), Value::String(d.id.clone()));
+        extra.insert(EXTRA_RESOURCE.into(), Value::String(d.resource.clone()));
+    }
+    if let Some(f) = &p.device_info_file {
+        extra.insert(
+            EXTRA_DEVICE_INFO_FILE.into(),
+            Value::String(f.display().to_string()),
+        );
+    }
+    PodAttachment {
+        network: p.network.clone(),
+        if_name: p.ifname.clone(),
+        conf: p.config.clone(),
+        result: None,
+        extra,
+    }
+}
+
+pub(super) fn injected_of(a: &PodAttachment) -> Injected {
+    Injected {
+        runtime_config: match a.extra.get(EXTRA_RUNTIME_CONFIG) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        },
+        cni_args: match a.extra.get(EXTRA_CNI_ARGS) {
+            Some(Value::Object(m)) => Some(m.clone()),
+            _ => None,
+        },
+    }
+}
+
+pub(super) fn cached_result(a: &PodAttachment) -> Result<Option<CniResult>, CniError> {
+    match &a.result {
+        None => Ok(None),
+        Some(v) => CniResult::from_value(v.clone(), CniVersion::LATEST).map(Some),
+    }
+}
+
+pub(super) fn status_of(p: &Planned, r: &CniResult, netns: &str) -> AttachmentStatus {
+    let device_info = crate::devices::info::status_info(
+        p.device_info_file.as_deref(),
+        p.device.as_ref().map(|d| d.id.as_str()),
+    );
+    // Interfaces in the pod (the sandbox), and the one the attachment is named after.
+    let in_pod: BTreeSet<usize> = r
+        .interfaces
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| !i.sandbox.is_empty() || netns.is_empty())
+        .map(|(n, _)| n)
+        .collect();
+    let own = r
+        .interfaces
+        .iter()
+        .find(|i| i.name == p.ifname && (!i.sandbox.is_empty() || netns.is_empty()));
+    let ips: Vec<_> = r
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none_or(|n| in_pod.contains(&n)))
+        .collect();
+    AttachmentStatus {
+        network: p.network.clone(),
+        interface: Some(p.ifname.clone()),
+        ips: ips.iter().map(|ip| ip.address.addr).collect(),
+        mac: own.map(|i| i.mac.clone()).filter(|m| !m.is_empty()),
+        mtu: own.and_then(|i| i.mtu),
+        default: p.default,
+        dns: (!r.dns.is_empty())
+            .then(|| serde_json::to_value(&r.dns).ok())
+            .flatten(),
+        device_info,
+        gateways: ips.iter().filter_map(|ip| ip.gateway).collect(),
+    }
+}
