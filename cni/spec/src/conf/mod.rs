@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod delegate;
+pub mod keys;
 
 pub use delegate::DelegateContext;
 
@@ -144,6 +145,12 @@ impl NetConf {
             cni_version,
             capabilities,
         })
+    }
+
+    /// The version this config speaks: its `cniVersion`, missing meaning 0.1.0 as libcni reads
+    /// it; code 1 when we do not implement it. The one reading of a plugin config's version.
+    pub fn version(&self) -> Result<CniVersion, CniError> {
+        CniVersion::parse_or_default(self.cni_version.as_deref())
     }
 
     /// The whole config object as written.
