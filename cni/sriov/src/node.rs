@@ -10,8 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::error::CniError;
-
 /// The environment variable naming the state dir.
 pub const STATE_DIR_ENV: &str = "VFGENIE_SRIOV_STATE_DIR";
 /// The environment variable naming the device-info dir.
@@ -20,6 +18,13 @@ pub const DEVICE_INFO_DIR_ENV: &str = "VFGENIE_DEVICE_INFO_DIR";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/vfgenie/sriov";
 /// The subdirectory of the device-info dir that holds the files CNI plugins write.
 pub const DEVICE_INFO_CNI_SUBDIR: &str = "cni";
+
+/// A directory the node's environment names is unusable (CNI code 4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("{var} {value:?} is not an absolute path")]
+    NotAbsolute { var: &'static str, value: String },
+}
 
 /// The node's directories for this invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,21 +44,19 @@ impl Default for NodeDirs {
 
 fn dir_from(
     lookup: &impl Fn(&str) -> Option<String>,
-    var: &str,
+    var: &'static str,
     default: PathBuf,
-) -> Result<PathBuf, CniError> {
+) -> Result<PathBuf, NodeError> {
     match lookup(var).filter(|v| !v.is_empty()) {
         None => Ok(default),
         Some(v) if v.starts_with('/') => Ok(PathBuf::from(v)),
-        Some(v) => Err(CniError::invalid_env(format!(
-            "{var} {v:?} is not an absolute path"
-        ))),
+        Some(value) => Err(NodeError::NotAbsolute { var, value }),
     }
 }
 
 impl NodeDirs {
     /// The directories `lookup` (an environment) gives; unset or empty means the default.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, NodeError> {
         let d = Self::default();
         Ok(Self {
             state_dir: dir_from(&lookup, STATE_DIR_ENV, d.state_dir)?,
@@ -61,7 +64,7 @@ impl NodeDirs {
         })
     }
 
-    pub fn from_process_env() -> Result<Self, CniError> {
+    pub fn from_process_env() -> Result<Self, NodeError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
@@ -142,7 +145,7 @@ mod tests {
         assert_eq!(d.state_dir, PathBuf::from("/tmp/s"));
         assert_eq!(d.device_info_cni_dir(), PathBuf::from("/tmp/d/cni"));
         let e = NodeDirs::from_lookup(env(&[(STATE_DIR_ENV, "rel")])).unwrap_err();
-        assert!(e.msg.contains(STATE_DIR_ENV), "{}", e.msg);
+        assert!(e.to_string().contains(STATE_DIR_ENV), "{e}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Keys: `deviceID` (or `runtimeConfig.deviceID`; Multus also writes `pciBusID`), `vlan` 0-4094,
 //! `vlanQoS` 0-7, `vlanProto` `802.1q|802.1ad`, `mac`, `spoofchk` and `trust` `on|off`,
 //! `link_state` `auto|enable|disable`, `min_tx_rate` and `max_tx_rate` (Mbps), `mtu`, `ipam`,
-//! `logLevel`, `logFile`. Unknown keys are ignored. A value of the wrong type or out of range is
+//! `logLevel`, `logFile`. Keys match case-insensitively and unknown keys are ignored, as Go's
+//! decoder (sriov-cni's) does: [`raw`] decodes them with serde, [`SriovConf::from_netconf`]
+//! validates. A value of the wrong type or out of range is
 //! CNI error 7 naming the key.
 //!
 //! No key chooses a host path on its own: a tenant may have written the config. The state dir is
@@ -16,15 +18,19 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
+use serde_json::Number;
 use vfcore::netlink::{VfLinkState, VfSettings, VlanProto};
-use vfcore::{MacAddr, PciAddress};
+use vfcore::{MacAddr, ParseError, PciAddress};
 
-use crate::spec::conf::validate_plugin_type;
+use crate::spec::conf::{validate_plugin_type, NetConf};
 use crate::spec::env::CniArgs;
 use crate::spec::error::CniError;
 
 use super::node::{NodeDirs, STATE_DIR_ENV};
+
+mod raw;
+
+use raw::{Field, RawConf, RawIpam, RawRuntime};
 
 /// The key that once moved the state dir; refused now (the node sets the state dir).
 pub const STATE_DIR_KEY: &str = "stateDir";
@@ -56,213 +62,265 @@ pub struct SriovConf {
     pub device_info_file: Option<String>,
 }
 
-use crate::spec::conf::kind;
-
-fn invalid(key: &str, why: impl std::fmt::Display) -> CniError {
-    CniError::invalid_config(format!("sriov: \"{key}\" is invalid: {why}"))
+/// What is wrong with a config. All but [`NetconfError::Conf`] are CNI code 7.
+#[derive(Debug, thiserror::Error)]
+pub enum NetconfError {
+    /// Not a network config at all (the protocol's reading of it: not JSON, no `type`, ...).
+    #[error(transparent)]
+    Conf(CniError),
+    /// A key's value is refused.
+    #[error("sriov: \"{key}\" is invalid: {why}")]
+    Invalid { key: &'static str, why: Invalid },
+    /// ADD without a VF.
+    #[error("sriov: \"deviceID\" is missing: name the VF by its PCI address (in the config or in runtimeConfig.deviceID)")]
+    NoDevice,
+    /// The typed decoding failed (it takes any value, so this does not happen).
+    #[error("sriov: the network config cannot be decoded")]
+    Decode(#[source] serde_json::Error),
 }
 
-fn string<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, CniError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(invalid(
+/// Why a key's value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("{expected} is expected, not {found}")]
+    Type {
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("a string is expected")]
+    NotAString,
+    #[error("{value} is not in the range {min}-{max}")]
+    Range { value: Number, min: i64, max: i64 },
+    /// A word that is not one of the key's choices (`choices` says which, as a phrase).
+    #[error("{value:?} {choices}")]
+    Choice {
+        value: String,
+        choices: &'static str,
+    },
+    #[error("{0}")]
+    Address(ParseError),
+    #[error("{input} is not a unicast MAC address")]
+    NotUnicast { input: String },
+    #[error("a non-zero QoS needs a non-zero \"vlan\"")]
+    QosWithoutVlan,
+    #[error("802.1ad needs a non-zero \"vlan\"")]
+    QinqWithoutVlan,
+    #[error("{max} is below min_tx_rate {min}")]
+    RateBelowMin { max: u32, min: u32 },
+    #[error("{}", .0.msg)]
+    PluginType(CniError),
+    #[error("the state dir is set by the node (the plugin's environment, {STATE_DIR_ENV}), not by a network config; remove the key")]
+    StateDir,
+    /// The device-info file is not one the node lets a config name ([`NodeDirs`] says why).
+    #[error("{0}")]
+    DeviceInfoFile(String),
+}
+
+fn invalid(key: &'static str, why: Invalid) -> NetconfError {
+    NetconfError::Invalid { key, why }
+}
+
+fn string(f: Field<String>, key: &'static str) -> Result<Option<String>, NetconfError> {
+    match f {
+        Field::Absent => Ok(None),
+        Field::Given(s) => Ok(Some(s)),
+        Field::Wrong(found) => Err(invalid(
             key,
-            format!("a string is expected, not {}", kind(other)),
+            Invalid::Type {
+                expected: "a string",
+                found,
+            },
         )),
     }
 }
 
 /// A non-empty string (an empty string reads as absent, as Go's zero value does).
-fn nonempty<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, CniError> {
-    Ok(string(m, key)?.filter(|s| !s.is_empty()))
+fn nonempty(f: Field<String>, key: &'static str) -> Result<Option<String>, NetconfError> {
+    Ok(string(f, key)?.filter(|s| !s.is_empty()))
 }
 
-fn integer(m: &Map<String, Value>, key: &str, min: i64, max: i64) -> Result<Option<i64>, CniError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
+fn integer(
+    f: Field<Number>,
+    key: &'static str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, NetconfError> {
+    match f {
+        Field::Absent => Ok(None),
+        Field::Given(n) => match n.as_i64() {
             Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-            _ => Err(invalid(key, format!("{n} is not in the range {min}-{max}"))),
+            _ => Err(invalid(key, Invalid::Range { value: n, min, max })),
         },
-        Some(other) => Err(invalid(
+        Field::Wrong(found) => Err(invalid(
             key,
-            format!("an integer is expected, not {}", kind(other)),
+            Invalid::Type {
+                expected: "an integer",
+                found,
+            },
         )),
     }
 }
 
-fn on_off(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, CniError> {
-    match nonempty(m, key)? {
-        None => Ok(None),
-        Some(s) => match s.to_ascii_lowercase().as_str() {
-            "on" => Ok(Some(true)),
-            "off" => Ok(Some(false)),
-            _ => Err(invalid(key, format!("{s:?} is neither \"on\" nor \"off\""))),
-        },
+/// A word of `choices` (case-insensitive), `phrase` wording them for the refusal.
+fn choice<T: Copy>(
+    f: Field<String>,
+    key: &'static str,
+    choices: &[(&str, T)],
+    phrase: &'static str,
+) -> Result<Option<T>, NetconfError> {
+    let Some(s) = nonempty(f, key)? else {
+        return Ok(None);
+    };
+    let lower = s.to_ascii_lowercase();
+    match choices.iter().find(|(word, _)| *word == lower) {
+        Some((_, v)) => Ok(Some(*v)),
+        None => Err(invalid(
+            key,
+            Invalid::Choice {
+                value: s,
+                choices: phrase,
+            },
+        )),
     }
 }
 
-fn mac(key: &str, s: &str) -> Result<MacAddr, CniError> {
-    let m: MacAddr = s.parse().map_err(|e| invalid(key, e))?;
+fn on_off(f: Field<String>, key: &'static str) -> Result<Option<bool>, NetconfError> {
+    choice(
+        f,
+        key,
+        &[("on", true), ("off", false)],
+        "is neither \"on\" nor \"off\"",
+    )
+}
+
+fn mac(key: &'static str, s: &str) -> Result<MacAddr, NetconfError> {
+    let m: MacAddr = s.parse().map_err(|e| invalid(key, Invalid::Address(e)))?;
     if !m.is_valid_unicast() {
-        return Err(invalid(key, format!("{s} is not a unicast MAC address")));
+        return Err(invalid(
+            key,
+            Invalid::NotUnicast {
+                input: s.to_string(),
+            },
+        ));
     }
     Ok(m)
 }
 
-fn pci(key: &str, s: &str) -> Result<PciAddress, CniError> {
-    s.parse().map_err(|e| invalid(key, e))
+fn pci(key: &'static str, s: &str) -> Result<PciAddress, NetconfError> {
+    s.parse().map_err(|e| invalid(key, Invalid::Address(e)))
 }
+
+/// The log levels sriov-cni knows.
+const LOG_LEVELS: [&str; 8] = [
+    "panic", "fatal", "error", "warning", "warn", "info", "debug", "verbose",
+];
 
 impl SriovConf {
     /// Parses the config on stdin; `args` is CNI_ARGS (for `MAC=`).
-    pub fn parse(stdin: &[u8], args: &CniArgs) -> Result<Self, CniError> {
-        let v: Value = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::decode(format!("the network config is not JSON: {e}")))?;
-        let Value::Object(m) = v else {
-            return Err(CniError::decode(format!(
-                "the network config is not a JSON object but {}",
-                kind(&v)
-            )));
-        };
-        Self::from_map(&m, args)
+    pub fn parse(stdin: &[u8], args: &CniArgs) -> Result<Self, NetconfError> {
+        let netconf = NetConf::from_bytes(stdin).map_err(NetconfError::Conf)?;
+        Self::from_netconf(&netconf, args)
     }
 
-    pub fn from_map(m: &Map<String, Value>, args: &CniArgs) -> Result<Self, CniError> {
-        let empty = Map::new();
-        let rc = match m.get("runtimeConfig") {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Object(rc)) => rc,
-            Some(other) => {
+    /// The sriov reading of a config the protocol has read (`name` is the protocol's).
+    pub fn from_netconf(netconf: &NetConf, args: &CniArgs) -> Result<Self, NetconfError> {
+        let raw = RawConf::decode(netconf.raw()).map_err(NetconfError::Decode)?;
+        let rc = match raw.runtime_config {
+            Field::Absent => RawRuntime::default(),
+            Field::Given(rc) => rc,
+            Field::Wrong(found) => {
                 return Err(invalid(
                     "runtimeConfig",
-                    format!("an object is expected, not {}", kind(other)),
+                    Invalid::Type {
+                        expected: "an object",
+                        found,
+                    },
                 ))
             }
         };
 
-        let device_id = if let Some(s) = nonempty(rc, "deviceID")? {
-            Some(pci("runtimeConfig.deviceID", s)?)
-        } else if let Some(s) = nonempty(m, "deviceID")? {
-            Some(pci("deviceID", s)?)
-        } else if let Some(s) = nonempty(m, "pciBusID")? {
-            Some(pci("pciBusID", s)?)
+        // The first given wins; the ones after it are not even read (as sriov-cni).
+        let device_id = if let Some(s) = nonempty(rc.device_id, "deviceID")? {
+            Some(pci("runtimeConfig.deviceID", &s)?)
+        } else if let Some(s) = nonempty(raw.device_id, "deviceID")? {
+            Some(pci("deviceID", &s)?)
+        } else if let Some(s) = nonempty(raw.pci_bus_id, "pciBusID")? {
+            Some(pci("pciBusID", &s)?)
         } else {
             None
         };
 
-        let vlan = integer(m, "vlan", 0, 4094)?.map(|v| v as u16);
-        let vlan_qos = integer(m, "vlanQoS", 0, 7)?.map(|v| v as u8);
-        let vlan_proto = match nonempty(m, "vlanProto")? {
-            None => None,
-            Some(s) => match s.to_ascii_lowercase().as_str() {
-                "802.1q" => Some(VlanProto::Dot1Q),
-                "802.1ad" => Some(VlanProto::Dot1AD),
-                _ => {
-                    return Err(invalid(
-                        "vlanProto",
-                        format!("{s:?} is neither \"802.1q\" nor \"802.1ad\""),
-                    ))
-                }
-            },
-        };
+        let vlan = integer(raw.vlan, "vlan", 0, 4094)?.map(|v| v as u16);
+        let vlan_qos = integer(raw.vlan_qos, "vlanQoS", 0, 7)?.map(|v| v as u8);
+        let vlan_proto = choice(
+            raw.vlan_proto,
+            "vlanProto",
+            &[("802.1q", VlanProto::Dot1Q), ("802.1ad", VlanProto::Dot1AD)],
+            "is neither \"802.1q\" nor \"802.1ad\"",
+        )?;
         // As sriov-cni: a QoS or a protocol other than 802.1Q means nothing without a VLAN.
         if vlan.unwrap_or(0) == 0 {
             if vlan_qos.unwrap_or(0) != 0 {
-                return Err(invalid(
-                    "vlanQoS",
-                    "a non-zero QoS needs a non-zero \"vlan\"",
-                ));
+                return Err(invalid("vlanQoS", Invalid::QosWithoutVlan));
             }
             if vlan_proto == Some(VlanProto::Dot1AD) {
-                return Err(invalid("vlanProto", "802.1ad needs a non-zero \"vlan\""));
+                return Err(invalid("vlanProto", Invalid::QinqWithoutVlan));
             }
         }
 
-        let mac = if let Some(s) = nonempty(rc, "mac")? {
-            Some(mac("runtimeConfig.mac", s)?)
+        let mac = if let Some(s) = nonempty(rc.mac, "mac")? {
+            Some(mac("runtimeConfig.mac", &s)?)
         } else if let Some(s) = args.get("MAC").filter(|s| !s.is_empty()) {
             Some(mac("CNI_ARGS MAC", s)?)
-        } else if let Some(s) = nonempty(m, "mac")? {
-            Some(mac("mac", s)?)
+        } else if let Some(s) = nonempty(raw.mac, "mac")? {
+            Some(mac("mac", &s)?)
         } else {
             None
         };
 
-        let spoofchk = on_off(m, "spoofchk")?;
-        let trust = on_off(m, "trust")?;
-        let link_state = match nonempty(m, "link_state")? {
-            None => None,
-            Some(s) => match s.to_ascii_lowercase().as_str() {
-                "auto" => Some(VfLinkState::Auto),
-                "enable" => Some(VfLinkState::Enable),
-                "disable" => Some(VfLinkState::Disable),
-                _ => {
-                    return Err(invalid(
-                        "link_state",
-                        format!("{s:?} is not one of \"auto\", \"enable\", \"disable\""),
-                    ))
-                }
-            },
-        };
+        let spoofchk = on_off(raw.spoofchk, "spoofchk")?;
+        let trust = on_off(raw.trust, "trust")?;
+        let link_state = choice(
+            raw.link_state,
+            "link_state",
+            &[
+                ("auto", VfLinkState::Auto),
+                ("enable", VfLinkState::Enable),
+                ("disable", VfLinkState::Disable),
+            ],
+            "is not one of \"auto\", \"enable\", \"disable\"",
+        )?;
         let max_rate = i64::from(u32::MAX);
-        let min_tx_rate = integer(m, "min_tx_rate", 0, max_rate)?.map(|v| v as u32);
-        let max_tx_rate = integer(m, "max_tx_rate", 0, max_rate)?.map(|v| v as u32);
+        let min_tx_rate = integer(raw.min_tx_rate, "min_tx_rate", 0, max_rate)?.map(|v| v as u32);
+        let max_tx_rate = integer(raw.max_tx_rate, "max_tx_rate", 0, max_rate)?.map(|v| v as u32);
         if let (Some(min), Some(max)) = (min_tx_rate, max_tx_rate) {
             if max != 0 && max < min {
-                return Err(invalid(
-                    "max_tx_rate",
-                    format!("{max} is below min_tx_rate {min}"),
-                ));
+                return Err(invalid("max_tx_rate", Invalid::RateBelowMin { max, min }));
             }
         }
-        let mtu = integer(m, "mtu", 68, 65535)?.map(|v| v as u32);
+        let mtu = integer(raw.mtu, "mtu", 68, 65535)?.map(|v| v as u32);
+        let ipam_type = ipam_type(raw.ipam)?;
 
-        let ipam_type = match m.get("ipam") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(ipam)) => match nonempty(ipam, "type") {
-                Ok(Some(t)) => {
-                    validate_plugin_type(t).map_err(|e| invalid("ipam.type", e.msg))?;
-                    Some(t.to_string())
-                }
-                Ok(None) => None,
-                Err(_) => return Err(invalid("ipam.type", "a string is expected")),
-            },
-            Some(other) => {
-                return Err(invalid(
-                    "ipam",
-                    format!("an object is expected, not {}", kind(other)),
-                ))
-            }
-        };
-
-        let log_level = nonempty(m, "logLevel")?.map(str::to_string);
+        let log_level = nonempty(raw.log_level, "logLevel")?;
         if let Some(l) = &log_level {
-            if !matches!(
-                l.to_ascii_lowercase().as_str(),
-                "panic" | "fatal" | "error" | "warning" | "warn" | "info" | "debug" | "verbose"
-            ) {
+            if !LOG_LEVELS.contains(&l.to_ascii_lowercase().as_str()) {
                 return Err(invalid(
                     "logLevel",
-                    format!("{l:?} is not one of panic, error, warning, info, debug"),
+                    Invalid::Choice {
+                        value: l.clone(),
+                        choices: "is not one of panic, error, warning, info, debug",
+                    },
                 ));
             }
         }
-        let log_file = nonempty(m, "logFile")?.map(str::to_string);
-        let device_info_file = nonempty(rc, "CNIDeviceInfoFile")?.map(str::to_string);
-        if m.contains_key(STATE_DIR_KEY) {
-            return Err(invalid(
-                STATE_DIR_KEY,
-                format!(
-                    "the state dir is set by the node (the plugin's environment, {STATE_DIR_ENV}), not by a network config; remove the key"
-                ),
-            ));
+        let log_file = nonempty(raw.log_file, "logFile")?;
+        let device_info_file = nonempty(rc.device_info_file, "CNIDeviceInfoFile")?;
+        if raw.state_dir.0 {
+            return Err(invalid(STATE_DIR_KEY, Invalid::StateDir));
         }
-        let name = string(m, "name")?.map(str::to_string);
 
         Ok(Self {
-            name,
+            name: netconf.name.clone(),
             device_id,
             vlan,
             vlan_qos,
@@ -283,23 +341,23 @@ impl SriovConf {
 
     /// The device-info file ADD may write: `runtimeConfig.CNIDeviceInfoFile` when it names a
     /// plain file directly in the node's `<device-info dir>/cni/`; anything else is code 7.
-    pub fn device_info_path(&self, node: &NodeDirs) -> Result<Option<PathBuf>, CniError> {
+    pub fn device_info_path(&self, node: &NodeDirs) -> Result<Option<PathBuf>, NetconfError> {
         self.device_info_file
             .as_deref()
             .map(|raw| {
-                node.confine_device_info_file(raw)
-                    .map_err(|why| invalid("runtimeConfig.CNIDeviceInfoFile", why))
+                node.confine_device_info_file(raw).map_err(|why| {
+                    invalid(
+                        "runtimeConfig.CNIDeviceInfoFile",
+                        Invalid::DeviceInfoFile(why),
+                    )
+                })
             })
             .transpose()
     }
 
     /// The VF the config names; ADD needs one (code 7 without).
-    pub fn require_device(&self) -> Result<PciAddress, CniError> {
-        self.device_id.ok_or_else(|| {
-            CniError::invalid_config(
-                "sriov: \"deviceID\" is missing: name the VF by its PCI address (in the config or in runtimeConfig.deviceID)",
-            )
-        })
+    pub fn require_device(&self) -> Result<PciAddress, NetconfError> {
+        self.device_id.ok_or(NetconfError::NoDevice)
     }
 
     /// What ADD sets through the PF. The VLAN's QoS and protocol go with it (0 and 802.1Q when
@@ -319,246 +377,28 @@ impl SriovConf {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn parse(v: Value) -> Result<SriovConf, CniError> {
-        SriovConf::parse(v.to_string().as_bytes(), &CniArgs::default())
-    }
-
-    fn parse_args(v: Value, args: &str) -> Result<SriovConf, CniError> {
-        SriovConf::parse(v.to_string().as_bytes(), &CniArgs::parse(args).unwrap())
-    }
-
-    fn err(v: Value) -> CniError {
-        parse(v).unwrap_err()
-    }
-
-    #[test]
-    fn a_full_sriov_cni_config() {
-        let c = parse(json!({
-            "cniVersion": "1.0.0", "name": "sriov-net", "type": "sriov",
-            "deviceID": "0000:01:10.1", "vlan": 100, "vlanQoS": 3, "vlanProto": "802.1AD",
-            "mac": "02:00:00:00:00:01", "spoofchk": "off", "trust": "ON",
-            "link_state": "enable", "min_tx_rate": 10, "max_tx_rate": 100, "mtu": 1400,
-            "ipam": {"type": "host-local", "subnet": "10.56.217.0/24"},
-            "logLevel": "debug", "logFile": "/tmp/sriov.log", "someUnknown": [1]
-        }))
-        .unwrap();
-        assert_eq!(c.name.as_deref(), Some("sriov-net"));
-        assert_eq!(c.device_id, Some("0000:01:10.1".parse().unwrap()));
-        assert_eq!(c.vlan, Some(100));
-        assert_eq!(c.vlan_qos, Some(3));
-        assert_eq!(c.vlan_proto, Some(VlanProto::Dot1AD));
-        assert_eq!(c.mac, Some("02:00:00:00:00:01".parse().unwrap()));
-        assert_eq!(c.spoofchk, Some(false));
-        assert_eq!(c.trust, Some(true));
-        assert_eq!(c.link_state, Some(VfLinkState::Enable));
-        assert_eq!((c.min_tx_rate, c.max_tx_rate), (Some(10), Some(100)));
-        assert_eq!(c.mtu, Some(1400));
-        assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
-        assert_eq!(c.log_level.as_deref(), Some("debug"));
-        assert_eq!(c.log_file.as_deref(), Some("/tmp/sriov.log"));
-        let s = c.vf_settings();
-        assert_eq!(s.vlan, Some(100));
-        assert_eq!(s.qos, Some(3));
-        assert_eq!(s.vlan_proto, Some(VlanProto::Dot1AD));
-        assert_eq!(s.mac, c.mac);
-    }
-
-    #[test]
-    fn a_minimal_config_sets_nothing() {
-        let c = parse(json!({"type": "sriov", "deviceID": "01:10.0"})).unwrap();
-        assert_eq!(c.device_id, Some(PciAddress::new(0, 1, 0x10, 0)));
-        assert!(c.vf_settings().is_empty());
-        assert_eq!(c.mac, None);
-        assert_eq!(c.ipam_type, None);
-        // Empty strings read as absent, as Go's zero values.
-        let c =
-            parse(json!({"type": "sriov", "mac": "", "spoofchk": "", "vlanProto": ""})).unwrap();
-        assert_eq!((c.mac, c.spoofchk, c.vlan_proto), (None, None, None));
-        assert!(c.require_device().is_err());
-    }
-
-    #[test]
-    fn vlan_alone_defaults_qos_and_protocol() {
-        let s = parse(json!({"type": "sriov", "vlan": 0}))
-            .unwrap()
-            .vf_settings();
-        assert_eq!(
-            (s.vlan, s.qos, s.vlan_proto),
-            (Some(0), Some(0), Some(VlanProto::Dot1Q))
-        );
-    }
-
-    #[test]
-    fn device_id_priority() {
-        let c = parse(
-            json!({"type": "sriov", "deviceID": "0000:01:10.0", "pciBusID": "0000:01:10.2",
-            "runtimeConfig": {"deviceID": "0000:01:10.1"}}),
-        )
-        .unwrap();
-        assert_eq!(c.device_id, Some("0000:01:10.1".parse().unwrap()));
-        let c =
-            parse(json!({"type": "sriov", "deviceID": "0000:01:10.0", "pciBusID": "0000:01:10.2"}))
-                .unwrap();
-        assert_eq!(c.device_id, Some("0000:01:10.0".parse().unwrap()));
-        let c = parse(json!({"type": "sriov", "pciBusID": "0000:01:10.2"})).unwrap();
-        assert_eq!(c.device_id, Some("0000:01:10.2".parse().unwrap()));
-    }
-
-    #[test]
-    fn mac_priority_runtime_config_then_cni_args_then_conf() {
-        let conf = json!({"type": "sriov", "mac": "02:00:00:00:00:03",
-            "runtimeConfig": {"mac": "02:00:00:00:00:01"}});
-        let all = parse_args(conf.clone(), "IgnoreUnknown=1;MAC=02:00:00:00:00:02").unwrap();
-        assert_eq!(all.mac, Some("02:00:00:00:00:01".parse().unwrap()));
-        let mut no_rc = conf.clone();
-        no_rc.as_object_mut().unwrap().remove("runtimeConfig");
-        let args = parse_args(no_rc.clone(), "IgnoreUnknown=1;MAC=02:00:00:00:00:02").unwrap();
-        assert_eq!(args.mac, Some("02:00:00:00:00:02".parse().unwrap()));
-        let only_conf = parse_args(no_rc, "IgnoreUnknown=1").unwrap();
-        assert_eq!(only_conf.mac, Some("02:00:00:00:00:03".parse().unwrap()));
-    }
-
-    fn assert_invalid(v: Value, key: &str) {
-        let e = err(v.clone());
-        assert_eq!(e.code, 7, "{v}: {e:?}");
-        assert!(
-            e.msg.contains(&format!("\"{key}\"")),
-            "{v}: {} does not name {key}",
-            e.msg
-        );
-    }
-
-    #[test]
-    fn every_invalid_value_is_code_7_naming_its_key() {
-        let cases: Vec<(Value, &str)> = vec![
-            (json!({"deviceID": "nope"}), "deviceID"),
-            (json!({"deviceID": 5}), "deviceID"),
-            (
-                json!({"runtimeConfig": {"deviceID": "0000:zz:00.0"}}),
-                "runtimeConfig.deviceID",
-            ),
-            (json!({"runtimeConfig": 3}), "runtimeConfig"),
-            (json!({"pciBusID": "x"}), "pciBusID"),
-            (json!({"vlan": 4095}), "vlan"),
-            (json!({"vlan": -1}), "vlan"),
-            (json!({"vlan": "100"}), "vlan"),
-            (json!({"vlan": 1.5}), "vlan"),
-            (json!({"vlan": 10, "vlanQoS": 8}), "vlanQoS"),
-            (json!({"vlan": 10, "vlanQoS": -1}), "vlanQoS"),
-            (json!({"vlanQoS": 2}), "vlanQoS"),
-            (json!({"vlan": 0, "vlanQoS": 2}), "vlanQoS"),
-            (json!({"vlan": 10, "vlanProto": "802.1x"}), "vlanProto"),
-            (json!({"vlanProto": "802.1ad"}), "vlanProto"),
-            (json!({"mac": "02:00:00:00:00"}), "mac"),
-            (json!({"mac": "01:00:5e:00:00:01"}), "mac"),
-            (json!({"mac": 7}), "mac"),
-            (json!({"runtimeConfig": {"mac": "zz"}}), "runtimeConfig.mac"),
-            (json!({"spoofchk": "yes"}), "spoofchk"),
-            (json!({"spoofchk": true}), "spoofchk"),
-            (json!({"trust": "enabled"}), "trust"),
-            (json!({"link_state": "up"}), "link_state"),
-            (json!({"min_tx_rate": -5}), "min_tx_rate"),
-            (json!({"max_tx_rate": "100"}), "max_tx_rate"),
-            (
-                json!({"min_tx_rate": 100, "max_tx_rate": 10}),
-                "max_tx_rate",
-            ),
-            (json!({"mtu": 20}), "mtu"),
-            (json!({"mtu": 70000}), "mtu"),
-            (json!({"ipam": "host-local"}), "ipam"),
-            (json!({"ipam": {"type": "../bin/x"}}), "ipam.type"),
-            (json!({"ipam": {"type": 1}}), "ipam.type"),
-            (json!({"logLevel": "loud"}), "logLevel"),
-            (json!({"logFile": 1}), "logFile"),
-            (json!({"stateDir": "relative"}), "stateDir"),
-        ];
-        for (mut v, key) in cases {
-            v.as_object_mut()
-                .unwrap()
-                .insert("type".into(), json!("sriov"));
-            assert_invalid(v, key);
-        }
-        let e = parse_args(json!({"type": "sriov"}), "IgnoreUnknown=1;MAC=bad").unwrap_err();
-        assert_eq!(e.code, 7);
-        assert!(e.msg.contains("CNI_ARGS MAC"), "{}", e.msg);
-    }
-
-    #[test]
-    fn a_state_dir_in_the_config_is_refused_whatever_its_value() {
-        for dir in [json!("/tmp/elsewhere"), json!(""), json!(null)] {
-            let e = err(json!({"type": "sriov", "stateDir": dir}));
-            assert_eq!(e.code, 7);
-            assert!(e.msg.contains("\"stateDir\""), "{}", e.msg);
-            assert!(e.msg.contains("set by the node"), "{}", e.msg);
-            assert!(e.msg.contains(STATE_DIR_ENV), "{}", e.msg);
-        }
-    }
-
-    #[test]
-    fn the_device_info_file_must_be_in_the_nodes_cni_dir() {
-        let node = NodeDirs {
-            state_dir: "/s".into(),
-            device_info_dir: "/nonexistent/devinfo".into(),
-        };
-        let with = |f: &str| {
-            parse(json!({"type": "sriov", "runtimeConfig": {"CNIDeviceInfoFile": f}})).unwrap()
-        };
-        assert_eq!(
-            with("/nonexistent/devinfo/cni/n-c-net1-device.json")
-                .device_info_path(&node)
-                .unwrap(),
-            Some(PathBuf::from(
-                "/nonexistent/devinfo/cni/n-c-net1-device.json"
-            ))
-        );
-        for bad in [
-            "x.json",
-            "/etc/passwd",
-            "/nonexistent/devinfo/cni/../../../etc/passwd",
-            "/nonexistent/devinfo/dp/x.json",
-        ] {
-            // Parsing (DEL too) accepts it; ADD's check refuses it naming the key.
-            let e = with(bad).device_info_path(&node).unwrap_err();
-            assert_eq!(e.code, 7, "{bad}");
-            assert!(
-                e.msg.contains("\"runtimeConfig.CNIDeviceInfoFile\""),
-                "{bad}: {}",
-                e.msg
-            );
-        }
-        assert_eq!(
-            parse(json!({"type": "sriov"}))
-                .unwrap()
-                .device_info_path(&node)
-                .unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn rates_zero_max_means_no_limit() {
-        let c = parse(json!({"type": "sriov", "min_tx_rate": 100, "max_tx_rate": 0})).unwrap();
-        assert_eq!((c.min_tx_rate, c.max_tx_rate), (Some(100), Some(0)));
-    }
-
-    #[test]
-    fn not_json_is_decode_error() {
-        let e = SriovConf::parse(b"{", &CniArgs::default()).unwrap_err();
-        assert_eq!(e.code, 6);
-        let e = SriovConf::parse(b"[1]", &CniArgs::default()).unwrap_err();
-        assert_eq!(e.code, 6);
-    }
-
-    #[test]
-    fn missing_device_is_code_7() {
-        let c = parse(json!({"type": "sriov"})).unwrap();
-        let e = c.require_device().unwrap_err();
-        assert_eq!(e.code, 7);
-        assert!(e.msg.contains("deviceID"));
+/// `ipam.type`, validated like a plugin type (the IPAM plugin is run from CNI_PATH).
+fn ipam_type(ipam: Field<RawIpam>) -> Result<Option<String>, NetconfError> {
+    match ipam {
+        Field::Absent => Ok(None),
+        Field::Given(ipam) => match ipam.plugin_type {
+            Field::Given(t) if !t.is_empty() => {
+                validate_plugin_type(&t)
+                    .map_err(|e| invalid("ipam.type", Invalid::PluginType(e)))?;
+                Ok(Some(t))
+            }
+            Field::Given(_) | Field::Absent => Ok(None),
+            Field::Wrong(_) => Err(invalid("ipam.type", Invalid::NotAString)),
+        },
+        Field::Wrong(found) => Err(invalid(
+            "ipam",
+            Invalid::Type {
+                expected: "an object",
+                found,
+            },
+        )),
     }
 }
+
+#[cfg(test)]
+mod tests;
