@@ -50,10 +50,10 @@ use self::node::{NodeDirs, NodeError};
 use self::restore::{restore, RestoreCtx};
 use self::state::{StateDir, StateError};
 use crate::invocation::Outcome;
-use crate::spec::conf::NetConf;
-use crate::spec::env::{CniCommand, CniEnv};
+use crate::spec::conf::{ConfError, NetConf};
+use crate::spec::env::{CniCommand, CniEnv, EnvError};
 use crate::spec::error::{chain, code, CniError};
-use crate::spec::version::VersionInfo;
+use crate::spec::version::{VersionError, VersionInfo};
 use crate::timing::timed;
 
 /// The environment variable naming the crash point (only with the `crash-points` feature).
@@ -64,9 +64,13 @@ pub const CRASH_ENV: &str = "VFGENIE_SRIOV_CRASH_AT";
 /// (code, `msg`, `details`) is made of it in one place, `From<SriovError> for CniError`.
 #[derive(Debug, thiserror::Error)]
 pub enum SriovError {
-    /// The protocol's own refusals (environment, version, a config that is not one).
+    /// The protocol's own refusals: the environment, the version, a config that is not one.
     #[error(transparent)]
-    Spec(#[from] CniError),
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error(transparent)]
+    Conf(#[from] ConfError),
     #[error(transparent)]
     Node(#[from] NodeError),
     #[error(transparent)]
@@ -120,7 +124,9 @@ fn join(errors: &[SriovError]) -> String {
 impl From<SriovError> for CniError {
     fn from(e: SriovError) -> Self {
         let code = match e {
-            SriovError::Spec(e) | SriovError::Netconf(NetconfError::Conf(e)) => return e,
+            SriovError::Env(e) => return e.into(),
+            SriovError::Version(e) => return e.into(),
+            SriovError::Conf(e) | SriovError::Netconf(NetconfError::Conf(e)) => return e.into(),
             SriovError::Ipam(IpamError::Exec(exec)) => return exec.to_cni_error(),
             SriovError::AddUndone { error, undo } => {
                 return CniError::from(*error).with_details(format!(
@@ -218,7 +224,7 @@ pub fn is_sriov_conf(stdin: &[u8]) -> bool {
 pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outcome {
     crate::invocation::invoke("sriov", env, stdin, || {
         let node = NodeDirs::from_process_env().map_err(SriovError::from)?;
-        Ok(dispatch(&SysRoot::host(), &node, env, stdin, crash)?)
+        dispatch(&SysRoot::host(), &node, env, stdin, crash)
     })
 }
 
@@ -230,7 +236,7 @@ pub fn run_on(
     crash: &CrashAt,
 ) -> Outcome {
     crate::invocation::invoke("sriov", env, stdin, || {
-        Ok(dispatch(&SysRoot::host(), node, env, stdin, crash)?)
+        dispatch(&SysRoot::host(), node, env, stdin, crash)
     })
 }
 

@@ -31,7 +31,7 @@ pub struct Injected {
 pub fn as_list(config: &Value) -> Result<NetConfList, CniError> {
     let bytes = serde_json::to_vec(config)
         .map_err(|e| CniError::invalid_config(format!("config cannot be encoded: {e}")))?;
-    NetConfList::from_bytes_any(&bytes)
+    Ok(NetConfList::from_bytes_any(&bytes)?)
 }
 
 fn invocation(env: &CniEnv, command: CniCommand, ifname: &str) -> Invocation {
@@ -45,13 +45,13 @@ fn config_for(
     prev: Option<&CniResult>,
     inj: &Injected,
 ) -> Result<Vec<u8>, CniError> {
-    plugin.delegate_config(&DelegateContext {
+    Ok(plugin.delegate_config(&DelegateContext {
         name: &list.name,
         cni_version: version,
         prev_result: prev,
         runtime_config: &inj.runtime_config,
         cni_args: inj.cni_args.as_ref(),
-    })
+    })?)
 }
 
 /// Names the network and interface in a delegate's error.
@@ -85,7 +85,7 @@ pub fn add_until(
 ) -> Result<CniResult, CniError> {
     let version = list.negotiated_version()?;
     list.check_capabilities(&inj.runtime_config)
-        .map_err(|e| context(network, ifname, e))?;
+        .map_err(|e| context(network, ifname, e.into()))?;
     let mut inv = invocation(env, CniCommand::Add, ifname);
     let mut prev: Option<CniResult> = None;
     for plugin in &list.plugins {

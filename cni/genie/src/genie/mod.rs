@@ -175,7 +175,7 @@ fn injected_of(a: &PodAttachment) -> Injected {
 fn cached_result(a: &PodAttachment) -> Result<Option<CniResult>, CniError> {
     match &a.result {
         None => Ok(None),
-        Some(v) => CniResult::from_value(v.clone(), CniVersion::LATEST).map(Some),
+        Some(v) => Ok(Some(CniResult::from_value(v.clone(), CniVersion::LATEST)?)),
     }
 }
 

@@ -22,9 +22,8 @@ use serde_json::Number;
 use vfcore::netlink::{VfLinkState, VfSettings, VlanProto};
 use vfcore::{MacAddr, ParseError, PciAddress};
 
-use crate::spec::conf::{validate_plugin_type, NetConf};
+use crate::spec::conf::{validate_plugin_type, ConfError, NetConf};
 use crate::spec::env::CniArgs;
-use crate::spec::error::CniError;
 
 use super::node::{NodeDirs, STATE_DIR_ENV};
 
@@ -67,7 +66,7 @@ pub struct SriovConf {
 pub enum NetconfError {
     /// Not a network config at all (the protocol's reading of it: not JSON, no `type`, ...).
     #[error(transparent)]
-    Conf(CniError),
+    Conf(ConfError),
     /// A key's value is refused.
     #[error("sriov: \"{key}\" is invalid: {why}")]
     Invalid { key: &'static str, why: Invalid },
@@ -107,8 +106,8 @@ pub enum Invalid {
     QinqWithoutVlan,
     #[error("{max} is below min_tx_rate {min}")]
     RateBelowMin { max: u32, min: u32 },
-    #[error("{}", .0.msg)]
-    PluginType(CniError),
+    #[error("{0}")]
+    PluginType(ConfError),
     #[error("the state dir is set by the node (the plugin's environment, {STATE_DIR_ENV}), not by a network config; remove the key")]
     StateDir,
     /// The device-info file is not one the node lets a config name ([`NodeDirs`] says why).

@@ -1,5 +1,6 @@
 //! The config as sriov-cni accepts it, and every refusal naming its key.
 use super::*;
+use crate::spec::error::CniError;
 use serde_json::{json, Value};
 
 /// The CNI error the runtime would read.
