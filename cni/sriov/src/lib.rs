@@ -8,7 +8,13 @@
 //!   config;
 //! - [`logfile`]: the confined `logFile`;
 //! - [`state`]: per-VF locks and per-attachment records ([`record`]) under the state dir;
-//! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`device`]: the VF and its netdev.
+//! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`check`]: CHECK; [`device`]: the
+//!   VF and its netdev.
+//!
+//! Errors: each module says what went wrong in its own type ([`netconf::NetconfError`],
+//! [`device::DeviceError`], [`state::StateError`], [`ipam::IpamError`], [`check::CheckError`],
+//! [`node::NodeError`]); [`SriovError`] gathers them, and the CNI error the runtime reads is made
+//! in one place, `From<SriovError> for CniError`, at the invocation ([`run`]).
 //!
 //! Crash safety: ADD writes the attachment's record, with the VF's original state, before its
 //! first change, so the DEL that follows any crash restores the VF. Built with the cargo feature

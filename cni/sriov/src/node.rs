@@ -26,6 +26,19 @@ pub enum NodeError {
     NotAbsolute { var: &'static str, value: String },
 }
 
+/// Why a device-info file a config names is not one the plugin may write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceInfoRefusal {
+    #[error("{raw:?} is not a file directly in the node's device-info directory {}", .dir.display())]
+    Elsewhere { raw: String, dir: PathBuf },
+    #[error("{name:?} is not a plain file name")]
+    NotPlainName { name: String },
+    #[error("{} is not a directory", .dir.display())]
+    DirNotDir { dir: PathBuf },
+    #[error("{} is not a regular file", .path.display())]
+    NotRegular { path: PathBuf },
+}
+
 /// The node's directories for this invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeDirs {
@@ -76,14 +89,14 @@ impl NodeDirs {
     /// The device-info file `runtimeConfig.CNIDeviceInfoFile` names, when it is a plain file name
     /// directly in `<device-info dir>/cni/` and neither that directory nor the file is a symlink
     /// or something other than what it should be. Otherwise: why not.
-    pub fn confine_device_info_file(&self, raw: &str) -> Result<PathBuf, String> {
+    pub fn confine_device_info_file(&self, raw: &str) -> Result<PathBuf, DeviceInfoRefusal> {
         let cni_dir = self.device_info_cni_dir();
         let prefix = format!("{}/", cni_dir.display());
         let Some(name) = raw.strip_prefix(&prefix) else {
-            return Err(format!(
-                "{raw:?} is not a file directly in the node's device-info directory {}",
-                cni_dir.display()
-            ));
+            return Err(DeviceInfoRefusal::Elsewhere {
+                raw: raw.to_string(),
+                dir: cni_dir,
+            });
         };
         if name.is_empty()
             || name == "."
@@ -91,18 +104,20 @@ impl NodeDirs {
             || name.contains('/')
             || name.contains('\0')
         {
-            return Err(format!("{name:?} is not a plain file name"));
+            return Err(DeviceInfoRefusal::NotPlainName {
+                name: name.to_string(),
+            });
         }
         match std::fs::symlink_metadata(&cni_dir) {
             Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
-                return Err(format!("{} is not a directory", cni_dir.display()))
+                return Err(DeviceInfoRefusal::DirNotDir { dir: cni_dir })
             }
             // Created (as a directory) when the file is written.
             _ => {}
         }
         let path = cni_dir.join(name);
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if !m.is_file() => Err(format!("{} is not a regular file", path.display())),
+            Ok(m) if !m.is_file() => Err(DeviceInfoRefusal::NotRegular { path }),
             _ => Ok(path),
         }
     }

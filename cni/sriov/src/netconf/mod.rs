@@ -25,7 +25,7 @@ use vfcore::{MacAddr, ParseError, PciAddress};
 use crate::spec::conf::{validate_plugin_type, ConfError, NetConf};
 use crate::spec::env::CniArgs;
 
-use super::node::{NodeDirs, STATE_DIR_ENV};
+use super::node::{DeviceInfoRefusal, NodeDirs, STATE_DIR_ENV};
 
 mod raw;
 
@@ -110,9 +110,9 @@ pub enum Invalid {
     PluginType(ConfError),
     #[error("the state dir is set by the node (the plugin's environment, {STATE_DIR_ENV}), not by a network config; remove the key")]
     StateDir,
-    /// The device-info file is not one the node lets a config name ([`NodeDirs`] says why).
+    /// The device-info file is not one the node lets a config name.
     #[error("{0}")]
-    DeviceInfoFile(String),
+    DeviceInfoFile(DeviceInfoRefusal),
 }
 
 fn invalid(key: &'static str, why: Invalid) -> NetconfError {
