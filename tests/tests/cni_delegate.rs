@@ -296,7 +296,7 @@ fn a_traversing_plugin_type_is_refused_before_any_exec() {
     // In a config: refused at parse time.
     let e = NetConfList::from_bytes_any(br#"{"cniVersion":"1.0.0","name":"n","type":"../evil"}"#)
         .unwrap_err();
-    assert_eq!(e.code, 7);
+    assert_eq!(vfcni::spec::CniError::from(e).code, 7);
     // Straight to exec: refused before looking at the file system.
     let (token, _) = unique();
     let ns = TestNs::new(&token);

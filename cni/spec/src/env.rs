@@ -6,11 +6,31 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use vfcore::IfName;
+use vfcore::{IfName, ParseError};
 
+use super::conf::ConfError;
 use super::error::CniError;
 use super::is_plain_name;
 use super::version::CniVersion;
+
+/// A `CNI_*` variable missing or invalid (CNI code 4, naming the variable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("CNI_COMMAND {0:?} is invalid: expected ADD, DEL, CHECK, VERSION, GC or STATUS")]
+    UnknownCommand(String),
+    #[error("CNI_CONTAINERID {0:?} is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")]
+    InvalidContainerId(String),
+    #[error("CNI_IFNAME is invalid: {0}")]
+    InvalidIfname(ParseError),
+    #[error("CNI_ARGS is invalid: {0:?} is not KEY=VALUE")]
+    ArgsNotPair(String),
+    #[error("CNI_ARGS is invalid: {0:?} has an empty key")]
+    ArgsEmptyKey(String),
+    #[error("CNI_ARGS has unknown keys {0:?} and IgnoreUnknown is not set")]
+    UnknownArgs(Vec<String>),
+}
 
 /// The verb the runtime asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,18 +120,14 @@ impl CniArgs {
     ];
 
     /// Parses `K=V;K=V` (empty means none). A pair without `=` or with an empty key is code 4.
-    pub fn parse(s: &str) -> Result<Self, CniError> {
+    pub fn parse(s: &str) -> Result<Self, EnvError> {
         let mut args = CniArgs::default();
         for pair in s.split(';').filter(|p| !p.is_empty()) {
             let Some((k, v)) = pair.split_once('=') else {
-                return Err(CniError::invalid_env(format!(
-                    "CNI_ARGS is invalid: {pair:?} is not KEY=VALUE"
-                )));
+                return Err(EnvError::ArgsNotPair(pair.to_string()));
             };
             if k.is_empty() {
-                return Err(CniError::invalid_env(format!(
-                    "CNI_ARGS is invalid: {pair:?} has an empty key"
-                )));
+                return Err(EnvError::ArgsEmptyKey(pair.to_string()));
             }
             match k {
                 "IgnoreUnknown" => {
@@ -149,14 +165,14 @@ impl CniArgs {
     }
 
     /// As libcni's args loader: unknown keys are an error (code 4) unless `IgnoreUnknown` is set.
-    pub fn reject_unknown(&self, extra: &[&str]) -> Result<(), CniError> {
+    pub fn reject_unknown(&self, extra: &[&str]) -> Result<(), EnvError> {
         let unknown = self.unknown_keys(extra);
         if unknown.is_empty() || self.ignore_unknown {
             Ok(())
         } else {
-            Err(CniError::invalid_env(format!(
-                "CNI_ARGS has unknown keys {unknown:?} and IgnoreUnknown is not set"
-            )))
+            Err(EnvError::UnknownArgs(
+                unknown.into_iter().map(str::to_string).collect(),
+            ))
         }
     }
 
@@ -185,34 +201,40 @@ pub struct CniEnv {
 }
 
 /// Checks a container ID as libcni does: non-empty, `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
-pub fn validate_container_id(id: &str) -> Result<(), CniError> {
+pub fn container_id(id: &str) -> Result<(), EnvError> {
     if id.is_empty() {
-        return Err(CniError::invalid_env("CNI_CONTAINERID is missing"));
+        return Err(EnvError::Missing("CNI_CONTAINERID"));
     }
     if !is_plain_name(id) {
-        return Err(CniError::invalid_env(format!(
-            "CNI_CONTAINERID {id:?} is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$"
-        )));
+        return Err(EnvError::InvalidContainerId(id.to_string()));
     }
     Ok(())
+}
+
+/// [`container_id`] as a CNI error (code 4), for callers that keep its message.
+pub fn validate_container_id(id: &str) -> Result<(), CniError> {
+    container_id(id).map_err(CniError::from)
 }
 
 /// Checks a network name as libcni does: `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$` (code 7, it comes from the config).
-pub fn validate_network_name(name: &str) -> Result<(), CniError> {
+pub fn validate_network_name(name: &str) -> Result<(), ConfError> {
     if name.is_empty() {
-        return Err(CniError::invalid_config("the network name is missing"));
+        return Err(ConfError::NoNetworkName);
     }
     if !is_plain_name(name) {
-        return Err(CniError::invalid_config(format!(
-            "network name {name:?} is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
-        )));
+        return Err(ConfError::NetworkName(name.to_string()));
     }
     Ok(())
 }
 
-/// Checks an interface name (vfcore's IfName rules), code 4 naming CNI_IFNAME.
+/// Checks an interface name (vfcore's IfName rules), naming CNI_IFNAME.
+pub fn ifname(name: &str) -> Result<IfName, EnvError> {
+    IfName::new(name).map_err(EnvError::InvalidIfname)
+}
+
+/// [`ifname`] as a CNI error (code 4), for callers that keep its message.
 pub fn validate_ifname(name: &str) -> Result<IfName, CniError> {
-    IfName::new(name).map_err(|e| CniError::invalid_env(format!("CNI_IFNAME is invalid: {e}")))
+    ifname(name).map_err(CniError::from)
 }
 
 /// Splits CNI_PATH on ':' (empty entries skipped).
@@ -233,34 +255,31 @@ impl CniEnv {
     }
 
     /// Parses and validates the variables the command needs.
-    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, CniError> {
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, EnvError> {
         let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("");
         let command_s = get("CNI_COMMAND");
         if command_s.is_empty() {
-            return Err(CniError::invalid_env("CNI_COMMAND is missing"));
+            return Err(EnvError::Missing("CNI_COMMAND"));
         }
-        let command = CniCommand::parse(command_s).ok_or_else(|| {
-            CniError::invalid_env(format!(
-                "CNI_COMMAND {command_s:?} is invalid: expected ADD, DEL, CHECK, VERSION, GC or STATUS"
-            ))
-        })?;
+        let command = CniCommand::parse(command_s)
+            .ok_or_else(|| EnvError::UnknownCommand(command_s.to_string()))?;
 
-        let container_id = get("CNI_CONTAINERID").to_string();
-        if command.needs_container_id() || !container_id.is_empty() {
-            validate_container_id(&container_id)?;
+        let id = get("CNI_CONTAINERID").to_string();
+        if command.needs_container_id() || !id.is_empty() {
+            container_id(&id)?;
         }
 
         let netns = get("CNI_NETNS").to_string();
         if command.needs_netns() && netns.is_empty() {
-            return Err(CniError::invalid_env("CNI_NETNS is missing"));
+            return Err(EnvError::Missing("CNI_NETNS"));
         }
 
         let ifname_s = get("CNI_IFNAME");
         let ifname = if command.needs_ifname() || !ifname_s.is_empty() {
             if ifname_s.is_empty() {
-                return Err(CniError::invalid_env("CNI_IFNAME is missing"));
+                return Err(EnvError::Missing("CNI_IFNAME"));
             }
-            Some(validate_ifname(ifname_s)?)
+            Some(ifname(ifname_s)?)
         } else {
             None
         };
@@ -269,13 +288,13 @@ impl CniEnv {
 
         let path_s = get("CNI_PATH");
         if command.needs_path() && path_s.is_empty() {
-            return Err(CniError::invalid_env("CNI_PATH is missing"));
+            return Err(EnvError::Missing("CNI_PATH"));
         }
         let path = split_path(path_s);
 
         Ok(Self {
             command,
-            container_id,
+            container_id: id,
             netns,
             ifname,
             args,
@@ -333,7 +352,7 @@ mod tests {
             Some(v) => m.insert(k.to_string(), v.to_string()),
             None => m.remove(k),
         };
-        CniEnv::from_map(&m).unwrap_err()
+        CniEnv::from_map(&m).unwrap_err().into()
     }
 
     #[test]
@@ -381,7 +400,7 @@ mod tests {
     fn unknown_args_need_ignore_unknown() {
         let a = CniArgs::parse("K8S_POD_NAME=p;MAC=00:11:22:33:44:55").unwrap();
         assert_eq!(a.unknown_keys(&[]), vec!["MAC"]);
-        assert_eq!(a.reject_unknown(&[]).unwrap_err().code, 4);
+        assert_eq!(CniError::from(a.reject_unknown(&[]).unwrap_err()).code, 4);
         assert!(a.reject_unknown(&["MAC"]).is_ok());
         assert_eq!(a.get("MAC"), Some("00:11:22:33:44:55"));
         let b = CniArgs::parse("IgnoreUnknown=true;MAC=x").unwrap();
@@ -392,9 +411,12 @@ mod tests {
     #[test]
     fn names() {
         assert!(validate_network_name("net-1.a_b").is_ok());
-        assert_eq!(validate_network_name("").unwrap_err().code, 7);
-        assert_eq!(validate_network_name("../x").unwrap_err().code, 7);
-        assert_eq!(validate_network_name(".hidden").unwrap_err().code, 7);
+        for bad in ["", "../x", ".hidden"] {
+            assert_eq!(
+                CniError::from(validate_network_name(bad).unwrap_err()).code,
+                7
+            );
+        }
         assert!(validate_container_id("A0_.-z").is_ok());
     }
 }

@@ -3,7 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::version::CniVersion;
+use super::conf::ConfError;
+use super::env::EnvError;
+use super::exec::ExecError;
+use super::result::ResultError;
+use super::version::{CniVersion, VersionError};
 
 /// Error codes of the spec (0-99 reserved; 100 and up are plugin-specific).
 pub mod code {
@@ -122,6 +126,116 @@ impl CniError {
 }
 
 pub use vfcore::error::chain;
+
+// The protocol's own errors as CNI errors, all in this one place: the code is picked here, the
+// message is the error's chain. Genie and the sriov plugin pass these on with `?`.
+
+impl From<VersionError> for CniError {
+    fn from(e: VersionError) -> Self {
+        Self::incompatible_version(chain(&e))
+    }
+}
+
+impl From<EnvError> for CniError {
+    fn from(e: EnvError) -> Self {
+        Self::invalid_env(chain(&e))
+    }
+}
+
+impl From<ResultError> for CniError {
+    fn from(e: ResultError) -> Self {
+        Self::new(result_code(&e), chain(&e))
+    }
+}
+
+impl From<ConfError> for CniError {
+    fn from(e: ConfError) -> Self {
+        Self::new(conf_code(&e), chain(&e))
+    }
+}
+
+impl From<ExecError> for CniError {
+    fn from(e: ExecError) -> Self {
+        e.to_cni_error()
+    }
+}
+
+fn result_code(e: &ResultError) -> u32 {
+    match e {
+        ResultError::Version(_) => code::INCOMPATIBLE_VERSION,
+        ResultError::NotJson(_)
+        | ResultError::VersionNotAString(_)
+        | ResultError::Malformed { .. } => code::DECODE,
+    }
+}
+
+fn conf_code(e: &ConfError) -> u32 {
+    match e {
+        ConfError::NotJson { .. } | ConfError::NotObject { .. } | ConfError::Encode { .. } => {
+            code::DECODE
+        }
+        ConfError::PrevResult(e) => result_code(e),
+        ConfError::InList { error, .. } => conf_code(error),
+        ConfError::Negotiation { .. } | ConfError::Version(_) => code::INCOMPATIBLE_VERSION,
+        ConfError::UndeclaredCapabilities { .. } => code::UNSUPPORTED_FIELD,
+        ConfError::NotAString { .. }
+        | ConfError::NoType
+        | ConfError::PluginType { .. }
+        | ConfError::NoNetworkName
+        | ConfError::NetworkName(_)
+        | ConfError::Capability { .. }
+        | ConfError::Capabilities { .. }
+        | ConfError::IpamType { .. }
+        | ConfError::ValidAttachments { .. }
+        | ConfError::NoListName
+        | ConfError::NoConfName { .. }
+        | ConfError::CniVersionsEntry { .. }
+        | ConfError::CniVersions { .. }
+        | ConfError::Flag { .. }
+        | ConfError::NoPlugins { .. }
+        | ConfError::ArgsNotObject { .. } => code::INVALID_NETWORK_CONFIG,
+    }
+}
+
+impl ExecError {
+    /// The CNI error to report for this failure: a plugin's own error keeps its code and
+    /// details; a bad type or missing plugin is 7, a plugin's unreadable output is 6 (1 when it
+    /// answers in a version we do not speak), a timeout or an I/O failure is 5.
+    pub fn to_cni_error(&self) -> CniError {
+        match self {
+            ExecError::InvalidType(e) => CniError::new(conf_code(e), chain(e)),
+            ExecError::Plugin { plugin, error, .. } => CniError {
+                code: error.code,
+                msg: format!("plugin {plugin:?}: {}", error.msg),
+                details: error.details.clone(),
+            },
+            ExecError::BadOutput { error, .. } => {
+                CniError::new(result_code(error), self.to_string())
+            }
+            ExecError::BadVersion { .. } | ExecError::Garbage { .. } => {
+                CniError::decode(self.to_string())
+            }
+            ExecError::NotFound { .. } => CniError::invalid_config(self.to_string()),
+            ExecError::Spawn { .. }
+            | ExecError::Timeout { .. }
+            | ExecError::Io { .. }
+            | ExecError::OutputTooLarge { .. } => CniError::io(self.to_string()),
+        }
+    }
+}
+
+/// In tests: any error of the protocol as the CNI error a runtime would read.
+#[cfg(test)]
+pub(crate) trait IntoCni {
+    fn cni(self) -> CniError;
+}
+
+#[cfg(test)]
+impl<E: Into<CniError>> IntoCni for E {
+    fn cni(self) -> CniError {
+        self.into()
+    }
+}
 
 #[cfg(test)]
 mod tests {

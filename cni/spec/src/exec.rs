@@ -25,9 +25,11 @@ use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 
 use crate::spec::conf::validate_plugin_type;
+use crate::spec::conf::ConfError;
 use crate::spec::env::{CniCommand, CniEnv};
-use crate::spec::error::CniError;
+use crate::spec::error::{chain, CniError};
 use crate::spec::result::CniResult;
+use crate::spec::result::ResultError;
 use crate::spec::version::{CniVersion, VersionInfo};
 
 /// How much of a plugin's output an error message quotes.
@@ -47,7 +49,7 @@ const READS_PER_ROUND: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("{0}")]
-    InvalidType(CniError),
+    InvalidType(ConfError),
     #[error("plugin {plugin_type:?} was not found in CNI_PATH ({})", join_paths(.path))]
     NotFound {
         plugin_type: String,
@@ -79,11 +81,17 @@ pub enum ExecError {
         stdout: String,
         stderr: String,
     },
-    #[error("plugin {plugin:?} returned a malformed {command} answer: {error}")]
+    #[error("plugin {plugin:?} returned a malformed {command} answer: {}", chain(.error))]
     BadOutput {
         plugin: String,
         command: CniCommand,
-        error: CniError,
+        error: ResultError,
+    },
+    #[error("plugin {plugin:?} returned a malformed VERSION answer: not a VERSION answer: {error}: {output}")]
+    BadVersion {
+        plugin: String,
+        error: serde_json::Error,
+        output: String,
     },
     #[error("talking to plugin {plugin:?} failed: {what}")]
     Io { plugin: String, what: String },
@@ -111,35 +119,6 @@ fn quote(bytes: &[u8]) -> String {
     match s.char_indices().nth(QUOTE_MAX) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
-    }
-}
-
-impl ExecError {
-    /// The CNI error to report for this failure (the one place exec failures get codes): a
-    /// plugin's own error keeps its code and details; a bad type or missing plugin is 7, a
-    /// plugin's unreadable output is 6, a timeout or an I/O failure is 5.
-    pub fn to_cni_error(&self) -> CniError {
-        match self {
-            ExecError::InvalidType(e) => e.clone(),
-            ExecError::Plugin { plugin, error, .. } => CniError {
-                code: error.code,
-                msg: format!("plugin {plugin:?}: {}", error.msg),
-                details: error.details.clone(),
-            },
-            ExecError::BadOutput { error, .. } => CniError::new(error.code, self.to_string()),
-            ExecError::NotFound { .. } => CniError::invalid_config(self.to_string()),
-            ExecError::Garbage { .. } => CniError::decode(self.to_string()),
-            ExecError::Spawn { .. }
-            | ExecError::Timeout { .. }
-            | ExecError::Io { .. }
-            | ExecError::OutputTooLarge { .. } => CniError::io(self.to_string()),
-        }
-    }
-}
-
-impl From<ExecError> for CniError {
-    fn from(e: ExecError) -> Self {
-        e.to_cni_error()
     }
 }
 
@@ -244,10 +223,10 @@ pub fn exec_version(
         &inv,
         format!(r#"{{"cniVersion":"{}"}}"#, CniVersion::LATEST).as_bytes(),
     )?;
-    serde_json::from_slice(&out).map_err(|e| ExecError::BadOutput {
+    serde_json::from_slice(&out).map_err(|error| ExecError::BadVersion {
         plugin: plugin_type.to_string(),
-        command: CniCommand::Version,
-        error: CniError::decode(format!("not a VERSION answer: {e}: {}", quote(&out))),
+        error,
+        output: quote(&out),
     })
 }
 

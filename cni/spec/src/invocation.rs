@@ -22,13 +22,14 @@ pub fn declared_version(conf: &Value) -> Option<CniVersion> {
         .and_then(|s| CniVersion::parse(s).ok())
 }
 
-/// Runs `dispatch` for `plugin`; an error becomes the CNI error JSON in the conf's `cniVersion`
-/// (the newest one when the conf does not say or cannot be read).
-pub fn invoke(
+/// Runs `dispatch` for `plugin`; an error becomes the CNI error (the plugin's one mapping,
+/// `Into<CniError>`) printed as JSON in the conf's `cniVersion` (the newest one when the conf
+/// does not say or cannot be read).
+pub fn invoke<E: Into<CniError>>(
     plugin: &'static str,
     env: &HashMap<String, String>,
     stdin: &[u8],
-    dispatch: impl FnOnce() -> Result<String, CniError>,
+    dispatch: impl FnOnce() -> Result<String, E>,
 ) -> Outcome {
     let started = std::time::Instant::now();
     let version = serde_json::from_slice::<Value>(stdin)
@@ -44,6 +45,7 @@ pub fn invoke(
             success: true,
         },
         Err(e) => {
+            let e: CniError = e.into();
             tracing::warn!(plugin, code = e.code, error = %e.msg, "failed");
             Outcome {
                 stdout: e.to_json(version),
@@ -71,7 +73,7 @@ mod tests {
     #[test]
     fn an_error_answers_in_the_confs_version_or_the_latest() {
         let env = HashMap::new();
-        let fail = || Err(CniError::io("no"));
+        let fail = || Err::<String, _>(CniError::io("no"));
         let out = invoke("t", &env, br#"{"cniVersion":"0.4.0"}"#, fail);
         assert!(!out.success);
         assert!(

@@ -6,7 +6,30 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::env::CniCommand;
-use super::error::CniError;
+
+/// A version we do not speak, or one a command does not exist in (all CNI code 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error(
+        "CNI version {version:?} is not supported (we support {})",
+        supported()
+    )]
+    Unsupported { version: String },
+    #[error("config version {version} does not allow {command} (it needs {} or later)", .command.min_version())]
+    NotAllowed {
+        version: CniVersion,
+        command: CniCommand,
+    },
+    #[error("none of the config's versions {list:?} nor cniVersion {cni_version:?} is supported")]
+    NoneSupported {
+        list: Vec<String>,
+        cni_version: String,
+    },
+}
+
+fn supported() -> String {
+    CniVersion::ALL.map(|v| v.as_str()).join(", ")
+}
 
 /// A CNI spec version we implement. Ordered oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,21 +71,18 @@ impl CniVersion {
     }
 
     /// Parses a version string; an unknown one is error code 1.
-    pub fn parse(s: &str) -> Result<Self, CniError> {
+    pub fn parse(s: &str) -> Result<Self, VersionError> {
         Self::ALL
             .iter()
             .copied()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                CniError::incompatible_version(format!(
-                    "CNI version {s:?} is not supported (we support {})",
-                    Self::ALL.map(|v| v.as_str()).join(", ")
-                ))
+            .ok_or_else(|| VersionError::Unsupported {
+                version: s.to_string(),
             })
     }
 
     /// A missing `cniVersion` means 0.1.0, as libcni reads it.
-    pub fn parse_or_default(s: Option<&str>) -> Result<Self, CniError> {
+    pub fn parse_or_default(s: Option<&str>) -> Result<Self, VersionError> {
         match s {
             None | Some("") => Ok(CniVersion::V0_1_0),
             Some(s) => Self::parse(s),
@@ -75,14 +95,14 @@ impl CniVersion {
     }
 
     /// Error code 1 when `command` does not exist in this version.
-    pub fn require(self, command: CniCommand) -> Result<(), CniError> {
+    pub fn require(self, command: CniCommand) -> Result<(), VersionError> {
         if self.allows(command) {
             Ok(())
         } else {
-            Err(CniError::incompatible_version(format!(
-                "config version {self} does not allow {command} (it needs {} or later)",
-                command.min_version()
-            )))
+            Err(VersionError::NotAllowed {
+                version: self,
+                command,
+            })
         }
     }
 
@@ -114,7 +134,7 @@ impl fmt::Display for CniVersion {
 }
 
 impl FromStr for CniVersion {
-    type Err = CniError;
+    type Err = VersionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
     }
@@ -138,17 +158,17 @@ impl<'de> Deserialize<'de> for CniVersion {
 pub fn negotiate(
     cni_versions: Option<&[String]>,
     cni_version: Option<&str>,
-) -> Result<CniVersion, CniError> {
+) -> Result<CniVersion, VersionError> {
     if let Some(list) = cni_versions {
         if let Some(best) = list.iter().filter_map(|s| CniVersion::parse(s).ok()).max() {
             return Ok(best);
         }
     }
     CniVersion::parse_or_default(cni_version).map_err(|e| match cni_versions {
-        Some(list) if !list.is_empty() => CniError::incompatible_version(format!(
-            "none of the config's versions {list:?} nor cniVersion {:?} is supported",
-            cni_version.unwrap_or("")
-        )),
+        Some(list) if !list.is_empty() => VersionError::NoneSupported {
+            list: list.to_vec(),
+            cni_version: cni_version.unwrap_or("").to_string(),
+        },
         _ => e,
     })
 }
@@ -184,6 +204,7 @@ impl VersionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::IntoCni;
 
     #[test]
     fn parses_every_version_and_orders_them() {
@@ -192,7 +213,7 @@ mod tests {
         }
         assert!(CniVersion::V0_3_1 < CniVersion::V0_4_0);
         assert!(CniVersion::V1_0_0 < CniVersion::V1_1_0);
-        assert_eq!(CniVersion::parse("0.5.0").unwrap_err().code, 1);
+        assert_eq!(CniVersion::parse("0.5.0").unwrap_err().cni().code, 1);
         assert_eq!(
             CniVersion::parse_or_default(None).unwrap(),
             CniVersion::V0_1_0
@@ -220,7 +241,13 @@ mod tests {
             negotiate(Some(&none), Some("0.4.0")).unwrap(),
             CniVersion::V0_4_0
         );
-        assert_eq!(negotiate(Some(&none), Some("8.0.0")).unwrap_err().code, 1);
+        assert_eq!(
+            negotiate(Some(&none), Some("8.0.0"))
+                .unwrap_err()
+                .cni()
+                .code,
+            1
+        );
         assert_eq!(negotiate(None, Some("1.1.0")).unwrap(), CniVersion::V1_1_0);
         assert_eq!(negotiate(None, None).unwrap(), CniVersion::V0_1_0);
     }
@@ -232,6 +259,7 @@ mod tests {
             CniVersion::V0_3_1
                 .require(CniCommand::Check)
                 .unwrap_err()
+                .cni()
                 .code,
             1
         );

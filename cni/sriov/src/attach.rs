@@ -14,16 +14,16 @@ use std::time::Duration;
 use serde_json::Value;
 use vfcore::netlink::{IfAddress, LinkOps, RouteSpec};
 
-use super::device::{self, kernel, Vf, KERNEL_TIMEOUT};
+use super::device::{self, kernel, DeviceError, Vf, KERNEL_TIMEOUT};
 use super::host::Host;
+use super::ipam::IpamError;
 use super::netconf::SriovConf;
 use super::node::NodeDirs;
 use super::restore::{restore, RestoreCtx};
 use super::state::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, StateDir, RECORD_KIND};
-use super::CrashAt;
+use super::{CrashAt, SriovError};
 use crate::exec::{exec_add, ExecError, Invocation};
 use crate::spec::env::{CniCommand, CniEnv};
-use crate::spec::error::CniError;
 use crate::spec::result::{CniResult, Interface, IpConfig};
 use crate::spec::version::CniVersion;
 use crate::timing::timed;
@@ -43,7 +43,7 @@ pub struct AddCtx<'a, H: Host> {
     pub env: &'a CniEnv,
     pub conf: &'a SriovConf,
     /// The config as received (IPAM gets it whole, the record keeps it).
-    pub stdin: &'a [u8],
+    pub config: Value,
     pub version: CniVersion,
     pub state: &'a StateDir,
     /// The node's directories (the device-info file must be in its device-info dir).
@@ -51,13 +51,9 @@ pub struct AddCtx<'a, H: Host> {
     pub crash: &'a CrashAt,
 }
 
-pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, CniError> {
+pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, SriovError> {
     let env = ctx.env;
-    let ifname = env
-        .ifname
-        .as_ref()
-        .map(|i| i.to_string())
-        .ok_or_else(|| CniError::invalid_env("CNI_IFNAME is missing"))?;
+    let ifname = super::ifname_of(env)?;
     let pci = ctx.conf.require_device()?;
     let device_info_file = ctx.conf.device_info_path(ctx.node)?;
     let vf = timed("resolve", || ctx.host.resolve_vf(pci))?;
@@ -86,13 +82,12 @@ pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, CniError> {
         .filter(|r| r.pci == pci)
     {
         if ctx.host.netns_alive(&other.netns) {
-            return Err(CniError::new(
-                CODE_VF_BUSY,
-                format!(
-                    "sriov: VF {pci} is attached to container {} as {} (netns {} exists)",
-                    other.container_id, other.ifname, other.netns
-                ),
-            ));
+            return Err(SriovError::Busy {
+                pci,
+                container_id: other.container_id,
+                ifname: other.ifname,
+                netns: other.netns,
+            });
         }
         tracing::info!(pci = %pci, container = %other.container_id, "reclaiming the VF from an attachment whose netns is gone");
         restore(&rctx, &other)?;
@@ -107,11 +102,11 @@ pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, CniError> {
             .map_err(kernel)?
             .into_iter()
             .find(|c| c.vf == vf.index)
-            .ok_or_else(|| {
-                CniError::io(format!(
-                    "PF {} ({}) reports no VF {} for {pci}",
-                    vf.pf, pf_link.name, vf.index
-                ))
+            .ok_or_else(|| DeviceError::NoSuchVfOnPf {
+                pf: vf.pf,
+                pf_name: pf_link.name.clone(),
+                vf: vf.index,
+                pci,
             })
     })?;
     let mode = if vf.is_userspace() {
@@ -123,14 +118,18 @@ pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, CniError> {
         Mode::Userspace => None,
         Mode::Netdev => {
             let Some(name) = device::host_netdev(ctx.host, &pci)? else {
-                return Err(CniError::io(format!(
-                    "VF {pci} (driver {}) has no netdev in the host network namespace; is it in use elsewhere?",
-                    vf.driver.as_deref().unwrap_or("none")
-                )));
+                return Err(DeviceError::NoHostNetdev {
+                    pci,
+                    driver: vf.driver.clone().unwrap_or_else(|| "none".into()),
+                }
+                .into());
             };
             let link = timed("read_netlink", || nl.link_by_name(&name))
                 .map_err(kernel)?
-                .ok_or_else(|| CniError::io(format!("VF {pci}'s netdev {name} vanished")))?;
+                .ok_or_else(|| DeviceError::NetdevVanished {
+                    pci,
+                    name: name.clone(),
+                })?;
             Some(SavedNetdev {
                 name: link.name,
                 mac: link.mac,
@@ -141,8 +140,7 @@ pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, CniError> {
         }
     };
     let settings = ctx.conf.vf_settings();
-    let config: Value = serde_json::from_slice(ctx.stdin)
-        .map_err(|e| CniError::decode(format!("the network config is not JSON: {e}")))?;
+    let config = ctx.config.clone();
     let ipam_config = match &ctx.conf.ipam_type {
         Some(t) => Some(
             timed("ipam_exec", || {
@@ -196,9 +194,10 @@ pub fn add<H: Host>(ctx: &AddCtx<'_, H>) -> Result<CniResult, CniError> {
                     ctx.state.remove(&record.container_id, &record.ifname)?;
                     Err(e)
                 }
-                Err(undo) => Err(e.with_details(format!(
-                    "undoing the ADD also failed ({undo}); its record is kept for DEL"
-                ))),
+                Err(undo) => Err(SriovError::AddUndone {
+                    error: Box::new(e),
+                    undo: Box::new(undo),
+                }),
             }
         }
     }
@@ -212,7 +211,7 @@ fn apply<H: Host>(
     pod_ns: &H::Ns,
     ifname: &str,
     ipam_ran: &Cell<bool>,
-) -> Result<CniResult, CniError> {
+) -> Result<CniResult, SriovError> {
     let settings = record.applied.vf_settings();
     let mut nl = ctx.host.links()?;
     if !settings.is_empty() {
@@ -249,8 +248,7 @@ fn apply<H: Host>(
         ipam_ran.set(true);
         let ipam_config = record.ipam_config.as_ref().unwrap_or(&record.config);
         let ipam_version = crate::invocation::declared_version(ipam_config).unwrap_or(ctx.version);
-        let bytes = serde_json::to_vec(ipam_config)
-            .map_err(|e| CniError::io(format!("encoding the IPAM config: {e}")))?;
+        let bytes = serde_json::to_vec(ipam_config).map_err(IpamError::Encode)?;
         let ipam_result = match timed("ipam_exec", || exec_add(ipam, &inv, &bytes, ipam_version)) {
             Ok(r) => r,
             Err(e) => {
@@ -265,7 +263,7 @@ fn apply<H: Host>(
                 if refused_early {
                     ipam_ran.set(false);
                 }
-                return Err(e.into());
+                return Err(IpamError::Exec(e).into());
             }
         };
         ctx.crash.at("after-ipam");
@@ -302,11 +300,15 @@ fn into_pod<H: Host>(
     nl: &mut H::Links,
     host_name: &str,
     ifname: &str,
-) -> Result<vfcore::netlink::LinkInfo, CniError> {
+) -> Result<vfcore::netlink::LinkInfo, DeviceError> {
+    let vanished = |name: &str| DeviceError::NetdevVanished {
+        pci: vf.pci,
+        name: name.to_string(),
+    };
     let link = nl
         .link_by_name(host_name)
         .map_err(kernel)?
-        .ok_or_else(|| CniError::io(format!("VF {}'s netdev {host_name} vanished", vf.pci)))?;
+        .ok_or_else(|| vanished(host_name))?;
     nl.set_up(link.index, false).map_err(kernel)?;
     let mut name = host_name.to_string();
     if let Some(mac) = record.applied.mac {
@@ -317,7 +319,7 @@ fn into_pod<H: Host>(
     let link = nl
         .link_by_name(&name)
         .map_err(kernel)?
-        .ok_or_else(|| CniError::io(format!("VF {}'s netdev {name} vanished", vf.pci)))?;
+        .ok_or_else(|| vanished(&name))?;
 
     let temp_name = record
         .temp_netns
@@ -329,7 +331,7 @@ fn into_pod<H: Host>(
     ctx.crash.at("after-temp-netns");
 
     let ifname_owned = ifname.to_string();
-    host.run_in(&temp, |nl| -> Result<(), CniError> {
+    host.run_in(&temp, |nl| -> Result<(), DeviceError> {
         let link = nl.wait_for_link(&name, KERNEL_TIMEOUT).map_err(kernel)?;
         if link.name != ifname_owned {
             nl.set_name(link.index, &ifname_owned).map_err(kernel)?;
@@ -349,7 +351,7 @@ fn into_pod<H: Host>(
     let mtu = record.applied.mtu;
     let link = host.run_in(
         pod_ns,
-        |nl| -> Result<vfcore::netlink::LinkInfo, CniError> {
+        |nl| -> Result<vfcore::netlink::LinkInfo, DeviceError> {
             let link = nl
                 .wait_for_link(&ifname_owned, KERNEL_TIMEOUT)
                 .map_err(kernel)?;
@@ -364,7 +366,9 @@ fn into_pod<H: Host>(
             nl.set_up(link.index, true).map_err(kernel)?;
             nl.link_by_index(link.index)
                 .map_err(kernel)?
-                .ok_or_else(|| CniError::io(format!("{ifname_owned} vanished in the pod")))
+                .ok_or_else(|| DeviceError::VanishedInPod {
+                    ifname: ifname_owned.clone(),
+                })
         },
     )?;
     if let Err(e) = host.delete_named(&temp_name) {
@@ -379,8 +383,8 @@ fn configure_ips<H: Host>(
     pod_ns: &H::Ns,
     index: vfcore::IfIndex,
     result: &CniResult,
-) -> Result<(), CniError> {
-    host.run_in(pod_ns, |nl| -> Result<(), CniError> {
+) -> Result<(), DeviceError> {
+    host.run_in(pod_ns, |nl| -> Result<(), DeviceError> {
         for ip in &result.ips {
             nl.add_address(index, ip.address.addr, ip.address.prefix)
                 .map_err(kernel)?;

@@ -10,8 +10,6 @@ use vfcore::{MacAddr, PciAddress, SysRoot, VfIndex};
 
 use super::host::Host;
 
-use crate::spec::error::CniError;
-
 /// Drivers that take a VF away from the kernel's network stack (DPDK and friends).
 pub const USERSPACE_DRIVERS: [&str; 4] = ["vfio-pci", "uio_pci_generic", "igb_uio", "vfio_pci"];
 
@@ -20,9 +18,77 @@ pub const KERNEL_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub use crate::spec::error::chain;
 
-/// A kernel-side failure (netlink, sysfs, namespaces): CNI code 5.
-pub fn kernel(e: impl std::error::Error) -> CniError {
-    CniError::io(chain(&e))
+/// What went wrong with the VF, its PF or their netdevs. Naming a device the node does not have
+/// as a VF is the config's fault (CNI code 7); the rest is the node's (code 5).
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A kernel-side failure (netlink, sysfs, namespaces, driver binding).
+    #[error(transparent)]
+    Kernel(Box<dyn std::error::Error + Send + Sync>),
+    #[error("sriov: deviceID {pci}: there is no such PCI device on this node")]
+    NoSuchDevice { pci: PciAddress },
+    #[error("sriov: deviceID {pci} is not an SR-IOV VF (it has no physfn)")]
+    NotAVf { pci: PciAddress },
+    /// Not one of the VFs a test host knows.
+    #[error("sriov: deviceID {pci}: no such VF")]
+    UnknownVf { pci: PciAddress },
+    #[error("PF {pf} has no netdev in the host network namespace: its VFs cannot be configured")]
+    PfWithoutNetdev { pf: PciAddress },
+    #[error("PF {pf}'s netdev {name} vanished")]
+    PfNetdevVanished { pf: PciAddress, name: String },
+    #[error("PF {pf} ({pf_name}) reports no VF {vf} for {pci}")]
+    NoSuchVfOnPf {
+        pf: PciAddress,
+        pf_name: String,
+        vf: VfIndex,
+        pci: PciAddress,
+    },
+    #[error("VF {pci}'s netdev {name} vanished")]
+    NetdevVanished { pci: PciAddress, name: String },
+    #[error("VF {pci} (driver {driver}) has no netdev in the host network namespace; is it in use elsewhere?")]
+    NoHostNetdev { pci: PciAddress, driver: String },
+    #[error("VF {pci} has no netdev")]
+    NoNetdev { pci: PciAddress },
+    #[error("VF {pci} has no netdev in the host")]
+    NoNetdevInHost { pci: PciAddress },
+    #[error(
+        "VF {pci} has no netdev in the host, in the temporary netns or as {ifname} in {netns}"
+    )]
+    NetdevLost {
+        pci: PciAddress,
+        ifname: String,
+        netns: String,
+    },
+    #[error("{ifname} vanished in the pod")]
+    VanishedInPod { ifname: String },
+    #[error("VF {pci} did not adopt MAC {mac}: its netdev {netdev} shows {shows} even after rebinding it to {driver}")]
+    MacNotAdopted {
+        pci: PciAddress,
+        mac: MacAddr,
+        netdev: String,
+        shows: String,
+        driver: String,
+    },
+    /// A namespace a test host does not have.
+    #[error("opening network namespace {path} failed: no such file or directory")]
+    NoNetns { path: String },
+}
+
+impl DeviceError {
+    /// Whether the config is at fault: it names a device this node does not have as a VF.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            DeviceError::NoSuchDevice { .. }
+                | DeviceError::NotAVf { .. }
+                | DeviceError::UnknownVf { .. }
+        )
+    }
+}
+
+/// A kernel-side failure (netlink, sysfs, namespaces).
+pub fn kernel(e: impl std::error::Error + Send + Sync + 'static) -> DeviceError {
+    DeviceError::Kernel(Box::new(e))
 }
 
 /// The VF behind a `deviceID`.
@@ -37,20 +103,14 @@ pub struct Vf {
 impl Vf {
     /// Reads the VF from sysfs. A PCI address that names nothing, or a function that is not a
     /// VF, is code 7 (the config names a device this node does not have).
-    pub fn resolve(root: &SysRoot, pci: PciAddress) -> Result<Self, CniError> {
+    pub fn resolve(root: &SysRoot, pci: PciAddress) -> Result<Self, DeviceError> {
         let dev = match sysfs::read_device_unnamed(root, &pci) {
             Ok(d) => d,
-            Err(sysfs::Error::NoDevice { .. }) => {
-                return Err(CniError::invalid_config(format!(
-                    "sriov: deviceID {pci}: there is no such PCI device on this node"
-                )))
-            }
+            Err(sysfs::Error::NoDevice { .. }) => return Err(DeviceError::NoSuchDevice { pci }),
             Err(e) => return Err(kernel(e)),
         };
         let Some(of) = dev.physfn else {
-            return Err(CniError::invalid_config(format!(
-                "sriov: deviceID {pci} is not an SR-IOV VF (it has no physfn)"
-            )));
+            return Err(DeviceError::NotAVf { pci });
         };
         Ok(Self {
             pci,
@@ -72,20 +132,21 @@ pub fn pf_link<H: Host>(
     host: &H,
     nl: &mut H::Links,
     pf: &PciAddress,
-) -> Result<LinkInfo, CniError> {
+) -> Result<LinkInfo, DeviceError> {
     let netdevs = host.netdevs_of(pf)?;
     let Some(name) = netdevs.first() else {
-        return Err(CniError::io(format!(
-            "PF {pf} has no netdev in the host network namespace: its VFs cannot be configured"
-        )));
+        return Err(DeviceError::PfWithoutNetdev { pf: *pf });
     };
     nl.link_by_name(name)
         .map_err(kernel)?
-        .ok_or_else(|| CniError::io(format!("PF {pf}'s netdev {name} vanished")))
+        .ok_or_else(|| DeviceError::PfNetdevVanished {
+            pf: *pf,
+            name: name.clone(),
+        })
 }
 
 /// The VF's netdev name in the host, `None` when it has none there.
-pub fn host_netdev<H: Host>(host: &H, pci: &PciAddress) -> Result<Option<String>, CniError> {
+pub fn host_netdev<H: Host>(host: &H, pci: &PciAddress) -> Result<Option<String>, DeviceError> {
     Ok(host.netdevs_of(pci)?.into_iter().next())
 }
 
@@ -102,11 +163,14 @@ pub fn adopt_mac<H: Host>(
     pci: &PciAddress,
     name: &str,
     mac: MacAddr,
-) -> Result<String, CniError> {
-    let link = nl
-        .link_by_name(name)
-        .map_err(kernel)?
-        .ok_or_else(|| CniError::io(format!("VF {pci}'s netdev {name} vanished")))?;
+) -> Result<String, DeviceError> {
+    let link =
+        nl.link_by_name(name)
+            .map_err(kernel)?
+            .ok_or_else(|| DeviceError::NetdevVanished {
+                pci: *pci,
+                name: name.to_string(),
+            })?;
     if link.mac == Some(mac) {
         return Ok(name.to_string());
     }
@@ -128,13 +192,19 @@ pub fn adopt_mac<H: Host>(
         let link = nl
             .wait_for_link(&new_name, KERNEL_TIMEOUT)
             .map_err(kernel)?;
-        Ok::<_, CniError>((driver, new_name, link))
+        Ok::<_, DeviceError>((driver, new_name, link))
     })?;
     if link.mac != Some(mac) {
-        return Err(CniError::io(format!(
-            "VF {pci} did not adopt MAC {mac}: its netdev {new_name} shows {} even after rebinding it to {driver}",
-            link.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into())
-        )));
+        return Err(DeviceError::MacNotAdopted {
+            pci: *pci,
+            mac,
+            netdev: new_name,
+            shows: link
+                .mac
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "none".into()),
+            driver,
+        });
     }
     Ok(new_name)
 }
@@ -145,7 +215,7 @@ pub fn temp_netns_name(pci: &PciAddress) -> String {
 }
 
 /// Opens the named temp namespace, creating it when missing.
-pub fn open_or_create_named(root: &SysRoot, name: &str) -> Result<NetNs, CniError> {
+pub fn open_or_create_named(root: &SysRoot, name: &str) -> Result<NetNs, DeviceError> {
     match NetNs::create_named(root, name) {
         Ok(ns) => Ok(ns),
         Err(vfcore::netns::NetNsError::AlreadyExists { .. }) => {
@@ -156,7 +226,7 @@ pub fn open_or_create_named(root: &SysRoot, name: &str) -> Result<NetNs, CniErro
 }
 
 /// Inside the current thread's namespace: the physical links other than `lo`.
-pub fn physical_links(nl: &mut impl LinkOps) -> Result<Vec<LinkInfo>, CniError> {
+pub fn physical_links(nl: &mut impl LinkOps) -> Result<Vec<LinkInfo>, DeviceError> {
     Ok(nl
         .links()
         .map_err(kernel)?
@@ -183,7 +253,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = SysRoot::new(dir.path());
         let e = Vf::resolve(&root, "0000:01:10.1".parse().unwrap()).unwrap_err();
-        assert_eq!(e.code, 7);
-        assert!(e.msg.contains("no such PCI device"), "{}", e.msg);
+        assert!(e.is_config(), "{e}");
+        assert!(e.to_string().contains("no such PCI device"), "{e}");
     }
 }

@@ -7,17 +7,15 @@ use std::path::Path;
 use vfcore::PciAddress;
 use vfdp::devinfo::{self, DeviceInfo};
 
-use crate::spec::error::CniError;
+pub use vfdp::devinfo::Error as DevInfoError;
 
-use super::device::chain;
-
-pub fn write(path: &Path, pci: &PciAddress, pf: &PciAddress) -> Result<(), CniError> {
+pub fn write(path: &Path, pci: &PciAddress, pf: &PciAddress) -> Result<(), DevInfoError> {
     let info = DeviceInfo::pci(pci.to_string(), pf.to_string());
-    devinfo::write(path, &info).map_err(|e| CniError::io(chain(&e)))
+    devinfo::write(path, &info)
 }
 
-pub fn remove(path: &Path) -> Result<(), CniError> {
-    devinfo::remove(path).map_err(|e| CniError::io(chain(&e)))
+pub fn remove(path: &Path) -> Result<(), DevInfoError> {
+    devinfo::remove(path)
 }
 
 #[cfg(test)]

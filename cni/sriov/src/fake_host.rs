@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vfcore::netlink::fake::{FakeKernel, FakeNetlink, HOST_NS};
 use vfcore::{IfIndex, PciAddress};
 
-use super::device::{kernel, Vf};
+use super::device::{kernel, DeviceError, Vf};
 use super::host::Host;
-use crate::spec::error::CniError;
 
 pub struct FakeHost {
     pub kernel: Arc<Mutex<FakeKernel>>,
@@ -23,13 +22,13 @@ impl FakeHost {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn open(&self, path: &str) -> Result<String, CniError> {
+    fn open(&self, path: &str) -> Result<String, DeviceError> {
         if self.kernel().has_netns(path) {
             Ok(path.to_string())
         } else {
-            Err(CniError::io(format!(
-                "opening network namespace {path} failed: no such file or directory"
-            )))
+            Err(DeviceError::NoNetns {
+                path: path.to_string(),
+            })
         }
     }
 }
@@ -38,32 +37,37 @@ impl Host for FakeHost {
     type Links = FakeNetlink;
     type Ns = String;
 
-    fn resolve_vf(&self, pci: PciAddress) -> Result<Vf, CniError> {
+    fn resolve_vf(&self, pci: PciAddress) -> Result<Vf, DeviceError> {
         self.vfs
             .iter()
             .find(|v| v.pci == pci)
             .cloned()
-            .ok_or_else(|| CniError::invalid_config(format!("sriov: deviceID {pci}: no such VF")))
+            .ok_or(DeviceError::UnknownVf { pci })
     }
 
-    fn links(&self) -> Result<FakeNetlink, CniError> {
+    fn links(&self) -> Result<FakeNetlink, DeviceError> {
         Ok(FakeNetlink::new(self.kernel.clone(), HOST_NS))
     }
 
-    fn run_in<T, F>(&self, ns: &String, f: F) -> Result<T, CniError>
+    fn run_in<T, F>(&self, ns: &String, f: F) -> Result<T, DeviceError>
     where
         T: Send,
-        F: FnOnce(&mut FakeNetlink) -> Result<T, CniError> + Send,
+        F: FnOnce(&mut FakeNetlink) -> Result<T, DeviceError> + Send,
     {
         let mut nl = FakeNetlink::new(self.kernel.clone(), ns);
         f(&mut nl)
     }
 
-    fn move_link(&self, nl: &mut FakeNetlink, link: IfIndex, to: &String) -> Result<(), CniError> {
+    fn move_link(
+        &self,
+        nl: &mut FakeNetlink,
+        link: IfIndex,
+        to: &String,
+    ) -> Result<(), DeviceError> {
         nl.move_to(link, to).map_err(kernel)
     }
 
-    fn open_netns(&self, path: &str) -> Result<String, CniError> {
+    fn open_netns(&self, path: &str) -> Result<String, DeviceError> {
         self.open(path)
     }
 
@@ -71,25 +75,25 @@ impl Host for FakeHost {
         !path.is_empty() && self.kernel().has_netns(path)
     }
 
-    fn current_netns(&self) -> Result<String, CniError> {
+    fn current_netns(&self) -> Result<String, DeviceError> {
         Ok(HOST_NS.to_string())
     }
 
-    fn named_netns(&self, name: &str) -> Result<String, CniError> {
+    fn named_netns(&self, name: &str) -> Result<String, DeviceError> {
         self.open(name)
     }
 
-    fn open_or_create_named(&self, name: &str) -> Result<String, CniError> {
+    fn open_or_create_named(&self, name: &str) -> Result<String, DeviceError> {
         self.kernel().add_netns(name);
         Ok(name.to_string())
     }
 
-    fn delete_named(&self, name: &str) -> Result<(), CniError> {
+    fn delete_named(&self, name: &str) -> Result<(), DeviceError> {
         self.kernel().del_netns(name);
         Ok(())
     }
 
-    fn netdevs_of(&self, pci: &PciAddress) -> Result<Vec<String>, CniError> {
+    fn netdevs_of(&self, pci: &PciAddress) -> Result<Vec<String>, DeviceError> {
         Ok(self
             .kernel()
             .links_of(pci)
@@ -100,7 +104,7 @@ impl Host for FakeHost {
     }
 
     /// As a VF driver does when it probes: the netdev takes the MAC its PF holds for it.
-    fn rebind(&self, pci: &PciAddress) -> Result<String, CniError> {
+    fn rebind(&self, pci: &PciAddress) -> Result<String, DeviceError> {
         let vf = self.resolve_vf(*pci)?;
         let mut k = self.kernel();
         let pf = k.links_of(&vf.pf).first().map(|l| l.index);
@@ -114,10 +118,10 @@ impl Host for FakeHost {
         Ok(vf.driver.unwrap_or_default())
     }
 
-    fn wait_vf_netdev(&self, pci: &PciAddress) -> Result<String, CniError> {
+    fn wait_vf_netdev(&self, pci: &PciAddress) -> Result<String, DeviceError> {
         self.netdevs_of(pci)?
             .into_iter()
             .next()
-            .ok_or_else(|| CniError::io(format!("VF {pci} has no netdev in the host")))
+            .ok_or(DeviceError::NoNetdevInHost { pci: *pci })
     }
 }

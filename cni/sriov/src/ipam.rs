@@ -8,9 +8,26 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::exec::exec_version;
-use crate::spec::error::CniError;
+use crate::exec::{exec_version, ExecError};
 use crate::spec::version::{CniVersion, VersionInfo};
+
+/// What went wrong with the IPAM plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    /// It speaks none of the versions up to ours (CNI code 1).
+    #[error("IPAM plugin {ipam_type:?} supports none of the CNI versions up to {ours} (it lists {listed:?})")]
+    NoCommonVersion {
+        ipam_type: String,
+        ours: CniVersion,
+        listed: Vec<String>,
+    },
+    /// Running it failed, or it answered with an error (the delegate's error, as spec maps it).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// Its config could not be encoded (CNI code 5).
+    #[error("encoding the IPAM config")]
+    Encode(#[source] serde_json::Error),
+}
 
 /// The newest version at most `ours` that `info` lists; `None` when it lists none of them.
 pub fn pick_version(info: &VersionInfo, ours: CniVersion) -> Option<CniVersion> {
@@ -38,7 +55,7 @@ pub fn config_for(
     config: &Value,
     ours: CniVersion,
     timeout: Duration,
-) -> Result<(Value, CniVersion), CniError> {
+) -> Result<(Value, CniVersion), IpamError> {
     let info = match exec_version(ipam_type, path, timeout) {
         Ok(info) => info,
         Err(e) => {
@@ -54,10 +71,11 @@ pub fn config_for(
             tracing::debug!(ipam = ipam_type, version = %v, "calling IPAM in an older CNI version");
             Ok((with_version(config, v), v))
         }
-        None => Err(CniError::incompatible_version(format!(
-            "IPAM plugin {ipam_type:?} supports none of the CNI versions up to {ours} (it lists {:?})",
-            info.supported_versions
-        ))),
+        None => Err(IpamError::NoCommonVersion {
+            ipam_type: ipam_type.to_string(),
+            ours,
+            listed: info.supported_versions,
+        }),
     }
 }
 

@@ -8,7 +8,13 @@
 //!   config;
 //! - [`logfile`]: the confined `logFile`;
 //! - [`state`]: per-VF locks and per-attachment records ([`record`]) under the state dir;
-//! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`device`]: the VF and its netdev.
+//! - [`attach`]: ADD; [`restore`]: DEL, rollback, reclaim, GC; [`check`]: CHECK; [`device`]: the
+//!   VF and its netdev.
+//!
+//! Errors: each module says what went wrong in its own type ([`netconf::NetconfError`],
+//! [`device::DeviceError`], [`state::StateError`], [`ipam::IpamError`], [`check::CheckError`],
+//! [`node::NodeError`]); [`SriovError`] gathers them, and the CNI error the runtime reads is made
+//! in one place, `From<SriovError> for CniError`, at the invocation ([`run`]).
 //!
 //! Crash safety: ADD writes the attachment's record, with the VF's original state, before its
 //! first change, so the DEL that follows any crash restores the VF. Built with the cargo feature
@@ -18,6 +24,7 @@
 //! `after-ipam`. Without the feature the hook is inert and its variable is not even read.
 
 pub mod attach;
+pub mod check;
 pub mod device;
 
 // The CNI protocol and exec under the paths this plugin has always used.
@@ -35,29 +42,133 @@ pub mod state;
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
-use vfcore::netlink::LinkOps;
-use vfcore::SysRoot;
+use vfcore::{PciAddress, SysRoot};
 
-use self::attach::{AddCtx, LOCK_TIMEOUT};
-use self::device::kernel;
+use self::attach::{AddCtx, CODE_VF_BUSY, LOCK_TIMEOUT};
+use self::check::CheckError;
+pub use self::check::CODE_CHECK_FAILED;
+use self::device::DeviceError;
+use self::devinfo::DevInfoError;
 use self::host::{Host, RealHost};
-use self::netconf::SriovConf;
-use self::node::NodeDirs;
+use self::ipam::IpamError;
+use self::netconf::{NetconfError, SriovConf};
+use self::node::{NodeDirs, NodeError};
 use self::restore::{restore, RestoreCtx};
-use self::state::{Mode, Stage, StateDir};
+use self::state::{StateDir, StateError};
 use crate::invocation::Outcome;
-use crate::spec::conf::NetConf;
-use crate::spec::env::{CniCommand, CniEnv};
-use crate::spec::error::CniError;
-use crate::spec::version::{CniVersion, VersionInfo};
+use crate::spec::conf::{ConfError, NetConf};
+use crate::spec::env::{CniCommand, CniEnv, EnvError};
+use crate::spec::error::{chain, code, CniError};
+use crate::spec::version::{VersionError, VersionInfo};
 use crate::timing::timed;
 
 /// The environment variable naming the crash point (only with the `crash-points` feature).
 #[cfg(feature = "crash-points")]
 pub const CRASH_ENV: &str = "VFGENIE_SRIOV_CRASH_AT";
 
-/// The code of a failed CHECK.
-pub const CODE_CHECK_FAILED: u32 = 102;
+/// Everything that can go wrong in one invocation of the plugin. The CNI error the runtime reads
+/// (code, `msg`, `details`) is made of it in one place, `From<SriovError> for CniError`.
+#[derive(Debug, thiserror::Error)]
+pub enum SriovError {
+    /// The protocol's own refusals: the environment, the version, a config that is not one.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Netconf(#[from] NetconfError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    DeviceInfo(#[from] DevInfoError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error("CNI_IFNAME is missing")]
+    NoIfname,
+    /// The VF belongs to another attachment whose pod lives.
+    #[error("sriov: VF {pci} is attached to container {container_id} as {ifname} (netns {netns} exists)")]
+    Busy {
+        pci: PciAddress,
+        container_id: String,
+        ifname: String,
+        netns: String,
+    },
+    /// ADD failed, and so did undoing it (its record stays for DEL).
+    #[error("{error}; undoing the ADD also failed ({undo})")]
+    AddUndone {
+        error: Box<SriovError>,
+        undo: Box<SriovError>,
+    },
+    /// Several steps of a restore failed (each went on regardless).
+    #[error("{}", join(.0))]
+    Restore(Vec<SriovError>),
+    /// GC could not release some attachments.
+    #[error("sriov GC: {}", join(.0))]
+    Gc(Vec<SriovError>),
+}
+
+fn join(errors: &[SriovError]) -> String {
+    errors
+        .iter()
+        .map(|e| chain(e))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The one mapping to the CNI error: the code for each failure, the message its chain. The
+/// protocol's errors and a delegate's (IPAM's) are passed on as they are; a failed ADD whose
+/// undoing failed too keeps the ADD's error and says the rest in `details`; several failed
+/// restore steps take the first one's code.
+impl From<SriovError> for CniError {
+    fn from(e: SriovError) -> Self {
+        let code = match e {
+            SriovError::Env(e) => return e.into(),
+            SriovError::Version(e) => return e.into(),
+            SriovError::Conf(e) | SriovError::Netconf(NetconfError::Conf(e)) => return e.into(),
+            SriovError::Ipam(IpamError::Exec(exec)) => return exec.to_cni_error(),
+            SriovError::AddUndone { error, undo } => {
+                return CniError::from(*error).with_details(format!(
+                    "undoing the ADD also failed ({}); its record is kept for DEL",
+                    CniError::from(*undo)
+                ))
+            }
+            SriovError::Restore(errors) => {
+                let errors: Vec<CniError> = errors.into_iter().map(CniError::from).collect();
+                let msg = errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return CniError::new(errors.first().map_or(code::IO, |e| e.code), msg);
+            }
+            SriovError::Netconf(_) => code::INVALID_NETWORK_CONFIG,
+            SriovError::Device(ref d) if d.is_config() => code::INVALID_NETWORK_CONFIG,
+            SriovError::Device(_) => code::IO,
+            SriovError::Node(NodeError::NotAbsolute { .. }) => code::INVALID_ENV,
+            SriovError::State(StateError::LockTimeout { .. }) => code::TRY_AGAIN_LATER,
+            SriovError::State(StateError::BadName { .. }) => code::INVALID_ENV,
+            SriovError::State(
+                StateError::Io { .. } | StateError::Corrupt { .. } | StateError::Encode(_),
+            ) => code::IO,
+            SriovError::Ipam(IpamError::NoCommonVersion { .. }) => code::INCOMPATIBLE_VERSION,
+            SriovError::Ipam(IpamError::Encode(_)) => code::IO,
+            SriovError::DeviceInfo(_) => code::IO,
+            SriovError::Check(_) => CODE_CHECK_FAILED,
+            SriovError::NoIfname => code::INVALID_ENV,
+            SriovError::Busy { .. } => CODE_VF_BUSY,
+            SriovError::Gc(_) => code::IO,
+        };
+        CniError::new(code, chain(&e))
+    }
+}
 
 /// A fault-injection point: the process aborts right after the named step. Without the
 /// `crash-points` feature it never holds a step.
@@ -118,7 +229,7 @@ pub fn is_sriov_conf(stdin: &[u8]) -> bool {
 /// directories come from the process environment ([`NodeDirs::from_process_env`]).
 pub fn run(env: &HashMap<String, String>, stdin: &[u8], crash: &CrashAt) -> Outcome {
     crate::invocation::invoke("sriov", env, stdin, || {
-        let node = NodeDirs::from_process_env()?;
+        let node = NodeDirs::from_process_env().map_err(SriovError::from)?;
         dispatch(&SysRoot::host(), &node, env, stdin, crash)
     })
 }
@@ -141,7 +252,7 @@ fn dispatch(
     env_map: &HashMap<String, String>,
     stdin: &[u8],
     crash: &CrashAt,
-) -> Result<String, CniError> {
+) -> Result<String, SriovError> {
     dispatch_on(&RealHost::new(root), node, env_map, stdin, crash)
 }
 
@@ -152,15 +263,15 @@ fn dispatch_on<H: Host>(
     env_map: &HashMap<String, String>,
     stdin: &[u8],
     crash: &CrashAt,
-) -> Result<String, CniError> {
+) -> Result<String, SriovError> {
     let env = CniEnv::from_map(env_map)?;
     if env.command == CniCommand::Version {
         return Ok(VersionInfo::ours().to_json());
     }
     let netconf = NetConf::from_bytes(stdin)?;
-    let version = CniVersion::parse_or_default(netconf.cni_version.as_deref())?;
+    let version = netconf.version()?;
     version.require(env.command)?;
-    let conf = SriovConf::parse(stdin, &env.args)?;
+    let conf = SriovConf::from_netconf(&netconf, &env.args)?;
     let state = StateDir::new(&node.state_dir);
     let span = tracing::info_span!(
         "sriov",
@@ -175,7 +286,7 @@ fn dispatch_on<H: Host>(
                 host,
                 env: &env,
                 conf: &conf,
-                stdin,
+                config: Value::Object(netconf.raw().clone()),
                 version,
                 state: &state,
                 node,
@@ -184,22 +295,27 @@ fn dispatch_on<H: Host>(
             attach::add(&ctx).map(|r| r.to_json())
         }
         CniCommand::Del => del(host, node, &env, &state).map(|()| String::new()),
-        CniCommand::Check => check(host, &env, &state).map(|()| String::new()),
+        CniCommand::Check => check::check(host, &env, &state).map(|()| String::new()),
         CniCommand::Gc => gc(host, node, &env, &netconf, &conf, &state).map(|()| String::new()),
         CniCommand::Status => Ok(String::new()),
         CniCommand::Version => Ok(VersionInfo::ours().to_json()),
     }
 }
 
-fn ifname_of(env: &CniEnv) -> Result<String, CniError> {
+fn ifname_of(env: &CniEnv) -> Result<String, SriovError> {
     env.ifname
         .as_ref()
         .map(|i| i.to_string())
-        .ok_or_else(|| CniError::invalid_env("CNI_IFNAME is missing"))
+        .ok_or(SriovError::NoIfname)
 }
 
 /// DEL from the record alone; no record means nothing was attached (or DEL already ran).
-fn del<H: Host>(host: &H, node: &NodeDirs, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
+fn del<H: Host>(
+    host: &H,
+    node: &NodeDirs,
+    env: &CniEnv,
+    state: &StateDir,
+) -> Result<(), SriovError> {
     let ifname = ifname_of(env)?;
     let Some(first) = timed("cache", || state.read(&env.container_id, &ifname))? else {
         tracing::info!("no record of this attachment: nothing to delete");
@@ -217,96 +333,7 @@ fn del<H: Host>(host: &H, node: &NodeDirs, env: &CniEnv, state: &StateDir) -> Re
         ipam: true,
     };
     restore(&ctx, &record)?;
-    timed("cache", || state.remove(&env.container_id, &ifname))
-}
-
-fn check_failed(msg: String) -> CniError {
-    CniError::new(CODE_CHECK_FAILED, format!("sriov CHECK: {msg}"))
-}
-
-/// CHECK: the VF is in the pod as CNI_IFNAME with the MAC and MTU ADD set, and the PF still
-/// holds the VF settings ADD applied.
-fn check<H: Host>(host: &H, env: &CniEnv, state: &StateDir) -> Result<(), CniError> {
-    let ifname = ifname_of(env)?;
-    let record = state
-        .read(&env.container_id, &ifname)?
-        .ok_or_else(|| check_failed(format!("no attachment of this container as {ifname}")))?;
-    if record.stage != Stage::Done {
-        return Err(check_failed(
-            "the ADD of this attachment did not finish".into(),
-        ));
-    }
-    let _lock = state.lock(&record.pci, LOCK_TIMEOUT)?;
-    if record.mode == Mode::Netdev {
-        let netns = if env.netns.is_empty() {
-            record.netns.clone()
-        } else {
-            env.netns.clone()
-        };
-        let ns = host.open_netns(&netns)?;
-        let name = ifname.clone();
-        let link = host
-            .run_in(&ns, |nl| nl.link_by_name(&name).map_err(kernel))?
-            .ok_or_else(|| check_failed(format!("{ifname} is not in {netns}")))?;
-        if link.kind.is_some() {
-            return Err(check_failed(format!("{ifname} in {netns} is not the VF")));
-        }
-        let want_mac = record.applied.mac.map(|m| m.to_string()).or_else(|| {
-            record
-                .result
-                .as_ref()
-                .and_then(|r| r.pointer("/interfaces/0/mac"))
-                .and_then(Value::as_str)
-                .filter(|m| !m.is_empty())
-                .map(str::to_string)
-        });
-        let have_mac = link.mac.map(|m| m.to_string());
-        if let Some(want) = want_mac {
-            if have_mac.as_deref() != Some(want.as_str()) {
-                return Err(check_failed(format!(
-                    "{ifname} has MAC {}, not {want}",
-                    have_mac.unwrap_or_default()
-                )));
-            }
-        }
-        if let Some(mtu) = record.applied.mtu {
-            if link.mtu != mtu {
-                return Err(check_failed(format!(
-                    "{ifname} has MTU {}, not {mtu}",
-                    link.mtu
-                )));
-            }
-        }
-    }
-    let mut nl = host.links()?;
-    let pf = device::pf_link(host, &mut nl, &record.pf)?;
-    let vf = nl
-        .vf_configs(pf.index)
-        .map_err(kernel)?
-        .into_iter()
-        .find(|c| c.vf == record.vf)
-        .ok_or_else(|| check_failed(format!("PF {} reports no VF {}", pf.name, record.vf)))?;
-    let want = record.applied.vf_settings();
-    if let Some(vlan) = want.vlan {
-        if vf.vlan != vlan || Some(vf.qos) != want.qos {
-            return Err(check_failed(format!(
-                "VF {} has VLAN {} QoS {}, not {vlan} QoS {}",
-                record.pci,
-                vf.vlan,
-                vf.qos,
-                want.qos.unwrap_or(0)
-            )));
-        }
-    }
-    if let Some(mac) = want.mac {
-        if vf.mac != mac {
-            return Err(check_failed(format!(
-                "VF {} has PF-side MAC {}, not {mac}",
-                record.pci, vf.mac
-            )));
-        }
-    }
-    Ok(())
+    Ok(timed("cache", || state.remove(&env.container_id, &ifname))?)
 }
 
 /// GC (1.1.0): restores and forgets the attachments of this network that the runtime no longer
@@ -318,7 +345,7 @@ fn gc<H: Host>(
     netconf: &NetConf,
     conf: &SriovConf,
     state: &StateDir,
-) -> Result<(), CniError> {
+) -> Result<(), SriovError> {
     let Some(valid) = netconf.valid_attachments()? else {
         return Ok(());
     };
@@ -338,17 +365,17 @@ fn gc<H: Host>(
             continue;
         }
         let _lock = state.lock(&r.pci, LOCK_TIMEOUT)?;
-        match restore(&ctx, &r).and_then(|()| state.remove(&r.container_id, &r.ifname)) {
+        match restore(&ctx, &r).and_then(|()| Ok(state.remove(&r.container_id, &r.ifname)?)) {
             Ok(()) => {
                 tracing::info!(container = %r.container_id, ifname = %r.ifname, "GC released a VF")
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(CniError::io(format!("sriov GC: {}", errors.join("; "))))
+        Err(SriovError::Gc(errors))
     }
 }
 
@@ -422,6 +449,7 @@ mod tests {
             &CrashAt::default(),
         )
         .unwrap_err();
+        let e = CniError::from(e);
         assert!(!e.msg.contains("corrupt"), "{}", e.msg);
         assert!(e.msg.contains("/nonexistent/ns"), "{}", e.msg);
         let moved: Vec<String> = std::fs::read_dir(node.state_dir.join("quarantine"))

@@ -10,8 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::error::CniError;
-
 /// The environment variable naming the state dir.
 pub const STATE_DIR_ENV: &str = "VFGENIE_SRIOV_STATE_DIR";
 /// The environment variable naming the device-info dir.
@@ -20,6 +18,26 @@ pub const DEVICE_INFO_DIR_ENV: &str = "VFGENIE_DEVICE_INFO_DIR";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/vfgenie/sriov";
 /// The subdirectory of the device-info dir that holds the files CNI plugins write.
 pub const DEVICE_INFO_CNI_SUBDIR: &str = "cni";
+
+/// A directory the node's environment names is unusable (CNI code 4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("{var} {value:?} is not an absolute path")]
+    NotAbsolute { var: &'static str, value: String },
+}
+
+/// Why a device-info file a config names is not one the plugin may write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceInfoRefusal {
+    #[error("{raw:?} is not a file directly in the node's device-info directory {}", .dir.display())]
+    Elsewhere { raw: String, dir: PathBuf },
+    #[error("{name:?} is not a plain file name")]
+    NotPlainName { name: String },
+    #[error("{} is not a directory", .dir.display())]
+    DirNotDir { dir: PathBuf },
+    #[error("{} is not a regular file", .path.display())]
+    NotRegular { path: PathBuf },
+}
 
 /// The node's directories for this invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,21 +57,19 @@ impl Default for NodeDirs {
 
 fn dir_from(
     lookup: &impl Fn(&str) -> Option<String>,
-    var: &str,
+    var: &'static str,
     default: PathBuf,
-) -> Result<PathBuf, CniError> {
+) -> Result<PathBuf, NodeError> {
     match lookup(var).filter(|v| !v.is_empty()) {
         None => Ok(default),
         Some(v) if v.starts_with('/') => Ok(PathBuf::from(v)),
-        Some(v) => Err(CniError::invalid_env(format!(
-            "{var} {v:?} is not an absolute path"
-        ))),
+        Some(value) => Err(NodeError::NotAbsolute { var, value }),
     }
 }
 
 impl NodeDirs {
     /// The directories `lookup` (an environment) gives; unset or empty means the default.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, NodeError> {
         let d = Self::default();
         Ok(Self {
             state_dir: dir_from(&lookup, STATE_DIR_ENV, d.state_dir)?,
@@ -61,7 +77,7 @@ impl NodeDirs {
         })
     }
 
-    pub fn from_process_env() -> Result<Self, CniError> {
+    pub fn from_process_env() -> Result<Self, NodeError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
@@ -73,14 +89,14 @@ impl NodeDirs {
     /// The device-info file `runtimeConfig.CNIDeviceInfoFile` names, when it is a plain file name
     /// directly in `<device-info dir>/cni/` and neither that directory nor the file is a symlink
     /// or something other than what it should be. Otherwise: why not.
-    pub fn confine_device_info_file(&self, raw: &str) -> Result<PathBuf, String> {
+    pub fn confine_device_info_file(&self, raw: &str) -> Result<PathBuf, DeviceInfoRefusal> {
         let cni_dir = self.device_info_cni_dir();
         let prefix = format!("{}/", cni_dir.display());
         let Some(name) = raw.strip_prefix(&prefix) else {
-            return Err(format!(
-                "{raw:?} is not a file directly in the node's device-info directory {}",
-                cni_dir.display()
-            ));
+            return Err(DeviceInfoRefusal::Elsewhere {
+                raw: raw.to_string(),
+                dir: cni_dir,
+            });
         };
         if name.is_empty()
             || name == "."
@@ -88,18 +104,20 @@ impl NodeDirs {
             || name.contains('/')
             || name.contains('\0')
         {
-            return Err(format!("{name:?} is not a plain file name"));
+            return Err(DeviceInfoRefusal::NotPlainName {
+                name: name.to_string(),
+            });
         }
         match std::fs::symlink_metadata(&cni_dir) {
             Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
-                return Err(format!("{} is not a directory", cni_dir.display()))
+                return Err(DeviceInfoRefusal::DirNotDir { dir: cni_dir })
             }
             // Created (as a directory) when the file is written.
             _ => {}
         }
         let path = cni_dir.join(name);
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if !m.is_file() => Err(format!("{} is not a regular file", path.display())),
+            Ok(m) if !m.is_file() => Err(DeviceInfoRefusal::NotRegular { path }),
             _ => Ok(path),
         }
     }
@@ -142,7 +160,7 @@ mod tests {
         assert_eq!(d.state_dir, PathBuf::from("/tmp/s"));
         assert_eq!(d.device_info_cni_dir(), PathBuf::from("/tmp/d/cni"));
         let e = NodeDirs::from_lookup(env(&[(STATE_DIR_ENV, "rel")])).unwrap_err();
-        assert!(e.msg.contains(STATE_DIR_ENV), "{}", e.msg);
+        assert!(e.to_string().contains(STATE_DIR_ENV), "{e}");
     }
 
     #[test]

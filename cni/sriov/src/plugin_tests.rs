@@ -127,6 +127,7 @@ impl World {
             conf.to_string().as_bytes(),
             &CrashAt::default(),
         )
+        .map_err(CniError::from)
     }
 
     fn add(&self, conf: &Value) -> Result<String, CniError> {

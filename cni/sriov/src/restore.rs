@@ -16,13 +16,14 @@ use vfcore::netlink::{LinkInfo, LinkOps, VfSettings};
 use vfcore::MacAddr;
 
 use super::attach::IPAM_TIMEOUT;
-use super::device::{self, kernel};
+use super::device::{self, kernel, DeviceError};
 use super::host::Host;
+use super::ipam::IpamError;
 use super::node::NodeDirs;
 use super::state::{Mode, Record, SavedNetdev};
+use super::SriovError;
 use crate::exec::{exec_no_result, Invocation};
 use crate::spec::env::CniCommand;
-use crate::spec::error::CniError;
 use crate::timing::timed;
 
 /// What restoring needs beyond the record.
@@ -50,8 +51,8 @@ fn ipam_type(record: &Record) -> Option<String> {
 }
 
 /// Restores everything `record` says ADD may have changed.
-pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), CniError> {
-    let mut errors: Vec<CniError> = Vec::new();
+pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), SriovError> {
+    let mut errors: Vec<SriovError> = Vec::new();
 
     if let Some(ipam) = ipam_type(record).filter(|_| ctx.ipam) {
         let inv = Invocation {
@@ -66,7 +67,7 @@ pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), 
         let conf = serde_json::to_vec(record.ipam_config.as_ref().unwrap_or(&record.config))
             .unwrap_or_default();
         if let Err(e) = timed("ipam_exec", || exec_no_result(&ipam, &inv, &conf)) {
-            errors.push(e.to_cni_error());
+            errors.push(IpamError::Exec(e).into());
         }
     }
 
@@ -74,7 +75,7 @@ pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), 
         (Mode::Netdev, Some(_)) => match timed("netns_move", || bring_home(ctx, record)) {
             Ok(name) => Some(name),
             Err(e) => {
-                errors.push(e);
+                errors.push(e.into());
                 None
             }
         },
@@ -90,7 +91,7 @@ pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), 
         && !record.original_vf.mac.is_zero()
         && record.original_netdev.as_ref().and_then(|n| n.mac) == Some(record.original_vf.mac);
     if let Err(e) = timed("pf_netlink", || restore_pf_side(ctx, record, vf_owned_mac)) {
-        errors.push(e);
+        errors.push(e.into());
     }
 
     if let (Some(name), Some(orig)) = (home, &record.original_netdev) {
@@ -103,23 +104,23 @@ pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), 
             tracing::info!("the VF did not take its own MAC back; its PF sets it");
             restored = settle_pf_side_mac(ctx, record).and_then(|()| {
                 let name = device::host_netdev(ctx.host, &record.pci)?
-                    .ok_or_else(|| CniError::io(format!("VF {} has no netdev", record.pci)))?;
+                    .ok_or(DeviceError::NoNetdev { pci: record.pci })?;
                 restore_netdev(ctx, record, &name, orig)
             });
         }
         if let Err(e) = restored {
-            errors.push(e);
+            errors.push(e.into());
         }
         if vf_owned_mac {
             if let Err(e) = timed("pf_netlink", || settle_pf_side_mac(ctx, record)) {
-                errors.push(e);
+                errors.push(e.into());
             }
         }
     }
 
     if let Some(temp) = &record.temp_netns {
         if let Err(e) = timed("netns_move", || ctx.host.delete_named(temp)) {
-            errors.push(e);
+            errors.push(e.into());
         }
     }
     if let Some(path) = &record.device_info_file {
@@ -131,28 +132,20 @@ pub fn restore<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), 
                 "the record's device-info file is not a plain file in the node's device-info directory; left as it is"
             );
         } else if let Err(e) = super::devinfo::remove(path) {
-            errors.push(e);
+            errors.push(e.into());
         }
     }
 
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
-        _ => {
-            let code = errors[0].code;
-            let msg = errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(CniError::new(code, msg))
-        }
+        _ => Err(SriovError::Restore(errors)),
     }
 }
 
 /// Finds the VF's netdev wherever ADD left it, brings it down and back into the host; returns
 /// its name there.
-fn bring_home<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<String, CniError> {
+fn bring_home<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<String, DeviceError> {
     if let Some(name) = device::host_netdev(ctx.host, &record.pci)? {
         return Ok(name);
     }
@@ -163,7 +156,7 @@ fn bring_home<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<Strin
     let mut moved = false;
     if let Some(temp) = &record.temp_netns {
         if let Ok(ns) = h.named_netns(temp) {
-            moved |= h.run_in(&ns, |nl| -> Result<bool, CniError> {
+            moved |= h.run_in(&ns, |nl| -> Result<bool, DeviceError> {
                 let mut any = false;
                 for link in device::physical_links(nl)? {
                     send_home(h, nl, &link, homeward, &host)?;
@@ -177,7 +170,7 @@ fn bring_home<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<Strin
     if !moved && pod_alive {
         let ns = h.open_netns(&record.netns)?;
         let ifname = record.ifname.clone();
-        moved |= h.run_in(&ns, |nl| -> Result<bool, CniError> {
+        moved |= h.run_in(&ns, |nl| -> Result<bool, DeviceError> {
             match nl.link_by_name(&ifname).map_err(kernel)? {
                 Some(link) if link.kind.is_none() => {
                     send_home(h, nl, &link, homeward, &host)?;
@@ -188,10 +181,11 @@ fn bring_home<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<Strin
         })?;
     }
     if !moved && pod_alive {
-        return Err(CniError::io(format!(
-            "VF {} has no netdev in the host, in the temporary netns or as {} in {}",
-            record.pci, record.ifname, record.netns
-        )));
+        return Err(DeviceError::NetdevLost {
+            pci: record.pci,
+            ifname: record.ifname.clone(),
+            netns: record.netns.clone(),
+        });
     }
     // Moved, or the pod's netns is gone and the kernel returns the netdev to the host on its
     // own (asynchronously, possibly as devN).
@@ -212,7 +206,7 @@ fn send_home<H: Host>(
     link: &LinkInfo,
     name: &str,
     host: &H::Ns,
-) -> Result<(), CniError> {
+) -> Result<(), DeviceError> {
     nl.set_up(link.index, false).map_err(kernel)?;
     if link.name != name {
         nl.set_name(link.index, name).map_err(kernel)?;
@@ -226,7 +220,7 @@ fn restore_pf_side<H: Host>(
     ctx: &RestoreCtx<'_, H>,
     record: &Record,
     clear_mac: bool,
-) -> Result<(), CniError> {
+) -> Result<(), DeviceError> {
     let mut back = record
         .original_vf
         .restore_settings(&record.applied.vf_settings());
@@ -252,7 +246,10 @@ fn restore_pf_side<H: Host>(
 
 /// After the netdev took its MAC back: the PF must show the original MAC again; when it does
 /// not (a driver that does not mirror the VF's own MAC), the PF sets it.
-fn settle_pf_side_mac<H: Host>(ctx: &RestoreCtx<'_, H>, record: &Record) -> Result<(), CniError> {
+fn settle_pf_side_mac<H: Host>(
+    ctx: &RestoreCtx<'_, H>,
+    record: &Record,
+) -> Result<(), DeviceError> {
     let mut nl = ctx.host.links()?;
     let pf = device::pf_link(ctx.host, &mut nl, &record.pf)?;
     let now = nl
@@ -276,9 +273,12 @@ fn restore_netdev<H: Host>(
     record: &Record,
     name: &str,
     orig: &SavedNetdev,
-) -> Result<(), CniError> {
+) -> Result<(), DeviceError> {
     let mut nl = ctx.host.links()?;
-    let vanished = |n: &str| CniError::io(format!("VF {}'s netdev {n} vanished", record.pci));
+    let vanished = |n: &str| DeviceError::NetdevVanished {
+        pci: record.pci,
+        name: n.to_string(),
+    };
     let link = nl
         .link_by_name(name)
         .map_err(kernel)?

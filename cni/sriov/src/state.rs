@@ -25,8 +25,6 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use vfcore::PciAddress;
 
-use crate::spec::error::CniError;
-
 pub use super::record::{Applied, Mode, Record, SavedNetdev, SavedVf, Stage, RECORD_KIND};
 
 const LOCKS_DIR: &str = "locks";
@@ -45,22 +43,11 @@ pub enum StateError {
     Corrupt { path: PathBuf, reason: String },
     #[error("VF {pci} is busy: another ADD or DEL of it did not finish within {timeout:?}")]
     LockTimeout { pci: PciAddress, timeout: Duration },
-}
-
-impl StateError {
-    pub fn to_cni_error(&self) -> CniError {
-        let msg = crate::spec::error::chain(self);
-        match self {
-            StateError::LockTimeout { .. } => CniError::try_again_later(msg),
-            _ => CniError::io(msg),
-        }
-    }
-}
-
-impl From<StateError> for CniError {
-    fn from(e: StateError) -> Self {
-        e.to_cni_error()
-    }
+    /// A container ID or interface name that cannot be part of a file name (CNI code 4).
+    #[error("{what} {name:?} cannot name a state record")]
+    BadName { what: &'static str, name: String },
+    #[error("encoding the sriov state record")]
+    Encode(#[source] serde_json::Error),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -98,11 +85,12 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
 }
 
 /// Checks a file-name part (container ID or ifname) before it goes into a path.
-fn plain(what: &str, s: &str) -> Result<(), CniError> {
+fn plain(what: &'static str, s: &str) -> Result<(), StateError> {
     if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
-        return Err(CniError::invalid_env(format!(
-            "{what} {s:?} cannot name a state record"
-        )));
+        return Err(StateError::BadName {
+            what,
+            name: s.to_string(),
+        });
     }
     Ok(())
 }
@@ -116,7 +104,7 @@ impl StateDir {
         &self.root
     }
 
-    pub fn record_path(&self, container_id: &str, ifname: &str) -> Result<PathBuf, CniError> {
+    pub fn record_path(&self, container_id: &str, ifname: &str) -> Result<PathBuf, StateError> {
         plain("the container ID", container_id)?;
         plain("the interface name", ifname)?;
         Ok(self
@@ -160,10 +148,9 @@ impl StateDir {
     }
 
     /// Writes a record atomically: temp file, fsync, rename, fsync of the directory.
-    pub fn write(&self, record: &Record) -> Result<(), CniError> {
+    pub fn write(&self, record: &Record) -> Result<(), StateError> {
         let path = self.record_path(&record.container_id, &record.ifname)?;
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|e| CniError::io(format!("encoding the sriov state record: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(StateError::Encode)?;
         let dir = self.root.join(ATTACHMENTS_DIR);
         ensure_dir(&dir)?;
         let tmp = dir.join(format!(
@@ -189,22 +176,22 @@ impl StateDir {
             let _ = fs::remove_file(&tmp);
         }
         written?;
-        Ok(sync_dir(&dir)?)
+        sync_dir(&dir)
     }
 
     /// The record of an attachment; `None` when there is none. A record that exists but cannot
     /// be read is an error, never "nothing to delete".
-    pub fn read(&self, container_id: &str, ifname: &str) -> Result<Option<Record>, CniError> {
+    pub fn read(&self, container_id: &str, ifname: &str) -> Result<Option<Record>, StateError> {
         let path = self.record_path(container_id, ifname)?;
-        Ok(read_record(&path)?)
+        read_record(&path)
     }
 
-    pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), CniError> {
+    pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), StateError> {
         let path = self.record_path(container_id, ifname)?;
         match fs::remove_file(&path) {
-            Ok(()) => Ok(sync_dir(&self.root.join(ATTACHMENTS_DIR))?),
+            Ok(()) => sync_dir(&self.root.join(ATTACHMENTS_DIR)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing", &path)(e).into()),
+            Err(e) => Err(io("removing", &path)(e)),
         }
     }
 
@@ -399,7 +386,9 @@ mod tests {
         let path = state.record_path("c1", "net1").unwrap();
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, b"{\"kind\": ").unwrap();
-        let e = state.read("c1", "net1").unwrap_err();
+        let e = crate::spec::CniError::from(crate::SriovError::from(
+            state.read("c1", "net1").unwrap_err(),
+        ));
         assert_eq!(e.code, 5);
         assert!(e.msg.contains("corrupt"), "{}", e.msg);
     }
@@ -476,7 +465,10 @@ mod tests {
         let held = state.lock(&pci, Duration::from_secs(1)).unwrap();
         let e = state.lock(&pci, Duration::from_millis(100)).unwrap_err();
         assert!(matches!(e, StateError::LockTimeout { .. }));
-        assert_eq!(e.to_cni_error().code, 11);
+        assert_eq!(
+            crate::spec::CniError::from(crate::SriovError::from(e)).code,
+            11
+        );
         let other: PciAddress = "0000:01:10.1".parse().unwrap();
         let _other = state.lock(&other, Duration::from_millis(100)).unwrap();
         drop(held);

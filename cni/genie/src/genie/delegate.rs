@@ -58,6 +58,13 @@ impl From<CniError> for DelegateError {
     }
 }
 
+/// The protocol's refusal of a config, with the code spec picks for it.
+impl From<crate::spec::conf::ConfError> for DelegateError {
+    fn from(e: crate::spec::conf::ConfError) -> Self {
+        DelegateError::Spec(e.into())
+    }
+}
+
 /// What the meta-plugin adds to a network's config for one attachment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Injected {
@@ -84,21 +91,23 @@ fn config_for(
     prev: Option<&CniResult>,
     inj: &Injected,
 ) -> Result<Vec<u8>, CniError> {
-    plugin.delegate_config(&DelegateContext {
-        name: &list.name,
-        cni_version: version,
-        prev_result: prev,
-        runtime_config: &inj.runtime_config,
-        cni_args: inj.cni_args.as_ref(),
-    })
+    plugin
+        .delegate_config(&DelegateContext {
+            name: &list.name,
+            cni_version: version,
+            prev_result: prev,
+            runtime_config: &inj.runtime_config,
+            cni_args: inj.cni_args.as_ref(),
+        })
+        .map_err(CniError::from)
 }
 
-fn refused(network: &str, ifname: &str) -> impl FnOnce(CniError) -> DelegateError {
+fn refused<E: Into<CniError>>(network: &str, ifname: &str) -> impl FnOnce(E) -> DelegateError {
     let (network, ifname) = (network.to_string(), ifname.to_string());
     move |source| DelegateError::Refused {
         network,
         ifname,
-        source,
+        source: source.into(),
     }
 }
 

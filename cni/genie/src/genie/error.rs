@@ -23,6 +23,24 @@ pub use super::plan::PlanError;
 pub use super::quarantine::QuarantineError;
 pub use super::routes::RouteError;
 
+/// The protocol's own errors (the environment, the netconf, versions, recorded results) reach
+/// genie's caller with the codes spec picks for them ([`CniError`]'s `From`s, in spec).
+macro_rules! through_cni {
+    ($($t:ty),*) => {$(
+        impl From<$t> for GenieError {
+            fn from(e: $t) -> Self {
+                GenieError::Cni(e.into())
+            }
+        }
+    )*};
+}
+through_cni!(
+    crate::spec::env::EnvError,
+    crate::spec::conf::ConfError,
+    crate::spec::version::VersionError,
+    crate::spec::result::ResultError
+);
+
 /// Why an invocation of genie failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GenieError {

@@ -68,7 +68,9 @@ pub(super) fn injected_of(a: &PodAttachment) -> Injected {
 pub(super) fn cached_result(a: &PodAttachment) -> Result<Option<CniResult>, CniError> {
     match &a.result {
         None => Ok(None),
-        Some(v) => CniResult::from_value(v.clone(), CniVersion::LATEST).map(Some),
+        Some(v) => CniResult::from_value(v.clone(), CniVersion::LATEST)
+            .map(Some)
+            .map_err(CniError::from),
     }
 }
 

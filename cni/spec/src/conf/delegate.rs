@@ -2,9 +2,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{kind, GcAttachment, NetConf, LEGACY_ATTACHMENTS, VALID_ATTACHMENTS};
+use super::{kind, ConfError, GcAttachment, NetConf, LEGACY_ATTACHMENTS, VALID_ATTACHMENTS};
 use crate::spec::env::CniCommand;
-use crate::spec::error::CniError;
 use crate::spec::result::CniResult;
 use crate::spec::version::CniVersion;
 
@@ -28,7 +27,7 @@ impl NetConf {
     /// `prevResult` (converted to that version), `runtimeConfig` holding only the capability args
     /// this plugin declares (merged over what the config already has), and `cni_args` merged into
     /// `args.cni`.
-    pub fn delegate_config(&self, ctx: &DelegateContext<'_>) -> Result<Vec<u8>, CniError> {
+    pub fn delegate_config(&self, ctx: &DelegateContext<'_>) -> Result<Vec<u8>, ConfError> {
         let mut out = self.raw.clone();
         out.insert("name".into(), Value::String(ctx.name.to_string()));
         out.insert(
@@ -66,32 +65,27 @@ impl NetConf {
             let mut args = match out.remove("args") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(m)) => m,
-                Some(other) => {
-                    return Err(CniError::invalid_config(format!(
-                        "plugin {:?}: \"args\" must be an object to take cni-args, not {}",
-                        self.plugin_type,
-                        kind(&other)
-                    )))
-                }
+                Some(other) => return Err(self.args_not_object("args", &other)),
             };
             let mut cni = match args.remove("cni") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(m)) => m,
-                Some(other) => {
-                    return Err(CniError::invalid_config(format!(
-                        "plugin {:?}: \"args.cni\" must be an object to take cni-args, not {}",
-                        self.plugin_type,
-                        kind(&other)
-                    )))
-                }
+                Some(other) => return Err(self.args_not_object("args.cni", &other)),
             };
             cni.extend(cni_args.iter().map(|(k, v)| (k.clone(), v.clone())));
             args.insert("cni".into(), Value::Object(cni));
             out.insert("args".into(), Value::Object(args));
         }
 
-        serde_json::to_vec(&Value::Object(out))
-            .map_err(|e| CniError::decode(format!("encoding the delegate config failed: {e}")))
+        encode(&out, "encoding the delegate config")
+    }
+
+    fn args_not_object(&self, key: &'static str, v: &Value) -> ConfError {
+        ConfError::ArgsNotObject {
+            plugin_type: self.plugin_type.clone(),
+            key,
+            kind: kind(v),
+        }
     }
 
     /// The config to send this plugin for GC: as [`NetConf::delegate_config`] without prevResult
@@ -102,7 +96,7 @@ impl NetConf {
         name: &str,
         cni_version: CniVersion,
         valid: &[GcAttachment],
-    ) -> Result<Vec<u8>, CniError> {
+    ) -> Result<Vec<u8>, ConfError> {
         cni_version.require(CniCommand::Gc)?;
         let ctx = DelegateContext {
             name,
@@ -112,12 +106,20 @@ impl NetConf {
             cni_args: None,
         };
         let mut v: Map<String, Value> = serde_json::from_slice(&self.delegate_config(&ctx)?)
-            .map_err(|e| CniError::decode(format!("re-reading the GC config failed: {e}")))?;
-        let list = serde_json::to_value(valid)
-            .map_err(|e| CniError::decode(format!("encoding the valid attachments failed: {e}")))?;
+            .map_err(|source| ConfError::Encode {
+                what: "re-reading the GC config",
+                source,
+            })?;
+        let list = serde_json::to_value(valid).map_err(|source| ConfError::Encode {
+            what: "encoding the valid attachments",
+            source,
+        })?;
         v.insert(VALID_ATTACHMENTS.into(), list.clone());
         v.insert(LEGACY_ATTACHMENTS.into(), list);
-        serde_json::to_vec(&Value::Object(v))
-            .map_err(|e| CniError::decode(format!("encoding the GC config failed: {e}")))
+        encode(&v, "encoding the GC config")
     }
+}
+
+fn encode(m: &Map<String, Value>, what: &'static str) -> Result<Vec<u8>, ConfError> {
+    serde_json::to_vec(m).map_err(|source| ConfError::Encode { what, source })
 }

@@ -10,13 +10,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod delegate;
+mod error;
+pub mod keys;
 
 pub use delegate::DelegateContext;
+pub use error::ConfError;
 
 use super::env::validate_network_name;
-use super::error::CniError;
 use super::result::CniResult;
-use super::version::{negotiate, CniVersion};
+use super::version::{negotiate, CniVersion, VersionError};
 
 /// The GC (1.1.0) key listing the attachments to keep.
 pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
@@ -33,7 +35,7 @@ pub struct GcAttachment {
 
 /// Checks that a plugin `type` is a plain file name: not empty, no `/`, not `.` or `..`, no NUL.
 /// A type is joined to CNI_PATH directories, so anything else could run a binary elsewhere.
-pub fn validate_plugin_type(t: &str) -> Result<(), CniError> {
+pub fn validate_plugin_type(t: &str) -> Result<(), ConfError> {
     let reason = if t.is_empty() {
         Some("it is empty")
     } else if t.contains('/') {
@@ -46,20 +48,21 @@ pub fn validate_plugin_type(t: &str) -> Result<(), CniError> {
         None
     };
     match reason {
-        Some(reason) => Err(CniError::invalid_config(format!(
-            "plugin type {t:?} is refused: {reason}; it must be a plain file name in CNI_PATH"
-        ))),
+        Some(reason) => Err(ConfError::PluginType {
+            plugin_type: t.to_string(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
 
-fn as_object(v: Value, what: &str) -> Result<Map<String, Value>, CniError> {
+fn as_object(v: Value, what: &'static str) -> Result<Map<String, Value>, ConfError> {
     match v {
         Value::Object(m) => Ok(m),
-        other => Err(CniError::decode(format!(
-            "{what} is not a JSON object but {}",
-            kind(&other)
-        ))),
+        other => Err(ConfError::NotObject {
+            what,
+            kind: kind(&other),
+        }),
     }
 }
 
@@ -75,15 +78,25 @@ pub fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn opt_string(m: &Map<String, Value>, key: &str, what: &str) -> Result<Option<String>, CniError> {
+fn opt_string(
+    m: &Map<String, Value>,
+    key: &'static str,
+    what: &'static str,
+) -> Result<Option<String>, ConfError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(CniError::invalid_config(format!(
-            "{what}: {key:?} must be a string, not {}",
-            kind(other)
-        ))),
+        Some(other) => Err(ConfError::NotAString {
+            what,
+            key,
+            kind: kind(other),
+        }),
     }
+}
+
+/// The JSON of a config (`what` names it for the message).
+fn json(bytes: &[u8], what: &'static str) -> Result<Value, ConfError> {
+    serde_json::from_slice(bytes).map_err(|source| ConfError::NotJson { what, source })
 }
 
 /// One plugin's configuration.
@@ -102,16 +115,13 @@ pub struct NetConf {
 
 impl NetConf {
     /// Parses one plugin config. Not JSON is code 6; a bad `type`, `name` or `capabilities` is 7.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CniError> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("the network config is not JSON: {e}")))?;
-        Self::from_value(v)
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfError> {
+        Self::from_value(json(bytes, "the network config")?)
     }
 
-    pub fn from_value(v: Value) -> Result<Self, CniError> {
+    pub fn from_value(v: Value) -> Result<Self, ConfError> {
         let raw = as_object(v, "the network config")?;
-        let plugin_type = opt_string(&raw, "type", "network config")?
-            .ok_or_else(|| CniError::invalid_config("the network config has no \"type\""))?;
+        let plugin_type = opt_string(&raw, "type", "network config")?.ok_or(ConfError::NoType)?;
         validate_plugin_type(&plugin_type)?;
         let name = opt_string(&raw, "name", "network config")?;
         if let Some(n) = &name {
@@ -124,17 +134,18 @@ impl NetConf {
                 .iter()
                 .map(|(k, v)| match v {
                     Value::Bool(b) => Ok((k.clone(), *b)),
-                    other => Err(CniError::invalid_config(format!(
-                        "plugin {plugin_type:?}: capability {k:?} must be true or false, not {}",
-                        kind(other)
-                    ))),
+                    other => Err(ConfError::Capability {
+                        plugin_type: plugin_type.clone(),
+                        capability: k.clone(),
+                        kind: kind(other),
+                    }),
                 })
                 .collect::<Result<_, _>>()?,
             Some(other) => {
-                return Err(CniError::invalid_config(format!(
-                    "plugin {plugin_type:?}: \"capabilities\" must be an object, not {}",
-                    kind(other)
-                )))
+                return Err(ConfError::Capabilities {
+                    plugin_type,
+                    kind: kind(other),
+                })
             }
         };
         Ok(Self {
@@ -144,6 +155,12 @@ impl NetConf {
             cni_version,
             capabilities,
         })
+    }
+
+    /// The version this config speaks: its `cniVersion`, missing meaning 0.1.0 as libcni reads
+    /// it; code 1 when we do not implement it. The one reading of a plugin config's version.
+    pub fn version(&self) -> Result<CniVersion, VersionError> {
+        CniVersion::parse_or_default(self.cni_version.as_deref())
     }
 
     /// The whole config object as written.
@@ -171,32 +188,27 @@ impl NetConf {
     pub fn parsed_prev_result(
         &self,
         default_version: CniVersion,
-    ) -> Result<Option<CniResult>, CniError> {
+    ) -> Result<Option<CniResult>, ConfError> {
         match self.prev_result() {
             None | Some(Value::Null) => Ok(None),
             Some(v) => CniResult::from_value(v.clone(), default_version)
                 .map(Some)
-                .map_err(|e| CniError {
-                    msg: format!("prevResult: {}", e.msg),
-                    ..e
-                }),
+                .map_err(ConfError::PrevResult),
         }
     }
 
     /// GC's list of attachments to keep (`cni.dev/valid-attachments`, else the legacy
     /// `cni.dev/attachments`); `None` when neither is present. Malformed is code 7.
-    pub fn valid_attachments(&self) -> Result<Option<Vec<GcAttachment>>, CniError> {
+    pub fn valid_attachments(&self) -> Result<Option<Vec<GcAttachment>>, ConfError> {
         let Some((key, v)) = [VALID_ATTACHMENTS, LEGACY_ATTACHMENTS]
             .into_iter()
             .find_map(|k| self.raw.get(k).map(|v| (k, v)))
         else {
             return Ok(None);
         };
-        serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-            CniError::invalid_config(format!(
-                "{key:?} must be a list of {{\"containerID\", \"ifname\"}}: {e}"
-            ))
-        })
+        serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|source| ConfError::ValidAttachments { key, source })
     }
 
     /// Whether this plugin declares capability `cap` as true.
@@ -205,18 +217,17 @@ impl NetConf {
     }
 
     /// The `ipam.type`, validated like a plugin type (the plugin will exec it from CNI_PATH).
-    pub fn ipam_type(&self) -> Result<Option<&str>, CniError> {
+    pub fn ipam_type(&self) -> Result<Option<&str>, ConfError> {
         match self.ipam().and_then(|i| i.get("type")) {
             None => Ok(None),
             Some(Value::String(t)) => {
                 validate_plugin_type(t)?;
                 Ok(Some(t))
             }
-            Some(other) => Err(CniError::invalid_config(format!(
-                "plugin {:?}: ipam.type must be a string, not {}",
-                self.plugin_type,
-                kind(other)
-            ))),
+            Some(other) => Err(ConfError::IpamType {
+                plugin_type: self.plugin_type.clone(),
+                kind: kind(other),
+            }),
         }
     }
 }
@@ -235,16 +246,13 @@ pub struct NetConfList {
 
 impl NetConfList {
     /// Parses a conflist (an object with `plugins`). Code 6 for bad JSON, 7 for a bad list.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CniError> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("the network config list is not JSON: {e}")))?;
-        Self::from_value(v)
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfError> {
+        Self::from_value(json(bytes, "the network config list")?)
     }
 
     /// Parses either form: an object with `plugins` is a list, anything else a single conf.
-    pub fn from_bytes_any(bytes: &[u8]) -> Result<Self, CniError> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("the network config is not JSON: {e}")))?;
+    pub fn from_bytes_any(bytes: &[u8]) -> Result<Self, ConfError> {
+        let v = json(bytes, "the network config")?;
         if v.get("plugins").is_some() {
             Self::from_value(v)
         } else {
@@ -252,10 +260,9 @@ impl NetConfList {
         }
     }
 
-    pub fn from_value(v: Value) -> Result<Self, CniError> {
+    pub fn from_value(v: Value) -> Result<Self, ConfError> {
         let raw = as_object(v, "the network config list")?;
-        let name = opt_string(&raw, "name", "network config list")?
-            .ok_or_else(|| CniError::invalid_config("the network config list has no \"name\""))?;
+        let name = opt_string(&raw, "name", "network config list")?.ok_or(ConfError::NoListName)?;
         validate_network_name(&name)?;
         let cni_version = opt_string(&raw, "cniVersion", "network config list")?;
         let cni_versions = match raw.get("cniVersions") {
@@ -264,30 +271,31 @@ impl NetConfList {
                 a.iter()
                     .map(|v| match v {
                         Value::String(s) => Ok(s.clone()),
-                        other => Err(CniError::invalid_config(format!(
-                            "network {name:?}: \"cniVersions\" entries must be strings, not {}",
-                            kind(other)
-                        ))),
+                        other => Err(ConfError::CniVersionsEntry {
+                            network: name.clone(),
+                            kind: kind(other),
+                        }),
                     })
                     .collect::<Result<_, _>>()?,
             ),
             Some(other) => {
-                return Err(CniError::invalid_config(format!(
-                    "network {name:?}: \"cniVersions\" must be a list, not {}",
-                    kind(other)
-                )))
+                return Err(ConfError::CniVersions {
+                    network: name,
+                    kind: kind(other),
+                })
             }
         };
-        let flag = |key: &str| -> Result<bool, CniError> {
+        let flag = |key: &'static str| -> Result<bool, ConfError> {
             match raw.get(key) {
                 None | Some(Value::Null) => Ok(false),
                 Some(Value::Bool(b)) => Ok(*b),
                 // libcni accepts the strings too.
                 Some(Value::String(s)) => Ok(s.eq_ignore_ascii_case("true")),
-                Some(other) => Err(CniError::invalid_config(format!(
-                    "network {name:?}: {key:?} must be a boolean, not {}",
-                    kind(other)
-                ))),
+                Some(other) => Err(ConfError::Flag {
+                    network: name.clone(),
+                    key,
+                    kind: kind(other),
+                }),
             }
         };
         let disable_check = flag("disableCheck")?;
@@ -297,15 +305,11 @@ impl NetConfList {
                 .iter()
                 .map(|p| NetConf::from_value(p.clone()))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| CniError {
-                    msg: format!("network {name:?}: {}", e.msg),
-                    ..e
+                .map_err(|e| ConfError::InList {
+                    network: name.clone(),
+                    error: Box::new(e),
                 })?,
-            _ => {
-                return Err(CniError::invalid_config(format!(
-                    "network {name:?}: \"plugins\" must be a non-empty list"
-                )))
-            }
+            _ => return Err(ConfError::NoPlugins { network: name }),
         };
         Ok(Self {
             raw,
@@ -319,12 +323,9 @@ impl NetConfList {
     }
 
     /// A single conf as a list of one (as libcni does); the conf must have a name.
-    pub fn from_conf(conf: NetConf) -> Result<Self, CniError> {
-        let name = conf.name.clone().ok_or_else(|| {
-            CniError::invalid_config(format!(
-                "the network config of type {:?} has no \"name\"",
-                conf.plugin_type
-            ))
+    pub fn from_conf(conf: NetConf) -> Result<Self, ConfError> {
+        let name = conf.name.clone().ok_or_else(|| ConfError::NoConfName {
+            plugin_type: conf.plugin_type.clone(),
         })?;
         let mut raw = Map::new();
         raw.insert("name".into(), Value::String(name.clone()));
@@ -352,28 +353,30 @@ impl NetConfList {
 
     /// The version to speak with this network's plugins (highest supported `cniVersions` entry,
     /// else `cniVersion`); code 1 when none is supported.
-    pub fn negotiated_version(&self) -> Result<CniVersion, CniError> {
-        negotiate(self.cni_versions.as_deref(), self.cni_version.as_deref()).map_err(|e| CniError {
-            msg: format!("network {:?}: {}", self.name, e.msg),
-            ..e
+    pub fn negotiated_version(&self) -> Result<CniVersion, ConfError> {
+        negotiate(self.cni_versions.as_deref(), self.cni_version.as_deref()).map_err(|error| {
+            ConfError::Negotiation {
+                network: self.name.clone(),
+                error,
+            }
         })
     }
 
     /// Every requested capability arg must be declared by at least one plugin of the list; the
     /// spec says to fail rather than drop it silently (code 2).
-    pub fn check_capabilities(&self, requested: &Map<String, Value>) -> Result<(), CniError> {
-        let missing: Vec<&str> = requested
+    pub fn check_capabilities(&self, requested: &Map<String, Value>) -> Result<(), ConfError> {
+        let missing: Vec<String> = requested
             .keys()
             .filter(|k| !self.plugins.iter().any(|p| p.declares(k)))
-            .map(String::as_str)
+            .cloned()
             .collect();
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(CniError::unsupported_field(format!(
-                "network {:?}: no plugin declares the requested capabilities {missing:?}",
-                self.name
-            )))
+            Err(ConfError::UndeclaredCapabilities {
+                network: self.name.clone(),
+                missing,
+            })
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::IntoCni;
 use serde_json::json;
 
 fn list() -> NetConfList {
@@ -57,7 +58,9 @@ fn single_conf_becomes_a_list_of_one() {
     assert_eq!(l.plugins.len(), 1);
     assert_eq!(l.negotiated_version().unwrap(), CniVersion::V0_3_1);
     assert_eq!(l.plugins[0].raw()["master"], "eth0");
-    let nameless = NetConfList::from_bytes_any(br#"{"type":"macvlan"}"#).unwrap_err();
+    let nameless = NetConfList::from_bytes_any(br#"{"type":"macvlan"}"#)
+        .unwrap_err()
+        .cni();
     assert_eq!(nameless.code, 7);
 }
 
@@ -115,7 +118,7 @@ fn an_undeclared_capability_is_code_2() {
     assert!(l.check_capabilities(&rc).is_ok());
     rc.insert("bandwidth".into(), json!({}));
     rc.insert("deviceID".into(), json!("0000:03:02.0"));
-    let e = l.check_capabilities(&rc).unwrap_err();
+    let e = l.check_capabilities(&rc).unwrap_err().cni();
     assert_eq!(e.code, 2);
     assert!(
         e.msg.contains("bandwidth") && e.msg.contains("deviceID"),
@@ -126,14 +129,17 @@ fn an_undeclared_capability_is_code_2() {
 #[test]
 fn traversal_through_plugin_types_is_refused() {
     for t in ["../bridge", "/usr/bin/id", ".", "..", "a/b", "", "br\0idge"] {
-        let e = NetConf::from_value(json!({"type": t, "name": "n"})).unwrap_err();
+        let e = NetConf::from_value(json!({"type": t, "name": "n"}))
+            .unwrap_err()
+            .cni();
         assert_eq!(e.code, 7, "{t:?}");
     }
     let bad_ipam =
         NetConf::from_value(json!({"type": "bridge", "ipam": {"type": "../../tmp/x"}})).unwrap();
-    assert_eq!(bad_ipam.ipam_type().unwrap_err().code, 7);
-    let in_list =
-        NetConfList::from_value(json!({"name": "n", "plugins": [{"type": "../x"}]})).unwrap_err();
+    assert_eq!(bad_ipam.ipam_type().unwrap_err().cni().code, 7);
+    let in_list = NetConfList::from_value(json!({"name": "n", "plugins": [{"type": "../x"}]}))
+        .unwrap_err()
+        .cni();
     assert_eq!(in_list.code, 7);
     assert!(in_list.msg.contains("\"n\""), "{in_list}");
 }
@@ -161,7 +167,7 @@ fn gc_attachments_and_config() {
     assert_eq!(none.valid_attachments().unwrap(), None);
     let bad =
         NetConf::from_value(json!({"type": "x", "cni.dev/valid-attachments": "all"})).unwrap();
-    assert_eq!(bad.valid_attachments().unwrap_err().code, 7);
+    assert_eq!(bad.valid_attachments().unwrap_err().cni().code, 7);
 
     let keep = vec![GcAttachment {
         container_id: "c9".into(),
@@ -178,6 +184,7 @@ fn gc_attachments_and_config() {
     assert_eq!(
         none.gc_config("n", CniVersion::V1_0_0, &keep)
             .unwrap_err()
+            .cni()
             .code,
         1
     );
@@ -192,7 +199,10 @@ fn typed_prev_result() {
     assert_eq!(r.cni_version, CniVersion::V0_4_0);
     assert_eq!(r.ips[0].address.to_string(), "10.0.0.2/24");
     let bad = NetConf::from_value(json!({"type": "x", "prevResult": {"ips": 3}})).unwrap();
-    let e = bad.parsed_prev_result(CniVersion::V1_0_0).unwrap_err();
+    let e = bad
+        .parsed_prev_result(CniVersion::V1_0_0)
+        .unwrap_err()
+        .cni();
     assert_eq!(e.code, 6);
     assert!(e.msg.starts_with("prevResult"), "{e}");
     assert_eq!(
@@ -206,31 +216,40 @@ fn typed_prev_result() {
 
 #[test]
 fn malformed_configs() {
-    assert_eq!(NetConf::from_bytes(b"{").unwrap_err().code, 6);
-    assert_eq!(NetConf::from_bytes(b"[]").unwrap_err().code, 6);
-    assert_eq!(NetConf::from_bytes(br#"{"name":"n"}"#).unwrap_err().code, 7);
+    assert_eq!(NetConf::from_bytes(b"{").unwrap_err().cni().code, 6);
+    assert_eq!(NetConf::from_bytes(b"[]").unwrap_err().cni().code, 6);
+    assert_eq!(
+        NetConf::from_bytes(br#"{"name":"n"}"#)
+            .unwrap_err()
+            .cni()
+            .code,
+        7
+    );
     assert_eq!(
         NetConf::from_bytes(br#"{"type":"x","name":"bad name"}"#)
             .unwrap_err()
+            .cni()
             .code,
         7
     );
     assert_eq!(
         NetConf::from_bytes(br#"{"type":"x","capabilities":{"mac":"yes"}}"#)
             .unwrap_err()
+            .cni()
             .code,
         7
     );
     assert_eq!(
         NetConfList::from_bytes(br#"{"name":"n","plugins":[]}"#)
             .unwrap_err()
+            .cni()
             .code,
         7
     );
     let unsupported =
         NetConfList::from_bytes(br#"{"name":"n","cniVersion":"9.9.9","plugins":[{"type":"x"}]}"#)
             .unwrap();
-    assert_eq!(unsupported.negotiated_version().unwrap_err().code, 1);
+    assert_eq!(unsupported.negotiated_version().unwrap_err().cni().code, 1);
     let bad_args = NetConf::from_value(json!({"type": "x", "args": 5})).unwrap();
     let mut ca = Map::new();
     ca.insert("k".into(), json!(1));
@@ -241,5 +260,5 @@ fn malformed_configs() {
         runtime_config: &Map::new(),
         cni_args: Some(&ca),
     };
-    assert_eq!(bad_args.delegate_config(&ctx).unwrap_err().code, 7);
+    assert_eq!(bad_args.delegate_config(&ctx).unwrap_err().cni().code, 7);
 }

@@ -18,8 +18,20 @@ use serde::{Deserialize, Serialize};
 
 pub use ipnet::{IpNet, IpNetError};
 
-use super::error::CniError;
-use super::version::{CniVersion, ResultFamily};
+use super::version::{CniVersion, ResultFamily, VersionError};
+
+/// A result we cannot read: CNI code 1 for a version we do not speak, 6 for anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("the result is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error("the result's cniVersion is not a string: {0}")]
+    VersionNotAString(serde_json::Value),
+    #[error("the {version} result is malformed: {reason}")]
+    Malformed { version: CniVersion, reason: String },
+}
 
 /// An interface the plugin created or configured.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,9 +128,9 @@ impl CniResult {
     /// Parses a result in the layout of its `cniVersion` (missing: `default_version`, as libcni
     /// decodes a plugin's output with the config's version). Code 1 for an unknown version, 6
     /// for anything malformed.
-    pub fn parse(bytes: &[u8], default_version: CniVersion) -> Result<Self, CniError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("the result is not JSON: {e}")))?;
+    pub fn parse(bytes: &[u8], default_version: CniVersion) -> Result<Self, ResultError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(ResultError::NotJson)?;
         Self::from_value(value, default_version)
     }
 
@@ -126,19 +138,14 @@ impl CniResult {
     pub fn from_value(
         value: serde_json::Value,
         default_version: CniVersion,
-    ) -> Result<Self, CniError> {
+    ) -> Result<Self, ResultError> {
         let version = match value.get("cniVersion") {
             None => default_version,
             Some(serde_json::Value::String(s)) if s.is_empty() => default_version,
             Some(serde_json::Value::String(s)) => CniVersion::parse(s)?,
-            Some(other) => {
-                return Err(CniError::decode(format!(
-                    "the result's cniVersion is not a string: {other}"
-                )))
-            }
+            Some(other) => return Err(ResultError::VersionNotAString(other.clone())),
         };
-        wire::decode(value, version)
-            .map_err(|e| CniError::decode(format!("the {version} result is malformed: {e}")))
+        wire::decode(value, version).map_err(|reason| ResultError::Malformed { version, reason })
     }
 
     /// The result as `version` would have it (libcni's conversion rules; see the module doc).

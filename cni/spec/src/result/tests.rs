@@ -108,7 +108,7 @@ fn missing_version_uses_the_default_and_bad_input_is_code_6_or_1() {
         (br#"{"cniVersion":"0.2.0","ip4":{"ip":"nonsense"}}"#, 6),
     ];
     for (input, code) in cases {
-        let e = CniResult::parse(input, CniVersion::V1_0_0).unwrap_err();
+        let e = crate::CniError::from(CniResult::parse(input, CniVersion::V1_0_0).unwrap_err());
         assert_eq!(e.code, *code, "{}: {e}", String::from_utf8_lossy(input));
     }
 }
