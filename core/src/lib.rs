@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod gojson;
 pub mod inuse;
 pub mod netlink;
 pub mod netns;

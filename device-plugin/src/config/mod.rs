@@ -9,17 +9,16 @@
 //! file together, each with the field it concerns (`resourceList[1].selectors.vendors[0]`).
 
 pub mod keys;
-mod loose;
 mod resource;
 mod vfrange;
 
 use std::fmt;
 
-pub use loose::{Loose, Obj};
 pub use resource::{
     boolean, parse_pci_id, PfRef, RawResource, ResourceConfig, Selector, DEFAULT_PREFIX, RESOURCE,
     RESOURCE_KEYS,
 };
+pub use vfcore::gojson::{Loose, Obj};
 pub use vfrange::VfRange;
 
 /// One problem in a config, with the field it concerns.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use self::raw::{Given, Namespaces, RawConf};
+use self::raw::{Loose, Namespaces, RawConf};
 
 use crate::annotations::is_plugin_name;
 use crate::k8s::objects::is_dns_label;
@@ -210,7 +210,7 @@ impl GenieConf {
             .unwrap_or_default()
             .into_iter()
             .map(|e| {
-                let Given::Is(s) = e else {
+                let Loose::Ok(s) = e else {
                     return Err(key_err("defaultNetworks", "elements must be strings"));
                 };
                 check_nad_ref("defaultNetworks", &s)?;
@@ -377,23 +377,28 @@ fn check_nad_ref(key: &str, s: &str) -> Result<(), ConfError> {
     }
 }
 
-impl<T> Given<T> {
+/// A conf key's value by its name.
+trait Key<T> {
     /// The value, `None` when absent; one of another kind is refused naming `key`.
+    fn get(self, key: &str, problem: &str) -> Result<Option<T>, ConfError>;
+}
+
+impl<T> Key<T> for Loose<T> {
     fn get(self, key: &str, problem: &str) -> Result<Option<T>, ConfError> {
         match self {
-            Given::Absent => Ok(None),
-            Given::Is(v) => Ok(Some(v)),
-            Given::WrongKind => Err(key_err(key, problem)),
+            Loose::Absent => Ok(None),
+            Loose::Ok(v) => Ok(Some(v)),
+            Loose::Wrong(_) => Err(key_err(key, problem)),
         }
     }
 }
 
-fn string(key: &str, v: Given<String>) -> Result<Option<String>, ConfError> {
+fn string(key: &str, v: Loose<String>) -> Result<Option<String>, ConfError> {
     v.get(key, "must be a string")
 }
 
 /// An absolute path; an empty string is no path.
-fn path(key: &str, v: Given<String>) -> Result<Option<PathBuf>, ConfError> {
+fn path(key: &str, v: Loose<String>) -> Result<Option<PathBuf>, ConfError> {
     match string(key, v)?.filter(|s| !s.is_empty()) {
         Some(s) => abs_path(key, &s).map(Some),
         None => Ok(None),
@@ -411,13 +416,13 @@ fn log_level(key: &str, l: &str) -> Result<LogLevel, ConfError> {
 
 fn bounded_int(
     key: &str,
-    v: Given<u64>,
+    v: Loose<u64>,
     range: std::ops::RangeInclusive<u64>,
     default: u64,
 ) -> Result<u64, ConfError> {
     match v {
-        Given::Absent => Ok(default),
-        Given::Is(n) if range.contains(&n) => Ok(n),
+        Loose::Absent => Ok(default),
+        Loose::Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(key_err(
             key,
             format!(
@@ -430,7 +435,7 @@ fn bounded_int(
 }
 
 /// `globalNamespaces`, `systemNamespaces`: namespace names, `default` when absent.
-fn namespaces(key: &str, v: Given<Namespaces>, default: &[&str]) -> Result<Vec<String>, ConfError> {
+fn namespaces(key: &str, v: Loose<Namespaces>, default: &[&str]) -> Result<Vec<String>, ConfError> {
     let list = match v.get(key, "must be a comma list or a list of namespaces")? {
         None => return Ok(default.iter().map(|s| s.to_string()).collect()),
         Some(Namespaces::Comma(s)) => s
@@ -441,7 +446,7 @@ fn namespaces(key: &str, v: Given<Namespaces>, default: &[&str]) -> Result<Vec<S
         Some(Namespaces::List(a)) => a
             .into_iter()
             .map(|e| match e {
-                Given::Is(s) => Ok(s.trim().to_string()),
+                Loose::Ok(s) => Ok(s.trim().to_string()),
                 _ => Err(key_err(key, "elements must be strings")),
             })
             .collect::<Result<Vec<_>, _>>()?,

@@ -1,110 +1,79 @@
 //! The genie conf as it is written, decoded by serde's derive: every key optional, and a key of
-//! the wrong JSON kind kept as [`Given::WrongKind`] rather than failing the decode, so that the
+//! the wrong JSON kind kept ([`vfcore::gojson::Loose`]) rather than failing the decode, so that the
 //! validation step ([`super::GenieConf::from_raw`]) refuses it naming its key, in a fixed order.
 //! Keys match exactly (the genie conf has always been case-sensitive); unknown keys are ignored
 //! (a CNI conf carries many).
 
-use serde::de::{DeserializeOwned, Error as _};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value};
-
-/// One key's value: absent (or `null`), of the kind the key takes, or of another kind.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(super) enum Given<T> {
-    #[default]
-    Absent,
-    Is(T),
-    WrongKind,
-}
-
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Given<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match Value::deserialize(d)? {
-            Value::Null => Given::Absent,
-            v => serde_json::from_value(v).map_or(Given::WrongKind, Given::Is),
-        })
-    }
-}
-
-/// A JSON object read as `T` (a derived struct alone would also take a JSON list).
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Object<T>(pub T);
-
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let m = Map::<String, Value>::deserialize(d)?;
-        serde_json::from_value(Value::Object(m))
-            .map(Object)
-            .map_err(D::Error::custom)
-    }
-}
+pub(super) use vfcore::gojson::{Loose, Obj};
 
 /// `globalNamespaces` and `systemNamespaces`: a comma list or a list.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub(super) enum Namespaces {
     Comma(String),
-    List(Vec<Given<String>>),
+    List(Vec<Loose<String>>),
 }
 
 /// CNI-Genie's `kubernetes` object.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub(super) struct RawKubernetes {
-    pub kubeconfig: Given<String>,
-    pub k8s_api_root: Given<String>,
+    pub kubeconfig: Loose<String>,
+    pub k8s_api_root: Loose<String>,
 }
 
 /// Every key of the genie conf, as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub(super) struct RawConf {
-    pub name: Given<String>,
+    pub name: Loose<String>,
     #[serde(rename = "cniVersion")]
-    pub cni_version: Given<String>,
+    pub cni_version: Loose<String>,
     // CNI-Genie's keys.
-    pub default_plugin: Given<String>,
-    pub kubernetes: Given<Object<RawKubernetes>>,
+    pub default_plugin: Loose<String>,
+    pub kubernetes: Loose<Obj<RawKubernetes>>,
     #[serde(rename = "cAdvisor_address")]
-    pub cadvisor_address: Given<String>,
+    pub cadvisor_address: Loose<String>,
     #[serde(rename = "log_level")]
-    pub genie_log_level: Given<String>,
+    pub genie_log_level: Loose<String>,
     // Multus' keys.
-    pub kubeconfig: Given<String>,
+    pub kubeconfig: Loose<String>,
     #[serde(rename = "logLevel")]
-    pub log_level: Given<String>,
+    pub log_level: Loose<String>,
     #[serde(rename = "logFile")]
-    pub log_file: Given<String>,
+    pub log_file: Loose<String>,
     #[serde(rename = "clusterNetwork")]
-    pub cluster_network: Given<String>,
+    pub cluster_network: Loose<String>,
     #[serde(rename = "defaultNetworks")]
-    pub default_networks: Given<Vec<Given<String>>>,
-    pub delegates: Given<Vec<Value>>,
+    pub default_networks: Loose<Vec<Loose<String>>>,
+    pub delegates: Loose<Vec<Value>>,
     #[serde(rename = "confDir")]
-    pub conf_dir: Given<String>,
+    pub conf_dir: Loose<String>,
     #[serde(rename = "cniDir")]
-    pub cni_dir: Given<String>,
+    pub cni_dir: Loose<String>,
     #[serde(rename = "binDir")]
-    pub bin_dir: Given<String>,
-    pub readinessindicatorfile: Given<String>,
+    pub bin_dir: Loose<String>,
+    pub readinessindicatorfile: Loose<String>,
     #[serde(rename = "namespaceIsolation")]
-    pub namespace_isolation: Given<bool>,
+    pub namespace_isolation: Loose<bool>,
     #[serde(rename = "globalNamespaces")]
-    pub global_namespaces: Given<Namespaces>,
+    pub global_namespaces: Loose<Namespaces>,
     #[serde(rename = "systemNamespaces")]
-    pub system_namespaces: Given<Namespaces>,
+    pub system_namespaces: Loose<Namespaces>,
     // Ours.
     #[serde(rename = "podResourcesSocket")]
-    pub pod_resources_socket: Given<String>,
+    pub pod_resources_socket: Loose<String>,
     #[serde(rename = "kubeletCheckpoint")]
-    pub kubelet_checkpoint: Given<String>,
+    pub kubelet_checkpoint: Loose<String>,
     #[serde(rename = "deviceInfoDir")]
-    pub device_info_dir: Given<String>,
-    pub sriov: Given<Map<String, Value>>,
+    pub device_info_dir: Loose<String>,
+    pub sriov: Loose<Map<String, Value>>,
     #[serde(rename = "allowedTenantPaths")]
-    pub allowed_tenant_paths: Given<Map<String, Value>>,
+    pub allowed_tenant_paths: Loose<Map<String, Value>>,
     #[serde(rename = "maxNetworksPerPod")]
-    pub max_networks_per_pod: Given<u64>,
+    pub max_networks_per_pod: Loose<u64>,
     #[serde(rename = "addTimeoutSeconds")]
-    pub add_timeout_seconds: Given<u64>,
+    pub add_timeout_seconds: Loose<u64>,
 }

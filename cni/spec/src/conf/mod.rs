@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 
 mod delegate;
 mod error;
-pub mod keys;
 
 pub use delegate::DelegateContext;
 pub use error::ConfError;
@@ -67,16 +66,7 @@ fn as_object(v: Value, what: &'static str) -> Result<Map<String, Value>, ConfErr
 }
 
 /// What a JSON value is, for messages ("a string is expected, not an array").
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use vfcore::gojson::kind;
 
 fn opt_string(
     m: &Map<String, Value>,

@@ -29,7 +29,8 @@ use super::node::{DeviceInfoRefusal, NodeDirs, STATE_DIR_ENV};
 
 mod raw;
 
-use raw::{Field, RawConf, RawIpam, RawRuntime};
+use raw::{Field, Obj, RawConf, RawIpam, RawRuntime};
+use vfcore::gojson::kind;
 
 /// The key that once moved the state dir; refused now (the node sets the state dir).
 pub const STATE_DIR_KEY: &str = "stateDir";
@@ -122,12 +123,12 @@ fn invalid(key: &'static str, why: Invalid) -> NetconfError {
 fn string(f: Field<String>, key: &'static str) -> Result<Option<String>, NetconfError> {
     match f {
         Field::Absent => Ok(None),
-        Field::Given(s) => Ok(Some(s)),
-        Field::Wrong(found) => Err(invalid(
+        Field::Ok(s) => Ok(Some(s)),
+        Field::Wrong(v) => Err(invalid(
             key,
             Invalid::Type {
                 expected: "a string",
-                found,
+                found: kind(&v),
             },
         )),
     }
@@ -146,15 +147,15 @@ fn integer(
 ) -> Result<Option<i64>, NetconfError> {
     match f {
         Field::Absent => Ok(None),
-        Field::Given(n) => match n.as_i64() {
+        Field::Ok(n) => match n.as_i64() {
             Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
             _ => Err(invalid(key, Invalid::Range { value: n, min, max })),
         },
-        Field::Wrong(found) => Err(invalid(
+        Field::Wrong(v) => Err(invalid(
             key,
             Invalid::Type {
                 expected: "an integer",
-                found,
+                found: kind(&v),
             },
         )),
     }
@@ -226,13 +227,13 @@ impl SriovConf {
         let raw = RawConf::decode(netconf.raw()).map_err(NetconfError::Decode)?;
         let rc = match raw.runtime_config {
             Field::Absent => RawRuntime::default(),
-            Field::Given(rc) => rc,
-            Field::Wrong(found) => {
+            Field::Ok(Obj(rc)) => rc,
+            Field::Wrong(v) => {
                 return Err(invalid(
                     "runtimeConfig",
                     Invalid::Type {
                         expected: "an object",
-                        found,
+                        found: kind(&v),
                     },
                 ))
             }
@@ -377,23 +378,23 @@ impl SriovConf {
 }
 
 /// `ipam.type`, validated like a plugin type (the IPAM plugin is run from CNI_PATH).
-fn ipam_type(ipam: Field<RawIpam>) -> Result<Option<String>, NetconfError> {
+fn ipam_type(ipam: Field<Obj<RawIpam>>) -> Result<Option<String>, NetconfError> {
     match ipam {
         Field::Absent => Ok(None),
-        Field::Given(ipam) => match ipam.plugin_type {
-            Field::Given(t) if !t.is_empty() => {
+        Field::Ok(Obj(ipam)) => match ipam.plugin_type {
+            Field::Ok(t) if !t.is_empty() => {
                 validate_plugin_type(&t)
                     .map_err(|e| invalid("ipam.type", Invalid::PluginType(e)))?;
                 Ok(Some(t))
             }
-            Field::Given(_) | Field::Absent => Ok(None),
+            Field::Ok(_) | Field::Absent => Ok(None),
             Field::Wrong(_) => Err(invalid("ipam.type", Invalid::NotAString)),
         },
-        Field::Wrong(found) => Err(invalid(
+        Field::Wrong(v) => Err(invalid(
             "ipam",
             Invalid::Type {
                 expected: "an object",
-                found,
+                found: kind(&v),
             },
         )),
     }

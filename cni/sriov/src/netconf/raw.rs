@@ -3,11 +3,24 @@
 //! fails the decoding: each field says whether it was absent, of the expected JSON type, or of
 //! another one, and the validation ([`super::SriovConf::from_netconf`]) words the refusal.
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Number, Value};
+use vfcore::gojson::keys::{canonical, Keys};
+pub use vfcore::gojson::{Loose, Obj, Present};
 
-use crate::spec::conf::keys::canonical;
-use crate::spec::conf::kind;
+/// The keys of the config object this plugin reads, and of the objects it reads inside it.
+const TREE: Keys = Keys {
+    known: KEYS,
+    nested: &[("runtimeConfig", &RUNTIME), ("ipam", &IPAM)],
+};
+const RUNTIME: Keys = Keys {
+    known: RUNTIME_KEYS,
+    nested: &[],
+};
+const IPAM: Keys = Keys {
+    known: IPAM_KEYS,
+    nested: &[],
+};
 
 /// The keys of the config object this plugin reads.
 pub const KEYS: &[&str] = &[
@@ -35,71 +48,8 @@ pub const RUNTIME_KEYS: &[&str] = &["deviceID", "mac", "CNIDeviceInfoFile"];
 pub const IPAM_KEYS: &[&str] = &["type"];
 
 /// One value of the config: absent (or null, which Go reads as absent), of the JSON type the key
-/// takes, or of another type (its kind, for the message).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Field<T> {
-    #[default]
-    Absent,
-    Given(T),
-    Wrong(&'static str),
-}
-
-/// A JSON type a key takes.
-pub trait Expect: Sized {
-    /// The value when it is of this type, else the value back.
-    fn take(v: Value) -> Result<Self, Value>;
-}
-
-impl Expect for String {
-    fn take(v: Value) -> Result<Self, Value> {
-        match v {
-            Value::String(s) => Ok(s),
-            other => Err(other),
-        }
-    }
-}
-
-impl Expect for Number {
-    fn take(v: Value) -> Result<Self, Value> {
-        match v {
-            Value::Number(n) => Ok(n),
-            other => Err(other),
-        }
-    }
-}
-
-/// An object section, its keys brought to our spelling first.
-fn section<T: for<'de> Deserialize<'de>>(v: Value, keys: &[&str]) -> Result<T, Value> {
-    match v {
-        Value::Object(m) => {
-            // Every field is a `Field` or a `Present`, which take any value: this cannot fail.
-            serde_json::from_value(Value::Object(canonical(&m, keys))).map_err(|_| Value::Object(m))
-        }
-        other => Err(other),
-    }
-}
-
-impl<'de, T: Expect> Deserialize<'de> for Field<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match Value::deserialize(d)? {
-            Value::Null => Field::Absent,
-            v => match T::take(v) {
-                Ok(t) => Field::Given(t),
-                Err(v) => Field::Wrong(kind(&v)),
-            },
-        })
-    }
-}
-
-/// Whether a key is there at all, whatever its value (null included).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Present(pub bool);
-
-impl<'de> Deserialize<'de> for Present {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
-    }
-}
+/// takes, or of another type (kept for the message).
+pub type Field<T> = Loose<T>;
 
 /// `runtimeConfig`: what the runtime (Multus) adds per attachment.
 #[derive(Debug, Default, Deserialize)]
@@ -112,24 +62,12 @@ pub struct RawRuntime {
     pub device_info_file: Field<String>,
 }
 
-impl Expect for RawRuntime {
-    fn take(v: Value) -> Result<Self, Value> {
-        section(v, RUNTIME_KEYS)
-    }
-}
-
 /// `ipam`: only its `type` matters here (the IPAM plugin reads the rest).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawIpam {
     #[serde(rename = "type")]
     pub plugin_type: Field<String>,
-}
-
-impl Expect for RawIpam {
-    fn take(v: Value) -> Result<Self, Value> {
-        section(v, IPAM_KEYS)
-    }
 }
 
 /// The config object, as sriov-cni's `NetConf` reads it (and our `mtu`, `pciBusID`, and the old
@@ -153,13 +91,13 @@ pub struct RawConf {
     pub min_tx_rate: Field<Number>,
     pub max_tx_rate: Field<Number>,
     pub mtu: Field<Number>,
-    pub ipam: Field<RawIpam>,
+    pub ipam: Field<Obj<RawIpam>>,
     #[serde(rename = "logLevel")]
     pub log_level: Field<String>,
     #[serde(rename = "logFile")]
     pub log_file: Field<String>,
     #[serde(rename = "runtimeConfig")]
-    pub runtime_config: Field<RawRuntime>,
+    pub runtime_config: Field<Obj<RawRuntime>>,
     #[serde(rename = "stateDir")]
     pub state_dir: Present,
 }
@@ -167,7 +105,7 @@ pub struct RawConf {
 impl RawConf {
     /// Decodes the config object (keys matched case-insensitively, unknown ones ignored).
     pub fn decode(m: &Map<String, Value>) -> Result<Self, serde_json::Error> {
-        serde_json::from_value(Value::Object(canonical(m, KEYS)))
+        serde_json::from_value(canonical(&Value::Object(m.clone()), &TREE))
     }
 }
 
@@ -184,20 +122,20 @@ mod tests {
     fn keys_are_matched_as_go_matches_them() {
         let c = decode(json!({"VLAN": 5, "DeviceId": "x", "Link_State": "auto",
             "runtimeconfig": {"MAC": "m"}, "IPAM": {"Type": "host-local"}, "colour": 1}));
-        assert_eq!(c.vlan, Field::Given(Number::from(5)));
-        assert_eq!(c.device_id, Field::Given("x".into()));
-        assert_eq!(c.link_state, Field::Given("auto".into()));
-        let Field::Given(rc) = c.runtime_config else {
+        assert_eq!(c.vlan, Loose::Ok(Number::from(5)));
+        assert_eq!(c.device_id, Loose::Ok("x".into()));
+        assert_eq!(c.link_state, Loose::Ok("auto".into()));
+        let Loose::Ok(Obj(rc)) = c.runtime_config else {
             panic!("no runtimeConfig")
         };
-        assert_eq!(rc.mac, Field::Given("m".into()));
-        let Field::Given(ipam) = c.ipam else {
+        assert_eq!(rc.mac, Loose::Ok("m".into()));
+        let Loose::Ok(Obj(ipam)) = c.ipam else {
             panic!("no ipam")
         };
-        assert_eq!(ipam.plugin_type, Field::Given("host-local".into()));
+        assert_eq!(ipam.plugin_type, Loose::Ok("host-local".into()));
         // The exact spelling wins over a folded one.
         let c = decode(json!({"vlan": 1, "Vlan": 2}));
-        assert_eq!(c.vlan, Field::Given(Number::from(1)));
+        assert_eq!(c.vlan, Loose::Ok(Number::from(1)));
     }
 
     #[test]
@@ -206,11 +144,11 @@ mod tests {
             json!({"vlan": "100", "mac": 7, "ipam": "x", "runtimeConfig": 3,
             "trust": null, "stateDir": null}),
         );
-        assert_eq!(c.vlan, Field::Wrong("a string"));
-        assert_eq!(c.mac, Field::Wrong("a number"));
-        assert!(matches!(c.ipam, Field::Wrong("a string")));
-        assert!(matches!(c.runtime_config, Field::Wrong("a number")));
-        assert_eq!(c.trust, Field::Absent);
+        assert_eq!(c.vlan, Loose::Wrong(json!("100")));
+        assert_eq!(c.mac, Loose::Wrong(json!(7)));
+        assert!(matches!(c.ipam, Loose::Wrong(Value::String(_))));
+        assert!(matches!(c.runtime_config, Loose::Wrong(Value::Number(_))));
+        assert_eq!(c.trust, Loose::Absent);
         assert_eq!(c.state_dir, Present(true));
         assert_eq!(decode(json!({})).state_dir, Present(false));
     }
