@@ -1,3 +1,4 @@
+use super::talk::StderrLog;
 use super::*;
 use std::os::unix::fs::PermissionsExt;
 
