@@ -277,6 +277,15 @@ fn the_daemon_set_mounts_every_host_path_the_agent_uses() {
 fn the_daemon_set_runs_where_and_how_the_agent_needs() {
     let m = load();
     let ds = agent_daemon_set(&m);
+    // The environment the agent is measured with is the one it is deployed with.
+    let env = agent_container(ds).env.clone().unwrap_or_default();
+    for (name, value) in vfagent::DEPLOYED_ENV {
+        assert!(
+            env.iter()
+                .any(|e| e.name == *name && e.value.as_deref() == Some(*value)),
+            "the agent's DaemonSet does not set {name}={value}"
+        );
+    }
     assert_eq!(ds.metadata.namespace.as_deref(), Some("kube-system"));
     let ds_spec = &ds.spec;
     assert_eq!(

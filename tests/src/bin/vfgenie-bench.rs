@@ -261,6 +261,7 @@ async fn agent_process(dir: &Path, sys: &Path) -> anyhow::Result<()> {
         .arg("--pod-resources-socket")
         .arg(dir.join("no-kubelet-pod-resources.sock"))
         .args(["--metrics-addr", "off"])
+        .envs(vfagent::DEPLOYED_ENV.iter().copied())
         .env("VFGENIE_SYSFS_ROOT", sys)
         .env("VFGENIE_LOG", "warn")
         .stdin(Stdio::null())
