@@ -305,6 +305,37 @@ impl Https {
     }
 }
 
+/// `RssAnon` and `RssFile` of `pid` in MB: the heap and stacks apart from the mapped binary.
+fn rss_split(pid: u32) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let kib: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name}"))?;
+        Ok(kib / 1024.0)
+    };
+    Ok(format!(
+        "RssAnon {:.1} MB, RssFile {:.1} MB",
+        field("RssAnon:")?,
+        field("RssFile:")?
+    ))
+}
+
+/// User and system CPU time of `pid` so far (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command, which is in parentheses and may hold spaces.
+    let rest = text.rsplit_once(')').context("no command")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks =
+        |i: usize| -> anyhow::Result<u64> { Ok(fields.get(i).context("short stat")?.parse()?) };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
 /// The controller's stderr, for a failure's message.
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -397,13 +428,15 @@ async fn run() -> anyhow::Result<()> {
     };
     let mut client = client.context("no connection")?;
     println!(
-        "controller.sync_20k_objects: {} from spawn to /readyz 200 ({OBJECTS} NADs, {OBJECTS} LogicalNetworks, {NAMESPACES} namespaces listed and watched)",
-        fmt(ready)
+        "controller.sync_20k_objects: {} from spawn to /readyz 200 ({OBJECTS} NADs, {OBJECTS} LogicalNetworks, {NAMESPACES} namespaces listed and watched; the controller's CPU time meanwhile {})",
+        fmt(ready),
+        fmt(cpu_time(pid)?)
     );
     let rss = rss_kib(pid)?;
     println!(
-        "controller.rss_synced: {:.1} MB VmRSS (caches of {} objects)  aim < 40 MB: {}",
+        "controller.rss_synced: {:.1} MB VmRSS ({}; caches of {} objects)  aim < 40 MB: {}",
         rss as f64 / 1024.0,
+        rss_split(pid)?,
         2 * OBJECTS + NAMESPACES,
         verdict(rss < 40 * 1024)
     );
@@ -446,8 +479,9 @@ async fn run() -> anyhow::Result<()> {
 
     let rss = rss_kib(pid)?;
     println!(
-        "controller.rss_after_reviews: {:.1} MB VmRSS  aim < 40 MB: {}",
+        "controller.rss_after_reviews: {:.1} MB VmRSS ({})  aim < 40 MB: {}",
         rss as f64 / 1024.0,
+        rss_split(pid)?,
         verdict(rss < 40 * 1024)
     );
     drop(client);
