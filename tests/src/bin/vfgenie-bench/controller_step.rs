@@ -305,7 +305,8 @@ impl Https {
     }
 }
 
-/// `RssAnon` and `RssFile` of `pid` in MB: the heap and stacks apart from the mapped binary.
+/// `RssAnon` and `RssFile` of `pid` in MB (the heap and stacks apart from the mapped binary), and
+/// `VmHWM`, the peak (the first listing's pages and decoding come and go).
 fn rss_split(pid: u32) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<f64> {
@@ -318,9 +319,10 @@ fn rss_split(pid: u32) -> anyhow::Result<String> {
         Ok(kib / 1024.0)
     };
     Ok(format!(
-        "RssAnon {:.1} MB, RssFile {:.1} MB",
+        "RssAnon {:.1} MB, RssFile {:.1} MB, peak VmHWM {:.1} MB",
         field("RssAnon:")?,
-        field("RssFile:")?
+        field("RssFile:")?,
+        field("VmHWM:")?
     ))
 }
 
