@@ -1,43 +1,137 @@
 //! The real [`Lookup`]: kube-runtime reflector caches of NetworkAttachmentDefinitions,
 //! LogicalNetworks and namespaces, each kept by a watcher that relists with backoff. Synced once
 //! every cache has its first complete listing.
+//!
+//! NADs and LogicalNetworks are decoded to our types once, as they arrive ([`Cached`]), so that a
+//! lookup copies one typed object and the overlap check of a LogicalNetwork review looks through
+//! the cache in place: with 10,000 LogicalNetworks, converting them all from `DynamicObject`s on
+//! each review took about 20 ms, and the `DynamicObject`s' JSON trees held about twice the memory
+//! (`hack/bench controller`).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, GroupVersionKind};
-use kube::discovery::ApiResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as KubeMeta;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::Api;
 use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use vfkube::objects::{LogicalNetwork, NetworkAttachmentDefinition};
 
 use crate::lookup::Lookup;
 
-fn nad_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
-        "network-attachment-definitions",
-    )
+/// One of our kinds, as the caches hold it: decoded once when it arrives from the API server
+/// (not on every lookup), and only the fields admission reads (no managedFields, no unknown
+/// fields).
+pub trait Cacheable: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
+    const GROUP: &'static str;
+    const VERSION: &'static str;
+    const KIND: &'static str;
+    const PLURAL: &'static str;
 }
 
-fn logical_network_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("alpha.network.k8s.io", "v1", "LogicalNetwork"),
-        "logicalnetworks",
-    )
+impl Cacheable for NetworkAttachmentDefinition {
+    const GROUP: &'static str = "k8s.cni.cncf.io";
+    const VERSION: &'static str = "v1";
+    const KIND: &'static str = "NetworkAttachmentDefinition";
+    const PLURAL: &'static str = "network-attachment-definitions";
+}
+
+impl Cacheable for LogicalNetwork {
+    const GROUP: &'static str = "alpha.network.k8s.io";
+    const VERSION: &'static str = "v1";
+    const KIND: &'static str = "LogicalNetwork";
+    const PLURAL: &'static str = "logicalnetworks";
+}
+
+/// A cached object: the metadata the reflector and its watcher read (name, namespace,
+/// resourceVersion), and the object in our type. An object that does not decode to our type is
+/// kept as `None`, treated as absent and logged once, when it arrives (our types accept every
+/// object the API server holds).
+#[derive(Debug, Clone)]
+pub struct Cached<T> {
+    meta: KubeMeta,
+    object: Option<T>,
+}
+
+impl<T> Cached<T> {
+    pub fn object(&self) -> Option<&T> {
+        self.object.as_ref()
+    }
+}
+
+impl<'de, T: Cacheable> Deserialize<'de> for Cached<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let field = |k: &str| {
+            v.pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let meta = KubeMeta {
+            name: field("name"),
+            namespace: field("namespace"),
+            resource_version: field("resourceVersion"),
+            ..KubeMeta::default()
+        };
+        let object = match T::deserialize(&v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    kind = T::KIND,
+                    namespace = meta.namespace.as_deref().unwrap_or(""),
+                    name = meta.name.as_deref().unwrap_or(""),
+                    error = %e,
+                    "cached object does not decode"
+                );
+                None
+            }
+        };
+        Ok(Self { meta, object })
+    }
+}
+
+impl<T: Cacheable> kube::Resource for Cached<T> {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::KIND)
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::GROUP)
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::VERSION)
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::PLURAL)
+    }
+
+    fn meta(&self) -> &KubeMeta {
+        &self.meta
+    }
+
+    fn meta_mut(&mut self) -> &mut KubeMeta {
+        &mut self.meta
+    }
 }
 
 /// The caches, and the tasks that keep them.
 pub struct Caches {
-    nads: Store<DynamicObject>,
-    nad_resource: ApiResource,
-    lns: Store<DynamicObject>,
-    ln_resource: ApiResource,
+    nads: Store<Cached<NetworkAttachmentDefinition>>,
+    lns: Store<Cached<LogicalNetwork>>,
     namespaces: Store<Namespace>,
     synced: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -63,11 +157,9 @@ where
 impl Caches {
     /// Starts the watchers (cluster-wide) on `client`.
     pub fn start(client: Client) -> Self {
-        let nad_resource = nad_resource();
-        let ln_resource = logical_network_resource();
-        let nad_writer = Writer::new(nad_resource.clone());
+        let nad_writer: Writer<Cached<NetworkAttachmentDefinition>> = Writer::default();
         let nads = nad_writer.as_reader();
-        let ln_writer = Writer::new(ln_resource.clone());
+        let ln_writer: Writer<Cached<LogicalNetwork>> = Writer::default();
         let lns = ln_writer.as_reader();
         let ns_writer: Writer<Namespace> = Writer::default();
         let namespaces = ns_writer.as_reader();
@@ -77,14 +169,14 @@ impl Caches {
                 "NetworkAttachmentDefinition",
                 reflector::reflector(
                     nad_writer,
-                    watcher(Api::all_with(client.clone(), &nad_resource), cfg()).default_backoff(),
+                    watcher(Api::all(client.clone()), cfg()).default_backoff(),
                 ),
             ),
             keep(
                 "LogicalNetwork",
                 reflector::reflector(
                     ln_writer,
-                    watcher(Api::all_with(client.clone(), &ln_resource), cfg()).default_backoff(),
+                    watcher(Api::all(client.clone()), cfg()).default_backoff(),
                 ),
             ),
             keep(
@@ -98,9 +190,7 @@ impl Caches {
         let synced = Arc::new(AtomicBool::new(false));
         let mut caches = Self {
             nads,
-            nad_resource,
             lns,
-            ln_resource,
             namespaces,
             synced,
             tasks,
@@ -132,44 +222,36 @@ impl Drop for Caches {
     }
 }
 
-/// Converts a cached object to our type; an object that does not convert is treated as absent
-/// (and logged), since our types accept every object the API server holds.
-fn convert<T: DeserializeOwned>(o: &DynamicObject) -> Option<T> {
-    let v = serde_json::to_value(o).ok()?;
-    match serde_json::from_value(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            tracing::warn!(
-                namespace = o.metadata.namespace.as_deref().unwrap_or(""),
-                name = o.metadata.name.as_deref().unwrap_or(""),
-                error = %e,
-                "cached object does not decode"
-            );
-            None
-        }
-    }
-}
-
-fn get(
-    store: &Store<DynamicObject>,
-    ar: &ApiResource,
-    namespace: &str,
-    name: &str,
-) -> Option<Arc<DynamicObject>> {
-    store.get(&ObjectRef::new_with(name, ar.clone()).within(namespace))
+fn get<T: Cacheable>(store: &Store<Cached<T>>, namespace: &str, name: &str) -> Option<T> {
+    store
+        .get(&ObjectRef::new(name).within(namespace))
+        .and_then(|c| c.object.clone())
 }
 
 impl Lookup for Caches {
     fn nad(&self, namespace: &str, name: &str) -> Option<NetworkAttachmentDefinition> {
-        get(&self.nads, &self.nad_resource, namespace, name).and_then(|o| convert(&o))
+        get(&self.nads, namespace, name)
     }
 
     fn logical_network(&self, namespace: &str, name: &str) -> Option<LogicalNetwork> {
-        get(&self.lns, &self.ln_resource, namespace, name).and_then(|o| convert(&o))
+        get(&self.lns, namespace, name)
     }
 
     fn logical_networks(&self) -> Vec<LogicalNetwork> {
-        self.lns.state().iter().filter_map(|o| convert(o)).collect()
+        self.lns
+            .state()
+            .iter()
+            .filter_map(|c| c.object.clone())
+            .collect()
+    }
+
+    fn find_logical_network(
+        &self,
+        predicate: &dyn Fn(&LogicalNetwork) -> bool,
+    ) -> Option<LogicalNetwork> {
+        self.lns
+            .find(|c| c.object.as_ref().is_some_and(predicate))
+            .and_then(|c| c.object.clone())
     }
 
     fn namespace_exists(&self, name: &str) -> bool {
@@ -178,5 +260,49 @@ impl Lookup for Caches {
 
     fn synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource;
+    use serde_json::json;
+
+    #[test]
+    fn objects_are_decoded_once_to_our_types_and_keyed_by_their_metadata() {
+        let c: Cached<LogicalNetwork> = serde_json::from_value(json!({
+            "apiVersion": "alpha.network.k8s.io/v1", "kind": "LogicalNetwork",
+            "metadata": {"name": "red", "namespace": "a", "uid": "u1", "resourceVersion": "7",
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"physicalNet": "p1", "plugin": "bridge", "subnet": "10.1.0.0/24"}}))
+        .unwrap();
+        assert_eq!(c.meta().name.as_deref(), Some("red"));
+        assert_eq!(c.meta().namespace.as_deref(), Some("a"));
+        assert_eq!(c.meta().resource_version.as_deref(), Some("7"));
+        assert!(c.meta().managed_fields.is_none());
+        let ln = c.object().unwrap();
+        assert_eq!(
+            (ln.metadata.uid.as_str(), ln.spec.subnet.as_str()),
+            ("u1", "10.1.0.0/24")
+        );
+        assert_eq!(
+            Cached::<NetworkAttachmentDefinition>::url_path(&(), Some("a")),
+            "/apis/k8s.cni.cncf.io/v1/namespaces/a/network-attachment-definitions"
+        );
+        assert_eq!(
+            Cached::<LogicalNetwork>::url_path(&(), None),
+            "/apis/alpha.network.k8s.io/v1/logicalnetworks"
+        );
+    }
+
+    #[test]
+    fn an_object_that_does_not_decode_is_kept_as_absent() {
+        let c: Cached<NetworkAttachmentDefinition> = serde_json::from_value(json!({
+            "metadata": {"name": "n", "namespace": "a", "resourceVersion": "3"},
+            "spec": {"config": 5}}))
+        .unwrap();
+        assert_eq!(c.meta().name.as_deref(), Some("n"));
+        assert!(c.object().is_none());
     }
 }

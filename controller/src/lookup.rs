@@ -15,8 +15,16 @@ pub trait Lookup: Send + Sync + 'static {
     fn nad(&self, namespace: &str, name: &str) -> Option<NetworkAttachmentDefinition>;
     /// The LogicalNetwork `namespace/name`, when it exists.
     fn logical_network(&self, namespace: &str, name: &str) -> Option<LogicalNetwork>;
-    /// Every LogicalNetwork of every namespace (subnet overlap is checked across them).
+    /// Every LogicalNetwork of every namespace.
     fn logical_networks(&self) -> Vec<LogicalNetwork>;
+    /// A LogicalNetwork of any namespace for which `predicate` holds, if any (subnet overlap is
+    /// checked across them all). Implementations look in place, copying only the one found.
+    fn find_logical_network(
+        &self,
+        predicate: &dyn Fn(&LogicalNetwork) -> bool,
+    ) -> Option<LogicalNetwork> {
+        self.logical_networks().into_iter().find(|l| predicate(l))
+    }
     /// Whether the namespace exists.
     fn namespace_exists(&self, name: &str) -> bool;
     /// Whether the caches hold a complete first listing (`/readyz` waits for it).
@@ -109,6 +117,18 @@ impl Lookup for MemoryLookup {
             .values()
             .cloned()
             .collect()
+    }
+
+    fn find_logical_network(
+        &self,
+        predicate: &dyn Fn(&LogicalNetwork) -> bool,
+    ) -> Option<LogicalNetwork> {
+        self.lns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|l| predicate(l))
+            .cloned()
     }
 
     fn namespace_exists(&self, name: &str) -> bool {

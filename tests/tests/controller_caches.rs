@@ -88,6 +88,11 @@ async fn the_caches_sync_and_follow_creates_and_deletes() {
     let ln = caches.logical_network("tenant-a", "ln-a").unwrap();
     assert_eq!(ln.spec.subnet, "10.10.1.0/24");
     assert_eq!(caches.logical_networks().len(), 1);
+    let found = caches.find_logical_network(&|l| l.spec.physical_net == "phys-1");
+    assert_eq!(found.unwrap().metadata.name, "ln-a");
+    assert!(caches
+        .find_logical_network(&|l| l.spec.physical_net == "phys-2")
+        .is_none());
 
     server.add_nad("tenant-a", "net-b", BRIDGE, None);
     wait_until("net-b is cached", || {

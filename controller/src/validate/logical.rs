@@ -8,6 +8,7 @@
 //! `spec.config`, its IPAM range is the one the subnet must lie inside.
 
 use serde_json::Value;
+use vfkube::annotations::IpCidr;
 use vfkube::logical::{apply_logical_network, check_spec, overlaps};
 use vfkube::objects::LogicalNetwork;
 
@@ -38,25 +39,29 @@ pub fn validate_logical_network(ln: &LogicalNetwork, lookup: &dyn Lookup) -> Out
             },
             None => warnings.push(plugin_unseen(ln)),
         }
-        for other in lookup.logical_networks() {
-            if other.metadata.namespace == *ns && other.metadata.name == *name {
-                continue;
-            }
-            if other.spec.physical_net != ln.spec.physical_net {
-                continue;
-            }
-            let Ok(theirs) = other.spec.subnet.trim().parse() else {
-                continue;
-            };
-            if overlaps(subnet, theirs) {
-                return Err(Denial::new(
-                    Reason::Overlap,
-                    format!(
-                        "LogicalNetwork {ns}/{name}: spec.subnet {subnet} overlaps {theirs} of LogicalNetwork {}/{} on the same spec.physicalNet {:?}",
-                        other.metadata.namespace, other.metadata.name, ln.spec.physical_net
-                    ),
-                ));
-            }
+        let overlapping = |other: &LogicalNetwork| {
+            other.spec.physical_net == ln.spec.physical_net
+                && !(other.metadata.namespace == *ns && other.metadata.name == *name)
+                && other
+                    .spec
+                    .subnet
+                    .trim()
+                    .parse()
+                    .is_ok_and(|theirs| overlaps(subnet, theirs))
+        };
+        if let Some(other) = lookup.find_logical_network(&overlapping) {
+            // As parsed (the predicate parsed it), as the subnet is shown everywhere.
+            let theirs = other.spec.subnet.trim();
+            let theirs = theirs
+                .parse::<IpCidr>()
+                .map_or_else(|_| theirs.to_string(), |c| c.to_string());
+            return Err(Denial::new(
+                Reason::Overlap,
+                format!(
+                    "LogicalNetwork {ns}/{name}: spec.subnet {subnet} overlaps {theirs} of LogicalNetwork {}/{} on the same spec.physicalNet {:?}",
+                    other.metadata.namespace, other.metadata.name, ln.spec.physical_net
+                ),
+            ));
         }
     }
     Ok(warnings)

@@ -1,4 +1,4 @@
-//! `vfgenie-bench [agent|cni|all]`: printed figures, not timed tests (run it through `hack/bench`,
+//! `vfgenie-bench [agent|cni|controller|all]`: printed figures, not timed tests (run it through `hack/bench`,
 //! which builds everything in release mode first). One line per figure, with its unit, its sample
 //! size and, where the project has an aim for it, whether the aim was met. A missed aim is
 //! reported, not fatal.
@@ -9,10 +9,15 @@
 //! - cni: ADD and DEL of a pod with three networks through `genie`, beside the same three delegates
 //!   exec'd directly in the same run, and genie's overhead per pod; and genie's API step with its
 //!   own client beside kube's ([`api_step`]).
+//! - controller: the real `vfgenie-controller serve` over 10,000 NADs and 10,000 LogicalNetworks:
+//!   time to ready, pod and LogicalNetwork review latency over HTTPS, resident memory
+//!   ([`controller_step`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "vfgenie-bench/api_step.rs"]
 mod api_step;
+#[path = "vfgenie-bench/controller_step.rs"]
+mod controller_step;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,13 +44,15 @@ fn main() -> anyhow::Result<()> {
     match what.as_str() {
         "agent" => agent(),
         "cni" => cni(),
+        "controller" => controller_step::controller(),
         // genie's API step alone (also the last figure of `cni`).
         "api" => api_step::api_step(),
         "all" => {
             agent()?;
-            cni()
+            cni()?;
+            controller_step::controller()
         }
-        other => bail!("unknown benchmark {other:?}: use agent, cni, api or all"),
+        other => bail!("unknown benchmark {other:?}: use agent, cni, controller, api or all"),
     }
 }
 
