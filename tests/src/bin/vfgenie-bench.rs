@@ -16,6 +16,8 @@
 
 #[path = "vfgenie-bench/api_step.rs"]
 mod api_step;
+#[path = "vfgenie-bench/cni_step.rs"]
+mod cni_step;
 #[path = "vfgenie-bench/controller_step.rs"]
 mod controller_step;
 
@@ -28,7 +30,7 @@ use serde_json::{json, Value};
 use vfcore::SysRoot;
 use vfdp::v1beta1::{AllocateRequest, ContainerAllocateRequest, Empty};
 use vfgenie_tests::kubelet::KubeletStandIn;
-use vfgenie_tests::runtime::{run, unique, CniOutput, Node, Sandbox, DEBIAN_CNI_DIR};
+use vfgenie_tests::runtime::run;
 
 const PFS: u32 = 16;
 const VFS: u32 = 64;
@@ -43,13 +45,13 @@ fn main() -> anyhow::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match what.as_str() {
         "agent" => agent(),
-        "cni" => cni(),
+        "cni" => cni_step::cni(),
         "controller" => controller_step::controller(),
         // genie's API step alone (also the last figure of `cni`).
         "api" => api_step::api_step(),
         "all" => {
             agent()?;
-            cni()?;
+            cni_step::cni()?;
             controller_step::controller()
         }
         other => bail!("unknown benchmark {other:?}: use agent, cni, controller, api or all"),
@@ -361,286 +363,3 @@ async fn agent_process(dir: &Path, sys: &Path) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // CNI
-
-/// The same three networks as the genie_pods tests: the cluster network (bridge, default route),
-/// NAD `team/blue` (ptp) and the CNI-Genie conf `red` (macvlan on a veth master).
-struct Networks {
-    node: Node,
-    master: String,
-    /// (plugin type, ifname, config) as genie delegates them, in ADD order.
-    delegates: Vec<(String, String, Value)>,
-}
-
-impl Networks {
-    fn new() -> anyhow::Result<Self> {
-        let node = Node::new()?;
-        let master = unique("gbm");
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                &master,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &format!("{master}p"),
-            ],
-        )?;
-        run("ip", &["link", "set", &master, "up"])?;
-        let cluster = node.cluster_conflist("10.181.0.0/16");
-        node.write_conf("10-cluster.conflist", &cluster)?;
-        let red = json!({"cniVersion": "1.0.0", "name": "red", "type": "macvlan", "master": master,
-                         "mode": "bridge", "ipam": node.ipam("10.183.0.0/16")});
-        node.write_conf("20-red.conf", &red)?;
-        let blue = json!({"cniVersion": "1.0.0", "name": "blue", "type": "ptp", "ipMasq": false,
-                          "ipam": node.ipam("10.182.0.0/16")});
-        node.api.add_nad(NS, "blue", &blue.to_string(), None);
-        let mut bridge = cluster["plugins"][0].clone();
-        bridge["cniVersion"] = json!("1.0.0");
-        bridge["name"] = json!("cluster");
-        let delegates = vec![
-            ("bridge".into(), "eth0".into(), bridge),
-            ("ptp".into(), "net1".into(), blue),
-            ("macvlan".into(), "eth1".into(), red),
-        ];
-        Ok(Self {
-            node,
-            master,
-            delegates,
-        })
-    }
-}
-
-impl Drop for Networks {
-    fn drop(&mut self) {
-        let _ = run("ip", &["link", "del", &self.master]);
-    }
-}
-
-fn checked(what: &str, out: CniOutput) -> anyhow::Result<()> {
-    if !out.success {
-        bail!("{what} failed: {} / {}", out.stdout, out.stderr);
-    }
-    Ok(())
-}
-
-fn cni() -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the cni benchmark creates network namespaces and links: run it as root");
-    }
-    let nets = Networks::new()?;
-    let node = &nets.node;
-    let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
-    let plugin = |t: &str| Path::new(DEBIAN_CNI_DIR).join(t);
-
-    let genie_pod_with = |i: usize, conf: &Value| -> anyhow::Result<(Duration, Duration)> {
-        let name = format!("bench{i}");
-        node.api.add_pod(
-            NS,
-            &name,
-            &[("k8s.v1.cni.cncf.io/networks", "blue"), ("cni", "red")],
-        );
-        let sb = Sandbox::new()?;
-        let cid = format!("genie{i}");
-        let pod = Some((NS, name.as_str()));
-        let t = Instant::now();
-        let out = node.cni("ADD", &cid, &sb.path, "eth0", pod, conf)?;
-        let add = t.elapsed();
-        checked("genie ADD", out)?;
-        let t = Instant::now();
-        let out = node.cni("DEL", &cid, &sb.path, "eth0", pod, conf)?;
-        let del = t.elapsed();
-        checked("genie DEL", out)?;
-        node.api.delete_pod(NS, &name);
-        Ok((add, del))
-    };
-    let genie_pod = |i: usize| genie_pod_with(i, &conf);
-    let direct_pod = |i: usize| -> anyhow::Result<(Duration, Duration)> {
-        let name = format!("direct{i}");
-        let sb = Sandbox::new()?;
-        let cid = format!("direct{i}");
-        let pod = Some((NS, name.as_str()));
-        let t = Instant::now();
-        for (ty, ifname, c) in &nets.delegates {
-            let out = node.exec_plugin(&plugin(ty), "ADD", &cid, &sb.path, ifname, pod, "", c)?;
-            checked(&format!("{ty} ADD"), out)?;
-        }
-        let add = t.elapsed();
-        let t = Instant::now();
-        for (ty, ifname, c) in nets.delegates.iter().rev() {
-            let out = node.exec_plugin(&plugin(ty), "DEL", &cid, &sb.path, ifname, pod, "", c)?;
-            checked(&format!("{ty} DEL"), out)?;
-        }
-        let del = t.elapsed();
-        Ok((add, del))
-    };
-
-    // One untimed pod each: page cache and the API stand-in warm.
-    genie_pod(PODS)?;
-    direct_pod(PODS)?;
-    let (mut g_add, mut g_del, mut d_add, mut d_del) = (vec![], vec![], vec![], vec![]);
-    let (mut over_add, mut over_del) = (vec![], vec![]);
-    let mut ratios = Vec::new();
-    let mut writes = Vec::new();
-    for i in 0..PODS {
-        writes.push(cache_write(node)?);
-        // Alternate the order so that neither side always runs on a just-disturbed machine.
-        let (g, d) = if i % 2 == 0 {
-            let g = genie_pod(i)?;
-            (g, direct_pod(i)?)
-        } else {
-            let d = direct_pod(i)?;
-            (genie_pod(i)?, d)
-        };
-        g_add.push(g.0);
-        g_del.push(g.1);
-        d_add.push(d.0);
-        d_del.push(d.1);
-        over_add.push(g.0.saturating_sub(d.0));
-        over_del.push(g.1.saturating_sub(d.1));
-        ratios.push(g.0.as_secs_f64() / d.0.as_secs_f64() - 1.0);
-    }
-    if !node.leases().is_empty() || !node.cache_records().is_empty() {
-        bail!(
-            "pods left leases {:?} or cache records {:?}",
-            node.leases(),
-            node.cache_records()
-        );
-    }
-    let line = |name: &str, v: Vec<Duration>| {
-        let s = Samples::new(v);
-        println!(
-            "{name}: p50 {} p99 {} (n={})",
-            fmt(s.pct(50.0)),
-            fmt(s.pct(99.0)),
-            s.n()
-        );
-        s
-    };
-    line("cni.add_genie_3_networks", g_add);
-    let da = line("cni.add_direct_3_delegates", d_add);
-    line("cni.del_genie_3_networks", g_del);
-    line("cni.del_direct_3_delegates", d_del);
-    let oa = Samples::new(over_add);
-    println!(
-        "cni.add_overhead (genie - direct, per pod): p50 {} p99 {} (n={})  aim p50 < 2 ms: {}",
-        fmt(oa.pct(50.0)),
-        fmt(oa.pct(99.0)),
-        oa.n(),
-        verdict(oa.pct(50.0) < Duration::from_millis(2))
-    );
-    ratios.sort_by(f64::total_cmp);
-    let r50 = ratios[ratios.len().div_ceil(2) - 1];
-    println!(
-        "cni.add_ratio (genie / direct): p50 {:.2} (overhead {:.0}% of the delegates' {})  aim < 10%: {}",
-        1.0 + r50,
-        r50 * 100.0,
-        fmt(da.pct(50.0)),
-        verdict(r50 < 0.10)
-    );
-    let od = Samples::new(over_del);
-    println!(
-        "cni.del_overhead (genie - direct, per pod): p50 {} p99 {} (n={})",
-        fmt(od.pct(50.0)),
-        fmt(od.pct(99.0)),
-        od.n()
-    );
-    let w = Samples::new(writes);
-    println!(
-        "cni.cache_record_write (fsync, rename, fsync dir; ADD makes 2, the first one's directory fsync beside its first delegate): p50 {} p99 {} (n={})",
-        fmt(w.pct(50.0)),
-        fmt(w.pct(99.0)),
-        w.n()
-    );
-
-    // Where genie's time goes: more pods with debug logging on, which makes genie log its step
-    // timings (vfcni::timing). Measured apart from the figures above, which run without it.
-    let log = tempfile::NamedTempFile::new()?;
-    let mut logged = conf.clone();
-    logged["logLevel"] = json!("debug");
-    logged["logFile"] = json!(log.path().display().to_string());
-    let mut walls = (Vec::new(), Vec::new());
-    for i in 0..BREAKDOWN_PODS {
-        let (add, del) = genie_pod_with(PODS + 1 + i, &logged)?;
-        walls.0.push(add);
-        walls.1.push(del);
-    }
-    let runs = vfgenie_tests::timings::parse_timings(log.path(), "genie")?;
-    for (command, wall) in [("ADD", walls.0), ("DEL", walls.1)] {
-        let steps = runs.get(command).map(Vec::as_slice).unwrap_or_default();
-        if steps.len() != BREAKDOWN_PODS {
-            bail!(
-                "{} {command} timing lines for {BREAKDOWN_PODS} pods",
-                steps.len()
-            );
-        }
-        println!("{}", breakdown(command, steps, &wall));
-    }
-    api_step::api_step()
-}
-
-/// Genie runs logged with their step timings: pods in the breakdown.
-const BREAKDOWN_PODS: usize = 40;
-
-/// One line: the p50 of each of genie's steps over `runs`, of its own code (what no step covers)
-/// and of process start and exit (the exec's wall time minus genie's own total), each taken per
-/// run before the p50.
-fn breakdown(command: &str, runs: &[vfgenie_tests::timings::Steps], wall: &[Duration]) -> String {
-    let p50 = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len().div_ceil(2) - 1]
-    };
-    let get = |r: &vfgenie_tests::timings::Steps, k: &str| r.get(k).copied().unwrap_or(0.0);
-    let step = |k: &str| p50(runs.iter().map(|r| get(r, k)).collect());
-    let own = p50(runs
-        .iter()
-        .map(|r| get(r, "total") - GENIE_STEPS.iter().map(|k| get(r, k)).sum::<f64>())
-        .collect());
-    let start_exit = p50(wall
-        .iter()
-        .zip(runs)
-        .map(|(w, r)| w.as_secs_f64() * 1e3 - get(r, "total"))
-        .collect());
-    let wall_ms = p50(wall.iter().map(|d| d.as_secs_f64() * 1e3).collect());
-    let mut line = format!("cni.{}.genie_breakdown:", command.to_lowercase());
-    for k in GENIE_STEPS {
-        line.push_str(&format!(" {k} {:.2} ms,", step(k)));
-    }
-    line.push_str(&format!(
-        " own code {own:.2} ms, genie total {:.2} ms, process start/exit {start_exit:.2} ms of the exec's {wall_ms:.2} ms (p50s, n={})",
-        step("total"),
-        runs.len()
-    ));
-    line
-}
-
-/// genie's named steps (see `vfcni::timing`); `finish` is ADD's last one: routes, status write
-/// and the results' cache write side by side.
-const GENIE_STEPS: [&str; 7] = [
-    "delegates",
-    "cache",
-    "api",
-    "plan",
-    "finish",
-    "podresources",
-    "device_info",
-];
-
-/// One durable write of a pod record on the cache's filesystem, as genie makes them (temp file,
-/// fsync, rename, fsync of the directory): ADD makes two (every attachment, then the results; the
-/// first one's directory fsync runs beside the first delegate). Taken once per
-/// pod, at the same moments as the pods, because on a busy disk it is what most of genie's
-/// overhead is made of.
-fn cache_write(node: &Node) -> anyhow::Result<Duration> {
-    let cache = vfcni::cache::CacheDir::new(&node.cache_dir);
-    let key = vfcni::cache::PodKey::new("benchwrite", "eth0")?;
-    let mut record = vfcni::cache::PodRecord::new(&key, "/run/netns/bench");
-    record.pod_namespace = Some(NS.into());
-    let t = Instant::now();
-    cache.write_pod(&record)?;
-    let took = t.elapsed();
-    cache.remove_pod(&key)?;
-    Ok(took)
-}
