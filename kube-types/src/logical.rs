@@ -80,11 +80,79 @@ pub fn check_spec(ln: &LogicalNetwork) -> Result<Option<IpCidr>, LogicalNetworkE
     Ok(Some(cidr))
 }
 
-/// Applies a LogicalNetwork's `spec.subnet` to its plugin's config: the subnet replaces the
-/// plugin's `ipam.subnet` (or the matching `ipam.ranges` set) and must lie inside the plugin's
-/// range. A gateway, rangeStart or rangeEnd outside the new subnet is dropped. An empty subnet
-/// changes nothing.
+/// The plugin types that carry a LogicalNetwork's `spec.vlan` (as their `vlan` key).
+pub const VLAN_PLUGIN_TYPES: [&str; 2] = ["sriov", "bridge"];
+
+/// Applies a LogicalNetwork to its plugin's config: its `spec.vlan` (see [`apply_vlan`]), then
+/// its `spec.subnet`, which replaces the plugin's `ipam.subnet` (or the matching `ipam.ranges`
+/// set) and must lie inside the plugin's range. A gateway, rangeStart or rangeEnd outside the new
+/// subnet is dropped. An empty subnet and no vlan change nothing.
 pub fn apply_logical_network(
+    config: &mut Map<String, Value>,
+    ln: &LogicalNetwork,
+) -> Result<(), LogicalNetworkError> {
+    apply_vlan(config, ln)?;
+    apply_subnet(config, ln)
+}
+
+/// Sets a LogicalNetwork's `spec.vlan` as `"vlan": N` in its plugin's config: a conf of type
+/// `sriov` or `bridge`, or the first plugin of those types in a conflist. Any other plugin
+/// cannot carry a VLAN, and the LogicalNetwork is refused naming `spec.vlan` and the type (a
+/// pod silently on the untagged network would be on the wrong network). No vlan changes nothing.
+pub fn apply_vlan(
+    config: &mut Map<String, Value>,
+    ln: &LogicalNetwork,
+) -> Result<(), LogicalNetworkError> {
+    let Some(vlan) = ln.spec.vlan else {
+        return Ok(());
+    };
+    let err = |problem: String| LogicalNetworkError::of(ln, problem);
+    if !(1..=MAX_VLAN).contains(&vlan) {
+        return Err(err(format!("spec.vlan {vlan} is outside 1..{MAX_VLAN}")));
+    }
+    let type_of = |c: &Map<String, Value>| {
+        c.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let carries = |t: &str| VLAN_PLUGIN_TYPES.contains(&t);
+    let plugin = ln.spec.plugin.clone();
+    let target = match config.get_mut("plugins") {
+        Some(Value::Array(plugins)) => {
+            let types: Vec<String> = plugins
+                .iter()
+                .map(|p| p.as_object().map(type_of).unwrap_or_default())
+                .collect();
+            match plugins
+                .iter_mut()
+                .filter_map(Value::as_object_mut)
+                .find(|p| carries(&type_of(p)))
+            {
+                Some(p) => p,
+                None => {
+                    return Err(err(format!(
+                        "spec.vlan {vlan} needs a plugin of type sriov or bridge, but the conflist of plugin {plugin:?} has types [{}]",
+                        types.join(", ")
+                    )))
+                }
+            }
+        }
+        _ => {
+            let t = type_of(config);
+            if !carries(&t) {
+                return Err(err(format!(
+                    "spec.vlan {vlan} needs a plugin of type sriov or bridge, but plugin {plugin:?} is of type {t:?}"
+                )));
+            }
+            config
+        }
+    };
+    target.insert("vlan".into(), Value::from(vlan));
+    Ok(())
+}
+
+fn apply_subnet(
     config: &mut Map<String, Value>,
     ln: &LogicalNetwork,
 ) -> Result<(), LogicalNetworkError> {
@@ -278,6 +346,53 @@ mod tests {
         apply_logical_network(&mut r, &ln("blue", "bridge", "fd00::/80")).unwrap();
         let e = apply_logical_network(&mut r, &ln("blue", "bridge", "fd01::/80")).unwrap_err();
         assert!(e.problem.contains("ranges"), "{e}");
+    }
+
+    #[test]
+    fn the_vlan_goes_to_a_bridge_or_sriov_plugin_and_is_refused_elsewhere() {
+        let obj = |v: Value| v.as_object().cloned().unwrap();
+        let mut l = ln("blue", "br", "");
+        l.spec.vlan = Some(100);
+        let mut c = obj(json!({"type": "bridge", "bridge": "br0"}));
+        apply_logical_network(&mut c, &l).unwrap();
+        assert_eq!(c["vlan"], 100);
+        let mut c = obj(json!({"type": "sriov", "vlan": 5}));
+        apply_logical_network(&mut c, &l).unwrap();
+        assert_eq!(c["vlan"], 100);
+        let mut c = obj(json!({"plugins": [{"type": "tuning"}, {"type": "bridge"},
+            {"type": "sriov"}, {"type": "portmap"}]}));
+        apply_logical_network(&mut c, &l).unwrap();
+        assert!(c["plugins"][0].get("vlan").is_none());
+        assert_eq!(c["plugins"][1]["vlan"], 100);
+        assert!(c["plugins"][2].get("vlan").is_none());
+        for mut c in [
+            obj(json!({"type": "macvlan", "master": "eth1"})),
+            obj(json!({"plugins": [{"type": "macvlan"}, {"type": "tuning"}]})),
+        ] {
+            let before = c.clone();
+            let e = apply_logical_network(&mut c, &l).unwrap_err().to_string();
+            assert!(e.starts_with("LogicalNetwork default/blue"), "{e}");
+            assert!(e.contains("spec.vlan 100"), "{e}");
+            assert!(
+                e.contains("\"macvlan\"") || e.contains("[macvlan, tuning]"),
+                "{e}"
+            );
+            assert_eq!(c, before);
+        }
+        let mut c = obj(json!({"type": "bridge"}));
+        l.spec.vlan = Some(4095);
+        assert!(apply_logical_network(&mut c, &l).is_err());
+        l.spec.vlan = None;
+        apply_logical_network(&mut c, &l).unwrap();
+        assert!(c.get("vlan").is_none());
+        // Both: the vlan and the subnet land in the same plugin of a conflist.
+        let mut l = ln("blue", "br", "10.1.5.0/24");
+        l.spec.vlan = Some(7);
+        let mut c = obj(json!({"plugins": [{"type": "bridge",
+            "ipam": {"type": "host-local", "subnet": "10.1.0.0/16"}}]}));
+        apply_logical_network(&mut c, &l).unwrap();
+        assert_eq!(c["plugins"][0]["vlan"], 7);
+        assert_eq!(c["plugins"][0]["ipam"]["subnet"], "10.1.5.0/24");
     }
 
     #[test]

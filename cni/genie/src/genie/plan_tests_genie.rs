@@ -151,3 +151,28 @@ fn a_logical_network_during_an_api_outage_is_try_again_later() {
     assert_eq!(e.code, 11);
     assert!(e.msg.contains("LogicalNetwork default/blue"), "{}", e.msg);
 }
+
+#[test]
+fn a_logical_network_vlan_is_set_on_a_bridge_and_refused_on_other_types() {
+    let dir = ln_dir();
+    write_conf(
+        dir.path(),
+        "40-mv.conf",
+        json!({"cniVersion": "1.0.0", "name": "mv", "type": "macvlan", "master": "eth1"}),
+    );
+    let conf = genie_in(dir.path(), json!({}));
+    let mut kube = FakeKube::default()
+        .with_ln("default", "blue", "bridge", "10.10.1.0/24")
+        .with_ln("default", "red", "mv", "");
+    for ln in kube.lns.values_mut() {
+        ln.spec.vlan = Some(100);
+    }
+    let p = plan_for(&conf, &[("networks", "blue")], &kube).unwrap();
+    assert_eq!(p[0].config["vlan"], 100);
+    assert_eq!(p[0].config["ipam"]["subnet"], "10.10.1.0/24");
+    let e = refused(plan_for(&conf, &[("networks", "red")], &kube));
+    assert_eq!(e.code, 7);
+    assert!(e.msg.contains("LogicalNetwork default/red"), "{}", e.msg);
+    assert!(e.msg.contains("spec.vlan 100"), "{}", e.msg);
+    assert!(e.msg.contains("\"macvlan\""), "{}", e.msg);
+}

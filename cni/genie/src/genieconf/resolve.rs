@@ -146,8 +146,9 @@ fn first_type(c: &Map<String, Value>) -> Option<&str> {
     }
 }
 
-/// Applies a LogicalNetwork's `spec.subnet` to its plugin's config (see
-/// [`vfkube::logical::apply_logical_network`]: the subnet must lie inside the plugin's range).
+/// Applies a LogicalNetwork's `spec.vlan` and `spec.subnet` to its plugin's config (see
+/// [`vfkube::logical::apply_logical_network`]: the vlan needs a bridge or sriov plugin, the
+/// subnet must lie inside the plugin's range).
 pub fn apply_logical_network(
     resolved: &mut ResolvedConfig,
     ln: &LogicalNetwork,
