@@ -219,6 +219,7 @@ mod tests {
                 subnet: subnet.into(),
                 vlan: None,
             },
+            status: None,
         }
     }
 
