@@ -1,0 +1,180 @@
+//! Keeps every LogicalNetwork's `status` ([`crate::status`]) written: pods are watched
+//! cluster-wide with a metadata-only watcher (kube's `Api<PartialObjectMeta<Pod>>`, which
+//! replaced the deprecated `metadata_watcher`) (the network-status annotation is in the metadata,
+//! so pod specs and statuses are never transferred or held), and every `interval` each
+//! LogicalNetwork's desired status is computed from the caches and merge-PATCHed to its `status`
+//! subresource only when it differs from the status the cache holds: a quiet cluster sees no
+//! writes.
+//!
+//! There is no leader election: every replica runs the loop. Two replicas compute the same status
+//! from the same cluster (the transition time is kept from the current status while the
+//! condition holds), so when both write, the second write changes nothing; while their caches
+//! disagree for a moment, the last write wins and the next round settles it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use vfkube::objects::{LogicalNetwork, LogicalNetworkStatus};
+
+use crate::caches::{keep, Cacheable};
+use crate::lookup::Lookup;
+use crate::status::{attachment_counts, desired_status, needs_write};
+
+/// How often the statuses are recomputed by default.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The status loop's tasks (the pod watcher and the loop); aborted when dropped.
+pub struct StatusLoop {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for StatusLoop {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl StatusLoop {
+    /// Starts watching pods on `client` and, once `lookup` and the pods are synced, writing
+    /// statuses every `interval`.
+    pub fn start<L: Lookup>(client: Client, lookup: Arc<L>, interval: Duration) -> Self {
+        let writer: Writer<PartialObjectMeta<Pod>> = Writer::default();
+        let pods = writer.as_reader();
+        let watch = keep(
+            "Pod",
+            reflector::reflector(
+                writer,
+                watcher(
+                    Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff(),
+            ),
+        );
+        let run = tokio::spawn(run(client, lookup, pods, interval));
+        Self {
+            tasks: vec![watch, run],
+        }
+    }
+}
+
+async fn run<L: Lookup>(
+    client: Client,
+    lookup: Arc<L>,
+    pods: Store<PartialObjectMeta<Pod>>,
+    interval: Duration,
+) {
+    if pods.wait_until_ready().await.is_err() {
+        return;
+    }
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            LogicalNetwork::GROUP,
+            LogicalNetwork::VERSION,
+            LogicalNetwork::KIND,
+        ),
+        LogicalNetwork::PLURAL,
+    );
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !lookup.synced() {
+            continue;
+        }
+        round(&client, &resource, lookup.as_ref(), &pods).await;
+    }
+}
+
+/// One round: every LogicalNetwork whose status differs is written; failures are logged and
+/// retried by the next round (the cache still holds the old status).
+async fn round(
+    client: &Client,
+    resource: &ApiResource,
+    lookup: &dyn Lookup,
+    pods: &Store<PartialObjectMeta<Pod>>,
+) {
+    let counts = {
+        let state = pods.state();
+        let empty = BTreeMap::new();
+        attachment_counts(state.iter().map(|p| {
+            (
+                p.metadata.namespace.as_deref().unwrap_or(""),
+                p.metadata.annotations.as_ref().unwrap_or(&empty),
+            )
+        }))
+    };
+    let now = now();
+    for ln in lookup.logical_networks() {
+        let (ns, name) = (&ln.metadata.namespace, &ln.metadata.name);
+        let attached = counts
+            .get(&(ns.clone(), name.clone()))
+            .copied()
+            .unwrap_or(0);
+        let desired = desired_status(&ln, lookup, attached, &now);
+        if !needs_write(&ln, &desired) {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+        let patch = Patch::Merge(patch_body(&desired));
+        match api
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+        {
+            Ok(_) => tracing::info!(namespace = %ns, name = %name, "LogicalNetwork status written"),
+            Err(e) => tracing::warn!(
+                namespace = %ns, name = %name, error = %e,
+                "cannot write LogicalNetwork status; retrying next round"
+            ),
+        }
+    }
+}
+
+/// `{"status": ...}`, with the optional fields that are absent set to null so that the merge
+/// patch removes them.
+fn patch_body(status: &LogicalNetworkStatus) -> Value {
+    let mut s = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let Some(m) = s.as_object_mut() {
+        for k in ["observedGeneration", "attachedPods"] {
+            m.entry(k).or_insert(Value::Null);
+        }
+    }
+    serde_json::json!({ "status": s })
+}
+
+/// Now, RFC 3339 to the second (as `metav1.Time`).
+fn now() -> String {
+    serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_clears_absent_fields_and_now_is_rfc3339() {
+        let body = patch_body(&LogicalNetworkStatus::default());
+        assert_eq!(
+            body,
+            serde_json::json!({"status": {"observedGeneration": null, "attachedPods": null}})
+        );
+        let t = now();
+        assert_eq!(t.len(), "2026-01-01T00:00:00Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+}
