@@ -11,7 +11,7 @@
 //! condition holds), so when both write, the second write changes nothing; while their caches
 //! disagree for a moment, the last write wins and the next round settles it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use vfkube::objects::{LogicalNetwork, LogicalNetworkStatus};
 
 use crate::caches::{keep, Cacheable};
 use crate::lookup::Lookup;
-use crate::status::{attachment_counts, desired_status, needs_write};
+use crate::status::{attachment_counts, desired_status, needs_write, Key};
 
 /// How often the statuses are recomputed by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -87,6 +87,7 @@ async fn run<L: Lookup>(
         ),
         LogicalNetwork::PLURAL,
     );
+    let mut written = Written::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -94,7 +95,22 @@ async fn run<L: Lookup>(
         if !lookup.synced() {
             continue;
         }
-        round(&client, &resource, lookup.as_ref(), &pods).await;
+        round(&client, &resource, lookup.as_ref(), &pods, &mut written).await;
+    }
+}
+
+/// The statuses this replica wrote, with the resourceVersion the cache held for the object
+/// then: until the cache holds a newer version (the watch brings our write back), the object is
+/// not written again with the same status, however short the interval.
+#[derive(Default)]
+struct Written(HashMap<Key, (String, LogicalNetworkStatus)>);
+
+impl Written {
+    /// Whether `desired` was written over the version of `ln` the cache still holds.
+    fn pending(&self, key: &Key, ln: &LogicalNetwork, desired: &LogicalNetworkStatus) -> bool {
+        self.0
+            .get(key)
+            .is_some_and(|(rv, s)| *rv == ln.metadata.resource_version && s == desired)
     }
 }
 
@@ -105,6 +121,7 @@ async fn round(
     resource: &ApiResource,
     lookup: &dyn Lookup,
     pods: &Store<PartialObjectMeta<Pod>>,
+    written: &mut Written,
 ) {
     let counts = {
         let state = pods.state();
@@ -117,14 +134,21 @@ async fn round(
         }))
     };
     let now = now();
-    for ln in lookup.logical_networks() {
+    let lns = lookup.logical_networks();
+    // Forget the networks that are gone.
+    written.0.retain(|(ns, name), _| {
+        lns.iter()
+            .any(|l| l.metadata.namespace == *ns && l.metadata.name == *name)
+    });
+    for ln in lns {
         let (ns, name) = (&ln.metadata.namespace, &ln.metadata.name);
         let attached = counts
             .get(&(ns.clone(), name.clone()))
             .copied()
             .unwrap_or(0);
         let desired = desired_status(&ln, lookup, attached, &now);
-        if !needs_write(&ln, &desired) {
+        let key = (ns.clone(), name.clone());
+        if !needs_write(&ln, &desired) || written.pending(&key, &ln, &desired) {
             continue;
         }
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
@@ -133,7 +157,12 @@ async fn round(
             .patch_status(name, &PatchParams::default(), &patch)
             .await
         {
-            Ok(_) => tracing::info!(namespace = %ns, name = %name, "LogicalNetwork status written"),
+            Ok(_) => {
+                tracing::info!(namespace = %ns, name = %name, "LogicalNetwork status written");
+                written
+                    .0
+                    .insert(key, (ln.metadata.resource_version.clone(), desired));
+            }
             Err(e) => tracing::warn!(
                 namespace = %ns, name = %name, error = %e,
                 "cannot write LogicalNetwork status; retrying next round"
@@ -176,5 +205,26 @@ mod tests {
         let t = now();
         assert_eq!(t.len(), "2026-01-01T00:00:00Z".len(), "{t}");
         assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn a_write_is_pending_until_the_cache_holds_a_newer_version() {
+        let mut ln = LogicalNetwork::default();
+        ln.metadata.resource_version = "5".into();
+        let key: Key = ("a".into(), "red".into());
+        let status = LogicalNetworkStatus {
+            attached_pods: Some(1),
+            ..LogicalNetworkStatus::default()
+        };
+        let mut written = Written::default();
+        assert!(!written.pending(&key, &ln, &status));
+        written.0.insert(key.clone(), ("5".into(), status.clone()));
+        assert!(written.pending(&key, &ln, &status));
+        // Another status is written at once.
+        let other = LogicalNetworkStatus::default();
+        assert!(!written.pending(&key, &ln, &other));
+        // A newer version whose status is not ours (someone overwrote it): written again.
+        ln.metadata.resource_version = "6".into();
+        assert!(!written.pending(&key, &ln, &status));
     }
 }

@@ -14,7 +14,8 @@ use vfcontroller::status_loop::StatusLoop;
 use vfgenie_tests::apiserver::ApiServer;
 
 const WAIT: Duration = Duration::from_secs(30);
-const INTERVAL: Duration = Duration::from_millis(100);
+/// Shorter than the watch takes to bring a write back at times: a write is not repeated.
+const INTERVAL: Duration = Duration::from_millis(20);
 const LNS: &str = "logicalnetworks";
 
 fn client(server: &ApiServer) -> kube::Client {
