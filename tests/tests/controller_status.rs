@@ -145,3 +145,56 @@ async fn the_status_follows_validity_and_attached_pods_and_is_written_only_on_ch
     assert!(ready_is(&server, "a", "red", "True"));
     assert_eq!(attached(&server, "a", "red"), Some(1));
 }
+
+fn status_writes_of(server: &ApiServer, ns: &str, name: &str) -> usize {
+    let path = format!("/apis/alpha.network.k8s.io/v1/namespaces/{ns}/{LNS}/{name}/status");
+    server
+        .request_uris()
+        .iter()
+        .filter(|u| {
+            u.starts_with("PATCH ") && u.split('?').next().is_some_and(|p| p.ends_with(&path))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_is_retried_and_a_restarted_api_server_is_followed() {
+    let server = ApiServer::start().unwrap();
+    server.add_logical_network("a", "red", "p1", "bridge", "10.1.0.0/24");
+    let client = client(&server);
+    let caches = Arc::new(Caches::start(client.clone()));
+    let _status = StatusLoop::start(client, Arc::clone(&caches), INTERVAL);
+    wait_until("red is Ready", || ready_is(&server, "a", "red", "True")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The next write answers 500: the round after writes again.
+    let before = status_writes_of(&server, "a", "red");
+    server.inject_failures(&[500]);
+    server.add_pod(
+        "a",
+        "web-0",
+        &[(
+            "k8s.v1.cni.cncf.io/network-status",
+            &network_status(&["a/red"]),
+        )],
+    );
+    wait_until("red has 1 pod", || attached(&server, "a", "red") == Some(1)).await;
+    assert!(
+        status_writes_of(&server, "a", "red") >= before + 2,
+        "{:?}",
+        server.request_uris()
+    );
+
+    // The API server restarts (watches break); what changes while it is back is still followed.
+    server.restart().unwrap();
+    server.add_logical_network("a", "blue", "p1", "bridge", "10.1.0.0/25");
+    wait_until("red is not Ready after the restart", || {
+        ready_is(&server, "a", "red", "False")
+    })
+    .await;
+    server.delete_pod("a", "web-0");
+    wait_until("red has no pods", || {
+        attached(&server, "a", "red") == Some(0)
+    })
+    .await;
+}
