@@ -123,9 +123,9 @@ async fn serve(
         .await
         .context("cannot reach the Kubernetes API")?;
     let caches = Arc::new(Caches::start(client.clone()));
-    // Beside the webhook, every replica (no leader election: see status_loop).
-    let _status = StatusLoop::start(client, Arc::clone(&caches), status_interval);
-    let webhook = Arc::new(Webhook::new(caches, settings));
+    let webhook = Arc::new(Webhook::new(Arc::clone(&caches), settings));
+    // Beside the webhook, in every replica (no leader election: see status_loop).
+    let _status = StatusLoop::start(client, caches, status_interval, webhook.shared_metrics());
     let server = Server::bind(&config, webhook).await?;
     tracing::info!(listen = %server.local_addr()?, "serving");
     server

@@ -28,6 +28,7 @@ use vfkube::objects::{LogicalNetwork, LogicalNetworkStatus};
 
 use crate::caches::{keep, Cacheable};
 use crate::lookup::Lookup;
+use crate::metrics::Metrics;
 use crate::status::{attachment_counts, desired_status, needs_write, Key};
 
 /// How often the statuses are recomputed by default.
@@ -49,7 +50,13 @@ impl Drop for StatusLoop {
 impl StatusLoop {
     /// Starts watching pods on `client` and, once `lookup` and the pods are synced, writing
     /// statuses every `interval`.
-    pub fn start<L: Lookup>(client: Client, lookup: Arc<L>, interval: Duration) -> Self {
+    /// Writes are counted in `metrics`.
+    pub fn start<L: Lookup>(
+        client: Client,
+        lookup: Arc<L>,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let writer: Writer<PartialObjectMeta<Pod>> = Writer::default();
         let pods = writer.as_reader();
         let watch = keep(
@@ -63,7 +70,7 @@ impl StatusLoop {
                 .default_backoff(),
             ),
         );
-        let run = tokio::spawn(run(client, lookup, pods, interval));
+        let run = tokio::spawn(run(client, lookup, pods, interval, metrics));
         Self {
             tasks: vec![watch, run],
         }
@@ -75,6 +82,7 @@ async fn run<L: Lookup>(
     lookup: Arc<L>,
     pods: Store<PartialObjectMeta<Pod>>,
     interval: Duration,
+    metrics: Arc<Metrics>,
 ) {
     if pods.wait_until_ready().await.is_err() {
         return;
@@ -95,7 +103,15 @@ async fn run<L: Lookup>(
         if !lookup.synced() {
             continue;
         }
-        round(&client, &resource, lookup.as_ref(), &pods, &mut written).await;
+        round(
+            &client,
+            &resource,
+            lookup.as_ref(),
+            &pods,
+            &mut written,
+            &metrics,
+        )
+        .await;
     }
 }
 
@@ -122,6 +138,7 @@ async fn round(
     lookup: &dyn Lookup,
     pods: &Store<PartialObjectMeta<Pod>>,
     written: &mut Written,
+    metrics: &Metrics,
 ) {
     let counts = {
         let state = pods.state();
@@ -158,15 +175,19 @@ async fn round(
             .await
         {
             Ok(_) => {
+                metrics.status_write(true);
                 tracing::info!(namespace = %ns, name = %name, "LogicalNetwork status written");
                 written
                     .0
                     .insert(key, (ln.metadata.resource_version.clone(), desired));
             }
-            Err(e) => tracing::warn!(
-                namespace = %ns, name = %name, error = %e,
-                "cannot write LogicalNetwork status; retrying next round"
-            ),
+            Err(e) => {
+                metrics.status_write(false);
+                tracing::warn!(
+                    namespace = %ns, name = %name, error = %e,
+                    "cannot write LogicalNetwork status; retrying next round"
+                );
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vfcontroller::caches::Caches;
+use vfcontroller::metrics::Metrics;
 use vfcontroller::status_loop::StatusLoop;
 use vfgenie_tests::apiserver::ApiServer;
 
@@ -77,7 +78,7 @@ async fn the_status_follows_validity_and_attached_pods_and_is_written_only_on_ch
     server.add_logical_network("a", "red", "p1", "bridge", "10.1.0.0/24");
     let client = client(&server);
     let caches = Arc::new(Caches::start(client.clone()));
-    let _status = StatusLoop::start(client, Arc::clone(&caches), INTERVAL);
+    let _status = StatusLoop::start(client, Arc::clone(&caches), INTERVAL, Arc::default());
 
     wait_until("red is Ready", || ready_is(&server, "a", "red", "True")).await;
     let c = ready(&server, "a", "red").unwrap();
@@ -163,7 +164,8 @@ async fn a_failed_write_is_retried_and_a_restarted_api_server_is_followed() {
     server.add_logical_network("a", "red", "p1", "bridge", "10.1.0.0/24");
     let client = client(&server);
     let caches = Arc::new(Caches::start(client.clone()));
-    let _status = StatusLoop::start(client, Arc::clone(&caches), INTERVAL);
+    let metrics = Arc::new(Metrics::default());
+    let _status = StatusLoop::start(client, Arc::clone(&caches), INTERVAL, Arc::clone(&metrics));
     wait_until("red is Ready", || ready_is(&server, "a", "red", "True")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -183,6 +185,11 @@ async fn a_failed_write_is_retried_and_a_restarted_api_server_is_followed() {
         status_writes_of(&server, "a", "red") >= before + 2,
         "{:?}",
         server.request_uris()
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("vfgenie_logicalnetwork_status_writes_total{result=\"error\"} 1"),
+        "{text}"
     );
 
     // The API server restarts (watches break); what changes while it is back is still followed.
