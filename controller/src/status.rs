@@ -8,7 +8,9 @@
 //! - `attachedPods`: how many pods list the network in their network-status.
 //! - `observedGeneration`: the `metadata.generation` the status was computed from.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use serde_json::Value;
 use vfkube::annotations::NETWORK_STATUS;
@@ -70,6 +72,16 @@ pub fn attachment_counts<'a>(
     counts
 }
 
+/// Whether a LogicalNetwork passes the admission rules: `None`, or the denial's message.
+pub type Readiness = Option<String>;
+
+/// [`Readiness`] of `ln` against the cluster in `lookup`.
+pub fn readiness(ln: &LogicalNetwork, lookup: &dyn Lookup) -> Readiness {
+    validate_logical_network(ln, lookup)
+        .err()
+        .map(|d| d.message)
+}
+
 /// The status `ln` should have, with `attached_pods` pods attached, at time `now` (RFC 3339).
 /// `lastTransitionTime` is kept from `ln`'s current status when `Ready` keeps its status, so a
 /// LogicalNetwork whose situation did not change gets exactly its current status back.
@@ -79,10 +91,20 @@ pub fn desired_status(
     attached_pods: i32,
     now: &str,
 ) -> LogicalNetworkStatus {
+    status_of(ln, readiness(ln, lookup), attached_pods, now)
+}
+
+/// [`desired_status`] from a [`Readiness`] computed before.
+pub fn status_of(
+    ln: &LogicalNetwork,
+    readiness: Readiness,
+    attached_pods: i32,
+    now: &str,
+) -> LogicalNetworkStatus {
     let generation = ln.metadata.generation;
-    let (status, reason, message) = match validate_logical_network(ln, lookup) {
-        Ok(_) => ("True", REASON_VALID, String::new()),
-        Err(denial) => ("False", REASON_INVALID, denial.message),
+    let (status, reason, message) = match readiness {
+        None => ("True", REASON_VALID, String::new()),
+        Some(message) => ("False", REASON_INVALID, message),
     };
     let previous = ln
         .status
@@ -105,6 +127,66 @@ pub fn desired_status(
             last_transition_time,
             observed_generation: generation,
         }],
+    }
+}
+
+/// The [`Readiness`] of every LogicalNetwork, recomputed only when what it depends on changed:
+/// the overlap rule compares each network with all others, so checking 10,000 of them anew every
+/// round would cost 10^8 comparisons on a quiet cluster. A network's readiness is kept while
+/// every LogicalNetwork's spec (one order-independent fingerprint of them all) and the
+/// NetworkAttachmentDefinition its `spec.plugin` names (uid and resourceVersion) are as before.
+#[derive(Debug, Default)]
+pub struct ReadinessMemo {
+    networks: u64,
+    entries: HashMap<Key, (u64, Readiness)>,
+}
+
+fn spec_hash(ln: &LogicalNetwork) -> u64 {
+    let mut h = DefaultHasher::new();
+    let (m, s) = (&ln.metadata, &ln.spec);
+    (
+        &m.namespace,
+        &m.name,
+        &s.physical_net,
+        &s.plugin,
+        &s.subnet,
+        s.vlan,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+impl ReadinessMemo {
+    /// The readiness of each of `lns`, in their order.
+    pub fn update(&mut self, lns: &[LogicalNetwork], lookup: &dyn Lookup) -> Vec<Readiness> {
+        let networks = lns
+            .iter()
+            .map(spec_hash)
+            .fold(lns.len() as u64, u64::wrapping_add);
+        if networks != self.networks {
+            self.entries.clear();
+            self.networks = networks;
+        }
+        lns.iter()
+            .map(|ln| {
+                let (ns, name) = (&ln.metadata.namespace, &ln.metadata.name);
+                let nad = lookup
+                    .nad(ns, ln.spec.plugin.trim())
+                    .map(|n| (n.metadata.uid, n.metadata.resource_version));
+                let mut h = DefaultHasher::new();
+                (spec_hash(ln), nad).hash(&mut h);
+                let depends = h.finish();
+                let key = (ns.clone(), name.clone());
+                match self.entries.get(&key) {
+                    Some((d, r)) if *d == depends => r.clone(),
+                    _ => {
+                        let r = readiness(ln, lookup);
+                        self.entries.insert(key, (depends, r.clone()));
+                        r
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -188,6 +270,48 @@ mod tests {
         lookup.add_logical_network(ln("blue", "p1", "10.1.0.128/25"));
         let bad = desired_status(&red, &lookup, 2, "t4");
         assert_eq!(ready(&bad).last_transition_time, "t4");
+    }
+
+    #[test]
+    fn readiness_is_recomputed_only_when_a_spec_or_the_named_nad_changed() {
+        let lookup = MemoryLookup::new();
+        let red = ln("red", "p1", "10.1.0.0/24");
+        lookup.add_logical_network(red.clone());
+        let mut memo = ReadinessMemo::default();
+        assert_eq!(memo.update(std::slice::from_ref(&red), &lookup), vec![None]);
+        // The memo answers without looking at the other networks while nothing changed: a
+        // stale entry planted by hand is what comes back.
+        let key = ("a".to_string(), "red".to_string());
+        if let Some(e) = memo.entries.get_mut(&key) {
+            e.1 = Some("planted".into());
+        }
+        assert_eq!(
+            memo.update(std::slice::from_ref(&red), &lookup),
+            vec![Some("planted".to_string())]
+        );
+        // Another network: everything is checked again.
+        let blue = ln("blue", "p1", "10.1.0.0/16");
+        lookup.add_logical_network(blue.clone());
+        let r = memo.update(&[red.clone(), blue.clone()], &lookup);
+        assert!(
+            r.iter()
+                .all(|x| x.as_deref().is_some_and(|m| m.contains("overlaps"))),
+            "{r:?}"
+        );
+        // The NAD spec.plugin names appears: red is checked again.
+        if let Some(e) = memo.entries.get_mut(&key) {
+            e.1 = Some("planted".into());
+        }
+        let mut nad: vfkube::objects::NetworkAttachmentDefinition = serde_json::from_value(json!({
+            "metadata": {"name": "bridge", "namespace": "a", "uid": "n1", "resourceVersion": "1"},
+            "spec": {"config": ""}}))
+        .unwrap();
+        lookup.add_nad(nad.clone());
+        let r = memo.update(&[red.clone(), blue.clone()], &lookup);
+        assert_ne!(r[0].as_deref(), Some("planted"));
+        nad.metadata.resource_version = "2".into();
+        lookup.add_nad(nad);
+        assert_eq!(memo.update(&[red, blue], &lookup), r);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use vfkube::objects::{LogicalNetwork, LogicalNetworkStatus};
 use crate::caches::{keep, Cacheable};
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
-use crate::status::{attachment_counts, desired_status, needs_write, Key};
+use crate::status::{attachment_counts, needs_write, status_of, Key, ReadinessMemo};
 
 /// How often the statuses are recomputed by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -96,6 +96,7 @@ async fn run<L: Lookup>(
         LogicalNetwork::PLURAL,
     );
     let mut written = Written::default();
+    let mut memo = ReadinessMemo::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -109,6 +110,7 @@ async fn run<L: Lookup>(
             lookup.as_ref(),
             &pods,
             &mut written,
+            &mut memo,
             &metrics,
         )
         .await;
@@ -138,6 +140,7 @@ async fn round(
     lookup: &dyn Lookup,
     pods: &Store<PartialObjectMeta<Pod>>,
     written: &mut Written,
+    memo: &mut ReadinessMemo,
     metrics: &Metrics,
 ) {
     let counts = {
@@ -157,13 +160,14 @@ async fn round(
         lns.iter()
             .any(|l| l.metadata.namespace == *ns && l.metadata.name == *name)
     });
-    for ln in lns {
+    let readiness = memo.update(&lns, lookup);
+    for (ln, ready) in lns.into_iter().zip(readiness) {
         let (ns, name) = (&ln.metadata.namespace, &ln.metadata.name);
         let attached = counts
             .get(&(ns.clone(), name.clone()))
             .copied()
             .unwrap_or(0);
-        let desired = desired_status(&ln, lookup, attached, &now);
+        let desired = status_of(&ln, ready, attached, &now);
         let key = (ns.clone(), name.clone());
         if !needs_write(&ln, &desired) || written.pending(&key, &ln, &desired) {
             continue;
