@@ -11,7 +11,7 @@
 //! condition holds), so when both write, the second write changes nothing; while their caches
 //! disagree for a moment, the last write wins and the next round settles it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,8 +95,7 @@ async fn run<L: Lookup>(
         ),
         LogicalNetwork::PLURAL,
     );
-    let mut written = Written::default();
-    let mut memo = ReadinessMemo::default();
+    let mut state = State::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -104,16 +103,7 @@ async fn run<L: Lookup>(
         if !lookup.synced() {
             continue;
         }
-        round(
-            &client,
-            &resource,
-            lookup.as_ref(),
-            &pods,
-            &mut written,
-            &mut memo,
-            &metrics,
-        )
-        .await;
+        round(&client, &resource, &lookup, &pods, &mut state, &metrics).await;
     }
 }
 
@@ -132,46 +122,85 @@ impl Written {
     }
 }
 
-/// One round: every LogicalNetwork whose status differs is written; failures are logged and
-/// retried by the next round (the cache still holds the old status).
-async fn round(
-    client: &Client,
-    resource: &ApiResource,
+/// What the loop keeps between rounds.
+#[derive(Default)]
+struct State {
+    written: Written,
+    memo: ReadinessMemo,
+}
+
+/// One status to write: the object, the resourceVersion the cache holds, the status.
+type Write = (Key, String, LogicalNetworkStatus);
+
+/// The statuses that differ from the cache's (and were not just written by us).
+fn plan(
     lookup: &dyn Lookup,
     pods: &Store<PartialObjectMeta<Pod>>,
-    written: &mut Written,
-    memo: &mut ReadinessMemo,
-    metrics: &Metrics,
-) {
+    state: &mut State,
+    now: &str,
+) -> Vec<Write> {
     let counts = {
-        let state = pods.state();
+        let pods = pods.state();
         let empty = BTreeMap::new();
-        attachment_counts(state.iter().map(|p| {
+        attachment_counts(pods.iter().map(|p| {
             (
                 p.metadata.namespace.as_deref().unwrap_or(""),
                 p.metadata.annotations.as_ref().unwrap_or(&empty),
             )
         }))
     };
-    let now = now();
     let lns = lookup.logical_networks();
     // Forget the networks that are gone.
-    written.0.retain(|(ns, name), _| {
-        lns.iter()
-            .any(|l| l.metadata.namespace == *ns && l.metadata.name == *name)
-    });
-    let readiness = memo.update(&lns, lookup);
-    for (ln, ready) in lns.into_iter().zip(readiness) {
-        let (ns, name) = (&ln.metadata.namespace, &ln.metadata.name);
-        let attached = counts
-            .get(&(ns.clone(), name.clone()))
-            .copied()
-            .unwrap_or(0);
-        let desired = status_of(&ln, ready, attached, &now);
-        let key = (ns.clone(), name.clone());
-        if !needs_write(&ln, &desired) || written.pending(&key, &ln, &desired) {
-            continue;
+    let present: HashSet<(&str, &str)> = lns
+        .iter()
+        .map(|l| (l.metadata.namespace.as_str(), l.metadata.name.as_str()))
+        .collect();
+    state
+        .written
+        .0
+        .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
+    let readiness = state.memo.update(&lns, lookup);
+    let mut writes = Vec::new();
+    for (ln, ready) in lns.iter().zip(readiness) {
+        let key = (ln.metadata.namespace.clone(), ln.metadata.name.clone());
+        let attached = counts.get(&key).copied().unwrap_or(0);
+        let desired = status_of(ln, ready, attached, now);
+        if needs_write(ln, &desired) && !state.written.pending(&key, ln, &desired) {
+            writes.push((key, ln.metadata.resource_version.clone(), desired));
         }
+    }
+    writes
+}
+
+/// One round: the statuses are computed off the async workers (the overlap checks after a change
+/// can take a while; the webhook shares the runtime), then every one that differs is written;
+/// failures are logged and retried by the next round (the cache still holds the old status).
+async fn round<L: Lookup>(
+    client: &Client,
+    resource: &ApiResource,
+    lookup: &Arc<L>,
+    pods: &Store<PartialObjectMeta<Pod>>,
+    state: &mut State,
+    metrics: &Metrics,
+) {
+    let (lookup, pods, mut taken) = (Arc::clone(lookup), pods.clone(), std::mem::take(state));
+    let planned = tokio::task::spawn_blocking(move || {
+        let writes = plan(lookup.as_ref(), &pods, &mut taken, &now());
+        (taken, writes)
+    })
+    .await;
+    let writes = match planned {
+        Ok((kept, writes)) => {
+            *state = kept;
+            writes
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "computing LogicalNetwork statuses failed");
+            return;
+        }
+    };
+    for (key, resource_version, desired) in writes {
+        let (ns, name) = (&key.0, &key.1);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
         let patch = Patch::Merge(patch_body(&desired));
         match api
@@ -181,9 +210,7 @@ async fn round(
             Ok(_) => {
                 metrics.status_write(true);
                 tracing::info!(namespace = %ns, name = %name, "LogicalNetwork status written");
-                written
-                    .0
-                    .insert(key, (ln.metadata.resource_version.clone(), desired));
+                state.written.0.insert(key, (resource_version, desired));
             }
             Err(e) => {
                 metrics.status_write(false);
