@@ -24,6 +24,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::Value;
 use tokio::task::JoinHandle;
+use vfkube::annotations::NETWORK_STATUS;
 use vfkube::objects::{LogicalNetwork, LogicalNetworkStatus};
 
 use crate::caches::{keep, Cacheable};
@@ -67,6 +68,7 @@ impl StatusLoop {
                     Api::<PartialObjectMeta<Pod>>::all(client.clone()),
                     watcher::Config::default(),
                 )
+                .modify(trim)
                 .default_backoff(),
             ),
         );
@@ -74,6 +76,20 @@ impl StatusLoop {
         Self {
             tasks: vec![watch, run],
         }
+    }
+}
+
+/// Keeps of a pod's metadata what the reflector and the count read: name, namespace,
+/// resourceVersion, uid and the network-status annotation (not managedFields, labels, owners or
+/// the other annotations, which can be most of a pod's metadata).
+fn trim(p: &mut PartialObjectMeta<Pod>) {
+    let m = &mut p.metadata;
+    m.managed_fields = None;
+    m.labels = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.retain(|k, _| k == NETWORK_STATUS);
     }
 }
 
@@ -257,6 +273,28 @@ mod tests {
         let t = now();
         assert_eq!(t.len(), "2026-01-01T00:00:00Z".len(), "{t}");
         assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn pods_keep_only_what_the_count_reads() {
+        let mut p: PartialObjectMeta<Pod> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "a", "resourceVersion": "4", "uid": "u",
+                "labels": {"app": "web"}, "managedFields": [{"manager": "kubelet"}],
+                "annotations": {NETWORK_STATUS: "[]", "other": "x"}}}))
+        .unwrap();
+        trim(&mut p);
+        let m = &p.metadata;
+        assert_eq!(
+            (
+                m.name.as_deref(),
+                m.namespace.as_deref(),
+                m.resource_version.as_deref()
+            ),
+            (Some("web"), Some("a"), Some("4"))
+        );
+        assert!(m.labels.is_none() && m.managed_fields.is_none());
+        let a = m.annotations.as_ref().unwrap();
+        assert_eq!(a.keys().collect::<Vec<_>>(), vec![NETWORK_STATUS]);
     }
 
     #[test]
