@@ -13,6 +13,7 @@ pub mod caches;
 pub mod certs;
 pub mod lookup;
 pub mod metrics;
+pub mod overlap_index;
 pub mod review;
 pub mod server;
 pub mod status;

@@ -150,7 +150,7 @@ type Write = (Key, String, LogicalNetworkStatus);
 
 /// The statuses that differ from the cache's (and were not just written by us).
 fn plan(
-    lookup: &dyn Lookup,
+    lookup: Arc<dyn Lookup>,
     pods: &Store<PartialObjectMeta<Pod>>,
     state: &mut State,
     now: &str,
@@ -175,7 +175,7 @@ fn plan(
         .written
         .0
         .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
-    let readiness = state.memo.update(&lns, lookup);
+    let readiness = state.memo.update(&lns, &lookup);
     let mut writes = Vec::new();
     for (ln, ready) in lns.iter().zip(readiness) {
         let key = (ln.metadata.namespace.clone(), ln.metadata.name.clone());
@@ -199,9 +199,10 @@ async fn round<L: Lookup>(
     state: &mut State,
     metrics: &Metrics,
 ) {
-    let (lookup, pods, mut taken) = (Arc::clone(lookup), pods.clone(), std::mem::take(state));
+    let lookup: Arc<dyn Lookup> = Arc::clone(lookup) as Arc<dyn Lookup>;
+    let (pods, mut taken) = (pods.clone(), std::mem::take(state));
     let planned = tokio::task::spawn_blocking(move || {
-        let writes = plan(lookup.as_ref(), &pods, &mut taken, &now());
+        let writes = plan(lookup, &pods, &mut taken, &now());
         (taken, writes)
     })
     .await;
