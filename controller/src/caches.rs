@@ -139,7 +139,7 @@ pub struct Caches {
 
 /// Runs a reflector until the task is aborted; a watch error is logged and the watcher (with
 /// its backoff) carries on.
-fn keep<K, S>(what: &'static str, stream: S) -> JoinHandle<()>
+pub(crate) fn keep<K, S>(what: &'static str, stream: S) -> JoinHandle<()>
 where
     K: Send + 'static,
     S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,

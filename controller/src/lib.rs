@@ -7,12 +7,16 @@
 //! - [`certs`]: `certs`, a CA and a serving certificate for clusters without cert-manager.
 //! - [`caches`]: the reflector caches that are the real [`lookup::Lookup`].
 //! - [`metrics`]: Prometheus text.
+//! - [`status`], [`status_loop`]: LogicalNetwork status (`Ready`, `attachedPods`), kept written.
 
 pub mod caches;
 pub mod certs;
 pub mod lookup;
 pub mod metrics;
+pub mod overlap_index;
 pub mod review;
 pub mod server;
+pub mod status;
+pub mod status_loop;
 pub mod tls;
 pub mod validate;

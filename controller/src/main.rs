@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use vfcontroller::caches::Caches;
 use vfcontroller::lookup::Settings;
 use vfcontroller::server::{Server, ServerConfig, Webhook};
+use vfcontroller::status_loop::StatusLoop;
 use vfkube::isolation::Isolation;
 
 #[derive(Parser)]
@@ -37,6 +38,10 @@ enum Command {
         /// (genie conf `namespaceIsolation`); set it as the nodes' genie conf does.
         #[arg(long)]
         namespace_isolation: bool,
+        /// How often, in milliseconds, LogicalNetwork statuses are recomputed (and written where
+        /// they changed).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
+        status_interval_ms: u64,
         /// tracing filter (error, warn, info, debug, trace, or directives).
         #[arg(long, default_value = "info", env = "VFGENIE_LOG")]
         log_level: String,
@@ -69,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             tls_dir,
             global_namespaces,
             namespace_isolation,
+            status_interval_ms,
             log_level,
         } => {
             tracing_subscriber::fmt()
@@ -99,17 +105,27 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(serve(config, settings))
+                .block_on(serve(
+                    config,
+                    settings,
+                    Duration::from_millis(status_interval_ms),
+                ))
         }
     }
 }
 
-async fn serve(config: ServerConfig, settings: Settings) -> anyhow::Result<()> {
+async fn serve(
+    config: ServerConfig,
+    settings: Settings,
+    status_interval: Duration,
+) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API")?;
-    let caches = Arc::new(Caches::start(client));
-    let webhook = Arc::new(Webhook::new(caches, settings));
+    let caches = Arc::new(Caches::start(client.clone()));
+    let webhook = Arc::new(Webhook::new(Arc::clone(&caches), settings));
+    // Beside the webhook, in every replica (no leader election: see status_loop).
+    let _status = StatusLoop::start(client, caches, status_interval, webhook.shared_metrics());
     let server = Server::bind(&config, webhook).await?;
     tracing::info!(listen = %server.local_addr()?, "serving");
     server

@@ -1,4 +1,4 @@
-//! The webhook's Prometheus metrics, in the text exposition format. Label values come from fixed
+//! The controller's Prometheus metrics (the webhook's and the status loop's writes), in the text exposition format. Label values come from fixed
 //! sets (handled kinds or `other`, the four operations or `other`, [`Reason`]), so no request can
 //! grow the series.
 
@@ -22,6 +22,8 @@ struct Inner {
     buckets: [u64; BUCKETS.len() + 1],
     sum: f64,
     count: u64,
+    /// LogicalNetwork status writes: succeeded, failed.
+    status_writes: [u64; 2],
 }
 
 /// The counters and the histogram.
@@ -72,6 +74,15 @@ impl Metrics {
         m.count += 1;
     }
 
+    /// Records one LogicalNetwork status write.
+    pub fn status_write(&self, ok: bool) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let i = usize::from(!ok);
+        if let Some(n) = m.status_writes.get_mut(i) {
+            *n += 1;
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,6 +123,17 @@ impl Metrics {
         );
         let _ = writeln!(out, "vfgenie_admission_review_seconds_sum {}", m.sum);
         let _ = writeln!(out, "vfgenie_admission_review_seconds_count {}", m.count);
+        let _ = writeln!(out, "# HELP vfgenie_logicalnetwork_status_writes_total LogicalNetwork status writes, by result (only changed statuses are written).");
+        let _ = writeln!(
+            out,
+            "# TYPE vfgenie_logicalnetwork_status_writes_total counter"
+        );
+        for (result, n) in ["ok", "error"].iter().zip(m.status_writes) {
+            let _ = writeln!(
+                out,
+                "vfgenie_logicalnetwork_status_writes_total{{result=\"{result}\"}} {n}"
+            );
+        }
         out
     }
 }
@@ -166,5 +188,17 @@ mod tests {
             "{t}"
         );
         assert_eq!(operation_label("PATCH"), "other");
+        m.status_write(true);
+        m.status_write(false);
+        m.status_write(false);
+        let t = m.render();
+        assert!(
+            t.contains("vfgenie_logicalnetwork_status_writes_total{result=\"ok\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("vfgenie_logicalnetwork_status_writes_total{result=\"error\"} 2"),
+            "{t}"
+        );
     }
 }

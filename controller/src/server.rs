@@ -67,7 +67,7 @@ pub enum ServeError {
 pub struct Webhook<L> {
     lookup: Arc<L>,
     settings: Settings,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     serving: AtomicBool,
 }
 
@@ -76,13 +76,18 @@ impl<L: Lookup> Webhook<L> {
         Self {
             lookup,
             settings,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             serving: AtomicBool::new(false),
         }
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The metrics, for the other parts of the controller that count into them (the status loop).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Answers one posted body: the AdmissionReview response, or why the body is not one.

@@ -287,6 +287,7 @@ mod tests {
                 subnet: subnet.into(),
                 vlan: None,
             },
+            status: None,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Set by the API server on objects whose spec changes count (custom resources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 /// A pod: its metadata and, when present, its status.
@@ -80,6 +83,42 @@ pub struct LogicalNetwork {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: LogicalNetworkSpec,
+    /// Written by the controller through the `status` subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<LogicalNetworkStatus>,
+}
+
+/// `status` of a LogicalNetwork, as the controller keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogicalNetworkStatus {
+    /// The `metadata.generation` the status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many pods have the network in their `k8s.v1.cni.cncf.io/network-status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_pods: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A `metav1.Condition`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339, when `status` last changed.
+    #[serde(default)]
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,6 +66,7 @@ impl FakeKube {
                     subnet: subnet.into(),
                     vlan: None,
                 },
+                status: None,
             },
         );
         self

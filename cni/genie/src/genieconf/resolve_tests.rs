@@ -62,6 +62,7 @@ fn ln(subnet: &str) -> LogicalNetwork {
             subnet: subnet.into(),
             vlan: None,
         },
+        status: None,
     }
 }
 

@@ -1,0 +1,321 @@
+//! Keeps every LogicalNetwork's `status` ([`crate::status`]) written: pods are watched
+//! cluster-wide with a metadata-only watcher (kube's `Api<PartialObjectMeta<Pod>>`, which
+//! replaced the deprecated `metadata_watcher`) (the network-status annotation is in the metadata,
+//! so pod specs and statuses are never transferred or held), and every `interval` each
+//! LogicalNetwork's desired status is computed from the caches and merge-PATCHed to its `status`
+//! subresource only when it differs from the status the cache holds: a quiet cluster sees no
+//! writes.
+//!
+//! There is no leader election: every replica runs the loop. Two replicas compute the same status
+//! from the same cluster (the transition time is kept from the current status while the
+//! condition holds), so when both write, the second write changes nothing; while their caches
+//! disagree for a moment, the last write wins and the next round settles it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use vfkube::annotations::NETWORK_STATUS;
+use vfkube::objects::{LogicalNetwork, LogicalNetworkStatus};
+
+use crate::caches::{keep, Cacheable};
+use crate::lookup::Lookup;
+use crate::metrics::Metrics;
+use crate::status::{attachment_counts, needs_write, status_of, Key, ReadinessMemo};
+
+/// How often the statuses are recomputed by default.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The status loop's tasks (the pod watcher and the loop); aborted when dropped.
+pub struct StatusLoop {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for StatusLoop {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl StatusLoop {
+    /// Starts watching pods on `client` and, once `lookup` and the pods are synced, writing
+    /// statuses every `interval`.
+    /// Writes are counted in `metrics`.
+    pub fn start<L: Lookup>(
+        client: Client,
+        lookup: Arc<L>,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let writer: Writer<PartialObjectMeta<Pod>> = Writer::default();
+        let pods = writer.as_reader();
+        let watch = keep(
+            "Pod",
+            reflector::reflector(
+                writer,
+                watcher(
+                    Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .modify(trim)
+                .default_backoff(),
+            ),
+        );
+        let run = tokio::spawn(run(client, lookup, pods, interval, metrics));
+        Self {
+            tasks: vec![watch, run],
+        }
+    }
+}
+
+/// Keeps of a pod's metadata what the reflector and the count read: name, namespace,
+/// resourceVersion, uid and the network-status annotation (not managedFields, labels, owners or
+/// the other annotations, which can be most of a pod's metadata).
+fn trim(p: &mut PartialObjectMeta<Pod>) {
+    let m = &mut p.metadata;
+    m.managed_fields = None;
+    m.labels = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.retain(|k, _| k == NETWORK_STATUS);
+    }
+}
+
+async fn run<L: Lookup>(
+    client: Client,
+    lookup: Arc<L>,
+    pods: Store<PartialObjectMeta<Pod>>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) {
+    if pods.wait_until_ready().await.is_err() {
+        return;
+    }
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            LogicalNetwork::GROUP,
+            LogicalNetwork::VERSION,
+            LogicalNetwork::KIND,
+        ),
+        LogicalNetwork::PLURAL,
+    );
+    let mut state = State::default();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !lookup.synced() {
+            continue;
+        }
+        round(&client, &resource, &lookup, &pods, &mut state, &metrics).await;
+    }
+}
+
+/// The statuses this replica wrote, with the resourceVersion the cache held for the object
+/// then: until the cache holds a newer version (the watch brings our write back), the object is
+/// not written again with the same status, however short the interval.
+#[derive(Default)]
+struct Written(HashMap<Key, (String, LogicalNetworkStatus)>);
+
+impl Written {
+    /// Whether `desired` was written over the version of `ln` the cache still holds.
+    fn pending(&self, key: &Key, ln: &LogicalNetwork, desired: &LogicalNetworkStatus) -> bool {
+        self.0
+            .get(key)
+            .is_some_and(|(rv, s)| *rv == ln.metadata.resource_version && s == desired)
+    }
+}
+
+/// What the loop keeps between rounds.
+#[derive(Default)]
+struct State {
+    written: Written,
+    memo: ReadinessMemo,
+}
+
+/// One status to write: the object, the resourceVersion the cache holds, the status.
+type Write = (Key, String, LogicalNetworkStatus);
+
+/// The statuses that differ from the cache's (and were not just written by us).
+fn plan(
+    lookup: Arc<dyn Lookup>,
+    pods: &Store<PartialObjectMeta<Pod>>,
+    state: &mut State,
+    now: &str,
+) -> Vec<Write> {
+    let counts = {
+        let pods = pods.state();
+        let empty = BTreeMap::new();
+        attachment_counts(pods.iter().map(|p| {
+            (
+                p.metadata.namespace.as_deref().unwrap_or(""),
+                p.metadata.annotations.as_ref().unwrap_or(&empty),
+            )
+        }))
+    };
+    let lns = lookup.logical_networks();
+    // Forget the networks that are gone.
+    let present: HashSet<(&str, &str)> = lns
+        .iter()
+        .map(|l| (l.metadata.namespace.as_str(), l.metadata.name.as_str()))
+        .collect();
+    state
+        .written
+        .0
+        .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
+    let readiness = state.memo.update(&lns, &lookup);
+    let mut writes = Vec::new();
+    for (ln, ready) in lns.iter().zip(readiness) {
+        let key = (ln.metadata.namespace.clone(), ln.metadata.name.clone());
+        let attached = counts.get(&key).copied().unwrap_or(0);
+        let desired = status_of(ln, ready, attached, now);
+        if needs_write(ln, &desired) && !state.written.pending(&key, ln, &desired) {
+            writes.push((key, ln.metadata.resource_version.clone(), desired));
+        }
+    }
+    writes
+}
+
+/// One round: the statuses are computed off the async workers (the overlap checks after a change
+/// can take a while; the webhook shares the runtime), then every one that differs is written;
+/// failures are logged and retried by the next round (the cache still holds the old status).
+async fn round<L: Lookup>(
+    client: &Client,
+    resource: &ApiResource,
+    lookup: &Arc<L>,
+    pods: &Store<PartialObjectMeta<Pod>>,
+    state: &mut State,
+    metrics: &Metrics,
+) {
+    let lookup: Arc<dyn Lookup> = Arc::clone(lookup) as Arc<dyn Lookup>;
+    let (pods, mut taken) = (pods.clone(), std::mem::take(state));
+    let planned = tokio::task::spawn_blocking(move || {
+        let writes = plan(lookup, &pods, &mut taken, &now());
+        (taken, writes)
+    })
+    .await;
+    let writes = match planned {
+        Ok((kept, writes)) => {
+            *state = kept;
+            writes
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "computing LogicalNetwork statuses failed");
+            return;
+        }
+    };
+    for (key, resource_version, desired) in writes {
+        let (ns, name) = (&key.0, &key.1);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+        let patch = Patch::Merge(patch_body(&desired));
+        match api
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+        {
+            Ok(_) => {
+                metrics.status_write(true);
+                tracing::info!(namespace = %ns, name = %name, "LogicalNetwork status written");
+                state.written.0.insert(key, (resource_version, desired));
+            }
+            Err(e) => {
+                metrics.status_write(false);
+                tracing::warn!(
+                    namespace = %ns, name = %name, error = %e,
+                    "cannot write LogicalNetwork status; retrying next round"
+                );
+            }
+        }
+    }
+}
+
+/// `{"status": ...}`, with the optional fields that are absent set to null so that the merge
+/// patch removes them.
+fn patch_body(status: &LogicalNetworkStatus) -> Value {
+    let mut s = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let Some(m) = s.as_object_mut() {
+        for k in ["observedGeneration", "attachedPods"] {
+            m.entry(k).or_insert(Value::Null);
+        }
+    }
+    serde_json::json!({ "status": s })
+}
+
+/// Now, RFC 3339 to the second (as `metav1.Time`).
+fn now() -> String {
+    serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_clears_absent_fields_and_now_is_rfc3339() {
+        let body = patch_body(&LogicalNetworkStatus::default());
+        assert_eq!(
+            body,
+            serde_json::json!({"status": {"observedGeneration": null, "attachedPods": null}})
+        );
+        let t = now();
+        assert_eq!(t.len(), "2026-01-01T00:00:00Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn pods_keep_only_what_the_count_reads() {
+        let mut p: PartialObjectMeta<Pod> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "a", "resourceVersion": "4", "uid": "u",
+                "labels": {"app": "web"}, "managedFields": [{"manager": "kubelet"}],
+                "annotations": {NETWORK_STATUS: "[]", "other": "x"}}}))
+        .unwrap();
+        trim(&mut p);
+        let m = &p.metadata;
+        assert_eq!(
+            (
+                m.name.as_deref(),
+                m.namespace.as_deref(),
+                m.resource_version.as_deref()
+            ),
+            (Some("web"), Some("a"), Some("4"))
+        );
+        assert!(m.labels.is_none() && m.managed_fields.is_none());
+        let a = m.annotations.as_ref().unwrap();
+        assert_eq!(a.keys().collect::<Vec<_>>(), vec![NETWORK_STATUS]);
+    }
+
+    #[test]
+    fn a_write_is_pending_until_the_cache_holds_a_newer_version() {
+        let mut ln = LogicalNetwork::default();
+        ln.metadata.resource_version = "5".into();
+        let key: Key = ("a".into(), "red".into());
+        let status = LogicalNetworkStatus {
+            attached_pods: Some(1),
+            ..LogicalNetworkStatus::default()
+        };
+        let mut written = Written::default();
+        assert!(!written.pending(&key, &ln, &status));
+        written.0.insert(key.clone(), ("5".into(), status.clone()));
+        assert!(written.pending(&key, &ln, &status));
+        // Another status is written at once.
+        let other = LogicalNetworkStatus::default();
+        assert!(!written.pending(&key, &ln, &other));
+        // A newer version whose status is not ours (someone overwrote it): written again.
+        ln.metadata.resource_version = "6".into();
+        assert!(!written.pending(&key, &ln, &status));
+    }
+}
