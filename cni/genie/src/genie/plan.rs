@@ -289,6 +289,17 @@ impl Planner<'_> {
             .client(&what)?
             .logical_network(ns, &ln.name)
             .map_err(|source| self.api_error(&what, source))?;
+        // `spec.plugin: "sriov"` with the genie conf's `sriov` key: the agent's pools, as for
+        // CNI-Genie's `cni: "sriov"`, with the LogicalNetwork's subnet and vlan applied (a conf
+        // file of type sriov names no pool, so its pod would get no VF).
+        if let (SRIOV, Some(sriov)) = (obj.spec.plugin.as_str(), &self.conf.sriov) {
+            let mut network = self.genie_sriov(sriov)?;
+            if let Value::Object(config) = &mut network.config {
+                vfkube::logical::apply_logical_network(config, &obj)?;
+            }
+            network.name = format!("{ns}/{}", ln.name);
+            return Ok(network);
+        }
         let mut r = find_plugin_conf(&self.conf.conf_dir, &obj.spec.plugin)?.ok_or_else(|| {
             PlanError::NoLogicalNetworkConf {
                 what: what.clone(),

@@ -176,3 +176,40 @@ fn a_logical_network_vlan_is_set_on_a_bridge_and_refused_on_other_types() {
     assert!(e.msg.contains("spec.vlan 100"), "{}", e.msg);
     assert!(e.msg.contains("\"macvlan\""), "{}", e.msg);
 }
+
+#[test]
+fn a_logical_network_on_plugin_sriov_takes_the_agents_pools_with_its_subnet_and_vlan() {
+    let dir = genie_plugins_dir();
+    let agent = dir.path().join("agent.config");
+    std::fs::write(
+        &agent,
+        json!({"resourceList": [{"resourcePrefix": "example.com", "resourceName": "igb_net"}]})
+            .to_string(),
+    )
+    .unwrap();
+    let conf = genie_in(
+        dir.path(),
+        json!({"sriov": {"agentConfig": agent.to_str().unwrap(),
+        "vlan": 100, "ipam": {"type": "host-local", "subnet": "10.56.217.0/24"}}}),
+    );
+    let mut kube = FakeKube::default().with_ln("default", "blue", "sriov", "10.56.217.128/25");
+    for ln in kube.lns.values_mut() {
+        ln.spec.vlan = Some(200);
+    }
+    let p = plan_for(&conf, &[("cni", ""), ("networks", "blue@eth1")], &kube).unwrap();
+    let last = p.last().unwrap();
+    assert_eq!(last.ifname, "eth1");
+    assert_eq!(last.resources, ["example.com/igb_net"]);
+    assert_eq!(last.config["type"], "sriov");
+    assert_eq!(last.config["vlan"], 200);
+    assert_eq!(last.config["ipam"]["subnet"], "10.56.217.128/25");
+    // Outside the key's range: refused, as for any plugin.
+    let kube = FakeKube::default().with_ln("default", "red", "sriov", "10.99.0.0/24");
+    let e = refused(plan_for(
+        &conf,
+        &[("cni", ""), ("networks", "red@eth1")],
+        &kube,
+    ));
+    assert_eq!(e.code, 7);
+    assert!(e.msg.contains("LogicalNetwork default/red"), "{}", e.msg);
+}

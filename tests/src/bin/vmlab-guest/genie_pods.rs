@@ -9,7 +9,8 @@
 //! device; pod E asks CNI-Genie style (`cni: "sriov"`) and gets a VF of the agent's pool on eth1.
 //! Every network-status lists the pod's interfaces with their IPs and MACs. After DEL of every pod
 //! the VFs are back in the host as they were (read from the PF through netlink) and nothing is left
-//! behind: no lease, no cache record, no device-info copy, no veth.
+//! behind: no lease, no cache record, no device-info copy, no veth. Then the same VLAN tenancy
+//! through LogicalNetworks (see [`crate::genie_ln`]).
 //!
 //! [`podnet`]: crate::podnet
 
@@ -76,6 +77,8 @@ pub fn run(report: &mut Report) {
     if !del_ok {
         c.show_logs(20);
     }
+    // VLAN tenancy through LogicalNetworks, on the VFs the pods above gave back.
+    crate::genie_ln::run(report, &mut c);
     c.dump_logs();
     note(&format!(
         "genie-pods: {} ms in the guest",

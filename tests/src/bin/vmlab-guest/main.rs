@@ -6,6 +6,7 @@ mod agent;
 mod bench_pods;
 mod core_checks;
 mod demo;
+mod genie_ln;
 mod genie_pods;
 mod podnet;
 mod pods;
