@@ -21,6 +21,13 @@ pub fn validate_logical_network(ln: &LogicalNetwork, lookup: &dyn Lookup) -> Out
     let subnet = check_spec(ln).map_err(|e| Denial::new(Reason::Invalid, e.to_string()))?;
     let mut warnings = Vec::new();
     let plugin = ln.spec.plugin.trim();
+    // spec.vlan only on a plugin that can carry it: known when a NAD of that name has a config.
+    if ln.spec.vlan.is_some() && subnet.is_none() {
+        if let Some(Ok(Some(mut config))) = lookup.nad(ns, plugin).map(|n| check_usable(&n)) {
+            apply_logical_network(&mut config, ln)
+                .map_err(|e| Denial::new(Reason::Invalid, e.to_string()))?;
+        }
+    }
     if let Some(subnet) = subnet {
         match lookup.nad(ns, plugin) {
             Some(nad) => match check_usable(&nad) {
@@ -126,6 +133,35 @@ mod tests {
         assert!(w[0].contains("spec.plugin \"flannel\""), "{w:?}");
         // Updating red itself does not overlap with red.
         validate_logical_network(&ln("other", "red", "bridge", "10.20.0.0/16", "p1"), &l).unwrap();
+    }
+
+    #[test]
+    fn a_vlan_is_refused_on_a_nad_whose_plugin_cannot_carry_it() {
+        let l = lookup();
+        l.add_nad(
+            serde_json::from_value(json!({"metadata": {"name": "mv", "namespace": "default"},
+                "spec": {"config": r#"{"cniVersion":"1.0.0","type":"macvlan","master":"eth0","ipam":{"type":"host-local","subnet":"10.30.0.0/16"}}"#}}))
+            .unwrap(),
+        );
+        for (plugin, subnet, ok) in [
+            ("br", "", true),
+            ("br", "10.10.1.0/24", true),
+            ("mv", "", false),
+            ("mv", "10.30.1.0/24", false),
+            // A plugin of the nodes' conf dir: genie decides on the node.
+            ("macvlan", "", true),
+        ] {
+            let mut x = ln("default", "blue", plugin, subnet, "p2");
+            x.spec.vlan = Some(100);
+            match validate_logical_network(&x, &l) {
+                Ok(_) => assert!(ok, "{plugin} {subnet:?} allowed"),
+                Err(d) => {
+                    assert!(!ok, "{plugin} {subnet:?}: {}", d.message);
+                    assert!(d.message.contains("spec.vlan"), "{}", d.message);
+                    assert!(d.message.contains("macvlan"), "{}", d.message);
+                }
+            }
+        }
     }
 
     #[test]
