@@ -11,7 +11,7 @@
 //! condition holds), so when both write, the second write changes nothing; while their caches
 //! disagree for a moment, the last write wins and the next round settles it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -166,15 +166,20 @@ fn plan(
         }))
     };
     let lns = lookup.logical_networks();
-    // Forget the networks that are gone.
-    let present: HashSet<(&str, &str)> = lns
+    // Keep only the writes the cache has not caught up with yet: once it holds a newer version
+    // of a network (or the network is gone), its entry has done its job.
+    let present: HashMap<(&str, &str), &str> = lns
         .iter()
-        .map(|l| (l.metadata.namespace.as_str(), l.metadata.name.as_str()))
+        .map(|l| {
+            (
+                (l.metadata.namespace.as_str(), l.metadata.name.as_str()),
+                l.metadata.resource_version.as_str(),
+            )
+        })
         .collect();
-    state
-        .written
-        .0
-        .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
+    state.written.0.retain(|(ns, name), (rv, _)| {
+        present.get(&(ns.as_str(), name.as_str())) == Some(&rv.as_str())
+    });
     let readiness = state.memo.update(&lns, &lookup);
     let mut writes = Vec::new();
     for (ln, ready) in lns.iter().zip(readiness) {
