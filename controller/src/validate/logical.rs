@@ -21,6 +21,27 @@ pub fn validate_logical_network(ln: &LogicalNetwork, lookup: &dyn Lookup) -> Out
     let subnet = check_spec(ln).map_err(|e| Denial::new(Reason::Invalid, e.to_string()))?;
     let mut warnings = Vec::new();
     let plugin = ln.spec.plugin.trim();
+    // A VLAN on a physical network belongs to one namespace: a tenant cannot join another
+    // tenant's VLAN by naming it.
+    if let Some(vlan) = ln.spec.vlan {
+        let taken = |other: &LogicalNetwork| {
+            other.spec.vlan == Some(vlan)
+                && other.spec.physical_net == ln.spec.physical_net
+                && other.metadata.namespace != *ns
+        };
+        if let Some(other) = lookup.find_logical_network(&taken) {
+            return Err(Denial::new(
+                Reason::Overlap,
+                format!(
+                    "LogicalNetwork {ns}/{name}: spec.vlan {vlan} on spec.physicalNet {:?} belongs to namespace {} (LogicalNetwork {}/{})",
+                    ln.spec.physical_net,
+                    other.metadata.namespace,
+                    other.metadata.namespace,
+                    other.metadata.name
+                ),
+            ));
+        }
+    }
     // spec.vlan only on a plugin that can carry it: known when a NAD of that name has a config.
     if ln.spec.vlan.is_some() && subnet.is_none() {
         if let Some(Ok(Some(mut config))) = lookup.nad(ns, plugin).map(|n| check_usable(&n)) {
@@ -159,6 +180,32 @@ mod tests {
                     assert!(!ok, "{plugin} {subnet:?}: {}", d.message);
                     assert!(d.message.contains("spec.vlan"), "{}", d.message);
                     assert!(d.message.contains("macvlan"), "{}", d.message);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_vlan_on_a_physical_net_belongs_to_one_namespace() {
+        let l = lookup();
+        let mut theirs = ln("tenant-b", "b100", "sriov", "", "phys");
+        theirs.spec.vlan = Some(100);
+        l.add_logical_network(theirs);
+        for (ns, vlan, phys, ok) in [
+            ("tenant-a", 100, "phys", false),
+            ("tenant-b", 100, "phys", true),
+            ("tenant-a", 101, "phys", true),
+            ("tenant-a", 100, "other", true),
+        ] {
+            let mut x = ln(ns, "mine", "sriov", "", phys);
+            x.spec.vlan = Some(vlan);
+            match validate_logical_network(&x, &l) {
+                Ok(_) => assert!(ok, "{ns} vlan {vlan} on {phys} allowed"),
+                Err(d) => {
+                    assert!(!ok, "{ns} vlan {vlan} on {phys}: {}", d.message);
+                    assert_eq!(d.reason, Reason::Overlap);
+                    assert!(d.message.contains("spec.vlan 100"), "{}", d.message);
+                    assert!(d.message.contains("tenant-b/b100"), "{}", d.message);
                 }
             }
         }
