@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod plugin;
 pub mod podres;
+pub mod policy;
 pub mod pool;
 pub mod prefer;
 pub mod reconcile;

@@ -110,7 +110,7 @@ lab_deps_install() {
 # ping for the network-namespace tests, Debian's CNI plugins as real delegates.
 dev_deps_install() {
 	local pkgs=() p
-	for p in protobuf-compiler iproute2 iputils-ping containernetworking-plugins; do
+	for p in protobuf-compiler iproute2 iputils-ping containernetworking-plugins nftables iperf3; do
 		lab_pkg_installed "$p" || pkgs+=("$p")
 	done
 	((${#pkgs[@]})) || return 0
