@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use vfkube::objects::{LogicalNetwork, NetworkAttachmentDefinition};
 
 use crate::lookup::Lookup;
+use crate::status::StatusDigest;
 
 /// One of our kinds, as the caches hold it: decoded once when it arrives from the API server
 /// (not on every lookup), and only the fields admission reads (no managedFields, no unknown
@@ -36,6 +37,11 @@ pub trait Cacheable: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 
     const VERSION: &'static str;
     const KIND: &'static str;
     const PLURAL: &'static str;
+    /// What the cache keeps of the fields admission does not read, in their place.
+    type Digest: Clone + Copy + Default + std::fmt::Debug + Send + Sync + 'static;
+
+    /// Takes those fields out of the object and returns their digest.
+    fn digest(&mut self) -> Self::Digest;
 }
 
 impl Cacheable for NetworkAttachmentDefinition {
@@ -43,6 +49,9 @@ impl Cacheable for NetworkAttachmentDefinition {
     const VERSION: &'static str = "v1";
     const KIND: &'static str = "NetworkAttachmentDefinition";
     const PLURAL: &'static str = "network-attachment-definitions";
+    type Digest = ();
+
+    fn digest(&mut self) {}
 }
 
 impl Cacheable for LogicalNetwork {
@@ -50,6 +59,12 @@ impl Cacheable for LogicalNetwork {
     const VERSION: &'static str = "v1";
     const KIND: &'static str = "LogicalNetwork";
     const PLURAL: &'static str = "logicalnetworks";
+    /// The status (only the status loop reads it, and a digest is all it needs).
+    type Digest = StatusDigest;
+
+    fn digest(&mut self) -> StatusDigest {
+        StatusDigest::of(self.status.take().as_ref())
+    }
 }
 
 /// A cached object: the metadata the reflector and its watcher read (name, namespace,
@@ -57,14 +72,15 @@ impl Cacheable for LogicalNetwork {
 /// kept as `None`, treated as absent and logged once, when it arrives (our types accept every
 /// object the API server holds).
 #[derive(Debug, Clone)]
-pub struct Cached<T> {
+pub struct Cached<T: Cacheable> {
     meta: KubeMeta,
-    object: Option<T>,
+    object: Option<Arc<T>>,
+    digest: T::Digest,
 }
 
-impl<T> Cached<T> {
+impl<T: Cacheable> Cached<T> {
     pub fn object(&self) -> Option<&T> {
-        self.object.as_ref()
+        self.object.as_deref()
     }
 }
 
@@ -82,8 +98,12 @@ impl<'de, T: Cacheable> Deserialize<'de> for Cached<T> {
             resource_version: field("resourceVersion"),
             ..KubeMeta::default()
         };
+        let mut digest = T::Digest::default();
         let object = match T::deserialize(&v) {
-            Ok(t) => Some(t),
+            Ok(mut t) => {
+                digest = t.digest();
+                Some(Arc::new(t))
+            }
             Err(e) => {
                 tracing::warn!(
                     kind = T::KIND,
@@ -95,7 +115,11 @@ impl<'de, T: Cacheable> Deserialize<'de> for Cached<T> {
                 None
             }
         };
-        Ok(Self { meta, object })
+        Ok(Self {
+            meta,
+            object,
+            digest,
+        })
     }
 }
 
@@ -225,7 +249,7 @@ impl Drop for Caches {
 fn get<T: Cacheable>(store: &Store<Cached<T>>, namespace: &str, name: &str) -> Option<T> {
     store
         .get(&ObjectRef::new(name).within(namespace))
-        .and_then(|c| c.object.clone())
+        .and_then(|c| c.object.as_deref().cloned())
 }
 
 impl Lookup for Caches {
@@ -237,11 +261,19 @@ impl Lookup for Caches {
         get(&self.lns, namespace, name)
     }
 
-    fn logical_networks(&self) -> Vec<LogicalNetwork> {
+    fn logical_networks(&self) -> Vec<Arc<LogicalNetwork>> {
         self.lns
             .state()
             .iter()
             .filter_map(|c| c.object.clone())
+            .collect()
+    }
+
+    fn logical_networks_with_status(&self) -> Vec<(Arc<LogicalNetwork>, StatusDigest)> {
+        self.lns
+            .state()
+            .iter()
+            .filter_map(|c| c.object.clone().map(|o| (o, c.digest)))
             .collect()
     }
 
@@ -250,8 +282,8 @@ impl Lookup for Caches {
         predicate: &dyn Fn(&LogicalNetwork) -> bool,
     ) -> Option<LogicalNetwork> {
         self.lns
-            .find(|c| c.object.as_ref().is_some_and(predicate))
-            .and_then(|c| c.object.clone())
+            .find(|c| c.object.as_deref().is_some_and(predicate))
+            .and_then(|c| c.object.as_deref().cloned())
     }
 
     fn namespace_exists(&self, name: &str) -> bool {

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use vfkube::isolation::Isolation;
 use vfkube::objects::{LogicalNetwork, NetworkAttachmentDefinition};
+
+use crate::status::StatusDigest;
 
 /// Reads of the cluster's network objects, from caches (never a request per review).
 pub trait Lookup: Send + Sync + 'static {
@@ -16,14 +18,28 @@ pub trait Lookup: Send + Sync + 'static {
     /// The LogicalNetwork `namespace/name`, when it exists.
     fn logical_network(&self, namespace: &str, name: &str) -> Option<LogicalNetwork>;
     /// Every LogicalNetwork of every namespace.
-    fn logical_networks(&self) -> Vec<LogicalNetwork>;
+    fn logical_networks(&self) -> Vec<Arc<LogicalNetwork>>;
+    /// [`Lookup::logical_networks`] with the digest of each one's status (the caches keep the
+    /// digest in place of the status).
+    fn logical_networks_with_status(&self) -> Vec<(Arc<LogicalNetwork>, StatusDigest)> {
+        self.logical_networks()
+            .into_iter()
+            .map(|l| {
+                let d = StatusDigest::of(l.status.as_ref());
+                (l, d)
+            })
+            .collect()
+    }
     /// A LogicalNetwork of any namespace for which `predicate` holds, if any (subnet overlap is
     /// checked across them all). Implementations look in place, copying only the one found.
     fn find_logical_network(
         &self,
         predicate: &dyn Fn(&LogicalNetwork) -> bool,
     ) -> Option<LogicalNetwork> {
-        self.logical_networks().into_iter().find(|l| predicate(l))
+        self.logical_networks()
+            .into_iter()
+            .find(|l| predicate(l))
+            .map(Arc::unwrap_or_clone)
     }
     /// Whether the namespace exists.
     fn namespace_exists(&self, name: &str) -> bool;
@@ -44,7 +60,7 @@ type Key = (String, String);
 #[derive(Debug, Default)]
 pub struct MemoryLookup {
     nads: RwLock<BTreeMap<Key, NetworkAttachmentDefinition>>,
-    lns: RwLock<BTreeMap<Key, LogicalNetwork>>,
+    lns: RwLock<BTreeMap<Key, Arc<LogicalNetwork>>>,
     namespaces: RwLock<Vec<String>>,
     synced: AtomicBool,
 }
@@ -82,7 +98,7 @@ impl MemoryLookup {
         self.lns
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(k, ln);
+            .insert(k, Arc::new(ln));
     }
 
     pub fn add_namespace(&self, name: &str) {
@@ -107,10 +123,10 @@ impl Lookup for MemoryLookup {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key(namespace, name))
-            .cloned()
+            .map(|l| LogicalNetwork::clone(l))
     }
 
-    fn logical_networks(&self) -> Vec<LogicalNetwork> {
+    fn logical_networks(&self) -> Vec<Arc<LogicalNetwork>> {
         self.lns
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -128,7 +144,7 @@ impl Lookup for MemoryLookup {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .find(|l| predicate(l))
-            .cloned()
+            .map(|l| LogicalNetwork::clone(l))
     }
 
     fn namespace_exists(&self, name: &str) -> bool {

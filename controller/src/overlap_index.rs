@@ -38,7 +38,7 @@ fn range(c: IpCidr) -> (u8, u128, u128) {
 
 /// For each network (by its index in the slice given to [`candidates`]), the indexes of the
 /// networks on its physicalNet whose subnet overlaps its own (itself included).
-pub fn candidates(lns: &[LogicalNetwork]) -> Vec<Vec<usize>> {
+pub fn candidates(lns: &[Arc<LogicalNetwork>]) -> Vec<Vec<usize>> {
     let mut out = vec![Vec::new(); lns.len()];
     let mut groups: HashMap<&str, Vec<(u8, u128, u128, usize)>> = HashMap::new();
     for (i, ln) in lns.iter().enumerate() {
@@ -84,7 +84,7 @@ pub fn candidates(lns: &[LogicalNetwork]) -> Vec<Vec<usize>> {
 /// is the real lookup's.
 pub struct Narrowed {
     pub inner: Arc<dyn Lookup>,
-    pub candidates: Vec<LogicalNetwork>,
+    pub candidates: Vec<Arc<LogicalNetwork>>,
 }
 
 impl Lookup for Narrowed {
@@ -96,7 +96,7 @@ impl Lookup for Narrowed {
         self.inner.logical_network(namespace, name)
     }
 
-    fn logical_networks(&self) -> Vec<LogicalNetwork> {
+    fn logical_networks(&self) -> Vec<Arc<LogicalNetwork>> {
         self.inner.logical_networks()
     }
 
@@ -104,7 +104,10 @@ impl Lookup for Narrowed {
         &self,
         predicate: &dyn Fn(&LogicalNetwork) -> bool,
     ) -> Option<LogicalNetwork> {
-        self.candidates.iter().find(|l| predicate(l)).cloned()
+        self.candidates
+            .iter()
+            .find(|l| predicate(l))
+            .map(|l| LogicalNetwork::clone(l))
     }
 
     fn namespace_exists(&self, name: &str) -> bool {
@@ -147,12 +150,12 @@ mod tests {
             "not a cidr",
             "",
         ];
-        let mut lns: Vec<LogicalNetwork> = subnets
+        let mut lns: Vec<Arc<LogicalNetwork>> = subnets
             .iter()
             .enumerate()
-            .map(|(i, s)| ln(&format!("n{i}"), "p1", s))
+            .map(|(i, s)| Arc::new(ln(&format!("n{i}"), "p1", s)))
             .collect();
-        lns.push(ln("other-net", "p2", "10.1.2.0/24"));
+        lns.push(Arc::new(ln("other-net", "p2", "10.1.2.0/24")));
         let c = candidates(&lns);
         for (i, a) in lns.iter().enumerate() {
             let mut expected: Vec<usize> = lns

@@ -11,12 +11,13 @@
 //! condition holds), so when both write, the second write changes nothing; while their caches
 //! disagree for a moment, the last write wins and the next round settles it.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, store::Writer, Store};
@@ -30,7 +31,9 @@ use vfkube::objects::{LogicalNetwork, LogicalNetworkStatus};
 use crate::caches::{keep, Cacheable};
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
-use crate::status::{attachment_counts, needs_write, status_of, Key, ReadinessMemo};
+use crate::status::{
+    attachment_counts, key_hash, needs_write, rfc3339, status_of, Key, ReadinessMemo,
+};
 
 /// How often the statuses are recomputed by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -119,24 +122,42 @@ async fn run<L: Lookup>(
         if !lookup.synced() {
             continue;
         }
-        round(&client, &resource, &lookup, &pods, &mut state, &metrics).await;
+        // A full round that wrote everything is followed by the next at once.
+        while round(&client, &resource, &lookup, &pods, &mut state, &metrics).await {}
     }
 }
 
-/// The statuses this replica wrote, with the resourceVersion the cache held for the object
-/// then: until the cache holds a newer version (the watch brings our write back), the object is
-/// not written again with the same status, however short the interval.
+/// The statuses this replica wrote (hashed), with the resourceVersion the cache held for the
+/// object then (hashed), by [`key_hash`]: until the cache holds a newer version (the watch brings
+/// our write back), the object is not written again with the same status, however short the
+/// interval.
 #[derive(Default)]
-struct Written(HashMap<Key, (String, LogicalNetworkStatus)>);
+struct Written(HashMap<u64, (u64, u64)>);
+
+fn hash_of(v: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
 
 impl Written {
     /// Whether `desired` was written over the version of `ln` the cache still holds.
-    fn pending(&self, key: &Key, ln: &LogicalNetwork, desired: &LogicalNetworkStatus) -> bool {
+    fn pending(&self, ln: &LogicalNetwork, desired: &LogicalNetworkStatus) -> bool {
+        self.0.get(&key_hash(ln)).is_some_and(|&(rv, s)| {
+            rv == hash_of(&ln.metadata.resource_version) && s == hash_of(desired)
+        })
+    }
+
+    fn insert(&mut self, key: u64, resource_version: &str, status: &LogicalNetworkStatus) {
         self.0
-            .get(key)
-            .is_some_and(|(rv, s)| *rv == ln.metadata.resource_version && s == desired)
+            .insert(key, (hash_of(resource_version), hash_of(status)));
     }
 }
+
+/// At most this many statuses are written per round; when more differ, the next round follows
+/// at once. Bounds what a round holds (a first round over 10,000 new networks would otherwise
+/// hold 10,000 statuses to write at once).
+const MAX_WRITES_PER_ROUND: usize = 256;
 
 /// What the loop keeps between rounds.
 #[derive(Default)]
@@ -148,7 +169,8 @@ struct State {
 /// One status to write: the object, the resourceVersion the cache holds, the status.
 type Write = (Key, String, LogicalNetworkStatus);
 
-/// The statuses that differ from the cache's (and were not just written by us).
+/// The statuses that differ from the cache's (and were not just written by us), at most
+/// [`MAX_WRITES_PER_ROUND`] of them.
 fn plan(
     lookup: Arc<dyn Lookup>,
     pods: &Store<PartialObjectMeta<Pod>>,
@@ -165,29 +187,32 @@ fn plan(
             )
         }))
     };
-    let lns = lookup.logical_networks();
+    let (lns, digests): (Vec<_>, Vec<_>) =
+        lookup.logical_networks_with_status().into_iter().unzip();
     // Keep only the writes the cache has not caught up with yet: once it holds a newer version
     // of a network (or the network is gone), its entry has done its job.
-    let present: HashMap<(&str, &str), &str> = lns
+    let present: HashMap<u64, u64> = lns
         .iter()
-        .map(|l| {
-            (
-                (l.metadata.namespace.as_str(), l.metadata.name.as_str()),
-                l.metadata.resource_version.as_str(),
-            )
-        })
+        .map(|l| (key_hash(l), hash_of(&l.metadata.resource_version)))
         .collect();
-    state.written.0.retain(|(ns, name), (rv, _)| {
-        present.get(&(ns.as_str(), name.as_str())) == Some(&rv.as_str())
-    });
+    state
+        .written
+        .0
+        .retain(|k, (rv, _)| present.get(k) == Some(rv));
     let readiness = state.memo.update(&lns, &lookup);
     let mut writes = Vec::new();
-    for (ln, ready) in lns.iter().zip(readiness) {
-        let key = (ln.metadata.namespace.clone(), ln.metadata.name.clone());
-        let attached = counts.get(&key).copied().unwrap_or(0);
-        let desired = status_of(ln, ready, attached, now);
-        if needs_write(ln, &desired) && !state.written.pending(&key, ln, &desired) {
+    for ((ln, ready), current) in lns.iter().zip(readiness).zip(&digests) {
+        let attached = counts
+            .get(&(ln.metadata.namespace.clone(), ln.metadata.name.clone()))
+            .copied()
+            .unwrap_or(0);
+        let desired = status_of(ln, ready, attached, now, current);
+        if needs_write(current, &desired) && !state.written.pending(ln, &desired) {
+            let key = (ln.metadata.namespace.clone(), ln.metadata.name.clone());
             writes.push((key, ln.metadata.resource_version.clone(), desired));
+            if writes.len() == MAX_WRITES_PER_ROUND {
+                break;
+            }
         }
     }
     writes
@@ -203,7 +228,7 @@ async fn round<L: Lookup>(
     pods: &Store<PartialObjectMeta<Pod>>,
     state: &mut State,
     metrics: &Metrics,
-) {
+) -> bool {
     let lookup: Arc<dyn Lookup> = Arc::clone(lookup) as Arc<dyn Lookup>;
     let (pods, mut taken) = (pods.clone(), std::mem::take(state));
     let planned = tokio::task::spawn_blocking(move || {
@@ -218,9 +243,11 @@ async fn round<L: Lookup>(
         }
         Err(e) => {
             tracing::warn!(error = %e, "computing LogicalNetwork statuses failed");
-            return;
+            return false;
         }
     };
+    let full = writes.len() == MAX_WRITES_PER_ROUND;
+    let mut all_written = true;
     for (key, resource_version, desired) in writes {
         let (ns, name) = (&key.0, &key.1);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
@@ -232,9 +259,12 @@ async fn round<L: Lookup>(
             Ok(_) => {
                 metrics.status_write(true);
                 tracing::info!(namespace = %ns, name = %name, "LogicalNetwork status written");
-                state.written.0.insert(key, (resource_version, desired));
+                state
+                    .written
+                    .insert(hash_of(&key), &resource_version, &desired);
             }
             Err(e) => {
+                all_written = false;
                 metrics.status_write(false);
                 tracing::warn!(
                     namespace = %ns, name = %name, error = %e,
@@ -243,6 +273,7 @@ async fn round<L: Lookup>(
             }
         }
     }
+    full && all_written
 }
 
 /// `{"status": ...}`, with the optional fields that are absent set to null so that the merge
@@ -259,10 +290,7 @@ fn patch_body(status: &LogicalNetworkStatus) -> Value {
 
 /// Now, RFC 3339 to the second (as `metav1.Time`).
 fn now() -> String {
-    serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    rfc3339(k8s_openapi::jiff::Timestamp::now())
 }
 
 #[cfg(test)]
@@ -312,15 +340,17 @@ mod tests {
             attached_pods: Some(1),
             ..LogicalNetworkStatus::default()
         };
+        ln.metadata.namespace = key.0.clone();
+        ln.metadata.name = key.1.clone();
         let mut written = Written::default();
-        assert!(!written.pending(&key, &ln, &status));
-        written.0.insert(key.clone(), ("5".into(), status.clone()));
-        assert!(written.pending(&key, &ln, &status));
+        assert!(!written.pending(&ln, &status));
+        written.insert(hash_of(&key), "5", &status);
+        assert!(written.pending(&ln, &status));
         // Another status is written at once.
         let other = LogicalNetworkStatus::default();
-        assert!(!written.pending(&key, &ln, &other));
+        assert!(!written.pending(&ln, &other));
         // A newer version whose status is not ours (someone overwrote it): written again.
         ln.metadata.resource_version = "6".into();
-        assert!(!written.pending(&key, &ln, &status));
+        assert!(!written.pending(&ln, &status));
     }
 }

@@ -89,7 +89,7 @@ pub struct LogicalNetwork {
 }
 
 /// `status` of a LogicalNetwork, as the controller keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogicalNetworkStatus {
     /// The `metadata.generation` the status was computed for.
@@ -103,7 +103,7 @@ pub struct LogicalNetworkStatus {
 }
 
 /// A `metav1.Condition`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use vfcontroller::caches::Caches;
@@ -20,16 +20,11 @@ const NADS: &str = "network-attachment-definitions";
 const BRIDGE: &str = r#"{"cniVersion":"1.0.0","type":"bridge","bridge":"br-a","ipam":{"type":"host-local","subnet":"10.10.0.0/16"}}"#;
 
 fn client(server: &ApiServer) -> kube::Client {
-    let config = kube::Config::new(server.url().parse().unwrap());
-    kube::Client::try_from(config).unwrap()
+    server.kube_client().unwrap()
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < WAIT, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    vfgenie_tests::poll::wait_until(what, WAIT, cond).await
 }
 
 fn namespace(server: &ApiServer, name: &str) {

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use vfcontroller::caches::Caches;
@@ -20,16 +20,11 @@ const INTERVAL: Duration = Duration::from_millis(20);
 const LNS: &str = "logicalnetworks";
 
 fn client(server: &ApiServer) -> kube::Client {
-    let config = kube::Config::new(server.url().parse().unwrap());
-    kube::Client::try_from(config).unwrap()
+    server.kube_client().unwrap()
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < WAIT, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    vfgenie_tests::poll::wait_until(what, WAIT, cond).await
 }
 
 /// The stored LogicalNetwork's `Ready` condition, when it has one.
@@ -204,4 +199,65 @@ async fn a_failed_write_is_retried_and_a_restarted_api_server_is_followed() {
         attached(&server, "a", "red") == Some(0)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subnet_outside_its_plugins_range_is_invalid_until_the_spec_is_fixed() {
+    let server = ApiServer::start().unwrap();
+    server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}))
+        .unwrap();
+    server.add_nad(
+        "a",
+        "bridge",
+        r#"{"cniVersion":"1.0.0","type":"bridge","bridge":"br-a","ipam":{"type":"host-local","subnet":"10.10.0.0/16"}}"#,
+        None,
+    );
+    let mut ln = json!({
+        "apiVersion": "alpha.network.k8s.io/v1", "kind": "LogicalNetwork",
+        "metadata": {"name": "red", "namespace": "a", "uid": "uid-red", "generation": 1},
+        "spec": {"physicalNet": "p1", "plugin": "bridge", "subnet": "10.99.0.0/24"}
+    });
+    server.create(ln.clone()).unwrap();
+    let client = client(&server);
+    let caches = Arc::new(Caches::start(client.clone()));
+    let _status = StatusLoop::start(client, Arc::clone(&caches), INTERVAL, Arc::default());
+
+    wait_until("red is not Ready", || {
+        ready_is(&server, "a", "red", "False")
+    })
+    .await;
+    let invalid = ready(&server, "a", "red").unwrap();
+    assert_eq!(invalid["reason"], "Invalid");
+    let message = invalid["message"].as_str().unwrap();
+    assert!(
+        message.contains("10.99.0.0/24") && message.contains("10.10.0.0/16"),
+        "the message names the subnet and the plugin's range: {message}"
+    );
+    assert_eq!(invalid["observedGeneration"], 1);
+    let stored = server.get(LNS, "a", "red").unwrap();
+    assert_eq!(stored["status"]["observedGeneration"], 1);
+
+    // lastTransitionTime has a resolution of one second: the fix comes in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The owner fixes the spec (a spec change bumps the generation; the status stays).
+    ln = stored;
+    ln["spec"]["subnet"] = json!("10.10.7.0/24");
+    ln["metadata"]["generation"] = json!(2);
+    server.update(ln).unwrap();
+    wait_until("red is Ready", || ready_is(&server, "a", "red", "True")).await;
+    let valid = ready(&server, "a", "red").unwrap();
+    assert_eq!(valid["reason"], "Valid");
+    assert_eq!(valid["message"], "");
+    assert_eq!(valid["observedGeneration"], 2);
+    let (before, after) = (
+        invalid["lastTransitionTime"].as_str().unwrap(),
+        valid["lastTransitionTime"].as_str().unwrap(),
+    );
+    // RFC 3339 in UTC to the second: the text orders as the time does.
+    assert!(after > before, "{before} -> {after}");
+    assert_eq!(
+        server.get(LNS, "a", "red").unwrap()["status"]["observedGeneration"],
+        2
+    );
 }

@@ -161,6 +161,12 @@ impl ApiServer {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// A kube-rs client of this stand-in (plain HTTP: one started with [`ApiServer::start`]).
+    pub fn kube_client(&self) -> anyhow::Result<kube::Client> {
+        let url = self.url().parse()?;
+        Ok(kube::Client::try_from(kube::Config::new(url))?)
+    }
+
     /// Require this bearer token on every request (`None`: no check).
     pub fn set_token(&self, token: Option<&str>) {
         lock(&self.state).token = token.map(str::to_string);
