@@ -203,7 +203,11 @@ impl Reader<'_> {
         };
         let (mut ingress_on, mut egress_on) = (false, false);
         match spec.policy_types.as_deref() {
-            None | Some([]) => (ingress_on, egress_on) = (true, spec.egress.is_some()),
+            // Kubernetes' defaulting: Ingress, and Egress when there are egress rules.
+            None | Some([]) => {
+                (ingress_on, egress_on) =
+                    (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty()))
+            }
             Some(types) => {
                 for t in types {
                     match t.as_str() {

@@ -271,6 +271,14 @@ fn egress_to_anywhere_on_a_port() {
 }
 
 #[test]
+fn without_policy_types_an_empty_egress_list_does_not_isolate_egress() {
+    let plan = compile_with(vec![server_policy("p", json!({"egress": []}))]);
+    let t = server(&plan);
+    assert_eq!(elements(t, sets::IN_ISOLATED), [r#""net1""#]);
+    assert!(lookups(t, Hook::Output).is_empty());
+}
+
+#[test]
 fn default_deny_for_every_pod_of_the_namespace() {
     let mut inputs = cluster();
     inputs.pods[1].netns = Some("/run/netns/client".into());

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::ranges::{Family, Span};
 use super::testdata::*;
 use super::{compile, sets};
 use crate::policy::model::{Inputs, TrafficPath};
-use crate::policy::ruleset::{Hook, Table};
+use crate::policy::ruleset::{Element, Field, Hook, KeyType, Selector, Set, Table, Verdict};
 
 #[test]
 fn an_empty_plan_still_replaces_the_table() {
@@ -44,6 +45,29 @@ fn an_empty_plan_still_replaces_the_table() {
         ])
     );
     nft_check(&plan.host);
+}
+
+#[test]
+fn the_check_catches_what_the_kernel_refuses() {
+    // Overlapping elements in an interval set, which the compiler never generates.
+    let mut table = Table::with_chains(&[Hook::Input]);
+    let addr = |lo, hi| Field::Addr(Family::V4, Span { lo, hi });
+    table.add_lookup(
+        Hook::Input,
+        vec![Selector::Iifname, Selector::Saddr(Family::V4)],
+        Set {
+            name: sets::IN_ALL4,
+            key: vec![KeyType::Ifname, KeyType::Addr(Family::V4)],
+            interval: true,
+            elements: vec![
+                Element(vec![Field::Ifname("net1".into()), addr(0, 10)]),
+                Element(vec![Field::Ifname("net1".into()), addr(5, 20)]),
+            ],
+        },
+        Verdict::Accept,
+    );
+    let refused = nft_verdict(&table).unwrap_err();
+    assert!(refused.contains("File exists"), "{refused}");
 }
 
 #[test]

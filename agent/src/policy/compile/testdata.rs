@@ -103,8 +103,8 @@ pub fn lookups(table: &Table, hook: Hook) -> Vec<&'static str> {
 }
 
 /// Feeds the table's document to `nft --check -j -f -`, which has the kernel validate the
-/// whole transaction and then discards it. Panics with nft's message when it is refused.
-pub fn nft_check(table: &Table) {
+/// whole transaction and then discards it; nft's message when it is refused.
+pub fn nft_verdict(table: &Table) -> Result<(), String> {
     let doc = table.to_nft_json().to_string();
     let mut child = Command::new("nft")
         .args(["--check", "-j", "-f", "-"])
@@ -120,10 +120,20 @@ pub fn nft_check(table: &Table) {
         .write_all(doc.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft refused the table: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        &doc[..doc.len().min(4000)]
-    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            &doc[..doc.len().min(4000)]
+        ))
+    }
+}
+
+/// Panics with nft's message when it refuses the table.
+pub fn nft_check(table: &Table) {
+    if let Err(e) = nft_verdict(table) {
+        panic!("nft refused the table: {e}");
+    }
 }
