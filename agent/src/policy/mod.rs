@@ -3,5 +3,9 @@
 //! nftables on this node.
 //!
 //! - `model`: what the engine knows, as plain data.
+//! - `compile`: the model to one nftables table per network namespace.
+//! - `ruleset`: the nftables table as data, and its JSON rendering.
 
+pub mod compile;
 pub mod model;
+pub mod ruleset;

@@ -1,0 +1,390 @@
+//! The nftables table the engine installs in a network namespace, as data, and its rendering as
+//! one libnftables JSON document (libnftables-json(5)) that replaces the table atomically.
+//!
+//! Chain and set names are fixed identifiers chosen by the compiler; every value that comes from
+//! a tenant (interface names, addresses) is a JSON value in the document, never part of a name
+//! or of nft syntax.
+
+use std::fmt;
+
+use serde_json::{json, Value};
+
+use crate::policy::compile::ranges::{Family, Span};
+
+pub const TABLE_FAMILY: &str = "inet";
+pub const TABLE_NAME: &str = "vfgenie";
+
+/// One `inet vfgenie` table. Equal tables render to equal documents, so the engine can skip a
+/// network namespace whose table did not change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Table {
+    pub chains: Vec<Chain>,
+    pub sets: Vec<Set>,
+}
+
+/// A base chain with policy accept: it only ever drops what a rule says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub hook: Hook,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hook {
+    Input,
+    Output,
+    Forward,
+}
+
+impl Hook {
+    /// The hook's name, which is also the chain's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::Output => "output",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+/// A named set. Interval sets hold disjoint elements (the kernel refuses overlaps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    pub name: &'static str,
+    pub key: Vec<KeyType>,
+    pub interval: bool,
+    pub elements: Vec<Element>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Ifname,
+    Addr(Family),
+    InetProto,
+    InetService,
+}
+
+impl KeyType {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ifname => "ifname",
+            Self::Addr(Family::V4) => "ipv4_addr",
+            Self::Addr(Family::V6) => "ipv6_addr",
+            Self::InetProto => "inet_proto",
+            Self::InetService => "inet_service",
+        }
+    }
+}
+
+/// One element: a value per key field (a concatenation when there are several).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Element(pub Vec<Field>);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Field {
+    Ifname(String),
+    Addr(Family, Span),
+    Proto(Proto),
+    /// Ports; the span never goes past 65535.
+    Port(Span),
+}
+
+/// The transport protocols a NetworkPolicy port can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `ct state established,related`
+    EstablishedRelated,
+    /// `meta l4proto ipv6-icmp icmpv6 type { nd-router-solicit, ... nd-redirect }`
+    NeighbourDiscovery,
+    /// `<key> . <key> @set`
+    InSet {
+        key: Vec<Selector>,
+        set: &'static str,
+    },
+}
+
+/// A packet field a set is looked up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    Iifname,
+    Oifname,
+    Saddr(Family),
+    Daddr(Family),
+    L4proto,
+    /// The transport header's destination port (TCP, UDP and SCTP alike).
+    Dport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+}
+
+const ND_TYPES: [&str; 5] = [
+    "nd-router-solicit",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "nd-redirect",
+];
+
+impl Table {
+    /// A table with one base chain per hook, each starting with the rules every table has:
+    /// established and related traffic, and IPv6 neighbour discovery, are accepted.
+    pub fn with_chains(hooks: &[Hook]) -> Self {
+        let common = [Match::EstablishedRelated, Match::NeighbourDiscovery].map(|m| Rule {
+            matches: vec![m],
+            verdict: Verdict::Accept,
+        });
+        Self {
+            chains: hooks
+                .iter()
+                .map(|&hook| Chain {
+                    hook,
+                    rules: common.to_vec(),
+                })
+                .collect(),
+            sets: Vec::new(),
+        }
+    }
+
+    pub fn chain(&self, hook: Hook) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.hook == hook)
+    }
+
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// Adds `set` unless it is empty, and a rule in `hook`'s chain matching `key` against it.
+    /// An empty set would match nothing: neither it nor its rule is worth a lookup per packet.
+    /// Returns whether the set was added.
+    pub fn add_lookup(
+        &mut self,
+        hook: Hook,
+        key: Vec<Selector>,
+        set: Set,
+        verdict: Verdict,
+    ) -> bool {
+        if set.elements.is_empty() {
+            return false;
+        }
+        let name = set.name;
+        self.sets.push(set);
+        self.add_rule(hook, key, name, verdict);
+        true
+    }
+
+    /// Appends a rule matching `key` against the set `set` (already added) to `hook`'s chain.
+    pub fn add_rule(
+        &mut self,
+        hook: Hook,
+        key: Vec<Selector>,
+        set: &'static str,
+        verdict: Verdict,
+    ) {
+        if let Some(chain) = self.chains.iter_mut().find(|c| c.hook == hook) {
+            chain.rules.push(Rule {
+                matches: vec![Match::InSet { key, set }],
+                verdict,
+            });
+        }
+    }
+
+    /// The whole replacement as one transaction: `add table` (so that the delete cannot fail
+    /// when there is none yet), `delete table`, `add table`, then chains, sets and rules.
+    pub fn to_nft_json(&self) -> Value {
+        let table = json!({"family": TABLE_FAMILY, "name": TABLE_NAME});
+        let mut cmds = vec![
+            json!({"add": {"table": table}}),
+            json!({"delete": {"table": table}}),
+            json!({"add": {"table": table}}),
+        ];
+        for chain in &self.chains {
+            cmds.push(json!({"add": {"chain": {
+                "family": TABLE_FAMILY,
+                "table": TABLE_NAME,
+                "name": chain.hook.name(),
+                "type": "filter",
+                "hook": chain.hook.name(),
+                "prio": 0,
+                "policy": "accept",
+            }}}));
+        }
+        for set in &self.sets {
+            let mut obj = json!({
+                "family": TABLE_FAMILY,
+                "table": TABLE_NAME,
+                "name": set.name,
+                "type": key_type_json(&set.key),
+            });
+            if set.interval {
+                obj["flags"] = json!(["interval"]);
+            }
+            if !set.elements.is_empty() {
+                obj["elem"] = Value::Array(set.elements.iter().map(element_json).collect());
+            }
+            cmds.push(json!({"add": {"set": obj}}));
+        }
+        for chain in &self.chains {
+            for rule in &chain.rules {
+                let mut expr: Vec<Value> = rule.matches.iter().map(match_json).collect();
+                expr.push(match rule.verdict {
+                    Verdict::Accept => json!({"accept": null}),
+                    Verdict::Drop => json!({"drop": null}),
+                });
+                cmds.push(json!({"add": {"rule": {
+                    "family": TABLE_FAMILY,
+                    "table": TABLE_NAME,
+                    "chain": chain.hook.name(),
+                    "expr": expr,
+                }}}));
+            }
+        }
+        json!({ "nftables": cmds })
+    }
+}
+
+impl Set {
+    /// The elements as nft would print them (`net1 . 10.0.0.0/24 . tcp . 80-90`), for logs and
+    /// tests.
+    pub fn element_strings(&self) -> Vec<String> {
+        self.elements.iter().map(ToString::to_string).collect()
+    }
+}
+
+fn key_type_json(key: &[KeyType]) -> Value {
+    match key {
+        [one] => json!(one.name()),
+        _ => Value::Array(key.iter().map(|k| json!(k.name())).collect()),
+    }
+}
+
+fn field_json(field: &Field) -> Value {
+    match field {
+        Field::Ifname(name) => json!(name),
+        Field::Addr(family, span) => {
+            let lo = family.addr(span.lo).to_string();
+            if span.lo == span.hi {
+                json!(lo)
+            } else if let Some(len) = span.prefix_len(*family) {
+                json!({"prefix": {"addr": lo, "len": len}})
+            } else {
+                json!({"range": [lo, family.addr(span.hi).to_string()]})
+            }
+        }
+        Field::Proto(p) => json!(p.name()),
+        Field::Port(span) => {
+            if span.lo == span.hi {
+                json!(span.lo as u64)
+            } else {
+                json!({"range": [span.lo as u64, span.hi as u64]})
+            }
+        }
+    }
+}
+
+fn element_json(element: &Element) -> Value {
+    match element.0.as_slice() {
+        [one] => field_json(one),
+        fields => json!({"concat": fields.iter().map(field_json).collect::<Vec<_>>()}),
+    }
+}
+
+fn selector_json(selector: Selector) -> Value {
+    let payload =
+        |protocol: &str, field: &str| json!({"payload": {"protocol": protocol, "field": field}});
+    let ip = |family| match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    };
+    match selector {
+        Selector::Iifname => json!({"meta": {"key": "iifname"}}),
+        Selector::Oifname => json!({"meta": {"key": "oifname"}}),
+        Selector::Saddr(f) => payload(ip(f), "saddr"),
+        Selector::Daddr(f) => payload(ip(f), "daddr"),
+        Selector::L4proto => json!({"meta": {"key": "l4proto"}}),
+        Selector::Dport => payload("th", "dport"),
+    }
+}
+
+fn match_json(m: &Match) -> Value {
+    match m {
+        Match::EstablishedRelated => json!({"match": {
+            "op": "in",
+            "left": {"ct": {"key": "state"}},
+            "right": ["established", "related"],
+        }}),
+        Match::NeighbourDiscovery => json!({"match": {
+            "op": "==",
+            "left": {"payload": {"protocol": "icmpv6", "field": "type"}},
+            "right": {"set": ND_TYPES},
+        }}),
+        Match::InSet { key, set } => {
+            let left = match key.as_slice() {
+                [one] => selector_json(*one),
+                keys => {
+                    json!({"concat": keys.iter().map(|k| selector_json(*k)).collect::<Vec<_>>()})
+                }
+            };
+            json!({"match": {"op": "==", "left": left, "right": format!("@{set}")}})
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::Ifname(name) => write!(f, "{name:?}"),
+            Field::Addr(family, span) => {
+                let lo = family.addr(span.lo);
+                if span.lo == span.hi {
+                    write!(f, "{lo}")
+                } else if let Some(len) = span.prefix_len(*family) {
+                    write!(f, "{lo}/{len}")
+                } else {
+                    write!(f, "{lo}-{}", family.addr(span.hi))
+                }
+            }
+            Field::Proto(p) => f.write_str(p.name()),
+            Field::Port(span) if span.lo == span.hi => write!(f, "{}", span.lo),
+            Field::Port(span) => write!(f, "{}-{}", span.lo, span.hi),
+        }
+    }
+}
+
+impl fmt::Display for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, field) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" . ")?;
+            }
+            field.fmt(f)?;
+        }
+        Ok(())
+    }
+}
