@@ -3,5 +3,7 @@
 //! nftables on this node.
 //!
 //! - `model`: what the engine knows, as plain data.
+//! - `nft`: applying, listing and removing one nftables table in a network namespace.
 
 pub mod model;
+pub mod nft;
