@@ -5,7 +5,9 @@
 //! - `model`: what the engine knows, as plain data.
 //! - `compile`: the model to one nftables table per network namespace.
 //! - `ruleset`: the nftables table as data, and its JSON rendering.
+//! - `nft`: applying, listing and removing one nftables table in a network namespace.
 
 pub mod compile;
 pub mod model;
+pub mod nft;
 pub mod ruleset;
