@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod fixtures;
 pub mod kubelet;
 pub mod podresources;
+pub mod policynet;
 pub mod poll;
 pub mod runtime;
 pub mod synth;
