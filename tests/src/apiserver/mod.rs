@@ -1,6 +1,7 @@
 //! An API-server stand-in on 127.0.0.1 (random port) speaking the Kubernetes wire protocol for the
 //! kinds vfgenie reads and writes: pods, namespaces, NetworkAttachmentDefinitions,
-//! LogicalNetworks (with a status subresource), NetworkPolicies and MultiNetworkPolicies.
+//! LogicalNetworks (with a status subresource), NetworkPolicies, MultiNetworkPolicies and core
+//! v1 Events (posted with `generateName`).
 //!
 //! - GET, LIST (label and field selectors, `limit`/`continue` pagination at one revision), WATCH
 //!   (replay from a resourceVersion, live events, bookmarks, 410 Expired after a compaction,
