@@ -653,3 +653,29 @@ async fn a_restart_mid_watch_and_a_410_converge() {
     );
     assert!(w.is_synced());
 }
+
+/// MultiNetworkPolicy is the NPWG project's CRD, often not installed: the watches sync without
+/// it, and its policies show up once it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_multi_network_policies_syncs_and_picks_them_up_later() {
+    let server = ApiServer::start().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    namespace(&server, "pw-m", json!({}));
+    multi_policy(
+        &server,
+        "v1beta1",
+        "pw-m",
+        "later",
+        "n1",
+        json!({"podSelector": {}}),
+    );
+    server.set_served("multi-networkpolicies", false);
+    let w = start(&server, cache.path());
+    synced(&w).await;
+    assert!(w.snapshot().multi.is_empty());
+    server.set_served("multi-networkpolicies", true);
+    until(&w, "the MultiNetworkPolicy shows", |s| {
+        s.multi.iter().any(|m| m.name == "later")
+    })
+    .await;
+}

@@ -17,6 +17,7 @@ pub mod objects;
 pub mod pods;
 pub mod policies;
 pub mod report;
+mod stores;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -24,13 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod as KubePod};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::Api;
+use futures_util::FutureExt;
+use k8s_openapi::api::core::v1::Pod as KubePod;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, store::Writer, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -40,9 +37,10 @@ use vfkube::policy::GENIE_NETWORK_POLICY;
 use vfmeta::cache::CacheDir;
 
 use self::networks::Confs;
-use self::objects::{Cacheable, Cached, RawMultiPolicy};
+use self::objects::{Cacheable, RawMultiPolicy};
 use self::policies::{LastGood, Parsed, Version};
 use self::report::{Reporter, Subject};
+use self::stores::Stores;
 use crate::policy::model::{GeniePolicy, Inputs, MultiPolicy, NetworkKey, Pod};
 
 /// How long a burst of changes may go on before the engine is told (the default).
@@ -60,7 +58,8 @@ pub enum WatchError {
 pub struct WatchConfig {
     /// This node's name (`spec.nodeName` of its pods).
     pub node_name: String,
-    /// genie's cache directory (`/var/lib/cni`): its pod records give local pods' netns.
+    /// genie's `cniDir` (`vfmeta::genieconf::DEFAULT_CNI_DIR`), its cache directory: its pod
+    /// records give local pods' netns and interfaces.
     pub cache_dir: PathBuf,
     /// The node's CNI conf dir, when the agent can read it: NADs without `spec.config` and
     /// LogicalNetworks' plugins are looked up there (else a LogicalNetwork's plugin name is read
@@ -80,31 +79,6 @@ impl WatchConfig {
             debounce: DEFAULT_DEBOUNCE,
             event_interval: report::DEFAULT_EVENT_INTERVAL,
         }
-    }
-}
-
-type MetaStore<K> = Store<PartialObjectMeta<K>>;
-
-#[derive(Clone)]
-struct Stores {
-    namespaces: MetaStore<Namespace>,
-    nads: Store<Cached<NetworkAttachmentDefinition>>,
-    lns: Store<Cached<LogicalNetwork>>,
-    network_policies: MetaStore<NetworkPolicy>,
-    multi_policies: Store<Cached<RawMultiPolicy>>,
-    pods: MetaStore<KubePod>,
-    local_pods: MetaStore<KubePod>,
-}
-
-impl Stores {
-    async fn ready(&self) -> bool {
-        self.namespaces.wait_until_ready().await.is_ok()
-            && self.nads.wait_until_ready().await.is_ok()
-            && self.lns.wait_until_ready().await.is_ok()
-            && self.network_policies.wait_until_ready().await.is_ok()
-            && self.multi_policies.wait_until_ready().await.is_ok()
-            && self.pods.wait_until_ready().await.is_ok()
-            && self.local_pods.wait_until_ready().await.is_ok()
     }
 }
 
@@ -158,49 +132,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a reflector until aborted: wakes `dirty` on each change of its store; a watch error is
-/// logged and the watcher (with its backoff) carries on.
-fn keep<K, S>(what: &'static str, stream: S, dirty: Arc<Notify>) -> JoinHandle<()>
-where
-    K: Send + 'static,
-    S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut s = std::pin::pin!(stream);
-        while let Some(event) = s.next().await {
-            match event {
-                Ok(
-                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
-                ) => dirty.notify_one(),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(watch = what, error = %e, "watch failed; retrying"),
-            }
-        }
-    })
-}
-
-fn reflect<K>(
-    what: &'static str,
-    api: Api<K>,
-    config: watcher::Config,
-    trim: impl FnMut(&mut K) + Send + 'static,
-    dirty: &Arc<Notify>,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let writer: Writer<K> = Writer::default();
-    let store = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, config).modify(trim).default_backoff());
-    (store, keep(what, stream, Arc::clone(dirty)))
-}
-
 impl PolicyWatch {
     /// Starts the watches (cluster-wide, and this node's pods) and the Event sender on `client`.
     pub fn start(client: Client, config: WatchConfig) -> Result<Self, WatchError> {
@@ -208,66 +139,13 @@ impl PolicyWatch {
             return Err(WatchError::NodeName(config.node_name));
         }
         let dirty = Arc::new(Notify::new());
-        let all = watcher::Config::default;
-        let local = all().fields(&format!("spec.nodeName={}", config.node_name));
-        let c = || client.clone();
-        let (namespaces, t1) = reflect(
-            "Namespace",
-            Api::all(c()),
-            all(),
-            objects::trim_namespace,
-            &dirty,
-        );
-        let (nads, t2) = reflect(
-            "NetworkAttachmentDefinition",
-            Api::all(c()),
-            all(),
-            objects::trim_network,
-            &dirty,
-        );
-        let (lns, t3) = reflect(
-            "LogicalNetwork",
-            Api::all(c()),
-            all(),
-            objects::trim_network,
-            &dirty,
-        );
-        let (network_policies, t4) = reflect(
-            "NetworkPolicy",
-            Api::all(c()),
-            all(),
-            objects::trim_network_policy,
-            &dirty,
-        );
-        let (multi_policies, t5) = reflect(
-            "MultiNetworkPolicy",
-            Api::all(c()),
-            all(),
-            objects::trim_multi,
-            &dirty,
-        );
-        let (pods, t6) = reflect("Pod", Api::all(c()), all(), objects::trim_pod, &dirty);
-        let (local_pods, t7) = reflect(
-            "Pod (this node)",
-            Api::all(c()),
-            local,
-            objects::trim_pod,
-            &dirty,
-        );
-        let stores = Stores {
-            namespaces,
-            nads,
-            lns,
-            network_policies,
-            multi_policies,
-            pods,
-            local_pods,
-        };
-        let (reporter, t8) = Reporter::start(client, &config.node_name, config.event_interval);
+        let (stores, mut tasks) = Stores::start(&client, &config.node_name, &dirty);
+        let (reporter, sender) = Reporter::start(client, &config.node_name, config.event_interval);
+        tasks.push(sender);
         let state = Arc::new(Mutex::new(PolicyState::default()));
         let (changes_tx, changes) = watch::channel(0u64);
         let (synced_tx, synced) = watch::channel(false);
-        let settle = tokio::spawn(settle(
+        tasks.push(tokio::spawn(settle(
             stores.clone(),
             Arc::clone(&state),
             reporter.clone(),
@@ -275,7 +153,7 @@ impl PolicyWatch {
             config.debounce,
             changes_tx,
             synced_tx,
-        ));
+        )));
         Ok(Self {
             stores,
             state,
@@ -285,7 +163,7 @@ impl PolicyWatch {
             config,
             logged: Mutex::new(HashMap::new()),
             skipped: AtomicU64::new(0),
-            tasks: vec![t1, t2, t3, t4, t5, t6, t7, t8, settle],
+            tasks,
         })
     }
 

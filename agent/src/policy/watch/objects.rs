@@ -145,14 +145,6 @@ impl<T: Cacheable> kube::Resource for Cached<T> {
     }
 }
 
-/// Drops what no reader of a NAD or LogicalNetwork here needs.
-pub(super) fn trim_network<T>(c: &mut Cached<T>)
-where
-    T: Cacheable,
-{
-    c.meta.managed_fields = None;
-}
-
 /// Keeps of a MultiNetworkPolicy what [`super::policies`] reads.
 pub(super) fn trim_multi(c: &mut Cached<RawMultiPolicy>) {
     if let Some(o) = c.object.as_mut() {
