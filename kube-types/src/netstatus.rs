@@ -1,6 +1,7 @@
 //! What genie writes back on the pod: the NPWG `k8s.v1.cni.cncf.io/network-status` list and
 //! CNI-Genie's `multi-ip-preferences`, built from [`AttachmentStatus`] (the caller maps CNI results
-//! into it).
+//! into it); and [`parse_network_status`], which reads a network-status back (any writer's: it is
+//! on the pod, so tenant-written as far as a reader knows).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -144,6 +145,98 @@ pub fn status_annotations(
     ]))
 }
 
+/// The most entries [`parse_network_status`] reads, and the most addresses of one entry; the rest
+/// is ignored (and said so).
+pub const STATUS_MAX_ENTRIES: usize = 64;
+pub const STATUS_MAX_IPS: usize = 16;
+/// The longest network-status value [`parse_network_status`] reads.
+pub const STATUS_MAX_BYTES: usize = 256 * 1024;
+
+/// One element of a network-status as read back: what a reader needs to find a pod's interfaces
+/// and addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEntry {
+    /// `namespace/name` for a NAD or LogicalNetwork attachment, else a plain network name.
+    pub name: String,
+    pub interface: Option<String>,
+    /// The addresses that parse as IP addresses (a prefix length, which some writers add, is
+    /// dropped).
+    pub ips: Vec<IpAddr>,
+    pub default: bool,
+}
+
+/// A network-status read back: the entries that make sense, and what was skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadStatus {
+    pub entries: Vec<StatusEntry>,
+    /// Why parts of the value were skipped (an element without a name, an address that is not
+    /// one, too many entries); empty when all of it was read.
+    pub skipped: Vec<String>,
+}
+
+/// Reads a `k8s.v1.cni.cncf.io/network-status` value. It fails only when the value is not a JSON
+/// list (or is over [`STATUS_MAX_BYTES`]); elements and addresses that do not make sense are
+/// skipped and listed in [`ReadStatus::skipped`]. Never panics.
+pub fn parse_network_status(value: &str) -> Result<ReadStatus, String> {
+    if value.len() > STATUS_MAX_BYTES {
+        return Err(format!(
+            "it is {} bytes, over the {STATUS_MAX_BYTES} read",
+            value.len()
+        ));
+    }
+    let v: Value = serde_json::from_str(value).map_err(|e| format!("it is not JSON: {e}"))?;
+    let Value::Array(list) = v else {
+        return Err("it is not a JSON list".into());
+    };
+    let mut out = ReadStatus::default();
+    if list.len() > STATUS_MAX_ENTRIES {
+        out.skipped.push(format!(
+            "{} entries past the first {STATUS_MAX_ENTRIES}",
+            list.len() - STATUS_MAX_ENTRIES
+        ));
+    }
+    for (i, e) in list.iter().take(STATUS_MAX_ENTRIES).enumerate() {
+        let Some(name) = e
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        else {
+            out.skipped.push(format!("entry {i} has no name"));
+            continue;
+        };
+        let interface = e
+            .get("interface")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let mut ips = Vec::new();
+        let listed = e.get("ips").and_then(Value::as_array);
+        for ip in listed.into_iter().flatten() {
+            if ips.len() == STATUS_MAX_IPS {
+                out.skipped.push(format!(
+                    "entry {i}: addresses past the first {STATUS_MAX_IPS}"
+                ));
+                break;
+            }
+            let text = ip.as_str().unwrap_or_default();
+            let bare = text.split_once('/').map_or(text, |(a, _)| a);
+            match bare.parse::<IpAddr>() {
+                Ok(a) => ips.push(a),
+                Err(_) => out
+                    .skipped
+                    .push(format!("entry {i}: {ip} is not an IP address")),
+            }
+        }
+        out.entries.push(StatusEntry {
+            name: name.to_string(),
+            interface,
+            ips,
+            default: e.get("default").and_then(Value::as_bool).unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +306,38 @@ mod tests {
         let a = status_annotations(&sample()).unwrap();
         assert!(a.contains_key("k8s.v1.cni.cncf.io/network-status"));
         assert!(a.contains_key("multi-ip-preferences"));
+    }
+    #[test]
+    fn network_status_reads_back_what_genie_writes_and_skips_the_rest() {
+        let written = network_status_json(&sample()).unwrap();
+        let read = parse_network_status(&written).unwrap();
+        assert!(read.skipped.is_empty(), "{:?}", read.skipped);
+        assert_eq!(read.entries.len(), 2);
+        assert_eq!(read.entries[1].name, "default/sriov-a");
+        assert_eq!(read.entries[1].interface.as_deref(), Some("net1"));
+        assert_eq!(
+            read.entries[1].ips,
+            vec!["192.168.1.7".parse::<IpAddr>().unwrap()]
+        );
+        assert!(read.entries[0].default);
+
+        let odd = json!([{"interface": "x"}, {"name": "a/b", "ips": ["10.0.0.1/24", "nope", 5]},
+            "text", {"name": "c", "ips": "10.0.0.1"}])
+        .to_string();
+        let read = parse_network_status(&odd).unwrap();
+        assert_eq!(read.entries.len(), 2);
+        assert_eq!(
+            read.entries[0].ips,
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert!(read.entries[1].ips.is_empty());
+        assert_eq!(read.skipped.len(), 4, "{:?}", read.skipped);
+
+        let many: Vec<Value> = (0..100).map(|i| json!({"name": format!("n{i}")})).collect();
+        let read = parse_network_status(&Value::from(many).to_string()).unwrap();
+        assert_eq!(read.entries.len(), STATUS_MAX_ENTRIES);
+        for bad in ["", "{}", "not json", &"[".repeat(STATUS_MAX_BYTES + 1)] {
+            assert!(parse_network_status(bad).is_err(), "{bad:.20}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! field (a misspelt key fails), and the agent's manifests agree with the code: the DaemonSet
 //! mounts every host path the agent uses (taken from the code's constants), its probes ask for
 //! paths the HTTP server serves, the ConfigMap holds a config the agent accepts at the path its
-//! arguments name, and RBAC grants no wildcards and nothing to an agent that makes no API calls.
+//! arguments name, and RBAC grants no wildcards, and the agent exactly what its policy watches
+//! use (with a projected short-lived token and its node name).
 //!
 //! The CNI's manifests likewise: the CRDs are the ones genie's client reads, the genie conf in the
 //! ConfigMap is one genie accepts and names the paths the DaemonSet installs into, the init script
@@ -196,7 +197,16 @@ fn host_paths_used() -> Vec<(PathBuf, Access)> {
             PathBuf::from(vfagent::run::SRIOV_QUARANTINE_DIR),
             Access::Read,
         ),
+        // genie's pod records: local pods' netns and interfaces for the policy engine.
+        (genie_records_dir(), Access::Read),
     ]
+}
+
+/// Where genie (with its default `cniDir`) keeps its pod records.
+fn genie_records_dir() -> PathBuf {
+    let cache = vfmeta::cache::CacheDir::new(vfmeta::genieconf::DEFAULT_CNI_DIR);
+    let any = vfmeta::cache::PodKey::new("c", "eth0").unwrap();
+    cache.pod_path(&any).parent().unwrap().to_path_buf()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,32 +472,97 @@ fn rbac_is_least_privilege() {
             s.metadata.name.as_deref() == Some(sa_name) && s.metadata.namespace.as_deref() == ns
         })
         .unwrap_or_else(|| panic!("ServiceAccount {sa_name} is not in the manifests"));
-    // The agent has no Kubernetes client today: it gets no token and no bindings. When it gains
-    // one, this test is the place to name exactly what it may do.
-    let agent_toml = std::fs::read_to_string(workspace().join("agent/Cargo.toml")).unwrap();
-    let uses_api = agent_toml
-        .lines()
-        .any(|l| l.trim_start().starts_with("kube"));
-    assert!(
-        !uses_api,
-        "the agent now talks to the API server: grant it what it uses here"
-    );
+    // The agent watches the API for the policy engine (vfagent::policy::watch): it reads what
+    // policies are made of and creates Events, with a projected short-lived token in place of
+    // the auto-mounted one, through one ClusterRoleBinding.
     assert_eq!(sa.automount_service_account_token, Some(false));
     assert_eq!(pod_spec(ds).automount_service_account_token, Some(false));
+    let volume = token_volume(ds).expect("a projected ServiceAccount token for the agent");
+    let sources = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+    let ttl = sources
+        .iter()
+        .find_map(|s| s.service_account_token.as_ref())
+        .and_then(|t| t.expiration_seconds)
+        .expect("an explicit token lifetime");
+    assert!((600..=3600).contains(&ttl), "token lifetime {ttl}s");
+    // kube's in-cluster config reads the CA and the namespace beside the token.
+    assert!(sources.iter().any(|s| s.config_map.is_some()));
+    assert!(sources.iter().any(|s| s.downward_api.is_some()));
+    let mount = agent_container(ds)
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|vm| vm.mount_path == SA_DIR)
+        .expect("the token mounted where in-cluster clients read it");
+    assert_eq!(
+        (mount.name.as_str(), mount.read_only),
+        (volume.name.as_str(), Some(true))
+    );
+    // The node name the watch of this node's pods selects by.
+    let env = agent_container(ds).env.clone().unwrap_or_default();
+    assert!(env.iter().any(|e| e.name == "NODE_NAME"
+        && e.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .is_some_and(|f| f.field_path == "spec.nodeName")));
     let bound_to_agent = |subjects: Option<&Vec<k8s_openapi::api::rbac::v1::Subject>>| {
-        subjects
-            .into_iter()
-            .flatten()
-            .any(|s| s.kind == "ServiceAccount" && s.name == sa_name)
+        subjects.into_iter().flatten().any(|s| {
+            s.kind == "ServiceAccount" && s.name == sa_name && s.namespace.as_deref() == ns
+        })
     };
     assert!(!m
         .role_bindings
         .iter()
         .any(|b| bound_to_agent(b.subjects.as_ref())));
-    assert!(!m
+    let bindings: Vec<_> = m
         .cluster_role_bindings
         .iter()
-        .any(|b| bound_to_agent(b.subjects.as_ref())));
+        .filter(|b| bound_to_agent(b.subjects.as_ref()))
+        .collect();
+    assert_eq!(bindings.len(), 1, "one ClusterRoleBinding for {sa_name}");
+    let role_ref = &bindings[0].role_ref;
+    assert_eq!(role_ref.kind, "ClusterRole");
+    let role = m
+        .cluster_roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(role_ref.name.as_str()))
+        .unwrap_or_else(|| panic!("ClusterRole {} is not in the manifests", role_ref.name));
+    let mut granted = Vec::new();
+    for r in role.rules.iter().flatten() {
+        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
+        for g in r.api_groups.iter().flatten() {
+            for res in r.resources.iter().flatten() {
+                for v in &r.verbs {
+                    granted.push(format!("{g}/{res}:{v}"));
+                }
+            }
+        }
+    }
+    granted.sort();
+    let crd = |kind: &str| {
+        m.crds
+            .iter()
+            .find(|c| c.spec.names.kind == kind)
+            .map(|c| format!("{}/{}", c.spec.group, c.spec.names.plural))
+            .unwrap_or_else(|| panic!("no CRD of kind {kind}"))
+    };
+    let mut want: Vec<String> = Vec::new();
+    for res in [
+        "/pods".to_string(),
+        "/namespaces".to_string(),
+        crd("NetworkAttachmentDefinition"),
+        crd("LogicalNetwork"),
+        "networking.k8s.io/networkpolicies".to_string(),
+        // Not a CRD we ship (the NPWG project's); group and plural as the agent watches them.
+        "k8s.cni.cncf.io/multi-networkpolicies".to_string(),
+    ] {
+        for verb in ["get", "list", "watch"] {
+            want.push(format!("{res}:{verb}"));
+        }
+    }
+    want.push("/events:create".to_string());
+    want.sort();
+    assert_eq!(granted, want);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! nftables on this node.
 //!
 //! - `model`: what the engine knows, as plain data.
+//! - `watch`: the Kubernetes watches (and genie's records on this node) that fill the model.
 //! - `compile`: the model to one nftables table per network namespace.
 //! - `ruleset`: the nftables table as data, and its JSON rendering.
 //! - `nft`: applying, listing and removing one nftables table in a network namespace.
@@ -11,3 +12,4 @@ pub mod compile;
 pub mod model;
 pub mod nft;
 pub mod ruleset;
+pub mod watch;

@@ -1,6 +1,7 @@
 //! An API-server stand-in on 127.0.0.1 (random port) speaking the Kubernetes wire protocol for the
 //! kinds vfgenie reads and writes: pods, namespaces, NetworkAttachmentDefinitions,
-//! LogicalNetworks (with a status subresource), NetworkPolicies and MultiNetworkPolicies.
+//! LogicalNetworks (with a status subresource), NetworkPolicies, MultiNetworkPolicies and core
+//! v1 Events (posted with `generateName`).
 //!
 //! - GET, LIST (label and field selectors, `limit`/`continue` pagination at one revision), WATCH
 //!   (replay from a resourceVersion, live events, bookmarks, 410 Expired after a compaction,
@@ -63,6 +64,8 @@ struct State {
     delay: Duration,
     conflicts: usize,
     failures: Vec<u16>,
+    /// Kinds (by plural) answered 404, as a cluster without their CRD.
+    unserved: Vec<String>,
     connections: usize,
     requests: Vec<String>,
     request_uris: Vec<String>,
@@ -114,6 +117,7 @@ impl ApiServer {
             delay: Duration::ZERO,
             conflicts: 0,
             failures: Vec::new(),
+            unserved: Vec::new(),
             connections: 0,
             requests: Vec::new(),
             request_uris: Vec::new(),
@@ -197,6 +201,16 @@ impl ApiServer {
     /// The next requests answer these status codes, in order (e.g. 500, 429).
     pub fn inject_failures(&self, statuses: &[u16]) {
         lock(&self.state).failures = statuses.to_vec();
+    }
+
+    /// Whether the kind served as `plural` is served: `false` answers every request for it 404,
+    /// as a cluster without its CRD does (the objects stay, and are served again with `true`).
+    pub fn set_served(&self, plural: &str, served: bool) {
+        let mut st = lock(&self.state);
+        st.unserved.retain(|p| p != plural);
+        if !served {
+            st.unserved.push(plural.to_string());
+        }
     }
 
     /// How often a watch that allows bookmarks gets one (1 s unless set); for watches started

@@ -150,7 +150,8 @@ fn answer_inner(st: &mut State, call: &Call<'_>) -> Result<Answer, Refused> {
             format!("injected {}", code.as_u16()),
         )));
     }
-    let Some(t) = target(call.path) else {
+    let Some(t) = target(call.path).filter(|t| !st.unserved.iter().any(|p| p == t.res.plural))
+    else {
         return Err(Box::new(status(
             StatusCode::NOT_FOUND,
             "NotFound",

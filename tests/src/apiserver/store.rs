@@ -42,6 +42,14 @@ pub(super) const RESOURCES: &[Resource] = &[
         status: false,
     },
     Resource {
+        group: "",
+        versions: &["v1"],
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        status: false,
+    },
+    Resource {
         group: "k8s.cni.cncf.io",
         versions: &["v1"],
         plural: "network-attachment-definitions",
