@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use vfkube::annotations::{
     parse_pod_annotations, NetworkSelection, PodRef, DEFAULT_NETWORK, GENIE_NETWORKS, NETWORKS,
+    NETWORK_STATUS,
 };
 use vfkube::interfaces::check_requested_interfaces;
 use vfkube::objects::{ObjectMeta, RESOURCE_NAME_ANNOTATION};
@@ -110,6 +111,16 @@ pub fn validate_pod(
     settings: &Settings,
 ) -> Outcome {
     let pod_ref = pod.pod_ref(request_namespace);
+    // The node's policy engine takes peers' addresses from network-status: a pod that came with
+    // one of its own could claim another pod's addresses and be let through as that pod.
+    if pod.metadata.meta.annotations.contains_key(NETWORK_STATUS) {
+        return Err(Denial::new(
+            Reason::Refused,
+            format!(
+                "pod {pod_ref}: annotation {NETWORK_STATUS} is written by the node's CNI plugin once the pod's interfaces exist; a pod cannot be created with one"
+            ),
+        ));
+    }
     let req = parse_pod_annotations(&pod_ref, &pod.metadata.meta.annotations)
         .map_err(|e| Denial::new(Reason::Annotation, e.to_string()))?;
     check_requested_interfaces(&pod_ref, &req)

@@ -135,6 +135,12 @@ fn pods_breaking_a_rule_are_denied_naming_pod_and_annotation() {
             "interface x1 is requested twice",
         ),
         (
+            json!({"k8s.v1.cni.cncf.io/networks": "blue",
+                "k8s.v1.cni.cncf.io/network-status": "[{\"name\":\"default/blue\",\"ips\":[\"10.1.0.9\"]}]"}),
+            Reason::Refused,
+            "annotation k8s.v1.cni.cncf.io/network-status is written by the node's CNI plugin",
+        ),
+        (
             json!({"k8s.v1.cni.cncf.io/networks": "nope"}),
             Reason::NotFound,
             "NetworkAttachmentDefinition default/nope, which does not exist",

@@ -378,6 +378,15 @@ pub fn cases() -> Vec<Case> {
         },
         // Pods.
         Case {
+            name: "pod created with its own network-status (claims addresses)",
+            review: pod(json!({
+                NETS: "blue@net7",
+                "k8s.v1.cni.cncf.io/network-status": "[{\"name\":\"default/blue\",\"interface\":\"net7\",\"ips\":[\"10.1.0.9\"]}]"
+            })),
+            allowed: false,
+            says: &["k8s.v1.cni.cncf.io/network-status", "written by the node's CNI plugin"],
+        },
+        Case {
             name: "pod without annotations",
             review: pod(json!({})),
             allowed: true,
