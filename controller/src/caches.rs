@@ -264,8 +264,8 @@ impl<T: Cacheable> Table<T> {
 /// watcher (with its backoff) carries on.
 fn feed<T: Cacheable>(client: Client, table: Arc<Table<T>>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let stream = watcher(Api::<Cached<T>>::all(client), watcher::Config::default())
-            .default_backoff();
+        let stream =
+            watcher(Api::<Cached<T>>::all(client), watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let mut relist = None;
         while let Some(event) = stream.next().await {
@@ -447,11 +447,17 @@ mod tests {
         let t: Table<LogicalNetwork> = Table::default();
         let mut relist = None;
         t.apply(watcher::Event::Init, &mut relist);
-        t.apply(watcher::Event::InitApply(ln("red", "10.1.0.0/24")), &mut relist);
+        t.apply(
+            watcher::Event::InitApply(ln("red", "10.1.0.0/24")),
+            &mut relist,
+        );
         // Half a listing is not visible, and the table is not ready.
         assert!(t.is_empty());
         assert!(!t.ready.load(Ordering::SeqCst));
-        t.apply(watcher::Event::InitApply(ln("blue", "10.2.0.0/24")), &mut relist);
+        t.apply(
+            watcher::Event::InitApply(ln("blue", "10.2.0.0/24")),
+            &mut relist,
+        );
         t.apply(watcher::Event::InitDone, &mut relist);
         assert_eq!(t.len(), 2);
         assert!(t.ready.load(Ordering::SeqCst));
@@ -476,10 +482,19 @@ mod tests {
         t.apply(watcher::Event::Apply(broken), &mut relist);
         assert!(t.get("a", "red").is_none());
         // A relist (after a 410) replaces everything: what it does not list is gone.
-        t.apply(watcher::Event::Apply(ln("stale", "10.3.0.0/24")), &mut relist);
+        t.apply(
+            watcher::Event::Apply(ln("stale", "10.3.0.0/24")),
+            &mut relist,
+        );
         t.apply(watcher::Event::Init, &mut relist);
-        t.apply(watcher::Event::InitApply(ln("green", "10.4.0.0/24")), &mut relist);
-        assert!(t.get("a", "stale").is_some(), "the old listing serves until the new one is in");
+        t.apply(
+            watcher::Event::InitApply(ln("green", "10.4.0.0/24")),
+            &mut relist,
+        );
+        assert!(
+            t.get("a", "stale").is_some(),
+            "the old listing serves until the new one is in"
+        );
         t.apply(watcher::Event::InitDone, &mut relist);
         assert!(t.get("a", "stale").is_none());
         assert!(t.get("a", "green").is_some());

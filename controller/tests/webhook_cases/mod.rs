@@ -384,7 +384,10 @@ pub fn cases() -> Vec<Case> {
                 "k8s.v1.cni.cncf.io/network-status": "[{\"name\":\"default/blue\",\"interface\":\"net7\",\"ips\":[\"10.1.0.9\"]}]"
             })),
             allowed: false,
-            says: &["k8s.v1.cni.cncf.io/network-status", "written by the node's CNI plugin"],
+            says: &[
+                "k8s.v1.cni.cncf.io/network-status",
+                "written by the node's CNI plugin",
+            ],
         },
         Case {
             name: "pod without annotations",
