@@ -163,7 +163,10 @@ struct Entry<T: Cacheable> {
     digest: T::Digest,
 }
 
-type Objects<T> = HashMap<(String, String), Entry<T>>;
+/// `(namespace, name)`.
+type Key = (String, String);
+
+type Objects<T> = HashMap<Key, Entry<T>>;
 
 /// A cache of one of our kinds by `(namespace, name)`, fed by a watcher's events: the first
 /// listing (and every relist) is gathered aside and swapped in whole when complete, so a lookup
@@ -191,7 +194,7 @@ impl<T: Cacheable> Table<T> {
 
     /// The key and entry of a cached object; `None` for one without a name (the API server
     /// sends none such). An object that did not decode is absent.
-    fn entry(c: Cached<T>) -> Option<((String, String), Option<Entry<T>>)> {
+    fn entry(c: Cached<T>) -> Option<(Key, Option<Entry<T>>)> {
         let Cached {
             meta,
             object,
