@@ -12,6 +12,8 @@
 //! - controller: the real `vfgenie-controller serve` over 10,000 NADs and 10,000 LogicalNetworks:
 //!   time to ready, pod and LogicalNetwork review latency over HTTPS, resident memory
 //!   ([`controller_step`]).
+//! - policy: the network policy engine over 200 pod namespaces: change-to-enforcement latency,
+//!   CPU, table sizes, TCP throughput with and without the rules ([`policy_step`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "vfgenie-bench/api_step.rs"]
@@ -20,6 +22,8 @@ mod api_step;
 mod cni_step;
 #[path = "vfgenie-bench/controller_step.rs"]
 mod controller_step;
+#[path = "vfgenie-bench/policy_step.rs"]
+mod policy_step;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,14 +51,18 @@ fn main() -> anyhow::Result<()> {
         "agent" => agent(),
         "cni" => cni_step::cni(),
         "controller" => controller_step::controller(),
+        "policy" => policy_step::policy(),
         // genie's API step alone (also the last figure of `cni`).
         "api" => api_step::api_step(),
         "all" => {
             agent()?;
             cni_step::cni()?;
-            controller_step::controller()
+            controller_step::controller()?;
+            policy_step::policy()
         }
-        other => bail!("unknown benchmark {other:?}: use agent, cni, controller, api or all"),
+        other => {
+            bail!("unknown benchmark {other:?}: use agent, cni, controller, policy, api or all")
+        }
     }
 }
 
