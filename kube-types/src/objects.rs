@@ -212,6 +212,31 @@ pub fn is_object_name(s: &str) -> bool {
     is_dns_subdomain(s)
 }
 
+/// A label key: an optional DNS subdomain prefix and `/`, then a name of at most 63 bytes
+/// (letters, digits, `-`, `_`, `.`, starting and ending with a letter or digit).
+pub fn is_label_key(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_dns_subdomain(p)) && is_label_name(name)
+}
+
+/// A label value: empty, or at most 63 bytes of letters, digits, `-`, `_`, `.`, starting and
+/// ending with a letter or digit.
+pub fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_label_name(s)
+}
+
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let edge = |c: &u8| c.is_ascii_alphanumeric();
+    s.len() <= 63
+        && b.first().is_some_and(edge)
+        && b.last().is_some_and(edge)
+        && b.iter().all(|c| edge(c) || matches!(c, b'-' | b'_' | b'.'))
+}
+
 fn is_lower_alnum_dash(s: &str) -> bool {
     let b = s.as_bytes();
     let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
@@ -248,6 +273,31 @@ mod tests {
         assert!(is_dns_subdomain("web-0.x"));
         assert!(!is_dns_subdomain("a..b"));
         assert!(!is_object_name(".."));
+    }
+
+    #[test]
+    fn labels_follow_kubernetes_rules() {
+        for ok in ["app", "app.kubernetes.io/name", "a_b.c-d", "x/Y1"] {
+            assert!(is_label_key(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "-a",
+            "a b",
+            "A.b/c",
+            "a/b/c",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+        for ok in ["", "web", "v1.2_x-y"] {
+            assert!(is_label_value(ok), "{ok}");
+        }
+        for bad in ["-a", "a/b", "a\nb", &"a".repeat(64)] {
+            assert!(!is_label_value(bad), "{bad}");
+        }
     }
 
     #[test]

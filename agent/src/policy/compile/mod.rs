@@ -11,11 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use vfcore::IfName;
 
-use crate::policy::model::{Inputs, Interface};
+use crate::policy::model::{Inputs, Interface, Pod};
 use crate::policy::ruleset::{Element, Field, Hook, KeyType, Proto, Selector, Set, Table, Verdict};
 
 pub mod network;
@@ -58,6 +58,14 @@ impl Problems {
             object: object.into(),
             problem: problem.into(),
         });
+    }
+
+    /// Sorted, duplicates removed.
+    fn sorted(self) -> Vec<Problem> {
+        let mut v = self.0;
+        v.sort();
+        v.dedup();
+        v
     }
 }
 
@@ -114,33 +122,57 @@ pub fn compile(inputs: &Inputs) -> Plan {
     for p in &inputs.pods {
         let Some(path) = &p.netns else { continue };
         let rules = netns.entry(path.clone()).or_default();
-        for iface in &p.interfaces {
-            if let Err(why) = usable_ifname(iface) {
-                problems.report(
-                    format!("pod {}/{}", p.namespace, p.name),
-                    format!(
-                        "interface name {:?} on network {}: {why}; no rule can name it, so its \
-                         traffic is not filtered",
-                        iface.ifname, iface.network
-                    ),
-                );
-                continue;
-            }
-            networks.add_interface(iface, rules);
-            policies.add_interface(p, iface, rules);
-        }
+        add_pod(&networks, &policies, p, rules, &mut problems);
     }
 
-    let mut problems = problems.0;
-    problems.sort();
-    problems.dedup();
     Plan {
         host: networks.host_table(),
         pods: netns
             .into_iter()
             .map(|(path, rules)| (path, pod_table(rules)))
             .collect(),
-        problems,
+        problems: problems.sorted(),
+    }
+}
+
+/// The table of one network namespace, as [`compile`] makes it, without building the other
+/// namespaces' tables or the host's (for a pod being set up: the agent's socket). Pure; the
+/// problems are those of the whole inputs, as [`compile`]'s.
+pub fn compile_pod(inputs: &Inputs, netns: &Path) -> (Table, Vec<Problem>) {
+    let mut problems = Problems::default();
+    let networks = network::NetworkLevel::new(inputs, &mut problems);
+    let policies = pod::Policies::new(inputs, &mut problems);
+    let mut rules = NetnsRules::default();
+    for p in &inputs.pods {
+        if p.netns.as_deref() == Some(netns) {
+            add_pod(&networks, &policies, p, &mut rules, &mut problems);
+        }
+    }
+    (pod_table(rules), problems.sorted())
+}
+
+/// One local pod's interfaces into its namespace's rules.
+fn add_pod(
+    networks: &network::NetworkLevel,
+    policies: &pod::Policies,
+    p: &Pod,
+    rules: &mut NetnsRules,
+    problems: &mut Problems,
+) {
+    for iface in &p.interfaces {
+        if let Err(why) = usable_ifname(iface) {
+            problems.report(
+                format!("pod {}/{}", p.namespace, p.name),
+                format!(
+                    "interface name {:?} on network {}: {why}; no rule can name it, so its \
+                     traffic is not filtered",
+                    iface.ifname, iface.network
+                ),
+            );
+            continue;
+        }
+        networks.add_interface(iface, rules);
+        policies.add_interface(p, iface, rules);
     }
 }
 

@@ -442,3 +442,41 @@ fn interface_names_are_values_not_syntax() {
     );
     nft_check(server(&plan));
 }
+
+#[test]
+fn compile_pod_makes_the_table_compile_makes_for_that_namespace() {
+    let mut inputs = cluster();
+    inputs.multi = vec![
+        server_policy(
+            "in",
+            json!({"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                                "ports": [{"protocol": "TCP", "port": 80}]}]}),
+        ),
+        server_policy(
+            "out",
+            json!({"policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.1.0.0/24"}}]}]}),
+        ),
+    ];
+    // A network-level policy too, so netdeny sets are filled (the green VF network may not reach
+    // blue), and a second local pod whose table must not leak into the server's.
+    inputs
+        .genie
+        .push(genie("prod", "g", &[("green", &["green"])]));
+    inputs.pods.push(pod(
+        "prod",
+        "local2",
+        &[("app", "client")],
+        vec![iface(blue(), "net1", &[])],
+        Some("/run/netns/local2"),
+    ));
+    let plan = compile(&inputs);
+    for (netns, table) in &plan.pods {
+        let (alone, problems) = super::compile_pod(&inputs, netns);
+        assert_eq!(&alone, table, "{}", netns.display());
+        assert_eq!(problems, plan.problems);
+    }
+    assert!(!elements(server(&plan), sets::NETDENY4).is_empty());
+    // A namespace no pod is in gets the empty table.
+    let (empty, _) = super::compile_pod(&inputs, std::path::Path::new("/run/netns/none"));
+    assert_eq!(empty, super::pod_table(Default::default()));
+}

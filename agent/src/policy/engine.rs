@@ -1,0 +1,376 @@
+//! The policy engine: keeps each network namespace's `inet vfgenie` table equal to what the
+//! compiler makes of the current inputs.
+//!
+//! [`Engine::reconcile`] compiles the whole node and applies only the tables whose content
+//! changed since it last applied them; a table is always replaced by one nftables transaction
+//! (add, delete, re-add, fill), never flushed first, so a packet sees the old rules or the new
+//! ones and never none. The first reconcile after the agent starts remembers nothing, so it
+//! replaces whatever table of ours a previous agent left, in the same single step.
+//!
+//! A namespace is remembered with its identity (the device and inode of its nsfs file): when
+//! the file is gone the namespace is forgotten (its table went with it), and when another
+//! namespace appears at the same path its table is applied again.
+//!
+//! Pods announced by genie through the agent's socket ([`crate::policy::socket`]) before the
+//! watches know them are kept as *pending* and merged into every compile, until the inputs list
+//! a pod in the same namespace or the namespace is gone, so a reconcile that runs between the
+//! announcement and the watch catching up does not take the new pod's table away.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use crate::policy::compile::{compile, compile_pod, Problem};
+use crate::policy::model::{Inputs, Pod};
+use crate::policy::nft::{Family, Nft, NftError};
+use crate::policy::ruleset::{Table, TABLE_NAME};
+
+/// What the engine compiles from: the watches' current view of the cluster.
+pub trait Snapshots: Send + Sync {
+    fn snapshot(&self) -> Inputs;
+}
+
+/// A fixed view (tests, and an agent without watches).
+impl Snapshots for Inputs {
+    fn snapshot(&self) -> Inputs {
+        self.clone()
+    }
+}
+
+/// Where the engine's tables go: `nft` in production ([`Nft`]).
+pub trait Apply: Send {
+    /// Applies one table's document (one transaction) in `netns`, or in the agent's own
+    /// namespace for `None`.
+    fn apply(&self, netns: Option<&Path>, doc: &Value) -> Result<(), NftError>;
+    /// Removes our table from `netns`.
+    fn remove(&self, netns: &Path) -> Result<(), NftError>;
+}
+
+impl Apply for Nft {
+    fn apply(&self, netns: Option<&Path>, doc: &Value) -> Result<(), NftError> {
+        Nft::apply(self, netns, doc)
+    }
+
+    fn remove(&self, netns: &Path) -> Result<(), NftError> {
+        Nft::remove(self, Some(netns), Family::Inet, TABLE_NAME)
+    }
+}
+
+/// Why the table of a pod being set up is not in place.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("the network namespace {} of pod {pod} does not exist", .netns.display())]
+    NetnsGone { pod: String, netns: PathBuf },
+    #[error("installing the policy table of pod {pod} failed")]
+    Apply {
+        pod: String,
+        #[source]
+        source: NftError,
+    },
+}
+
+/// A table that could not be applied (it is tried again at the next reconcile).
+#[derive(Debug)]
+pub struct Failure {
+    /// `None`: the host's table.
+    pub netns: Option<PathBuf>,
+    pub error: NftError,
+}
+
+/// What one reconcile did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Tables replaced (`None`: the host's).
+    pub applied: Vec<Option<PathBuf>>,
+    /// Tables already as compiled, not touched.
+    pub unchanged: usize,
+    /// Namespaces that still exist but no longer hold a local pod: our table was removed.
+    pub removed: Vec<PathBuf>,
+    /// Namespaces that are gone (remembered ones, pods' and pending ones): forgotten.
+    pub forgotten: Vec<PathBuf>,
+    pub failed: Vec<Failure>,
+    /// What the compiler could not enforce as written.
+    pub problems: Vec<Problem>,
+    /// Pods announced through the socket that the inputs do not know yet.
+    pub pending: usize,
+    pub compile_time: Duration,
+    pub apply_time: Duration,
+}
+
+impl Report {
+    /// Every table is as compiled.
+    pub fn converged(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// The identity of a namespace file: the device and inode `stat` finds behind the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NetnsId(u64, u64);
+
+/// The identity of the namespace at `path`, `None` when there is no file there.
+fn netns_id(path: &Path) -> Option<NetnsId> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| NetnsId(m.dev(), m.ino()))
+}
+
+#[derive(Debug)]
+struct Applied {
+    /// `None` for the host.
+    id: Option<NetnsId>,
+    table: Table,
+}
+
+/// A pod genie announced, not yet known to the inputs.
+#[derive(Debug, Clone)]
+pub struct PendingPod {
+    pub uid: String,
+    /// With its netns and its interfaces (no addresses yet).
+    pub pod: Pod,
+}
+
+pub struct Engine<A: Apply = Nft> {
+    applier: A,
+    /// Where the host's table goes: `None` is the agent's own namespace.
+    host_netns: Option<PathBuf>,
+    /// By namespace (`None`: the host), what was last applied there.
+    applied: BTreeMap<Option<PathBuf>, Applied>,
+    /// By namespace path.
+    pending: BTreeMap<PathBuf, PendingPod>,
+}
+
+impl<A: Apply> Engine<A> {
+    pub fn new(applier: A) -> Self {
+        Self {
+            applier,
+            host_netns: None,
+            applied: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Puts the host's table into the namespace at `netns` instead of the agent's own (tests
+    /// run the engine without touching their host).
+    pub fn with_host_netns(mut self, netns: PathBuf) -> Self {
+        self.host_netns = Some(netns);
+        self
+    }
+
+    pub fn applier(&self) -> &A {
+        &self.applier
+    }
+
+    /// The pods announced through the socket that the inputs did not know at the last look.
+    pub fn pending(&self) -> impl Iterator<Item = &PendingPod> {
+        self.pending.values()
+    }
+
+    /// Brings every table in line with `inputs` (plus the pending pods).
+    pub fn reconcile(&mut self, inputs: &Inputs) -> Report {
+        let mut report = Report::default();
+        self.pending.retain(|path, p| {
+            let known = inputs
+                .pods
+                .iter()
+                .any(|q| q.netns.as_deref() == Some(path.as_path()));
+            let gone = netns_id(path).is_none();
+            if gone {
+                debug!(pod = %pod_name(&p.pod), netns = %path.display(), "pending pod's namespace is gone");
+                report.forgotten.push(path.clone());
+            }
+            !known && !gone
+        });
+        report.pending = self.pending.len();
+        let merged = self.merged(inputs);
+
+        let started = Instant::now();
+        let plan = compile(&merged);
+        report.compile_time = started.elapsed();
+        report.problems = plan.problems;
+
+        let started = Instant::now();
+        self.install(None, None, plan.host, &mut report);
+        let mut wanted: Vec<PathBuf> = Vec::with_capacity(plan.pods.len());
+        for (path, table) in plan.pods {
+            let Some(id) = netns_id(&path) else {
+                // A pod whose namespace is gone: nothing to apply, nothing to remember.
+                self.applied.remove(&Some(path.clone()));
+                report.forgotten.push(path);
+                continue;
+            };
+            wanted.push(path.clone());
+            self.install(Some(path), Some(id), table, &mut report);
+        }
+        let stale: Vec<PathBuf> = self
+            .applied
+            .keys()
+            .flatten()
+            .filter(|p| !wanted.contains(p))
+            .cloned()
+            .collect();
+        for path in stale {
+            let key = Some(path.clone());
+            let same = match (netns_id(&path), self.applied.get(&key)) {
+                (Some(now), Some(a)) => a.id == Some(now),
+                _ => false,
+            };
+            if !same {
+                // Gone, or another namespace at that path: it holds no table of ours.
+                self.applied.remove(&key);
+                report.forgotten.push(path);
+                continue;
+            }
+            match self.applier.remove(&path) {
+                Ok(()) => {
+                    self.applied.remove(&key);
+                    report.removed.push(path);
+                }
+                Err(error) => report.failed.push(Failure {
+                    netns: Some(path),
+                    error,
+                }),
+            }
+        }
+        report.apply_time = started.elapsed();
+        report.forgotten.sort();
+        report.forgotten.dedup();
+        report
+    }
+
+    /// Installs the table of a pod genie is setting up, in its namespace, from `inputs` plus
+    /// this pod (and the other pending ones), and keeps the pod pending until the inputs know
+    /// it. `Ok(true)` when nft ran, `Ok(false)` when that table was already in place.
+    pub fn setup(&mut self, inputs: &Inputs, pending: PendingPod) -> Result<bool, SetupError> {
+        let name = pod_name(&pending.pod);
+        let Some(netns) = pending.pod.netns.clone() else {
+            return Err(SetupError::NetnsGone {
+                pod: name,
+                netns: PathBuf::new(),
+            });
+        };
+        let Some(id) = netns_id(&netns) else {
+            return Err(SetupError::NetnsGone { pod: name, netns });
+        };
+        let previous = self.pending.insert(netns.clone(), pending);
+        let merged = self.merged(inputs);
+        let (table, problems) = compile_pod(&merged, &netns);
+        for p in &problems {
+            debug!(problem = %p, "policy problem");
+        }
+        let key = Some(netns.clone());
+        if self
+            .applied
+            .get(&key)
+            .is_some_and(|a| a.id == Some(id) && a.table == table)
+        {
+            return Ok(false);
+        }
+        match self.applier.apply(Some(&netns), &table.to_nft_json()) {
+            Ok(()) => {
+                self.applied.insert(
+                    key,
+                    Applied {
+                        id: Some(id),
+                        table,
+                    },
+                );
+                Ok(true)
+            }
+            Err(source) => {
+                // Nothing was installed: forget what may be there, and the announcement
+                // (genie's ADD fails and the runtime starts over).
+                self.applied.remove(&key);
+                match previous {
+                    Some(p) => self.pending.insert(netns, p),
+                    None => self.pending.remove(&netns),
+                };
+                Err(SetupError::Apply { pod: name, source })
+            }
+        }
+    }
+
+    /// `inputs` with the pending pods the inputs do not know: a pod the inputs list without a
+    /// namespace (the watch has it but not genie's record yet) gets the pending one's namespace
+    /// and interfaces; any other is added as announced.
+    fn merged<'a>(&self, inputs: &'a Inputs) -> std::borrow::Cow<'a, Inputs> {
+        let missing: Vec<&PendingPod> = self
+            .pending
+            .iter()
+            .filter(|(path, _)| {
+                !inputs
+                    .pods
+                    .iter()
+                    .any(|q| q.netns.as_deref() == Some(path.as_path()))
+            })
+            .map(|(_, p)| p)
+            .collect();
+        if missing.is_empty() {
+            return std::borrow::Cow::Borrowed(inputs);
+        }
+        let mut merged = inputs.clone();
+        for p in missing {
+            let same = merged.pods.iter_mut().find(|q| {
+                q.netns.is_none() && q.namespace == p.pod.namespace && q.name == p.pod.name
+            });
+            match same {
+                Some(q) => {
+                    q.netns = p.pod.netns.clone();
+                    for iface in &p.pod.interfaces {
+                        if !q.interfaces.iter().any(|i| i.ifname == iface.ifname) {
+                            q.interfaces.push(iface.clone());
+                        }
+                    }
+                }
+                None => merged.pods.push(p.pod.clone()),
+            }
+        }
+        std::borrow::Cow::Owned(merged)
+    }
+
+    /// Applies `table` at `netns` unless it is what was last applied there.
+    fn install(
+        &mut self,
+        netns: Option<PathBuf>,
+        id: Option<NetnsId>,
+        table: Table,
+        report: &mut Report,
+    ) {
+        if self
+            .applied
+            .get(&netns)
+            .is_some_and(|a| a.id == id && a.table == table)
+        {
+            report.unchanged += 1;
+            return;
+        }
+        let target = match &netns {
+            Some(p) => Some(p.as_path()),
+            None => self.host_netns.as_deref(),
+        };
+        match self.applier.apply(target, &table.to_nft_json()) {
+            Ok(()) => {
+                self.applied.insert(netns.clone(), Applied { id, table });
+                report.applied.push(netns);
+            }
+            Err(error) => {
+                warn!(netns = ?netns, error = %vfcore::error::chain(&error), "policy table not applied; retried at the next reconcile");
+                // What is there now is unknown: the next reconcile applies it again.
+                self.applied.remove(&netns);
+                report.failed.push(Failure { netns, error });
+            }
+        }
+    }
+}
+
+fn pod_name(p: &Pod) -> String {
+    format!("{}/{}", p.namespace, p.name)
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
