@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 use vfagent::inventory::Inventory;
+use vfagent::policy::service::PolicyOptions;
 use vfagent::run::RunOptions;
 use vfagent::state::Snapshot;
 use vfcore::SysRoot;
@@ -57,6 +58,19 @@ enum Command {
         /// counted in the metrics.
         #[arg(long, default_value = "/var/lib/cni/vfgenie/sriov")]
         sriov_state_dir: PathBuf,
+        /// Enforce network policies (genieNetworkpolicy, MultiNetworkPolicy) with nftables on this
+        /// node: watches the API server (in-cluster config or KUBECONFIG) for this node's pods.
+        #[arg(long, env = "VFGENIE_POLICY")]
+        policy: bool,
+        /// This node's name (the DaemonSet sets NODE_NAME from spec.nodeName).
+        #[arg(long, env = "NODE_NAME", default_value = "")]
+        node_name: String,
+        /// The socket genie asks for a new pod's policy table on ("off": none).
+        #[arg(long, default_value = vfagent::policy::socket::DEFAULT_SOCKET)]
+        policy_socket: String,
+        /// The nft binary (default: from PATH).
+        #[arg(long)]
+        nft: Option<PathBuf>,
     },
     /// Print the node's SR-IOV capable NICs, their VFs and other network PCI functions.
     Inventory {
@@ -103,7 +117,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             metrics_max_connections,
             genie_cni_dir,
             sriov_state_dir,
+            policy,
+            node_name,
+            policy_socket,
+            nft,
         } => {
+            let policy = if policy {
+                if node_name.is_empty() {
+                    anyhow::bail!("--policy needs the node's name (--node-name or NODE_NAME)");
+                }
+                Some(PolicyOptions {
+                    node_name,
+                    genie_cni_dir: genie_cni_dir.clone(),
+                    socket: (policy_socket != "off").then(|| PathBuf::from(&policy_socket)),
+                    nft,
+                    resync: vfagent::policy::service::DEFAULT_RESYNC,
+                })
+            } else {
+                None
+            };
             let mut opts = RunOptions::new(config);
             opts.kernel_events = root == SysRoot::host();
             opts.root = root;
@@ -125,7 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: metrics_max_connections.max(1),
                 ..vfagent::http::Limits::default()
             };
-            rt.block_on(run_agent(opts, metrics, limits))?;
+            rt.block_on(run_agent(opts, metrics, limits, policy))?;
         }
         Command::Inventory { json, config } => {
             let inv = if config.exists() {
@@ -148,6 +180,7 @@ async fn run_agent(
     opts: RunOptions,
     metrics: Option<String>,
     limits: vfagent::http::Limits,
+    policy: Option<PolicyOptions>,
 ) -> anyhow::Result<()> {
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -163,19 +196,46 @@ async fn run_agent(
         }
         None => None,
     };
+    let policy = match policy {
+        Some(p) => {
+            let client = kube::Client::try_default().await?;
+            Some(tokio::spawn(vfagent::policy::service::run(
+                client,
+                p,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let mut agent = tokio::spawn(vfagent::run::run(opts, state_tx, stop_rx));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut policy = policy;
+    let policy_ended = async {
+        match policy.as_mut() {
+            Some(p) => p.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         // The agent ends on its own only when it cannot start (e.g. an invalid config).
         r = &mut agent => return Ok(r??),
+        // The policy engine ends on its own only when it fails: the agent goes too (restarted
+        // by its DaemonSet) rather than serve on with policies no longer enforced.
+        r = policy_ended => {
+            r??;
+            anyhow::bail!("the policy engine stopped");
+        }
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     agent.await??;
     if let Some(h) = http {
         h.await??;
+    }
+    if let Some(p) = policy {
+        p.await??;
     }
     Ok(())
 }

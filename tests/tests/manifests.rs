@@ -199,6 +199,17 @@ fn host_paths_used() -> Vec<(PathBuf, Access)> {
         ),
         // genie's pod records: local pods' netns and interfaces for the policy engine.
         (genie_records_dir(), Access::Read),
+        // Pods' pinned network namespaces, where the policy engine applies their tables (nft
+        // runs inside; the files are only opened).
+        (PathBuf::from("/var/run/netns"), Access::Read),
+        // The policy socket genie connects to.
+        (
+            Path::new(vfagent::policy::socket::DEFAULT_SOCKET)
+                .parent()
+                .unwrap()
+                .to_path_buf(),
+            Access::Write,
+        ),
     ]
 }
 

@@ -17,5 +17,6 @@ pub mod model;
 pub mod nft;
 pub mod protocol;
 pub mod ruleset;
+pub mod service;
 pub mod socket;
 pub mod watch;

@@ -283,13 +283,15 @@ fn check(raw: RawRequest) -> Result<SetupRequest, RequestError> {
             Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
                 NetworkKey::new(ns, name)
             }
-            _ => return Err(invalid(
-                &pod,
-                format!(
+            _ => {
+                return Err(invalid(
+                    &pod,
+                    format!(
                     "network {:?} of interface {} is not <namespace>/<name> with DNS-1123 names",
                     i.network, i.ifname
                 ),
-            )),
+                ))
+            }
         };
         if interfaces.iter().any(|(n, _)| *n == i.ifname) {
             return Err(invalid(
