@@ -13,6 +13,45 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders `s` as Prometheus text.
 pub fn render(s: &Snapshot) -> String {
+    let mut out = render_node(s);
+    out += &render_policy(&crate::policy::counters::COUNTERS);
+    out
+}
+
+/// The policy engine's families, when it runs (`--policy`).
+pub fn render_policy(c: &crate::policy::counters::PolicyCounters) -> String {
+    use crate::policy::counters::PolicyCounters as P;
+    if !c.enabled() {
+        return String::new();
+    }
+    let mut out = Family::new(
+        "vfgenie_policy_problems_total",
+        "Policies or parts of them not enforced as written (an unparsable version is ignored, the last good one kept; a named port allows nothing), since the agent started.",
+        Kind::Counter,
+    )
+    .samples([(Vec::new(), P::get(&c.problems))]);
+    out += &Family::new(
+        "vfgenie_policy_tables_applied_total",
+        "nftables tables replaced (the host's and pods'), since the agent started.",
+        Kind::Counter,
+    )
+    .samples([(Vec::new(), P::get(&c.applied))]);
+    out += &Family::new(
+        "vfgenie_policy_apply_failures_total",
+        "Table replacements that failed (retried by the next reconcile), since the agent started.",
+        Kind::Counter,
+    )
+    .samples([(Vec::new(), P::get(&c.failures))]);
+    out += &Family::new(
+        "vfgenie_policy_reconciles_total",
+        "Policy reconciles completed since the agent started.",
+        Kind::Counter,
+    )
+    .samples([(Vec::new(), P::get(&c.reconciles))]);
+    out
+}
+
+fn render_node(s: &Snapshot) -> String {
     let mut out = Family::new("vfgenie_pool_capacity", "Devices in the pool.", Kind::Gauge)
         .samples(s.pools.iter().map(|p| {
             (
@@ -316,6 +355,27 @@ vfgenie_pool_server_restarts_total{resource=\"example.org/dpdk\"} 0
                 "vfgenie_ready 0",
             ]
         );
+    }
+
+    #[test]
+    fn policy_families_appear_once_the_engine_runs() {
+        let c = crate::policy::counters::PolicyCounters::new();
+        assert_eq!(render_policy(&c), "");
+        c.enable();
+        c.problems
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        c.applied
+            .fetch_add(201, std::sync::atomic::Ordering::Relaxed);
+        let text = render_policy(&c);
+        for line in [
+            "# TYPE vfgenie_policy_problems_total counter",
+            "vfgenie_policy_problems_total 2",
+            "vfgenie_policy_tables_applied_total 201",
+            "vfgenie_policy_apply_failures_total 0",
+            "vfgenie_policy_reconciles_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   interfaces (see `socket`'s documentation).
 
 pub mod compile;
+pub mod counters;
 pub mod engine;
 pub mod model;
 pub mod nft;

@@ -6,7 +6,9 @@
 //! the watches are synced the socket is not there: genie's ADD fails with "try again later"
 //! rather than set up a pod whose table could not know the policies.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::compile::Problem;
+use super::counters::COUNTERS;
 use super::engine::{Engine, Report, Snapshots};
 use super::model::Inputs;
 use super::nft::{Nft, NftError};
@@ -65,7 +68,18 @@ fn subject_of(p: &Problem) -> Option<Subject> {
     Some(Subject::new(api_version, kind, ns, name, None))
 }
 
-fn log_report(report: &Report, watch: &PolicyWatch) {
+/// Logs and counts what a reconcile did; a compile problem is reported when it appears (not
+/// again every round while it lasts): `known` holds the last round's.
+fn log_report(report: &Report, watch: &PolicyWatch, known: &mut BTreeSet<String>) {
+    let c = &COUNTERS;
+    c.reconciles.fetch_add(1, Ordering::Relaxed);
+    c.applied
+        .fetch_add(report.applied.len() as u64, Ordering::Relaxed);
+    c.failures
+        .fetch_add(report.failed.len() as u64, Ordering::Relaxed);
+    // Parse problems (counted by the watches' reporter) and this round's compile problems.
+    c.problems
+        .store(watch.counters().policy_problems, Ordering::Relaxed);
     for f in &report.failed {
         let netns = f
             .netns
@@ -73,12 +87,17 @@ fn log_report(report: &Report, watch: &PolicyWatch) {
             .map_or("the host".to_string(), |p| p.display().to_string());
         warn!(netns = %netns, error = %vfcore::error::chain(&f.error), "policy table not applied; retrying");
     }
+    let now: BTreeSet<String> = report.problems.iter().map(|p| p.to_string()).collect();
     for p in &report.problems {
+        if known.contains(&p.to_string()) {
+            continue;
+        }
         match subject_of(p) {
             Some(s) => watch.reporter().report(&s, "policy", &p.problem),
             None => warn!(problem = %p, "policy cannot be enforced as written"),
         }
     }
+    *known = now;
     if !report.applied.is_empty() || !report.removed.is_empty() {
         info!(
             applied = report.applied.len(),
@@ -104,6 +123,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
     let nft = Nft::new(options.nft.as_deref())?;
+    COUNTERS.enable();
     let policy_watch = Arc::new(PolicyWatch::start(
         client,
         WatchConfig::new(&options.node_name, &options.genie_cni_dir),
@@ -116,6 +136,7 @@ pub async fn run(
     let engine = Arc::new(Mutex::new(Engine::new(nft)));
     let mut changes = policy_watch.changes();
     let mut socket_task = None;
+    let mut known = BTreeSet::new();
     if let Some(path) = &options.socket {
         let socket_options = SocketOptions {
             path: path.clone(),
@@ -141,7 +162,7 @@ pub async fn run(
         })
         .await;
         match done {
-            Ok(Some(report)) => log_report(&report, &policy_watch),
+            Ok(Some(report)) => log_report(&report, &policy_watch, &mut known),
             Ok(None) | Err(_) => warn!("the policy engine failed; reconciling again"),
         }
         tokio::select! {
