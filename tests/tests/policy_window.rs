@@ -515,3 +515,42 @@ fn a_new_pod_selected_by_a_policy_never_receives_from_a_disallowed_peer() {
     drop(rx);
     s.del(&pod, &conf);
 }
+
+#[test]
+fn an_unreachable_agent_fails_add_with_try_again_later_and_leaves_nothing() {
+    require_root();
+    let node = Node::new().unwrap();
+    node.write_conf(
+        "10-cluster.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [
+            {"type": "bridge", "bridge": node.bridge, "isGateway": false, "ipMasq": false,
+             "ipam": node.ipam("10.159.1.0/24")}]}),
+    )
+    .unwrap();
+    let nad = json!({"cniVersion": "1.0.0", "name": "blue", "type": "bridge", "bridge": node.bridge,
+                     "isGateway": false, "ipMasq": false, "ipam": node.ipam("10.159.2.0/24")});
+    node.api.add_nad(NS, "blue", &nad.to_string(), None);
+    node.api
+        .add_pod(NS, "web", &[("k8s.v1.cni.cncf.io/networks", "blue")]);
+    let socket = node.dir.path().join("no-agent/policy.sock");
+    let conf = node.genie_conf(
+        "1.0.0",
+        json!({"clusterNetwork": "cluster", "policySocket": socket.display().to_string()}),
+    );
+    let sb = Sandbox::new().unwrap();
+    let out = node
+        .cni("ADD", "cu1", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(!out.success);
+    let err = out.json().unwrap();
+    assert_eq!(err["code"], 11, "{err}");
+    assert_eq!(
+        err["msg"],
+        format!(
+            "the policy agent at {} cannot be reached to set up pod team/web: No such file or \
+             directory (os error 2)",
+            socket.display()
+        )
+    );
+    node.assert_nothing_left(&sb);
+}
