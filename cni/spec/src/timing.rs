@@ -12,9 +12,10 @@
 //!
 //! genie's: `cache` (its pod records), `api` (Kubernetes API requests), `plan` (annotations,
 //! confs and NADs resolved, API requests excluded), `podresources` (the kubelet asked for the
-//! pod's devices), `device_info`, `delegates` (the delegate plugins exec'd, start to exit),
-//! `finish` (ADD's last step: the pod's default routes settled, the network-status written and the
-//! results' cache record written, side by side).
+//! pod's devices), `policy` (the node agent installs the pod's policy table), `device_info`,
+//! `delegates` (the delegate plugins exec'd, start to exit), `finish` (ADD's last step: the
+//! pod's default routes settled, the network-status written and the results' cache record
+//! written, side by side).
 //!
 //! `total` runs from the start of the plugin's work to its end; what no step covers is the
 //! plugin's own code. Steps are timed on the thread that runs the plugin's work; work that other

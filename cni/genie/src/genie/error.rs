@@ -20,6 +20,7 @@ use crate::spec::error::{chain, code, CniError};
 
 pub use super::delegate::DelegateError;
 pub use super::plan::PlanError;
+pub use super::policy::PolicyError;
 pub use super::quarantine::QuarantineError;
 pub use super::routes::RouteError;
 
@@ -63,6 +64,9 @@ pub enum GenieError {
     Routes(#[from] RouteError),
     #[error(transparent)]
     Quarantine(#[from] QuarantineError),
+    /// The node agent did not install the pod's policy table (`policySocket`).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("Kubernetes API configuration")]
     ApiConfig(#[source] crate::k8s::ConfigError),
     #[error("Kubernetes API client")]
@@ -178,7 +182,8 @@ impl From<GenieError> for CniError {
             | G::TooManyNetworks { .. } => code::INVALID_NETWORK_CONFIG,
             G::ReadPod { ref source, .. } => api_code(source),
             G::Routes(_) | G::StatusEncode(_) | G::Panicked { .. } => code::IO,
-            G::StatusWrite { .. } => code::TRY_AGAIN_LATER,
+            // The pod must not come up without its rules; the agent may be restarting.
+            G::StatusWrite { .. } | G::Policy(_) => code::TRY_AGAIN_LATER,
             G::NothingRecorded { .. } => code::UNKNOWN_CONTAINER,
             G::NotReady { .. } => code::PLUGIN_NOT_AVAILABLE,
         };
@@ -368,6 +373,16 @@ mod tests {
             waited: std::time::Duration::from_secs(1),
         };
         assert_eq!(cni_code(busy), code::TRY_AGAIN_LATER);
+        let refused = PolicyError::Refused {
+            socket: "/run/vfgenie/policy.sock".into(),
+            reason: "pod a/b: no".into(),
+        };
+        let e = CniError::from(GenieError::from(refused));
+        assert_eq!(e.code, code::TRY_AGAIN_LATER);
+        assert_eq!(
+            e.msg,
+            "the policy agent at /run/vfgenie/policy.sock refused: pod a/b: no"
+        );
         let e = CniError::from(GenieError::NotReady {
             file: "/run/ready".into(),
         });

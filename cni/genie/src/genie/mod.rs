@@ -12,6 +12,10 @@
 //! while an ADD (or the delegates of a killed ADD) still runs waits for it, up to
 //! [`LOCK_WAIT`], then fails with code 11 (try again later).
 //!
+//! With `policySocket` in the conf, ADD has the node agent install the pod's policy table in the
+//! pod's namespace after planning and before the first delegate ([`policy`]); when the agent
+//! refuses or is unreachable, ADD fails with code 11 and nothing was created.
+//!
 //! Bounds on one ADD: at most `maxNetworksPerPod` attachments (refused with code 7 before anything
 //! is attached) and `addTimeoutSeconds` for the whole ADD (each delegate gets the lesser of its
 //! own bound and what is left; what was attached is undone when time runs out).
@@ -38,6 +42,7 @@ pub mod delegate;
 pub mod devices;
 pub mod error;
 pub mod plan;
+pub mod policy;
 mod quarantine;
 pub mod reads;
 mod record;
@@ -240,6 +245,22 @@ fn add(
         uid: kubelet_uid,
     });
     devices::prepare(env, conf, identity.as_ref(), &mut planned)?;
+    // Before anything is created: the pod's policy table, so its interfaces are covered from
+    // their first packet ([`policy`]).
+    if let (Some(socket), Some(p)) = (&conf.policy_socket, &pod) {
+        let no_labels = Default::default();
+        let request = policy::SetupRequest {
+            version: policy::VERSION,
+            op: "setup",
+            namespace: &p.namespace,
+            name: &p.name,
+            uid: pod_uid.as_deref().unwrap_or_default(),
+            netns: &env.netns,
+            labels: pod_obj.as_ref().map_or(&no_labels, |o| &o.metadata.labels),
+            interfaces: policy::interfaces(&planned),
+        };
+        timed("policy", || policy::setup(socket, &request, deadline))?;
+    }
 
     let mut record = PodRecord::new(&key, env.netns.clone());
     if let Some(p) = &pod {

@@ -137,6 +137,10 @@ pub struct GenieConf {
     pub max_networks_per_pod: usize,
     /// `addTimeoutSeconds`: the bound on one whole ADD (1..=3600 s, 300 s by default).
     pub add_timeout: std::time::Duration,
+    /// `policySocket`: the node agent's policy socket. When set, ADD has the agent install the
+    /// pod's policy table before any delegate runs ([`crate::genie::policy`]); absent, no
+    /// policy step.
+    pub policy_socket: Option<PathBuf>,
 }
 
 /// The default of `maxNetworksPerPod`.
@@ -290,6 +294,7 @@ impl GenieConf {
             max_networks_per_pod: usize::try_from(max_networks_per_pod)
                 .unwrap_or(DEFAULT_MAX_NETWORKS_PER_POD),
             add_timeout: std::time::Duration::from_secs(add_timeout_seconds),
+            policy_socket: path("policySocket", raw.policy_socket)?,
         })
     }
 

@@ -76,4 +76,6 @@ pub(super) struct RawConf {
     pub max_networks_per_pod: Loose<u64>,
     #[serde(rename = "addTimeoutSeconds")]
     pub add_timeout_seconds: Loose<u64>,
+    #[serde(rename = "policySocket")]
+    pub policy_socket: Loose<String>,
 }

@@ -285,6 +285,14 @@ fn device_keys_default_to_the_kubelet_and_npwg_paths() {
         PathBuf::from("/var/run/k8s.cni.cncf.io/devinfo")
     );
     assert!(c.sriov.is_none());
+    assert_eq!(c.policy_socket, None);
+    let c = conf(serde_json::json!({"type":"genie", "policySocket": "/run/vfgenie/policy.sock"}))
+        .unwrap();
+    assert_eq!(
+        c.policy_socket,
+        Some(PathBuf::from("/run/vfgenie/policy.sock"))
+    );
+    assert!(conf(serde_json::json!({"type":"genie", "policySocket": "policy.sock"})).is_err());
     let c = conf(serde_json::json!({"type":"genie",
         "podResourcesSocket":"/k/pr.sock","kubeletCheckpoint":"/k/ckpt","deviceInfoDir":"/k/devinfo",
         "sriov":{"vlan":5}}))
