@@ -29,6 +29,12 @@ use crate::policy::model::{Inputs, Pod};
 use crate::policy::nft::{Family, Nft, NftError};
 use crate::policy::ruleset::{Table, TABLE_NAME};
 
+/// One table to apply: where, that namespace's identity, the table, its document.
+type Job = (Option<PathBuf>, Option<NetnsId>, Table, Value);
+
+/// At most this many `nft` runs at once when a reconcile changes many namespaces.
+pub const APPLY_WORKERS: usize = 4;
+
 /// What the engine compiles from: the watches' current view of the cluster.
 pub trait Snapshots: Send + Sync {
     fn snapshot(&self) -> Inputs;
@@ -42,7 +48,7 @@ impl Snapshots for Inputs {
 }
 
 /// Where the engine's tables go: `nft` in production ([`Nft`]).
-pub trait Apply: Send {
+pub trait Apply: Send + Sync {
     /// Applies one table's document (one transaction) in `netns`, or in the agent's own
     /// namespace for `None`.
     fn apply(&self, netns: Option<&Path>, doc: &Value) -> Result<(), NftError>;
@@ -194,7 +200,7 @@ impl<A: Apply> Engine<A> {
         report.problems = plan.problems;
 
         let started = Instant::now();
-        self.install(None, None, plan.host, &mut report);
+        let mut items = vec![(None, None, plan.host)];
         let mut wanted: Vec<PathBuf> = Vec::with_capacity(plan.pods.len());
         for (path, table) in plan.pods {
             let Some(id) = netns_id(&path) else {
@@ -204,8 +210,9 @@ impl<A: Apply> Engine<A> {
                 continue;
             };
             wanted.push(path.clone());
-            self.install(Some(path), Some(id), table, &mut report);
+            items.push((Some(path), Some(id), table));
         }
+        self.install_all(items, &mut report);
         let stale: Vec<PathBuf> = self
             .applied
             .keys()
@@ -333,35 +340,69 @@ impl<A: Apply> Engine<A> {
     }
 
     /// Applies `table` at `netns` unless it is what was last applied there.
-    fn install(
+    /// [`Engine::install`] for many namespaces: the tables that changed are applied by up to
+    /// [`APPLY_WORKERS`] threads at once (each `nft` run waits mostly on the kernel's commit; a
+    /// policy change that touches many namespaces would otherwise take the sum of their runs).
+    fn install_all(
         &mut self,
-        netns: Option<PathBuf>,
-        id: Option<NetnsId>,
-        table: Table,
+        items: Vec<(Option<PathBuf>, Option<NetnsId>, Table)>,
         report: &mut Report,
     ) {
-        if self
-            .applied
-            .get(&netns)
-            .is_some_and(|a| a.id == id && a.table == table)
-        {
-            report.unchanged += 1;
-            return;
-        }
-        let target = match &netns {
-            Some(p) => Some(p.as_path()),
-            None => self.host_netns.as_deref(),
-        };
-        match self.applier.apply(target, &table.to_nft_json()) {
-            Ok(()) => {
-                self.applied.insert(netns.clone(), Applied { id, table });
-                report.applied.push(netns);
+        let mut todo = Vec::new();
+        for (netns, id, table) in items {
+            if self
+                .applied
+                .get(&netns)
+                .is_some_and(|a| a.id == id && a.table == table)
+            {
+                report.unchanged += 1;
+            } else {
+                let doc = table.to_nft_json();
+                todo.push((netns, id, table, doc));
             }
-            Err(error) => {
-                warn!(netns = ?netns, error = %vfcore::error::chain(&error), "policy table not applied; retried at the next reconcile");
-                // What is there now is unknown: the next reconcile applies it again.
-                self.applied.remove(&netns);
-                report.failed.push(Failure { netns, error });
+        }
+        let workers = APPLY_WORKERS.min(todo.len()).max(1);
+        let mut lanes: Vec<Vec<Job>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, item) in todo.into_iter().enumerate() {
+            if let Some(lane) = lanes.get_mut(i % workers) {
+                lane.push(item);
+            }
+        }
+        let (applier, host) = (&self.applier, self.host_netns.as_deref());
+        let run_lane = |lane: Vec<Job>| {
+            lane.into_iter()
+                .map(|(netns, id, table, doc)| {
+                    let target = netns.as_deref().or(host);
+                    let r = applier.apply(target, &doc);
+                    (netns, id, table, r)
+                })
+                .collect::<Vec<_>>()
+        };
+        let done: Vec<_> = if workers == 1 {
+            lanes.into_iter().flat_map(run_lane).collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = lanes
+                    .into_iter()
+                    .map(|lane| s.spawn(move || run_lane(lane)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        for (netns, id, table, result) in done {
+            match result {
+                Ok(()) => {
+                    self.applied.insert(netns.clone(), Applied { id, table });
+                    report.applied.push(netns);
+                }
+                Err(error) => {
+                    warn!(netns = ?netns, error = %vfcore::error::chain(&error), "policy table not applied; retried at the next reconcile");
+                    self.applied.remove(&netns);
+                    report.failed.push(Failure { netns, error });
+                }
             }
         }
     }
