@@ -16,8 +16,13 @@ use vfgenie_tests::runtime::require_root;
 
 #[path = "policy_nft/docs.rs"]
 mod docs;
+#[path = "policy_nft/tables.rs"]
+mod tables;
 
 use docs::{allow_from, drop_peer, matches, rule, saddr};
+use tables::{add_set_cmd, flush_and_fill, ifname_addr, ingress, net, netdeny, ports, prefix4};
+use vfagent::policy::compile::ranges::Family as AddrFamily;
+use vfagent::policy::ruleset::{Hook, Proto, Selector, Table, Verdict};
 
 /// Generous where it costs nothing on success.
 const ALLOWED: Duration = Duration::from_secs(3);
@@ -78,13 +83,23 @@ fn client_server() -> (Topology, PodId, PodId) {
 
 /// A stream from `a` to `b` at 1 ms intervals that has carried its first datagrams.
 fn start_stream(t: &Topology, a: PodId, b: PodId, port: u16) -> UdpStream {
-    let s = t
-        .udp_stream(a, t.pod(b).v4(), port, Duration::from_millis(1))
-        .unwrap();
+    stream_every(t, (a, b), port, Duration::from_millis(1), true)
+}
+
+/// A stream from `a` to `b` every `interval` that has sent its first 50 datagrams, and
+/// carried them when `passes`.
+fn stream_every(
+    t: &Topology,
+    (a, b): (PodId, PodId),
+    port: u16,
+    interval: Duration,
+    passes: bool,
+) -> UdpStream {
+    let s = t.udp_stream(a, t.pod(b).v4(), port, interval).unwrap();
     wait_for(
         "the stream's first 50 datagrams",
         Duration::from_secs(10),
-        || s.received() >= 50,
+        || if passes { s.received() } else { s.sent() } >= 50,
     );
     s
 }
@@ -229,29 +244,348 @@ fn replacing_an_allowing_table_200_times_loses_no_packet() {
     assert_no_loss("stream a->b across 200 replacements", &report);
 }
 
-/// The same with the client allowed by a prefix in an interval set. On kernel 6.18.44 a lookup
-/// in an interval set (named or anonymous) created by the replacing transaction misses now and
-/// then: about one datagram in 200-400 replacements is dropped by the new table, counted between
-/// a chain before ours and one after it. Hash sets (the test above) lose nothing.
+/// How the update tests change pod b's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `Table::to_nft_json`: delete and re-add the table, one transaction.
+    Full,
+    /// `flush set` and `add element` of all the elements of each changed set, one transaction.
+    FlushFill,
+    /// `Table::update_json`: the elements that went and came (and the rules, when they changed).
+    Update,
+    /// Two sets for one purpose: the standby one added and filled in a first transaction, the
+    /// rules switched to it (and the other deleted) in a second.
+    DoubleBuffer,
+}
+
+/// How a stream runs across updates: every `interval`; `passes` when the table lets it
+/// through.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    port: u16,
+    interval: Duration,
+    passes: bool,
+}
+
+impl Stream {
+    fn passing(port: u16) -> Self {
+        Self {
+            port,
+            interval: Duration::from_millis(1),
+            passes: true,
+        }
+    }
+}
+
+/// Installs `table(0, names[0])` in b, streams a -> b and applies `table(i, ..)` for i in 1..=n
+/// in `form` (the double buffer alternates between the two set names); the stream's report and
+/// the time the updates took.
+fn stream_across_updates(
+    t: &Topology,
+    (a, b): (PodId, PodId),
+    stream: Stream,
+    n: u32,
+    form: Form,
+    names: [&'static str; 2],
+    table: impl Fn(u32, &'static str) -> Table,
+) -> (StreamReport, Duration) {
+    let nft = nft();
+    let ns = Some(t.pod(b).netns_path());
+    let mut applied = table(0, names[0]);
+    nft.apply(ns, &applied.to_nft_json()).unwrap();
+    let stream = stream_every(t, (a, b), stream.port, stream.interval, stream.passes);
+    let t0 = Instant::now();
+    for i in 1..=n {
+        let name = match form {
+            Form::DoubleBuffer => names[(i % 2) as usize],
+            _ => names[0],
+        };
+        let new = table(i, name);
+        match form {
+            Form::Full => nft.apply(ns, &new.to_nft_json()).unwrap(),
+            Form::FlushFill => nft.apply(ns, &flush_and_fill(&applied, &new)).unwrap(),
+            Form::Update => {
+                if let Some(doc) = new.update_json(Some(&applied)) {
+                    nft.apply(ns, &doc).unwrap();
+                }
+            }
+            Form::DoubleBuffer => {
+                nft.apply(ns, &json!({"nftables": [add_set_cmd(&new, name)]}))
+                    .unwrap();
+                let mut both = applied.clone();
+                both.sets.push(new.set(name).unwrap().clone());
+                nft.apply(ns, &new.update_json(Some(&both)).unwrap())
+                    .unwrap();
+            }
+        }
+        applied = new;
+    }
+    let took = t0.elapsed();
+    (stream.stop(), took)
+}
+
+/// b accepts a's network (`a_net/len`), a few other networks that change at every update and a
+/// port range that changes too; everything else on b's interface is dropped.
+fn allowing_a(t: &Topology, (a, b): (PodId, PodId)) -> impl Fn(u32, &'static str) -> Table {
+    let ifname = t.pod(b).ifaces[0].ifname.clone();
+    let a4 = t.pod(a).v4();
+    move |i, name| {
+        let mut all = vec![
+            ifname_addr(&ifname, prefix4(a4, 24)),
+            ifname_addr(&ifname, net(200, (i % 250) as u8, 0, 24)),
+        ];
+        if i % 3 == 0 {
+            all.push(ifname_addr(&ifname, net(201, (i % 250) as u8, 0, 24)));
+        }
+        let port = ports(
+            &ifname,
+            net(92, 0, 0, 16),
+            Proto::Tcp,
+            8000,
+            8000 + (i % 50) as u16,
+        );
+        ingress(&ifname, name, all, vec![port])
+    }
+}
+
+/// b drops other networks that change at every update; a's traffic is not among them.
+fn denying_others(t: &Topology, b: PodId) -> impl Fn(u32, &'static str) -> Table {
+    let ifname = t.pod(b).ifaces[0].ifname.clone();
+    move |i, name| {
+        let mut deny = vec![ifname_addr(&ifname, net(99, (i % 250) as u8, 0, 24))];
+        if i % 2 == 1 {
+            deny.push(ifname_addr(&ifname, net(98, 0, 0, 16)));
+        }
+        netdeny(name, deny)
+    }
+}
+
+/// Replacing the table loses a datagram now and then on kernel 6.18 when its rules look up
+/// interval sets (see `update_forms_side_by_side`); updating it in place does not. The stream
+/// is allowed by an element of an interval set in the compiler's shape while other elements
+/// come and go, and the stream's own element changes shape every fourth update (a /24, then a
+/// /23: what a merge of neighbouring addresses does).
 #[test]
-#[ignore = "kernel 6.18: interval sets replaced in a transaction drop a packet now and then"]
-fn replacing_interval_sets_loses_no_packet() {
+fn updating_interval_sets_loses_no_packet() {
+    require_root();
+    let (t, a, b) = client_server();
+    let allowing = allowing_a(&t, (a, b));
+    let a4 = t.pod(a).v4();
+    let ifname = t.pod(b).ifaces[0].ifname.clone();
+    let table = |i: u32, name| {
+        let mut table = allowing(i, name);
+        if i % 4 == 2 {
+            let set = table.sets.iter_mut().find(|s| s.name == name).unwrap();
+            set.elements[0] = ifname_addr(&ifname, prefix4(a4, 23));
+        }
+        table
+    };
+    let n = 400;
+    let (report, took) = stream_across_updates(
+        &t,
+        (a, b),
+        Stream::passing(7004),
+        n,
+        Form::Update,
+        ["in_all4", ""],
+        table,
+    );
+    println!("{n} element updates in {took:?}");
+    assert_no_loss(
+        &format!("stream a->b across {n} interval-set updates"),
+        &report,
+    );
+}
+
+#[test]
+fn updating_a_deny_set_lets_the_stream_pass() {
+    require_root();
+    let (t, a, b) = client_server();
+    let n = 300;
+    let (report, took) = stream_across_updates(
+        &t,
+        (a, b),
+        Stream::passing(7005),
+        n,
+        Form::Update,
+        ["netdeny4", ""],
+        denying_others(&t, b),
+    );
+    println!("{n} deny-set updates in {took:?}");
+    assert_no_loss(&format!("stream a->b across {n} deny-set updates"), &report);
+}
+
+/// A structure change (a new kind of rule with its set, then gone again) in place: the chains
+/// are flushed and refilled in the transaction that adds or deletes the set.
+#[test]
+fn structure_changes_in_place_lose_no_packet() {
+    require_root();
+    let (t, a, b) = client_server();
+    let allowing = allowing_a(&t, (a, b));
+    let table = |i: u32, name| {
+        let mut table = allowing(i, name);
+        if i % 2 == 1 {
+            // Without the rule with ports: its set and rule go.
+            let mut without = Table::with_chains(&[Hook::Input, Hook::Output]);
+            for set in table.sets.iter().filter(|s| s.name != "in_ports4") {
+                let key = match set.name {
+                    "in_isolated" => vec![Selector::Iifname],
+                    _ => vec![Selector::Iifname, Selector::Saddr(AddrFamily::V4)],
+                };
+                let verdict = match set.name {
+                    "in_isolated" => Verdict::Drop,
+                    _ => Verdict::Accept,
+                };
+                without.add_lookup(Hook::Input, key, set.clone(), verdict);
+            }
+            table = without;
+        }
+        table
+    };
+    let n = 300;
+    let (report, took) = stream_across_updates(
+        &t,
+        (a, b),
+        Stream::passing(7006),
+        n,
+        Form::Update,
+        ["in_all4", ""],
+        table,
+    );
+    println!("{n} structure changes in {took:?}");
+    assert_no_loss(
+        &format!("stream a->b across {n} structure changes in place"),
+        &report,
+    );
+}
+
+/// The full replacement (the first install, and the fallback) still installs a table of
+/// another structure: a allowed on every port, then on TCP 8000 only.
+#[test]
+fn the_full_replacement_installs_a_changed_structure() {
     require_root();
     let (t, a, b) = client_server();
     let nft = nft();
     let ns = Some(t.pod(b).netns_path());
-    let a_net = "10.91.1.0/24".to_string();
-    nft.apply(ns, &allow_from(std::slice::from_ref(&a_net), false))
-        .unwrap();
-    let stream = start_stream(&t, a, b, 7004);
-    for i in 0..400u32 {
-        let allowed = vec![a_net.clone(), format!("10.200.{}.0/24", i % 250)];
-        nft.apply(ns, &allow_from(&allowed, false)).unwrap();
-    }
-    assert_no_loss(
-        "stream a->b across 400 interval-set replacements",
-        &stream.stop(),
+    let ifname = t.pod(b).ifaces[0].ifname.clone();
+    let a4 = t.pod(a).v4();
+    let b4 = t.pod(b).v4();
+    let every_port = ingress(
+        &ifname,
+        "in_all4",
+        vec![ifname_addr(&ifname, prefix4(a4, 24))],
+        vec![],
     );
+    let tcp_8000 = ingress(
+        &ifname,
+        "in_all4",
+        vec![],
+        vec![ports(&ifname, prefix4(a4, 24), Proto::Tcp, 8000, 8000)],
+    );
+    for (table, udp) in [(&every_port, true), (&tcp_8000, false), (&every_port, true)] {
+        nft.apply(ns, &table.to_nft_json()).unwrap();
+        let listed = nft.list(ns, Family::Inet, "vfgenie").unwrap().unwrap();
+        let sets: Vec<&str> = listed["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["set"]["name"].as_str())
+            .collect();
+        let want: Vec<&str> = table.sets.iter().map(|s| s.name).collect();
+        assert_eq!(sets, want);
+        assert_eq!(t.udp(a, b4, 8001, Duration::from_millis(300)), udp);
+        assert!(t.tcp_connect(a, b4, 8000, ALLOWED));
+    }
+}
+
+/// b drops a's network and other networks that change at every update: nothing of a's stream
+/// may pass.
+fn denying_a(t: &Topology, (a, b): (PodId, PodId)) -> impl Fn(u32, &'static str) -> Table {
+    let others = denying_others(t, b);
+    let ifname = t.pod(b).ifaces[0].ifname.clone();
+    let a4 = t.pod(a).v4();
+    move |i, name| {
+        let mut table = others(i, name);
+        let set = table.sets.iter_mut().find(|s| s.name == name).unwrap();
+        set.elements
+            .insert(0, ifname_addr(&ifname, prefix4(a4, 24)));
+        table
+    }
+}
+
+/// Measurement, not a test: each update form across 300 updates, with the stream allowed by
+/// an interval-set element that stays ("allow": datagrams lost), passing a deny set whose other
+/// elements change ("deny": lost), and denied by an element that stays ("leak": datagrams that
+/// passed); at 1 ms and, more sensitive, at 0.1 ms. Prints one line per form; asserts nothing
+/// (the full replacement is expected to miss now and then on kernel 6.18). Takes minutes:
+/// `cargo test -p vfgenie-tests --test policy_nft update_forms -- --ignored --nocapture`.
+///
+/// Kernel 6.18.44, nft 1.0.6, 2 loaded cores (datagrams lost, or passed for "leak"):
+///
+/// | case, interval  | Full         | FlushFill   | Update      | DoubleBuffer |
+/// |-----------------|--------------|-------------|-------------|--------------|
+/// | allow, 1 ms     | 0 of 11931   | 0 of 11556  | 0 of 10607  | 0 of 13178   |
+/// | deny, 1 ms      | 0 of 11750   | 0 of 10475  | 0 of 6259   | 0 of 6528    |
+/// | allow, 0.1 ms   | 10 of 31455  | 0 of 48850  | 0 of 55339  | 0 of 41328   |
+/// | leak, 0.1 ms    | 4 of 37656   | 0 of 52013  | 0 of 35010  | 0 of 77096   |
+///
+/// At 1 ms a miss window of microseconds is rarely hit (the first finding: 1-3 in 200-400
+/// replacements); at 0.1 ms the full replacement misses about once per 30-75 updates, in both
+/// directions (allowed traffic dropped, denied traffic passed), the in-place forms never.
+#[test]
+#[ignore = "measurement: several minutes"]
+fn update_forms_side_by_side() {
+    require_root();
+    let (t, a, b) = client_server();
+    let n = 300;
+    let forms = [
+        Form::Full,
+        Form::FlushFill,
+        Form::Update,
+        Form::DoubleBuffer,
+    ];
+    let allow = ["in_all4", "in_all4_b"];
+    let deny = ["netdeny4", "netdeny4_b"];
+    let mut port = 7100;
+    for (case, micros) in [
+        ("allow", 1000),
+        ("deny", 1000),
+        ("allow", 100),
+        ("leak", 100),
+    ] {
+        for form in forms {
+            port += 1;
+            let stream = Stream {
+                port,
+                interval: Duration::from_micros(micros),
+                passes: case != "leak",
+            };
+            let ab = (a, b);
+            let (report, took) = match case {
+                "allow" => {
+                    stream_across_updates(&t, ab, stream, n, form, allow, allowing_a(&t, ab))
+                }
+                "deny" => {
+                    stream_across_updates(&t, ab, stream, n, form, deny, denying_others(&t, b))
+                }
+                _ => stream_across_updates(&t, ab, stream, n, form, deny, denying_a(&t, ab)),
+            };
+            let figure = if case == "leak" {
+                format!(
+                    "sent {}, passed {}",
+                    report.sent.len(),
+                    report.received.len()
+                )
+            } else {
+                report.summary()
+            };
+            println!(
+                "{case:5} every {micros:4} us {form:12?} {n} updates in {:5.1} s ({:5.1} ms each): {figure}",
+                took.as_secs_f64(),
+                took.as_secs_f64() * 1000.0 / f64::from(n),
+            );
+        }
+    }
 }
 
 #[test]

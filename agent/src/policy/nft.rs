@@ -1,9 +1,10 @@
 //! Applying nftables JSON documents with the `nft` binary, in the host network namespace or in a
 //! pod's.
 //!
-//! The compiler renders one table per network namespace as one document that adds, deletes and
-//! re-adds the table and then fills it, so `nft -j -f -` replaces it in one transaction: packets
-//! see the old table or the new one, never none. This module only runs `nft`; it refuses a
+//! The compiler renders one table per network namespace; `ruleset` turns it into one document:
+//! the first install adds, deletes and re-adds the table and then fills it, later changes update
+//! it in place (`Table::update_json`). Either way `nft -j -f -` applies it in one transaction:
+//! packets see the old table or the new one, never none. This module only runs `nft`; it refuses a
 //! document that names more than one table (or the whole ruleset), so it never touches tables
 //! other than the one the document is about (kube-proxy's, the runtime's, an administrator's).
 //!

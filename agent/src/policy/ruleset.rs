@@ -1,10 +1,13 @@
 //! The nftables table the engine installs in a network namespace, as data, and its rendering as
-//! one libnftables JSON document (libnftables-json(5)) that replaces the table atomically.
+//! libnftables JSON documents (libnftables-json(5)): one that replaces the table atomically (the
+//! first install) and one that changes an installed table into another without losing a packet
+//! (every later change).
 //!
 //! Chain and set names are fixed identifiers chosen by the compiler; every value that comes from
 //! a tenant (interface names, addresses) is a JSON value in the document, never part of a name
 //! or of nft syntax.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::{json, Value};
@@ -217,6 +220,13 @@ impl Table {
 
     /// The whole replacement as one transaction: `add table` (so that the delete cannot fail
     /// when there is none yet), `delete table`, `add table`, then chains, sets and rules.
+    ///
+    /// For the first install, when what the namespace holds is not known. Once a table is
+    /// installed, change it with [`Table::update_json`]: on kernel 6.18 a transaction that
+    /// deletes and re-adds a table whose rules look up interval sets loses a packet now and
+    /// then (a lookup misses in the new table: allowed traffic is dropped, denied traffic
+    /// passes): 1-3 datagrams per 200-400 replacements of a 1 ms stream, one per 30-75 of a
+    /// 0.1 ms stream (`update_forms_side_by_side` in tests/tests/policy_nft.rs).
     pub fn to_nft_json(&self) -> Value {
         let table = json!({"family": TABLE_FAMILY, "name": TABLE_NAME});
         let mut cmds = vec![
@@ -224,52 +234,161 @@ impl Table {
             json!({"delete": {"table": table}}),
             json!({"add": {"table": table}}),
         ];
-        for chain in &self.chains {
-            cmds.push(json!({"add": {"chain": {
-                "family": TABLE_FAMILY,
-                "table": TABLE_NAME,
-                "name": chain.hook.name(),
-                "type": "filter",
-                "hook": chain.hook.name(),
-                "prio": 0,
-                "policy": "accept",
-            }}}));
+        cmds.extend(self.chains.iter().map(|c| add_chain_json(c.hook)));
+        cmds.extend(self.sets.iter().map(add_set_json));
+        cmds.extend(self.rules_json());
+        json!({ "nftables": cmds })
+    }
+
+    /// The transaction that turns `applied`, the table installed in the namespace, into this
+    /// one without losing a packet that both allow; `None` when there is nothing to change.
+    /// With nothing applied (or not known), the full replacement [`Table::to_nft_json`].
+    ///
+    /// The table is never deleted (see `to_nft_json`). When only set elements changed, the
+    /// document deletes the elements that went and adds the ones that came, per set: rules
+    /// and untouched elements stay as they are. When the structure changed (a chain, a rule or
+    /// a set declaration), it also flushes the chains and adds all their rules again, deletes
+    /// the chains and sets that went (or whose declaration changed) and adds the new ones with
+    /// their elements, all in the same transaction. Both forms were measured lossless on
+    /// kernel 6.18 (tests/tests/policy_nft.rs): packets see the old rules or the new ones.
+    ///
+    /// Deleting an element that is not there fails the transaction, and nothing changes: when
+    /// `applied` is not what the namespace holds (someone else changed our table), the caller
+    /// applies the full replacement instead.
+    pub fn update_json(&self, applied: Option<&Table>) -> Option<Value> {
+        let Some(old) = applied else {
+            return Some(self.to_nft_json());
+        };
+        if old == self {
+            return None;
+        }
+        let restructure = old.chains != self.chains || old.declarations() != self.declarations();
+        let mut cmds = Vec::new();
+        if restructure {
+            // Rules first: a set or chain can only go once no rule uses it.
+            for chain in &old.chains {
+                cmds.push(json!({"flush": {"chain": chain_ref(chain.hook)}}));
+            }
+            for chain in old.chains.iter().filter(|c| self.chain(c.hook).is_none()) {
+                cmds.push(json!({"delete": {"chain": chain_ref(chain.hook)}}));
+            }
+            for set in &old.sets {
+                if !self.set(set.name).is_some_and(|s| s.same_declaration(set)) {
+                    cmds.push(json!({"delete": {"set": set_ref(set.name)}}));
+                }
+            }
+            for chain in self.chains.iter().filter(|c| old.chain(c.hook).is_none()) {
+                cmds.push(add_chain_json(chain.hook));
+            }
         }
         for set in &self.sets {
-            let mut obj = json!({
-                "family": TABLE_FAMILY,
-                "table": TABLE_NAME,
-                "name": set.name,
-                "type": key_type_json(&set.key),
-            });
-            if set.interval {
-                obj["flags"] = json!(["interval"]);
+            match old.set(set.name).filter(|prev| prev.same_declaration(set)) {
+                Some(prev) => cmds.extend(set.element_changes(prev)),
+                None => cmds.push(add_set_json(set)),
             }
-            if !set.elements.is_empty() {
-                obj["elem"] = Value::Array(set.elements.iter().map(element_json).collect());
-            }
-            cmds.push(json!({"add": {"set": obj}}));
         }
-        for chain in &self.chains {
-            for rule in &chain.rules {
+        if restructure {
+            cmds.extend(self.rules_json());
+        }
+        if cmds.is_empty() {
+            // The same elements in another order.
+            return None;
+        }
+        Some(json!({ "nftables": cmds }))
+    }
+
+    /// The set declarations (name, key, flags), sorted by name.
+    fn declarations(&self) -> Vec<(&'static str, &[KeyType], bool)> {
+        let mut d: Vec<_> = self
+            .sets
+            .iter()
+            .map(|s| (s.name, s.key.as_slice(), s.interval))
+            .collect();
+        d.sort_by_key(|&(name, _, _)| name);
+        d
+    }
+
+    /// `add rule` for every rule, chain by chain, in order.
+    fn rules_json(&self) -> impl Iterator<Item = Value> + '_ {
+        self.chains.iter().flat_map(|chain| {
+            chain.rules.iter().map(move |rule| {
                 let mut expr: Vec<Value> = rule.matches.iter().map(match_json).collect();
                 expr.push(match rule.verdict {
                     Verdict::Accept => json!({"accept": null}),
                     Verdict::Drop => json!({"drop": null}),
                 });
-                cmds.push(json!({"add": {"rule": {
+                json!({"add": {"rule": {
                     "family": TABLE_FAMILY,
                     "table": TABLE_NAME,
                     "chain": chain.hook.name(),
                     "expr": expr,
-                }}}));
-            }
-        }
-        json!({ "nftables": cmds })
+                }}})
+            })
+        })
     }
 }
 
+fn chain_ref(hook: Hook) -> Value {
+    json!({"family": TABLE_FAMILY, "table": TABLE_NAME, "name": hook.name()})
+}
+
+fn set_ref(name: &str) -> Value {
+    json!({"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name})
+}
+
+fn add_chain_json(hook: Hook) -> Value {
+    json!({"add": {"chain": {
+        "family": TABLE_FAMILY,
+        "table": TABLE_NAME,
+        "name": hook.name(),
+        "type": "filter",
+        "hook": hook.name(),
+        "prio": 0,
+        "policy": "accept",
+    }}})
+}
+
+/// `add set` with the set's elements.
+fn add_set_json(set: &Set) -> Value {
+    let mut obj = set_ref(set.name);
+    obj["type"] = key_type_json(&set.key);
+    if set.interval {
+        obj["flags"] = json!(["interval"]);
+    }
+    if !set.elements.is_empty() {
+        obj["elem"] = Value::Array(set.elements.iter().map(element_json).collect());
+    }
+    json!({"add": {"set": obj}})
+}
+
 impl Set {
+    fn same_declaration(&self, other: &Set) -> bool {
+        self.name == other.name && self.key == other.key && self.interval == other.interval
+    }
+
+    /// `delete element` of what `applied` has and this set has not, then `add element` of
+    /// what this set has and `applied` has not (in that order: an interval set refuses a new
+    /// element that overlaps one still there); nothing for a command with no elements.
+    fn element_changes(&self, applied: &Set) -> Vec<Value> {
+        let old: BTreeSet<&Element> = applied.elements.iter().collect();
+        let new: BTreeSet<&Element> = self.elements.iter().collect();
+        [
+            ("delete", old.difference(&new)),
+            ("add", new.difference(&old)),
+        ]
+        .into_iter()
+        .filter_map(|(verb, elements)| {
+            let elem: Vec<Value> = elements.map(|e| element_json(e)).collect();
+            if elem.is_empty() {
+                return None;
+            }
+            let mut obj = set_ref(self.name);
+            obj["elem"] = Value::Array(elem);
+            Some(json!({ verb: {"element": obj} }))
+        })
+        .collect()
+    }
+
     /// The elements as nft would print them (`net1 . 10.0.0.0/24 . tcp . 80-90`), for logs and
     /// tests.
     pub fn element_strings(&self) -> Vec<String> {
@@ -388,3 +507,7 @@ impl fmt::Display for Element {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "ruleset_tests.rs"]
+mod tests;

@@ -78,8 +78,8 @@ pub fn allow_from(allowed: &[String], established: bool) -> Value {
             })
             .collect()
     };
-    // Hash sets for addresses, interval sets only when there are prefixes (see
-    // `replacing_interval_sets_loses_no_packet`).
+    // Hash sets for addresses, interval sets only when there are prefixes (replacing a table
+    // with interval sets is not lossless: see `update_forms_side_by_side`).
     let interval = allowed.iter().any(|a| a.contains('/'));
     let set = |name: &str, ty: &str, e: Vec<Value>| {
         let mut s = obj(json!({"name": name, "type": ty}));
