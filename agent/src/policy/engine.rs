@@ -29,8 +29,9 @@ use crate::policy::model::{Inputs, Pod};
 use crate::policy::nft::{Family, Nft, NftError};
 use crate::policy::ruleset::{Table, TABLE_NAME};
 
-/// One table to apply: where, that namespace's identity, the table, its document.
-type Job = (Option<PathBuf>, Option<NetnsId>, Table, Value);
+/// One table to apply: where, that namespace's identity, the table, its document, and whether
+/// that document updates the applied table in place (else it installs the table whole).
+type Job = (Option<PathBuf>, Option<NetnsId>, Table, Value, bool);
 
 /// At most this many `nft` runs at once when a reconcile changes many namespaces.
 pub const APPLY_WORKERS: usize = 4;
@@ -270,14 +271,20 @@ impl<A: Apply> Engine<A> {
             debug!(problem = %p, "policy problem");
         }
         let key = Some(netns.clone());
-        if self
+        let applied = self
             .applied
             .get(&key)
-            .is_some_and(|a| a.id == Some(id) && a.table == table)
-        {
+            .filter(|a| a.id == Some(id))
+            .map(|a| &a.table);
+        let in_place = applied.is_some();
+        let Some(doc) = table.update_json(applied) else {
             return Ok(false);
+        };
+        let mut result = self.applier.apply(Some(&netns), &doc);
+        if result.is_err() && in_place {
+            result = self.applier.apply(Some(&netns), &table.to_nft_json());
         }
-        match self.applier.apply(Some(&netns), &table.to_nft_json()) {
+        match result {
             Ok(()) => {
                 self.applied.insert(
                     key,
@@ -350,15 +357,17 @@ impl<A: Apply> Engine<A> {
     ) {
         let mut todo = Vec::new();
         for (netns, id, table) in items {
-            if self
+            // In place over what is applied (lossless; see Table::update_json), whole when
+            // nothing is known there.
+            let applied = self
                 .applied
                 .get(&netns)
-                .is_some_and(|a| a.id == id && a.table == table)
-            {
-                report.unchanged += 1;
-            } else {
-                let doc = table.to_nft_json();
-                todo.push((netns, id, table, doc));
+                .filter(|a| a.id == id)
+                .map(|a| &a.table);
+            let in_place = applied.is_some();
+            match table.update_json(applied) {
+                None => report.unchanged += 1,
+                Some(doc) => todo.push((netns, id, table, doc, in_place)),
             }
         }
         let workers = APPLY_WORKERS.min(todo.len()).max(1);
@@ -371,9 +380,15 @@ impl<A: Apply> Engine<A> {
         let (applier, host) = (&self.applier, self.host_netns.as_deref());
         let run_lane = |lane: Vec<Job>| {
             lane.into_iter()
-                .map(|(netns, id, table, doc)| {
+                .map(|(netns, id, table, doc, in_place)| {
                     let target = netns.as_deref().or(host);
-                    let r = applier.apply(target, &doc);
+                    let mut r = applier.apply(target, &doc);
+                    if r.is_err() && in_place {
+                        // Our table is not what we applied (changed by hand, or gone): install
+                        // it whole.
+                        debug!(netns = ?netns, "policy table update refused; installing it whole");
+                        r = applier.apply(target, &table.to_nft_json());
+                    }
                     (netns, id, table, r)
                 })
                 .collect::<Vec<_>>()

@@ -19,6 +19,15 @@ struct Calls {
     removed: Vec<PathBuf>,
     /// Applies to these namespaces fail.
     failing: BTreeSet<PathBuf>,
+    /// Updates in place fail (as when someone changed our table by hand).
+    refuse_in_place: bool,
+}
+
+/// Whether a document replaces the table whole (it deletes and re-adds it).
+fn whole(doc: &Value) -> bool {
+    doc["nftables"]
+        .as_array()
+        .is_some_and(|cmds| cmds.iter().any(|c| c.pointer("/delete/table").is_some()))
 }
 
 #[derive(Clone, Default)]
@@ -45,7 +54,7 @@ impl Apply for Recorder {
     fn apply(&self, netns: Option<&Path>, doc: &Value) -> Result<(), NftError> {
         crate::policy::nft::table_of(doc)?;
         let mut c = self.0.lock().unwrap();
-        if netns.is_some_and(|n| c.failing.contains(n)) {
+        if netns.is_some_and(|n| c.failing.contains(n)) || (c.refuse_in_place && !whole(doc)) {
             return Err(NftError::Failed {
                 netns: netns.map(Path::to_path_buf),
                 status: "exit status: 1".into(),
@@ -354,4 +363,36 @@ fn a_setup_that_fails_says_which_pod_and_keeps_nothing() {
             && err.to_string().ends_with("of pod team/gone does not exist"),
         "{err}"
     );
+}
+
+#[test]
+fn a_change_updates_the_applied_table_in_place_and_falls_back_to_a_whole_install() {
+    let w = World::new();
+    let (mut e, r) = engine();
+    let mut i = inputs(&w);
+    e.reconcile(&i);
+    let first = std::mem::take(&mut r.0.lock().unwrap().applied);
+    assert!(
+        first.iter().all(|(_, d)| whole(d)),
+        "nothing known yet: whole installs"
+    );
+
+    // A policy now isolates a: its table changes and is updated in place (never deleted: a
+    // deleted and re-added table's interval sets miss packets for a moment).
+    i.multi.push(policy_for(blue(), "a"));
+    let report = e.reconcile(&i);
+    assert_eq!(report.applied, vec![Some(w.path("a"))]);
+    let second = std::mem::take(&mut r.0.lock().unwrap().applied);
+    assert_eq!(second.len(), 1);
+    assert!(!whole(&second[0].1), "{}", second[0].1);
+
+    // Someone changed our table by hand: the update fails and the table is installed whole.
+    r.0.lock().unwrap().refuse_in_place = true;
+    i.multi.clear();
+    let report = e.reconcile(&i);
+    assert!(report.converged(), "{report:?}");
+    assert_eq!(report.applied, vec![Some(w.path("a"))]);
+    let third = std::mem::take(&mut r.0.lock().unwrap().applied);
+    assert_eq!(third.len(), 1);
+    assert!(whole(&third[0].1));
 }
