@@ -97,3 +97,20 @@ fn a_large_value_parses_in_linear_time() {
     assert_eq!(parse_genie_policy(&v).unwrap().len(), 20_000);
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn deeply_nested_values_are_refused_without_overflowing_the_stack() {
+    // JSON (serde's recursion limit) and CNI-Genie's flow form (not JSON: the tokenizer path).
+    for v in [
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("{}{}", "{".repeat(100_000), "}".repeat(100_000)),
+        format!(
+            "[{{networkSelector: {}net1{}}}]",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        ),
+    ] {
+        let e = parse_genie_policy(&v).unwrap_err();
+        assert_eq!(e.annotation, GENIE_NETWORK_POLICY);
+    }
+}
