@@ -280,11 +280,7 @@ impl<A: Apply> Engine<A> {
         let Some(doc) = table.update_json(applied) else {
             return Ok(false);
         };
-        let mut result = self.applier.apply(Some(&netns), &doc);
-        if result.is_err() && in_place {
-            result = self.applier.apply(Some(&netns), &table.to_nft_json());
-        }
-        match result {
+        match apply_doc(&self.applier, Some(&netns), &table, &doc, in_place) {
             Ok(()) => {
                 self.applied.insert(
                     key,
@@ -382,13 +378,7 @@ impl<A: Apply> Engine<A> {
             lane.into_iter()
                 .map(|(netns, id, table, doc, in_place)| {
                     let target = netns.as_deref().or(host);
-                    let mut r = applier.apply(target, &doc);
-                    if r.is_err() && in_place {
-                        // Our table is not what we applied (changed by hand, or gone): install
-                        // it whole.
-                        debug!(netns = ?netns, "policy table update refused; installing it whole");
-                        r = applier.apply(target, &table.to_nft_json());
-                    }
+                    let r = apply_doc(applier, target, &table, &doc, in_place);
                     (netns, id, table, r)
                 })
                 .collect::<Vec<_>>()
@@ -421,6 +411,24 @@ impl<A: Apply> Engine<A> {
             }
         }
     }
+}
+
+/// Applies `doc` (from [`Table::update_json`]) for `table` in `target`. An update in place that
+/// nft refuses means our table is not what we applied (changed by hand, or gone): the table is
+/// then installed whole.
+fn apply_doc<A: Apply>(
+    applier: &A,
+    target: Option<&Path>,
+    table: &Table,
+    doc: &Value,
+    in_place: bool,
+) -> Result<(), NftError> {
+    let r = applier.apply(target, doc);
+    if r.is_err() && in_place {
+        debug!(netns = ?target, "policy table update refused; installing it whole");
+        return applier.apply(target, &table.to_nft_json());
+    }
+    r
 }
 
 fn pod_name(p: &Pod) -> String {
