@@ -412,17 +412,25 @@ async fn the_snapshot_holds_networks_pods_and_policies() {
     );
     assert_eq!(w.counters().policy_problems, 0);
 
-    // The pod watch of this node asks the API server for this node's pods only.
-    let uris = server.request_uris();
-    let selected: Vec<&String> = uris
-        .iter()
-        .filter(|u| {
-            u.contains("/api/v1/pods?") && u.contains("fieldSelector=spec.nodeName%3Dnode-1")
-        })
-        .collect();
-    assert!(
+    // The pod watch of this node asks the API server for this node's pods only. Synced means
+    // listed; the WATCH follows the LIST, so it is waited for.
+    let list_and_watch = |uris: &[String]| {
+        let selected: Vec<&String> = uris
+            .iter()
+            .filter(|u| {
+                u.contains("/api/v1/pods?") && u.contains("fieldSelector=spec.nodeName%3Dnode-1")
+            })
+            .collect();
         selected.iter().any(|u| u.contains("watch=true"))
-            && selected.iter().any(|u| !u.contains("watch=true")),
+            && selected.iter().any(|u| !u.contains("watch=true"))
+    };
+    let t0 = Instant::now();
+    while !list_and_watch(&server.request_uris()) && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let uris = server.request_uris();
+    assert!(
+        list_and_watch(&uris),
         "no LIST and WATCH with the field selector in {uris:#?}"
     );
 }
