@@ -129,3 +129,55 @@ fn refuses_traversal_names_and_bad_usage_without_writing() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(names_in(root.path()), vec!["bin"]);
 }
+
+/// An upgrade while pods are being created: the runtime keeps exec'ing the installed genie while
+/// the installer replaces it, again and again. Every exec runs a whole binary (no ETXTBSY, no
+/// exec of a partial file, no missing file), and the install never fails on a busy binary.
+#[test]
+fn replacing_the_installed_binary_while_the_runtime_execs_it() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let genie_bin = genie_binary().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_string();
+    let first = genie(&genie_bin, &["install", "--to", &to]);
+    assert!(first.status.success());
+    let installed = dir.path().join("genie");
+    let want = cni_version(&genie_bin);
+    let stop = AtomicBool::new(false);
+    let calls = AtomicUsize::new(0);
+    let installs = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let out = exec_cni(
+                    &installed,
+                    &[("CNI_COMMAND", "VERSION")],
+                    br#"{"cniVersion":"1.0.0"}"#,
+                )
+                .unwrap_or_else(|e| panic!("exec {} during an install: {e}", installed.display()));
+                assert!(out.success, "VERSION during an install: {}", out.stderr);
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
+                    want
+                );
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        while calls.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut installs = 0;
+        for _ in 0..25 {
+            let out = genie(&genie_bin, &["install", "--to", &to]);
+            assert!(
+                out.status.success(),
+                "install while the runtime execs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            installs += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        installs
+    });
+    assert_eq!(installs, 25);
+    assert_eq!(names_in(dir.path()), vec!["genie"], "no temp file left");
+}

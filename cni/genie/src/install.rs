@@ -171,6 +171,9 @@ fn install_one(src: &Path, dir: &Path, name: &str) -> Result<PathBuf, InstallErr
         to.set_permissions(Permissions::from_mode(MODE))
             .map_err(io_err("setting the mode of", &tmp))?;
         to.sync_all().map_err(io_err("syncing", &tmp))?;
+        // Closed before the rename: a runtime that execs the new name while it is still open for
+        // writing gets ETXTBSY, and a pod's ADD fails during an upgrade.
+        drop(to);
         fs::rename(&tmp, &target).map_err(io_err("renaming into place", &target))
     })();
     if written.is_err() {
