@@ -351,6 +351,55 @@ mod tests {
         }
     }
 
+    /// Every object key of `v` as a path, skipping the free-form configs and result.
+    fn keys(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, v) in m {
+                let path = format!("{at}/{k}");
+                out.push(path.clone());
+                if !matches!(k.as_str(), "config" | "ipamConfig" | "result") {
+                    keys(v, &path, out);
+                }
+            }
+        }
+        out.sort();
+    }
+
+    /// Upgrades: a record as release 0.1.0 writes it (kind `vfgenieSriovV1`, kept under
+    /// fixtures/) reads whole with this code, so DEL of a pod attached before an upgrade restores
+    /// its VF; and today's writer writes exactly its keys. A change of format needs a new kind
+    /// and a reader for this one, and this test says so.
+    #[test]
+    fn a_record_written_by_release_0_1_0_still_reads() {
+        let text = include_str!("../fixtures/record-v1-0.1.0.json");
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let path = state.record_path("3f9a1c2e4b5d", "net1").unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        let r = state.read("3f9a1c2e4b5d", "net1").unwrap().unwrap();
+        assert_eq!(r.pci, "0000:01:10.2".parse().unwrap());
+        assert_eq!(r.pf, "0000:01:00.0".parse().unwrap());
+        assert_eq!(r.vf, VfIndex(2));
+        assert_eq!(r.stage, Stage::Done);
+        assert_eq!(r.mode, Mode::Netdev);
+        assert_eq!(r.original_vf.mac, MacAddr::ZERO);
+        assert_eq!(r.original_vf.spoofchk, Some(true));
+        assert_eq!(r.original_netdev.as_ref().unwrap().name, "eth3");
+        assert_eq!(r.applied.vlan, Some(100));
+        assert_eq!(r.applied.mtu, Some(1400));
+        assert_eq!(r.temp_netns.as_deref(), Some("vfgenie-sriov-x"));
+        assert!(r.device_info_file.is_some());
+        assert_eq!(
+            r.result.as_ref().unwrap()["ips"][0]["address"],
+            "10.56.217.5/24"
+        );
+        let (mut old, mut now) = (Vec::new(), Vec::new());
+        keys(&serde_json::from_str(text).unwrap(), "", &mut old);
+        keys(&serde_json::to_value(&r).unwrap(), "", &mut now);
+        assert_eq!(now, old, "the record format changed: give it a new kind");
+    }
+
     #[test]
     fn records_round_trip_and_list() {
         let dir = tempfile::tempdir().unwrap();
