@@ -84,7 +84,7 @@ lab_qemu_has_igb() {
 
 lab_deps_install() {
 	local pkgs=() p
-	for p in busybox-static kmod cpio xz-utils zstd containernetworking-plugins iputils-ping; do
+	for p in busybox-static kmod cpio xz-utils zstd containernetworking-plugins iputils-ping nftables netbase; do
 		lab_pkg_installed "$p" || pkgs+=("$p")
 	done
 	local need_qemu=0

@@ -1,12 +1,19 @@
 # shellcheck shell=bash
 # Builds the lab's initramfs: busybox-static as the shell, the guest /init, the kernel modules the lab
 # needs (decompressed, with their load order), the workspace's dev-profile binaries with the glibc
-# loader and libraries they link, Debian's CNI plugins, and hack/capture-sysfs when present.
+# loader and libraries they link, Debian's CNI plugins, Debian's nft (the policy engine's applier)
+# with its libraries, and hack/capture-sysfs when present.
 #
-# Needs deps.sh and kernel.sh (LAB_KDIR). `lab_initramfs_build REPO OUT` writes an uncompressed newc
-# cpio archive to OUT (QEMU loads it from disk; skipping compression saves guest boot time under TCG).
+# Needs deps.sh and kernel.sh (LAB_KDIR). `lab_initramfs_build REPO OUT [BINDIR]` writes an
+# uncompressed newc cpio archive to OUT (QEMU loads it from disk; skipping compression saves guest
+# boot time under TCG); BINDIR is the dev build's binaries (default REPO/target/debug).
 
-LAB_MODULES=(igb igbvf vfio vfio_iommu_type1 vfio-pci veth bridge)
+# nf_tables and nft_ct (with nf_conntrack and its dependencies) for the policy engine's tables in
+# pods' namespaces: the rules use ct state, meta iifname/oifname, payload and set lookups (hash,
+# rbtree and pipapo sets are part of nf_tables.ko in 6.12); nothing rejects, so no nft_reject*.
+# nf_tables needs libcrc32c, whose init fails without a crc32c algorithm (a softdep, which
+# modules.dep does not list): crc32c_generic comes first.
+LAB_MODULES=(igb igbvf vfio vfio_iommu_type1 vfio-pci veth bridge crc32c_generic nf_tables nft_ct)
 
 # Copies an ELF file to the same path under ROOT, plus the loader and libraries ldd reports.
 _lab_copy_elf() {
@@ -23,7 +30,7 @@ _lab_copy_elf() {
 }
 
 lab_initramfs_build() {
-	local repo=$1 out=$2 root kver moddir m name
+	local repo=$1 out=$2 bindir=${3:-$1/target/debug} root kver moddir m name
 	root=$(mktemp -d "${TMPDIR:-/tmp}/vmlab-root.XXXXXX")
 	mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,tmp,etc,lib/modules,usr/local/bin,opt/cni/bin,lab}
 
@@ -48,13 +55,21 @@ lab_initramfs_build() {
 
 	# Every binary of the workspace's dev build (the lab reuses the test build).
 	local bin
-	for bin in "$repo"/target/debug/*; do
+	for bin in "$bindir"/*; do
 		[[ -f $bin && -x $bin ]] || continue
 		_lab_copy_elf "$root" "$bin" "/usr/local/bin/$(basename "$bin")"
 	done
 	for bin in /usr/lib/cni/*; do
 		[[ -f $bin && -x $bin ]] || continue
 		_lab_copy_elf "$root" "$bin" "/opt/cni/bin/$(basename "$bin")"
+	done
+
+	# nft as Debian ships it, where the guest's PATH finds it; nft names protocols and services
+	# through /etc/protocols and /etc/services.
+	[[ -x /usr/sbin/nft ]] || lab_die "/usr/sbin/nft is missing (Debian package nftables)"
+	_lab_copy_elf "$root" /usr/sbin/nft /usr/sbin/nft
+	for name in protocols services; do
+		[[ -f /etc/$name ]] && cp "/etc/$name" "$root/etc/$name"
 	done
 
 	cp "$repo/hack/lab-guest/init" "$root/init"

@@ -6,7 +6,9 @@
 //! interface is tampered with; a second ADD of a VF in use is refused; DEL restores names,
 //! MACs, VLAN 0 and releases the addresses. VF 3 bound to vfio-pci is reported by PCI address
 //! with nothing moved. VF 4 is killed mid-ADD at three steps and each time DEL restores it.
-//! VF 5's pod netns is deleted before DEL, which finds the VF back in the host.
+//! VF 5's pod netns is deleted before DEL, which finds the VF back in the host. Then VFs 0-2
+//! carry a MultiNetworkPolicy case: the agent's policy engine and nft in the pods' namespaces,
+//! proven with traffic over the VFs (see `policy`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -27,6 +29,7 @@ use crate::report::{note, Report};
 
 mod cases;
 mod plugin;
+mod policy;
 
 use cases::*;
 pub(crate) use plugin::assert_restored;
@@ -455,6 +458,8 @@ pub fn run(report: &mut Report) {
     }
 
     report.check("pods-netns-gone", || netns_gone(&lab, &root));
+
+    policy::run(report, &lab, &root);
 
     // How the VFs came to carry their MACs, from the plugin's own log.
     if let Ok(log) = std::fs::read_to_string(SRIOV_LOG) {
