@@ -5,7 +5,9 @@
 //! - each image's rootfs runs its entrypoint the way a runtime starts it (a chroot into the
 //!   unpacked layer with the config's user, environment and arguments): the agent and its `nft`,
 //!   the CNI DaemonSet's two scripts (install, token refresh) with busybox, the controller as a
-//!   non-root user.
+//!   non-root user;
+//! - containerd (`ctr images import`, then `ctr run` with runc) and podman (`podman load`) take
+//!   each archive under the manifests' name and hack/image's digest.
 //!
 //! `hack/test` runs `hack/image` before the tests; here it is run again with `--no-build` (into
 //! temp dirs), so the static binaries must exist: when they do not, this runs `hack/image` once.
@@ -574,4 +576,149 @@ fn podman_loads_each_archive_with_its_name_digest_and_config() {
             "{name}"
         );
     }
+}
+
+/// A containerd of its own (Debian's, CRI off) with state under a temp dir, driven by `ctr`: the
+/// runtime Kubernetes nodes run, with runc.
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{d}/containerd.sock\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let me = Self { dir, child };
+        let t0 = std::time::Instant::now();
+        while !me.ctr(&["version"]).status.success() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(30),
+                "containerd did not start: {}",
+                std::fs::read_to_string(me.dir.path().join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        me
+    }
+
+    /// `ctr` with our socket, bounded to two minutes (a stuck container fails the test).
+    fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["120", "ctr"])
+            .arg("--address")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(["-n", "k8s.io"])
+            .args(args);
+        cmd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).output().unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Unpacked snapshots may still be mounted under the root.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path().join("root"))
+            .output();
+    }
+}
+
+/// What a node does: `ctr images import` each archive into containerd's k8s.io namespace (the
+/// one the kubelet uses), where it appears under the manifests' name with hack/image's digest;
+/// then containerd and runc start each image's entrypoint: the agent's nft (privileged, as its
+/// DaemonSet runs it), the installer's genie answering a runtime's VERSION call, the controller
+/// as its non-root user.
+#[test]
+fn containerd_imports_and_runs_each_image() {
+    let c = Containerd::start();
+    for name in NAMES {
+        let archive = archive_in(builds()[0].path(), name);
+        let out = c.ctr(&["images", "import", archive.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ls = String::from_utf8(c.ctr(&["images", "ls"]).stdout).unwrap();
+        let digest = image(name).index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            ls.lines()
+                .any(|l| l.starts_with(&format!("{} ", reference(name))) && l.contains(&digest)),
+            "{ls}"
+        );
+    }
+    let run_in = |name: &str, id: &str, extra: &[&str], argv: &[&str]| {
+        let r = reference(name);
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.push(&r);
+        args.push(id);
+        args.extend_from_slice(argv);
+        // ctr does not pass stdin's end on to the container: nothing is read from it.
+        let out = c.ctr_cmd(&args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let nft = run_in(
+        "vfgenie-agent",
+        "agent-nft",
+        &["--privileged"],
+        &["nft", "-j", "list", "ruleset"],
+    );
+    let listed: Value = serde_json::from_str(&nft).unwrap();
+    assert!(listed["nftables"].is_array(), "{listed}");
+    let help = run_in(
+        "vfgenie-agent",
+        "agent-help",
+        &[],
+        &["/usr/local/bin/vfgenie-agent", "--help"],
+    );
+    assert!(help.contains("inventory"), "{help}");
+    // The runtime's VERSION call, its config piped by the image's own shell.
+    let version = run_in(
+        "vfgenie-cni",
+        "cni-version",
+        &["--env", "CNI_COMMAND=VERSION"],
+        &["/bin/sh", "-c", r#"echo '{"cniVersion":"1.0.0"}' | genie"#],
+    );
+    let v: Value = serde_json::from_str(&version).unwrap();
+    assert!(v["supportedVersions"].as_array().unwrap().len() > 3, "{v}");
+    let help = run_in(
+        "vfgenie-controller",
+        "controller-help",
+        &[],
+        &["/usr/local/bin/vfgenie-controller", "--help"],
+    );
+    assert!(help.contains("serve"), "{help}");
 }
