@@ -108,10 +108,11 @@ lab_deps_install() {
 
 # Packages the workspace build and the host-tier tests need: protoc for the gRPC code, iproute2 and
 # ping for the network-namespace tests, Debian's CNI plugins as real delegates, podman to load the
-# images hack/image builds, containerd (with runc) to import and run them (tests/tests/images.rs).
+# images hack/image builds, containerd (with runc) and docker to import and run them
+# (tests/tests/images.rs).
 dev_deps_install() {
 	local pkgs=() p
-	for p in protobuf-compiler iproute2 iputils-ping containernetworking-plugins nftables iperf3 podman containerd; do
+	for p in protobuf-compiler iproute2 iputils-ping containernetworking-plugins nftables iperf3 podman containerd docker.io; do
 		lab_pkg_installed "$p" || pkgs+=("$p")
 	done
 	((${#pkgs[@]})) || return 0

@@ -6,8 +6,8 @@
 //!   unpacked layer with the config's user, environment and arguments): the agent and its `nft`,
 //!   the CNI DaemonSet's two scripts (install, token refresh) with busybox, the controller as a
 //!   non-root user;
-//! - containerd (`ctr images import`, then `ctr run` with runc) and podman (`podman load`) take
-//!   each archive under the manifests' name and hack/image's digest.
+//! - containerd (`ctr images import`, then `ctr run` with runc), docker (`docker load`, `docker
+//!   run`) and podman (`podman load`) take each archive under the manifests' name.
 //!
 //! `hack/test` runs `hack/image` before the tests; here it is run again with `--no-build` (into
 //! temp dirs), so the static binaries must exist: when they do not, this runs `hack/image` once.
@@ -721,4 +721,88 @@ fn containerd_imports_and_runs_each_image() {
         &["/usr/local/bin/vfgenie-controller", "--help"],
     );
     assert!(help.contains("serve"), "{help}");
+}
+
+/// Docker (Debian's dockerd, with state under a temp dir, no iptables, no bridge) loads each
+/// archive through its `manifest.json` and runs its entrypoint.
+#[test]
+fn docker_loads_and_runs_each_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix://{}/docker.sock", dir.path().display());
+    let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+    let mut dockerd = Command::new("dockerd")
+        .arg("--data-root")
+        .arg(dir.path().join("data"))
+        .arg("--exec-root")
+        .arg(dir.path().join("exec"))
+        .arg("--pidfile")
+        .arg(dir.path().join("dockerd.pid"))
+        .args(["-H", &sock])
+        .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+        .args(["--containerd-namespace", "vfgenie-test"])
+        .args(["--containerd-plugins-namespace", "vfgenie-test-plugins"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let docker = |args: &[&str]| {
+        Command::new("timeout")
+            .args(["120", "docker", "-H", &sock])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let t0 = std::time::Instant::now();
+    while !docker(&["version"]).status.success() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "dockerd did not start: {}",
+            std::fs::read_to_string(dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let checked = std::panic::catch_unwind(|| {
+        for (name, argv, says) in [
+            ("vfgenie-agent", vec!["--help"], "inventory"),
+            (
+                "vfgenie-cni",
+                vec![
+                    "/bin/sh",
+                    "-c",
+                    r#"echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION genie"#,
+                ],
+                "supportedVersions",
+            ),
+            ("vfgenie-controller", vec!["--help"], "serve"),
+        ] {
+            let archive = archive_in(builds()[0].path(), name);
+            let out = docker(&["load", "-i", archive.to_str().unwrap()]);
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && said.contains(&reference(name)),
+                "{said}"
+            );
+            let mut args = vec!["run", "--rm", "--network", "none"];
+            let r = reference(name);
+            args.push(&r);
+            args.extend(argv);
+            let out = docker(&args);
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && said.contains(says),
+                "{name}: {said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+    // SIGTERM: dockerd stops the containerd it started.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(dockerd.id().to_string())
+        .status();
+    let _ = dockerd.wait();
+    if let Err(e) = checked {
+        std::panic::resume_unwind(e);
+    }
 }
