@@ -18,6 +18,7 @@ use vfcore::IfName;
 use crate::policy::model::{Inputs, Interface, Pod};
 use crate::policy::ruleset::{Element, Field, Hook, KeyType, Proto, Selector, Set, Table, Verdict};
 
+pub mod incremental;
 pub mod network;
 pub mod pod;
 pub mod ranges;
@@ -365,6 +366,8 @@ fn add_direction(table: &mut Table, mut dir: DirectionRules, names: &DirectionNa
     table.add_lookup(names.hook, vec![names.ifname], isolated, Verdict::Drop);
 }
 
+#[cfg(test)]
+mod incremental_tests;
 #[cfg(test)]
 mod network_tests;
 #[cfg(test)]

@@ -67,10 +67,18 @@ struct Reader<'a> {
 
 impl Policies {
     pub(crate) fn new(inputs: &Inputs, problems: &mut Problems) -> Self {
+        Self::new_for(inputs, inputs.multi.iter(), problems)
+    }
+
+    /// [`Policies::new`] for some of the inputs' policies only (peers are still resolved over
+    /// all of the inputs' pods): enough for the pods of the namespaces of `policies`.
+    pub(crate) fn new_for<'a>(
+        inputs: &'a Inputs,
+        policies: impl Iterator<Item = &'a MultiPolicy>,
+        problems: &mut Problems,
+    ) -> Self {
         let ns_labels = namespace_labels(inputs);
-        let list = inputs
-            .multi
-            .iter()
+        let list = policies
             .map(|policy| {
                 Reader {
                     inputs,
