@@ -20,7 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use super::{add_pod, network, pod, pod_table, NetnsRules, Plan, Problem, Problems};
+use super::{
+    add_pod, check_addresses, network, pod, pod_table, NetnsRules, Plan, Problem, Problems,
+};
 use crate::policy::model::{Inputs, MultiPolicy, NetworkKey, Pod};
 
 /// Which namespaces the last compile rebuilt.
@@ -52,8 +54,8 @@ impl Incremental {
     pub fn compile(&mut self, inputs: &Inputs) -> (&Plan, Scope) {
         let scope = match self.last.take() {
             Some((old, plan)) => match affected(&old, inputs) {
-                Some(netns) => {
-                    let plan = recompile(inputs, plan, &old, &netns);
+                Some((netns, pods)) => {
+                    let plan = recompile(inputs, plan, &old, &netns, &pods);
                     self.last = Some((inputs.clone(), plan));
                     Scope::Some(netns)
                 }
@@ -109,8 +111,12 @@ fn policy_name(p: &MultiPolicy) -> Name<'_> {
     (&p.namespace, &p.name)
 }
 
-/// The namespaces whose tables a change from `old` to `new` can affect; `None`: all of them.
-fn affected(old: &Inputs, new: &Inputs) -> Option<BTreeSet<PathBuf>> {
+/// Pods by namespace and name.
+type PodNames = BTreeSet<(String, String)>;
+
+/// The namespaces whose tables a change from `old` to `new` can affect, and the pods that
+/// changed; `None`: all of them.
+fn affected(old: &Inputs, new: &Inputs) -> Option<(BTreeSet<PathBuf>, PodNames)> {
     if old.networks != new.networks || old.namespaces != new.namespaces || old.genie != new.genie {
         return None;
     }
@@ -120,7 +126,15 @@ fn affected(old: &Inputs, new: &Inputs) -> Option<BTreeSet<PathBuf>> {
         m.values()
             .any(|v| v.iter().filter(|p| p.netns.is_some()).count() > 1)
     };
-    if twice(&old_pods) || twice(&new_pods) {
+    // A network namespace claimed by two pods fails closed and is reported with both names;
+    // rare enough to compile everything.
+    let shared = |pods: &[Pod]| {
+        let mut seen = BTreeSet::new();
+        pods.iter()
+            .filter_map(|p| p.netns.as_ref())
+            .any(|n| !seen.insert(n))
+    };
+    if twice(&old_pods) || twice(&new_pods) || shared(&old.pods) || shared(&new.pods) {
         return None;
     }
     let pods = changed(&old_pods, &new_pods);
@@ -159,11 +173,21 @@ fn affected(old: &Inputs, new: &Inputs) -> Option<BTreeSet<PathBuf>> {
             out.insert(netns.clone());
         }
     }
-    Some(out)
+    let names = pods
+        .iter()
+        .map(|p| (p.namespace.clone(), p.name.clone()))
+        .collect();
+    Some((out, names))
 }
 
 /// `plan` (of `old`) with the tables of `netns` rebuilt from `inputs`.
-fn recompile(inputs: &Inputs, mut plan: Plan, old: &Inputs, netns: &BTreeSet<PathBuf>) -> Plan {
+fn recompile(
+    inputs: &Inputs,
+    mut plan: Plan,
+    old: &Inputs,
+    netns: &BTreeSet<PathBuf>,
+    changed: &PodNames,
+) -> Plan {
     let local: Vec<&Pod> = inputs
         .pods
         .iter()
@@ -182,13 +206,16 @@ fn recompile(inputs: &Inputs, mut plan: Plan, old: &Inputs, netns: &BTreeSet<Pat
     for m in policies.iter().copied().chain(removed) {
         seen.insert(format!("MultiNetworkPolicy {}/{}", m.namespace, m.name));
     }
-    for p in old.pods.iter().chain(inputs.pods.iter()) {
-        if p.netns.as_ref().is_some_and(|n| netns.contains(n)) {
-            seen.insert(format!("pod {}/{}", p.namespace, p.name));
-        }
+    let recheck = |p: &&Pod| {
+        p.netns.as_ref().is_some_and(|n| netns.contains(n))
+            || changed.contains(&(p.namespace.clone(), p.name.clone()))
+    };
+    for p in old.pods.iter().chain(inputs.pods.iter()).filter(recheck) {
+        seen.insert(format!("pod {}/{}", p.namespace, p.name));
     }
 
     let mut problems = Problems::default();
+    check_addresses(inputs, inputs.pods.iter().filter(recheck), &mut problems);
     // The network level's own problems are unchanged (networks and genie policies are): they
     // go to a scratch list.
     let networks = network::NetworkLevel::new(inputs, &mut Problems::default());

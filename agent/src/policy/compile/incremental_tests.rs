@@ -80,8 +80,10 @@ fn random_pod(rng: &mut Rng, ns: &str, name: &str) -> Pod {
         } else {
             format!("net{}", i + 1)
         };
-        let ips: Vec<String> = match rng.below(4) {
-            0 => vec![],
+        let ips: Vec<String> = match rng.below(12) {
+            0..=2 => vec![],
+            // Outside the network's subnets: reported, no peer.
+            4 => vec![format!("192.168.0.{}", rng.below(8))],
             3 if i == 2 => vec![
                 format!("10.3.0.{}", rng.below(8)),
                 format!("fd00:3::{}", rng.below(8)),
@@ -91,10 +93,11 @@ fn random_pod(rng: &mut Rng, ns: &str, name: &str) -> Pod {
         let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
         interfaces.push(iface(network, &ifname, &ips));
     }
-    let netns = if rng.chance(75) {
-        Some(format!("/run/netns/n{}", rng.below(5)))
-    } else {
-        None
+    let netns = match rng.below(20) {
+        0..=4 => None,
+        // Claimed by another pod too, now and then: fails closed, reported.
+        5 => Some("/run/netns/shared".to_string()),
+        _ => Some(format!("/run/netns/{ns}-{name}-{}", rng.below(2))),
     };
     let app = *rng.pick(&APPS);
     pod(ns, name, &[("app", app)], interfaces, netns.as_deref())
