@@ -50,7 +50,7 @@ fn add_pod(server: &ApiServer, cache: &Path, t: &Topology, id: PodId, name: &str
     let p = t.pod(id);
     let iface = &p.ifaces[0];
     let mut r = PodRecord::new(
-        &PodKey::new(&format!("c{name}"), "eth9").unwrap(),
+        &PodKey::new(format!("c{name}"), "eth9").unwrap(),
         p.netns_path().display().to_string(),
     );
     r.pod_namespace = Some(NS.into());

@@ -282,7 +282,7 @@ fn a_policy_change_rebuilds_only_the_namespaces_of_its_namespace_on_its_networks
         ),
     ];
     let spec = |port: i32| json!({"podSelector": {}, "ingress": [{"ports": [{"port": port}]}]});
-    inputs.multi = vec![multi("team", "m", &[red.clone()], spec(80))];
+    inputs.multi = vec![multi("team", "m", std::slice::from_ref(&red), spec(80))];
     let mut inc = Incremental::new();
     assert_eq!(inc.compile(&inputs).1, Scope::Full);
     inputs.multi[0] = multi("team", "m", &[red], spec(81));
