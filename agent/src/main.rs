@@ -134,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     socket: (policy_socket != "off").then(|| PathBuf::from(&policy_socket)),
                     nft,
                     resync: vfagent::policy::service::DEFAULT_RESYNC,
+                    host_netns: None,
                 })
             } else {
                 None

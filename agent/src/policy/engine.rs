@@ -1,11 +1,16 @@
 //! The policy engine: keeps each network namespace's `inet vfgenie` table equal to what the
 //! compiler makes of the current inputs.
 //!
-//! [`Engine::reconcile`] compiles the whole node and applies only the tables whose content
-//! changed since it last applied them; a table is always replaced by one nftables transaction
-//! (add, delete, re-add, fill), never flushed first, so a packet sees the old rules or the new
-//! ones and never none. The first reconcile after the agent starts remembers nothing, so it
-//! replaces whatever table of ours a previous agent left, in the same single step.
+//! [`Engine::reconcile`] compiles the node (incrementally: only the namespaces the change since
+//! the last reconcile can affect, see [`crate::policy::compile::incremental`]; everything every
+//! [`FULL_COMPILE_EVERY`]) and applies only the tables whose content differs from what it last
+//! applied. A table it applied before is updated in place ([`Table::update_json`]); one it does
+//! not remember (the first reconcile after the agent starts) is read back from the namespace
+//! and, when a table of ours is there (a previous agent's), replaced in place as well
+//! ([`Table::replace_json`]); only a namespace without one gets the whole table. Every change is
+//! one nftables transaction that never deletes the table, so a packet sees the old rules or the
+//! new ones and never none (deleting and re-adding a table loses packets now and then, see
+//! docs/architecture.md).
 //!
 //! A namespace is remembered with its identity (the device and inode of its nsfs file): when
 //! the file is gone the namespace is forgotten (its table went with it), and when another
@@ -24,14 +29,19 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::policy::compile::{compile, compile_pod, Problem};
+use crate::policy::compile::incremental::{Incremental, Scope};
+use crate::policy::compile::{compile_pod, Problem};
 use crate::policy::model::{Inputs, Pod};
 use crate::policy::nft::{Family, Nft, NftError};
-use crate::policy::ruleset::{Table, TABLE_NAME};
+use crate::policy::ruleset::{Existing, Table, TABLE_NAME};
 
 /// One table to apply: where, that namespace's identity, the table, its document, and whether
 /// that document updates the applied table in place (else it installs the table whole).
 type Job = (Option<PathBuf>, Option<NetnsId>, Table, Value, bool);
+
+/// How often a reconcile compiles everything instead of only what the change since the last
+/// one can affect (a safety net: the incremental compile is tested to equal the full one).
+pub const FULL_COMPILE_EVERY: Duration = Duration::from_secs(30);
 
 /// At most this many `nft` runs at once when a reconcile changes many namespaces.
 pub const APPLY_WORKERS: usize = 4;
@@ -55,6 +65,13 @@ pub trait Apply: Send + Sync {
     fn apply(&self, netns: Option<&Path>, doc: &Value) -> Result<(), NftError>;
     /// Removes our table from `netns`.
     fn remove(&self, netns: &Path) -> Result<(), NftError>;
+    /// The structure of the table of ours that `netns` (`None`: the agent's own) holds, so a
+    /// table the engine does not remember applying (a previous agent's) can be replaced in
+    /// place; `None` when there is none (or it cannot be read: the table is installed whole).
+    fn existing(&self, netns: Option<&Path>) -> Result<Option<Existing>, NftError> {
+        let _ = netns;
+        Ok(None)
+    }
 }
 
 impl Apply for Nft {
@@ -64,6 +81,11 @@ impl Apply for Nft {
 
     fn remove(&self, netns: &Path) -> Result<(), NftError> {
         Nft::remove(self, Some(netns), Family::Inet, TABLE_NAME)
+    }
+
+    fn existing(&self, netns: Option<&Path>) -> Result<Option<Existing>, NftError> {
+        let listed = Nft::list(self, netns, Family::Inet, TABLE_NAME)?;
+        Ok(listed.as_ref().and_then(Existing::from_listing))
     }
 }
 
@@ -93,6 +115,9 @@ pub struct Failure {
 pub struct Report {
     /// Tables replaced (`None`: the host's).
     pub applied: Vec<Option<PathBuf>>,
+    /// Of those, the ones the engine did not remember but found in place (a previous agent's)
+    /// and replaced in place ([`Table::replace_json`]).
+    pub adopted: Vec<Option<PathBuf>>,
     /// Tables already as compiled, not touched.
     pub unchanged: usize,
     /// Namespaces that still exist but no longer hold a local pod: our table was removed.
@@ -100,6 +125,8 @@ pub struct Report {
     /// Namespaces that are gone (remembered ones, pods' and pending ones): forgotten.
     pub forgotten: Vec<PathBuf>,
     pub failed: Vec<Failure>,
+    /// Namespaces whose tables were compiled again (`None`: all, a full compile).
+    pub compiled: Option<usize>,
     /// What the compiler could not enforce as written.
     pub problems: Vec<Problem>,
     /// Pods announced through the socket that the inputs do not know yet.
@@ -149,6 +176,10 @@ pub struct Engine<A: Apply = Nft> {
     applied: BTreeMap<Option<PathBuf>, Applied>,
     /// By namespace path.
     pending: BTreeMap<PathBuf, PendingPod>,
+    /// The compiler, with the inputs and plan of the last reconcile.
+    compiler: Incremental,
+    /// When the last full compile ran.
+    last_full: Option<Instant>,
 }
 
 impl<A: Apply> Engine<A> {
@@ -158,6 +189,8 @@ impl<A: Apply> Engine<A> {
             host_netns: None,
             applied: BTreeMap::new(),
             pending: BTreeMap::new(),
+            compiler: Incremental::new(),
+            last_full: None,
         }
     }
 
@@ -196,24 +229,46 @@ impl<A: Apply> Engine<A> {
         let merged = self.merged(inputs);
 
         let started = Instant::now();
-        let plan = compile(&merged);
+        if self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= FULL_COMPILE_EVERY)
+        {
+            self.compiler.forget();
+            self.last_full = Some(Instant::now());
+        }
+        let (plan, scope) = self.compiler.compile(&merged);
+        report.compiled = match scope {
+            Scope::Full => None,
+            Scope::Some(netns) => Some(netns.len()),
+        };
         report.compile_time = started.elapsed();
-        report.problems = plan.problems;
+        report.problems = plan.problems.clone();
 
         let started = Instant::now();
-        let mut items = vec![(None, None, plan.host)];
+        // Every table is compared with what is applied (equal ones cost a comparison), not only
+        // the recompiled ones: a table that failed, or that `setup` installed, is caught up.
+        let mut todo = Vec::new();
+        changed(
+            &self.applied,
+            None,
+            None,
+            &plan.host,
+            &mut todo,
+            &mut report,
+        );
         let mut wanted: Vec<PathBuf> = Vec::with_capacity(plan.pods.len());
-        for (path, table) in plan.pods {
-            let Some(id) = netns_id(&path) else {
+        for (path, table) in &plan.pods {
+            let Some(id) = netns_id(path) else {
                 // A pod whose namespace is gone: nothing to apply, nothing to remember.
                 self.applied.remove(&Some(path.clone()));
-                report.forgotten.push(path);
+                report.forgotten.push(path.clone());
                 continue;
             };
             wanted.push(path.clone());
-            items.push((Some(path), Some(id), table));
+            let key = Some(path.clone());
+            changed(&self.applied, key, Some(id), table, &mut todo, &mut report);
         }
-        self.install_all(items, &mut report);
+        self.install_all(todo, &mut report);
         let stale: Vec<PathBuf> = self
             .applied
             .keys()
@@ -342,30 +397,10 @@ impl<A: Apply> Engine<A> {
         std::borrow::Cow::Owned(merged)
     }
 
-    /// Applies `table` at `netns` unless it is what was last applied there.
-    /// [`Engine::install`] for many namespaces: the tables that changed are applied by up to
+    /// Applies the tables of `todo`: the tables that changed are applied by up to
     /// [`APPLY_WORKERS`] threads at once (each `nft` run waits mostly on the kernel's commit; a
     /// policy change that touches many namespaces would otherwise take the sum of their runs).
-    fn install_all(
-        &mut self,
-        items: Vec<(Option<PathBuf>, Option<NetnsId>, Table)>,
-        report: &mut Report,
-    ) {
-        let mut todo = Vec::new();
-        for (netns, id, table) in items {
-            // In place over what is applied (lossless; see Table::update_json), whole when
-            // nothing is known there.
-            let applied = self
-                .applied
-                .get(&netns)
-                .filter(|a| a.id == id)
-                .map(|a| &a.table);
-            let in_place = applied.is_some();
-            match table.update_json(applied) {
-                None => report.unchanged += 1,
-                Some(doc) => todo.push((netns, id, table, doc, in_place)),
-            }
-        }
+    fn install_all(&mut self, todo: Vec<Job>, report: &mut Report) {
         let workers = APPLY_WORKERS.min(todo.len()).max(1);
         let mut lanes: Vec<Vec<Job>> = (0..workers).map(|_| Vec::new()).collect();
         for (i, item) in todo.into_iter().enumerate() {
@@ -376,10 +411,33 @@ impl<A: Apply> Engine<A> {
         let (applier, host) = (&self.applier, self.host_netns.as_deref());
         let run_lane = |lane: Vec<Job>| {
             lane.into_iter()
-                .map(|(netns, id, table, doc, in_place)| {
+                .map(|(netns, id, table, mut doc, in_place)| {
                     let target = netns.as_deref().or(host);
-                    let r = apply_doc(applier, target, &table, &doc, in_place);
-                    (netns, id, table, r)
+                    // Not remembered: a table of ours may be there all the same (the agent
+                    // restarted); replace it in place rather than re-adding it.
+                    let mut adopted = false;
+                    if !in_place {
+                        match applier.existing(target) {
+                            Ok(Some(existing)) => {
+                                doc = table.replace_json(&existing);
+                                adopted = true;
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
+                                debug!(netns = ?target, error = %vfcore::error::chain(&error), "could not list our table; installing it whole");
+                            }
+                        }
+                    }
+                    let r = if adopted {
+                        applier.apply(target, &doc).or_else(|error| {
+                            debug!(netns = ?target, error = %vfcore::error::chain(&error), "in-place replacement refused; installing the table whole");
+                            adopted = false;
+                            applier.apply(target, &table.to_nft_json())
+                        })
+                    } else {
+                        apply_doc(applier, target, &table, &doc, in_place)
+                    };
+                    (netns, id, table, r, adopted)
                 })
                 .collect::<Vec<_>>()
         };
@@ -397,10 +455,13 @@ impl<A: Apply> Engine<A> {
                     .collect()
             })
         };
-        for (netns, id, table, result) in done {
+        for (netns, id, table, result, adopted) in done {
             match result {
                 Ok(()) => {
                     self.applied.insert(netns.clone(), Applied { id, table });
+                    if adopted {
+                        report.adopted.push(netns.clone());
+                    }
                     report.applied.push(netns);
                 }
                 Err(error) => {
@@ -410,6 +471,24 @@ impl<A: Apply> Engine<A> {
                 }
             }
         }
+    }
+}
+
+/// Adds `table` for `netns` to `todo` unless it is what was last applied there: in place over
+/// what is applied (lossless; see Table::update_json), whole when nothing is known there.
+fn changed(
+    applied: &BTreeMap<Option<PathBuf>, Applied>,
+    netns: Option<PathBuf>,
+    id: Option<NetnsId>,
+    table: &Table,
+    todo: &mut Vec<Job>,
+    report: &mut Report,
+) {
+    let applied = applied.get(&netns).filter(|a| a.id == id).map(|a| &a.table);
+    let in_place = applied.is_some();
+    match table.update_json(applied) {
+        None => report.unchanged += 1,
+        Some(doc) => todo.push((netns, id, table.clone(), doc, in_place)),
     }
 }
 

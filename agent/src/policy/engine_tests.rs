@@ -21,6 +21,8 @@ struct Calls {
     failing: BTreeSet<PathBuf>,
     /// Updates in place fail (as when someone changed our table by hand).
     refuse_in_place: bool,
+    /// What `nft -j list table inet vfgenie` prints per namespace (a previous agent's tables).
+    listed: std::collections::BTreeMap<Option<PathBuf>, Value>,
 }
 
 /// Whether a document replaces the table whole (it deletes and re-adds it).
@@ -68,6 +70,13 @@ impl Apply for Recorder {
     fn remove(&self, netns: &Path) -> Result<(), NftError> {
         self.0.lock().unwrap().removed.push(netns.to_path_buf());
         Ok(())
+    }
+
+    fn existing(&self, netns: Option<&Path>) -> Result<Option<Existing>, NftError> {
+        let c = self.0.lock().unwrap();
+        Ok(c.listed
+            .get(&netns.map(Path::to_path_buf))
+            .and_then(Existing::from_listing))
     }
 }
 
@@ -395,4 +404,118 @@ fn a_change_updates_the_applied_table_in_place_and_falls_back_to_a_whole_install
     let third = std::mem::take(&mut r.0.lock().unwrap().applied);
     assert_eq!(third.len(), 1);
     assert!(whole(&third[0].1));
+}
+
+/// A previous agent's table as nft lists it: both chains, `in_all4` as we declare it, `in_isolated`
+/// declared otherwise, and a set this version no longer has.
+fn previous_listing() -> Value {
+    let t = |o: Value| {
+        let mut o = o;
+        o["family"] = json!("inet");
+        o["table"] = json!("vfgenie");
+        o
+    };
+    json!({"nftables": [
+        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+        {"table": {"family": "inet", "name": "vfgenie", "handle": 3}},
+        {"chain": t(json!({"name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}))},
+        {"chain": t(json!({"name": "output", "handle": 2, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}))},
+        {"set": t(json!({"name": "in_all4", "handle": 4, "type": ["ifname", "ipv4_addr"], "flags": ["interval"],
+                         "elem": [{"concat": ["net1", {"prefix": {"addr": "10.9.0.0", "len": 16}}]}]}))},
+        {"set": t(json!({"name": "in_isolated", "handle": 5, "type": "ipv4_addr"}))},
+        {"set": t(json!({"name": "retired", "handle": 6, "type": "ipv4_addr", "flags": "interval"}))},
+        {"rule": t(json!({"chain": "input", "handle": 7, "expr": []}))},
+    ]})
+}
+
+#[test]
+fn a_table_a_previous_agent_left_is_replaced_in_place() {
+    let w = World::new();
+    let (mut e, r) = engine();
+    let mut inputs = inputs(&w);
+    inputs.multi.push(policy_for(blue(), "a"));
+    let a = w.netns("a");
+    r.0.lock()
+        .unwrap()
+        .listed
+        .insert(Some(a.clone()), previous_listing());
+    let report = e.reconcile(&inputs);
+    assert!(report.converged());
+    assert_eq!(report.adopted, vec![Some(a.clone())]);
+    let calls = r.0.lock().unwrap();
+    let doc_of = |n: &Option<PathBuf>| {
+        calls
+            .applied
+            .iter()
+            .find(|(p, _)| p == n)
+            .unwrap()
+            .1
+            .clone()
+    };
+    // b (nothing listed) and the host get the whole table; a keeps its table.
+    assert!(whole(&doc_of(&Some(w.netns("b")))));
+    assert!(whole(&doc_of(&None)));
+    let doc = doc_of(&Some(a.clone()));
+    assert!(!whole(&doc), "{doc:#}");
+    let cmds: Vec<String> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let (verb, obj) = c.as_object().unwrap().iter().next().unwrap();
+            let (kind, body) = obj.as_object().unwrap().iter().next().unwrap();
+            format!("{verb} {kind} {}", body["name"].as_str().unwrap_or(""))
+        })
+        .collect();
+    let has = |c: &str| cmds.iter().any(|x| x == c);
+    for c in [
+        "flush chain input",
+        "flush chain output",
+        // Same declaration: emptied and refilled in place.
+        "flush set in_all4",
+        "add element in_all4",
+        // Another declaration, or not ours any more: deleted (after the chains' flush).
+        "delete set in_isolated",
+        "add set in_isolated",
+        "delete set retired",
+    ] {
+        assert!(has(c), "{c} missing from {cmds:?}");
+    }
+    assert!(
+        !has("delete chain input") && !has("add chain input"),
+        "{cmds:?}"
+    );
+    let flush = cmds.iter().position(|c| c == "flush chain input").unwrap();
+    let delete = cmds.iter().position(|c| c == "delete set retired").unwrap();
+    assert!(flush < delete, "{cmds:?}");
+    // The elements that went with the flush are not deleted one by one.
+    let text = doc.to_string();
+    assert!(!text.contains("10.9.0.0"), "{text}");
+    drop(calls);
+    // The engine now remembers a's table: nothing to do.
+    assert!(e.reconcile(&inputs).applied.is_empty());
+}
+
+#[test]
+fn a_refused_replacement_installs_the_table_whole() {
+    let w = World::new();
+    let (mut e, r) = engine();
+    let a = w.netns("a");
+    {
+        let mut c = r.0.lock().unwrap();
+        c.listed.insert(Some(a.clone()), previous_listing());
+        c.refuse_in_place = true;
+    }
+    let report = e.reconcile(&inputs(&w));
+    assert!(report.converged(), "{:?}", report.failed);
+    assert!(report.adopted.is_empty());
+    let calls = r.0.lock().unwrap();
+    let docs: Vec<&Value> = calls
+        .applied
+        .iter()
+        .filter(|(p, _)| p.as_ref() == Some(&a))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(docs.len(), 1);
+    assert!(whole(docs[0]));
 }

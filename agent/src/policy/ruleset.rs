@@ -297,6 +297,60 @@ impl Table {
         Some(json!({ "nftables": cmds }))
     }
 
+    /// The transaction that turns whatever `existing` table of ours a namespace holds (read
+    /// back with `nft -j list table`, elements unknown to us) into this one without deleting
+    /// the table: chains flushed and refilled, sets of the same declaration flushed and
+    /// refilled, the others deleted and added, in one transaction. For an agent that starts
+    /// and finds the tables of the agent before it: packets see the old rules or the new ones,
+    /// as with [`Table::update_json`], where [`Table::to_nft_json`] would re-add the table.
+    pub fn replace_json(&self, existing: &Existing) -> Value {
+        let table = json!({"family": TABLE_FAMILY, "name": TABLE_NAME});
+        let mut cmds = vec![json!({"add": {"table": table}})];
+        for name in existing.chains.keys() {
+            cmds.push(json!({"flush": {"chain": name_ref(name)}}));
+        }
+        let kept_chain = |c: &Chain| {
+            existing
+                .chains
+                .get(c.hook.name())
+                .is_some_and(|d| *d == chain_declaration(c.hook))
+        };
+        for (name, decl) in &existing.chains {
+            let ours = self.chains.iter().find(|c| c.hook.name() == name);
+            if ours.is_none_or(|c| chain_declaration(c.hook) != *decl) {
+                cmds.push(json!({"delete": {"chain": name_ref(name)}}));
+            }
+        }
+        let kept_set = |s: &Set| {
+            existing
+                .sets
+                .get(s.name)
+                .is_some_and(|d| *d == set_declaration(s))
+        };
+        for (name, decl) in &existing.sets {
+            let ours = self.set(name);
+            if ours.is_some_and(|s| set_declaration(s) == *decl) {
+                cmds.push(json!({"flush": {"set": name_ref(name)}}));
+            } else {
+                cmds.push(json!({"delete": {"set": name_ref(name)}}));
+            }
+        }
+        for chain in self.chains.iter().filter(|c| !kept_chain(c)) {
+            cmds.push(add_chain_json(chain.hook));
+        }
+        for set in &self.sets {
+            if !kept_set(set) {
+                cmds.push(add_set_json(set));
+            } else if !set.elements.is_empty() {
+                let mut obj = set_ref(set.name);
+                obj["elem"] = Value::Array(set.elements.iter().map(element_json).collect());
+                cmds.push(json!({"add": {"element": obj}}));
+            }
+        }
+        cmds.extend(self.rules_json());
+        json!({ "nftables": cmds })
+    }
+
     /// The set declarations (name, key, flags), sorted by name.
     fn declarations(&self) -> Vec<(&'static str, &[KeyType], bool)> {
         let mut d: Vec<_> = self
@@ -326,6 +380,95 @@ impl Table {
             })
         })
     }
+}
+
+/// The chains and set declarations of a table of ours as nft lists it; elements and rules are
+/// not read (the replacement flushes them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    /// Chain name → its declaration (`type`, `hook`, `prio`, `policy`).
+    chains: std::collections::BTreeMap<String, Value>,
+    /// Set name → its declaration (`type`, `flags`).
+    sets: std::collections::BTreeMap<String, Value>,
+}
+
+impl Existing {
+    /// Reads `nft -j list table inet vfgenie`'s output; `None` when it lists no table of
+    /// ours, or something this version cannot replace in place (then the caller installs the
+    /// table whole).
+    pub fn from_listing(doc: &Value) -> Option<Existing> {
+        let items = doc.get("nftables")?.as_array()?;
+        let mut out = Existing::default();
+        let mut found = false;
+        let ours = |o: &Value| {
+            o.get("family").and_then(Value::as_str) == Some(TABLE_FAMILY)
+                && o.get("table").and_then(Value::as_str) == Some(TABLE_NAME)
+        };
+        for item in items {
+            if let Some(t) = item.get("table") {
+                found |= t.get("family").and_then(Value::as_str) == Some(TABLE_FAMILY)
+                    && t.get("name").and_then(Value::as_str) == Some(TABLE_NAME);
+            } else if let Some(c) = item.get("chain") {
+                if !ours(c) {
+                    return None;
+                }
+                let name = c.get("name")?.as_str()?.to_string();
+                let decl = json!({
+                    "type": c.get("type"),
+                    "hook": c.get("hook"),
+                    "prio": c.get("prio"),
+                    "policy": c.get("policy"),
+                });
+                out.chains.insert(name, decl);
+            } else if let Some(set) = item.get("set") {
+                if !ours(set) {
+                    return None;
+                }
+                let name = set.get("name")?.as_str()?.to_string();
+                let decl = json!({"type": set.get("type"), "flags": set_flags(set.get("flags"))});
+                out.sets.insert(name, decl);
+            } else if item.get("rule").is_some() || item.get("metainfo").is_some() {
+                // Rules go with their chain's flush.
+            } else {
+                // A map, a counter, a flowtable: not ours; leave the decision to a whole install.
+                return None;
+            }
+        }
+        found.then_some(out)
+    }
+}
+
+/// A set's flags as a sorted list (nft prints one flag as a string in some versions).
+fn set_flags(flags: Option<&Value>) -> Value {
+    let mut v: Vec<String> = match flags {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect(),
+        _ => vec![],
+    };
+    v.sort();
+    json!(v)
+}
+
+fn chain_declaration(hook: Hook) -> Value {
+    let add = add_chain_json(hook);
+    let c = &add["add"]["chain"];
+    json!({"type": c["type"], "hook": c["hook"], "prio": c["prio"], "policy": c["policy"]})
+}
+
+fn set_declaration(set: &Set) -> Value {
+    let flags: Vec<&str> = if set.interval {
+        vec!["interval"]
+    } else {
+        vec![]
+    };
+    json!({"type": key_type_json(&set.key), "flags": flags})
+}
+
+fn name_ref(name: &str) -> Value {
+    json!({"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name})
 }
 
 fn chain_ref(hook: Hook) -> Value {

@@ -38,6 +38,10 @@ pub struct PolicyOptions {
     /// The `nft` binary (`None`: from PATH).
     pub nft: Option<PathBuf>,
     pub resync: Duration,
+    /// The network namespace of the host's table (the node's forward path). `None`, the
+    /// default: the agent's own, which is the host's (it runs with hostNetwork). Tests point it
+    /// at a namespace of their own; it is never read from the cluster.
+    pub host_netns: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +137,11 @@ pub async fn run(
         _ = stopped(&mut stop) => return Ok(()),
     }
     info!("policy watches synced");
-    let engine = Arc::new(Mutex::new(Engine::new(nft)));
+    let mut engine = Engine::new(nft);
+    if let Some(host) = &options.host_netns {
+        engine = engine.with_host_netns(host.clone());
+    }
+    let engine = Arc::new(Mutex::new(engine));
     let mut changes = policy_watch.changes();
     let mut socket_task = None;
     let mut known = BTreeSet::new();

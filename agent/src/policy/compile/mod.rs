@@ -11,13 +11,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use vfcore::IfName;
 
-use crate::policy::model::{Inputs, Interface, Pod};
+use crate::policy::model::{Inputs, Interface, NetworkKey, Pod};
 use crate::policy::ruleset::{Element, Field, Hook, KeyType, Proto, Selector, Set, Table, Verdict};
 
+pub mod incremental;
 pub mod network;
 pub mod pod;
 pub mod ranges;
@@ -118,11 +120,18 @@ pub fn compile(inputs: &Inputs) -> Plan {
     let networks = network::NetworkLevel::new(inputs, &mut problems);
     let policies = pod::Policies::new(inputs, &mut problems);
 
+    let shared = shared_netns(&inputs.pods, &mut problems);
+    check_addresses(inputs, inputs.pods.iter(), &mut problems);
+
     let mut netns: BTreeMap<PathBuf, NetnsRules> = BTreeMap::new();
     for p in &inputs.pods {
         let Some(path) = &p.netns else { continue };
         let rules = netns.entry(path.clone()).or_default();
-        add_pod(&networks, &policies, p, rules, &mut problems);
+        if shared.contains(path) {
+            isolate_pod(p, rules);
+        } else {
+            add_pod(&networks, &policies, p, rules, &mut problems);
+        }
     }
 
     Plan {
@@ -142,13 +151,106 @@ pub fn compile_pod(inputs: &Inputs, netns: &Path) -> (Table, Vec<Problem>) {
     let mut problems = Problems::default();
     let networks = network::NetworkLevel::new(inputs, &mut problems);
     let policies = pod::Policies::new(inputs, &mut problems);
+    let shared = shared_netns(&inputs.pods, &mut problems);
+    check_addresses(inputs, inputs.pods.iter(), &mut problems);
     let mut rules = NetnsRules::default();
     for p in &inputs.pods {
         if p.netns.as_deref() == Some(netns) {
-            add_pod(&networks, &policies, p, &mut rules, &mut problems);
+            if shared.contains(netns) {
+                isolate_pod(p, &mut rules);
+            } else {
+                add_pod(&networks, &policies, p, &mut rules, &mut problems);
+            }
         }
     }
     (pod_table(rules), problems.sorted())
+}
+
+/// The network namespaces that more than one pod claims (genie's records name the same path for
+/// two pods, which Kubernetes never does: one record is stale or wrong), each reported once
+/// with the pods' names. Whose policies hold there cannot be known, so such a namespace fails
+/// closed ([`isolate_pod`]) until only one pod claims it.
+fn shared_netns(pods: &[Pod], problems: &mut Problems) -> BTreeSet<PathBuf> {
+    let mut claims: BTreeMap<&Path, BTreeSet<String>> = BTreeMap::new();
+    for p in pods {
+        if let Some(path) = &p.netns {
+            claims
+                .entry(path)
+                .or_default()
+                .insert(format!("{}/{}", p.namespace, p.name));
+        }
+    }
+    let mut out = BTreeSet::new();
+    for (path, names) in claims {
+        if names.len() > 1 {
+            let names: Vec<String> = names.into_iter().collect();
+            problems.report(
+                format!("pods {}", names.join(", ")),
+                format!(
+                    "they claim the same network namespace {} (genie's records); its \
+                     interfaces drop all traffic but established connections, ARP and NDP until \
+                     one pod claims it",
+                    path.display()
+                ),
+            );
+            out.insert(path.to_path_buf());
+        }
+    }
+    out
+}
+
+/// A pod's interfaces in a namespace that fails closed: isolated both ways, nothing allowed.
+fn isolate_pod(p: &Pod, rules: &mut NetnsRules) {
+    for iface in &p.interfaces {
+        if usable_ifname(iface).is_ok() {
+            rules.ingress.isolated.insert(iface.ifname.clone());
+            rules.egress.isolated.insert(iface.ifname.clone());
+        }
+    }
+}
+
+/// Reports each address of `pods` outside every subnet of its interface's network (see
+/// [`in_network`] for networks whose subnets are not known). Such an address is no peer of any policy
+/// ([`pod::Policies`] leaves it out): a record or a network-status could otherwise have a pod
+/// pass for any address.
+fn check_addresses<'a>(
+    inputs: &Inputs,
+    pods: impl Iterator<Item = &'a Pod>,
+    problems: &mut Problems,
+) {
+    for p in pods {
+        for iface in &p.interfaces {
+            for ip in &iface.ips {
+                if !in_network(inputs, &iface.network, ip) {
+                    problems.report(
+                        format!("pod {}/{}", p.namespace, p.name),
+                        format!(
+                            "address {ip} on network {} is outside the network's subnets; it \
+                             is ignored as a peer",
+                            iface.network
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `ip` is in one of the subnets of `network`, or the network has no known subnet of the
+/// address's family (a network known by its IPv4 range only says nothing of IPv6 addresses).
+pub(crate) fn in_network(inputs: &Inputs, network: &NetworkKey, ip: &IpAddr) -> bool {
+    let Some(net) = inputs.networks.get(network) else {
+        return true;
+    };
+    let (family, value) = ranges::addr_value(ip);
+    let mut known = net
+        .subnets
+        .iter()
+        .map(ranges::cidr_span)
+        .filter(|(f, _)| *f == family)
+        .peekable();
+    // No subnet of the address's family known: nothing to check against.
+    known.peek().is_none() || known.any(|(_, span)| span.lo <= value && value <= span.hi)
 }
 
 /// One local pod's interfaces into its namespace's rules.
@@ -365,6 +467,8 @@ fn add_direction(table: &mut Table, mut dir: DirectionRules, names: &DirectionNa
     table.add_lookup(names.hook, vec![names.ifname], isolated, Verdict::Drop);
 }
 
+#[cfg(test)]
+mod incremental_tests;
 #[cfg(test)]
 mod network_tests;
 #[cfg(test)]

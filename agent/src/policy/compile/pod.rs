@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{Selector, SelectorExt};
 
 use super::ranges::{addr_value, cidr_minus, merge, Family, PerFamily, Span};
-use super::{DirectionRules, NetnsRules, Problems, FAMILIES};
+use super::{in_network, DirectionRules, NetnsRules, Problems, FAMILIES};
 use crate::policy::model::{Inputs, Interface, IpCidr, Labels, MultiPolicy, NetworkKey, Pod};
 use crate::policy::ruleset::Proto;
 
@@ -67,10 +67,18 @@ struct Reader<'a> {
 
 impl Policies {
     pub(crate) fn new(inputs: &Inputs, problems: &mut Problems) -> Self {
+        Self::new_for(inputs, inputs.multi.iter(), problems)
+    }
+
+    /// [`Policies::new`] for some of the inputs' policies only (peers are still resolved over
+    /// all of the inputs' pods): enough for the pods of the namespaces of `policies`.
+    pub(crate) fn new_for<'a>(
+        inputs: &'a Inputs,
+        policies: impl Iterator<Item = &'a MultiPolicy>,
+        problems: &mut Problems,
+    ) -> Self {
         let ns_labels = namespace_labels(inputs);
-        let list = inputs
-            .multi
-            .iter()
+        let list = policies
             .map(|policy| {
                 Reader {
                     inputs,
@@ -361,7 +369,12 @@ impl Reader<'_> {
                 if !self.networks.contains(&iface.network) {
                     continue;
                 }
-                for ip in &iface.ips {
+                // One outside its network's subnets is reported (`check_addresses`).
+                for ip in iface
+                    .ips
+                    .iter()
+                    .filter(|ip| in_network(self.inputs, &iface.network, ip))
+                {
                     let (family, value) = addr_value(ip);
                     out.get_mut(family).push(Span::one(value));
                 }

@@ -480,3 +480,91 @@ fn compile_pod_makes_the_table_compile_makes_for_that_namespace() {
     let (empty, _) = super::compile_pod(&inputs, std::path::Path::new("/run/netns/none"));
     assert_eq!(empty, super::pod_table(Default::default()));
 }
+
+#[test]
+fn two_pods_claiming_one_network_namespace_fail_closed_and_are_reported_by_name() {
+    let mut inputs = cluster();
+    // Allow everything into the server, so a merge would show as allows.
+    inputs.multi.push(server_policy(
+        "open",
+        json!({"podSelector": {}, "ingress": [{}]}),
+    ));
+    inputs.pods.push(pod(
+        "dev",
+        "intruder",
+        &[("app", "x")],
+        vec![iface(green(), "net7", &["10.2.0.77"])],
+        Some(SERVER_NETNS),
+    ));
+    let plan = compile(&inputs);
+    let shared: Vec<_> = plan
+        .problems
+        .iter()
+        .filter(|p| p.object == "pods dev/intruder, prod/server")
+        .collect();
+    assert_eq!(shared.len(), 1, "{:?}", plan.problems);
+    assert!(shared[0].problem.contains(SERVER_NETNS), "{}", shared[0]);
+    let table = server(&plan);
+    // Both pods' interfaces isolated both ways, nothing allowed, in that namespace only.
+    let isolated_in = elements(table, sets::IN_ISOLATED);
+    let isolated_out = elements(table, sets::OUT_ISOLATED);
+    for ifname in ["net1", "net7"] {
+        assert!(
+            isolated_in.iter().any(|e| e.contains(ifname)),
+            "{isolated_in:?}"
+        );
+        assert!(
+            isolated_out.iter().any(|e| e.contains(ifname)),
+            "{isolated_out:?}"
+        );
+    }
+    for set in [
+        sets::IN_ALL4,
+        sets::IN_PORTS4,
+        sets::OUT_ALL4,
+        sets::OUT_PORTS4,
+    ] {
+        assert!(
+            elements(table, set).is_empty(),
+            "{set}: {:?}",
+            elements(table, set)
+        );
+    }
+    // compile_pod (the socket's) makes the same table.
+    let (alone, problems) = super::compile_pod(&inputs, std::path::Path::new(SERVER_NETNS));
+    assert_eq!(&alone, table);
+    assert_eq!(problems, plan.problems);
+    // Once one pod claims it again, policies hold there as before.
+    inputs.pods.retain(|p| p.name != "intruder");
+    let plan = compile(&inputs);
+    assert!(plan.problems.iter().all(|p| !p.object.starts_with("pods ")));
+    assert!(!elements(server(&plan), sets::IN_ALL4).is_empty());
+}
+
+#[test]
+fn a_peer_address_outside_its_networks_subnets_is_ignored_and_reported() {
+    let mut inputs = cluster();
+    inputs.pods.push(pod(
+        "prod",
+        "liar",
+        &[("app", "liar")],
+        vec![iface(blue(), "net1", &["10.1.9.9", "192.168.7.7"])],
+        None,
+    ));
+    inputs.multi.push(server_policy(
+        "from-liar",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"],
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "liar"}}}]}]}),
+    ));
+    let plan = compile(&inputs);
+    let all = elements(server(&plan), sets::IN_ALL4).join(" ");
+    assert!(all.contains("10.1.9.9"), "{all}");
+    assert!(!all.contains("192.168.7.7"), "{all}");
+    assert!(
+        plan.problems.iter().any(|p| p.object == "pod prod/liar"
+            && p.problem.contains("192.168.7.7")
+            && p.problem.contains("prod/blue")),
+        "{:?}",
+        plan.problems
+    );
+}
