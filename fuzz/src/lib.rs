@@ -232,13 +232,28 @@ fn pod() -> vfkube::annotations::PodRef {
 
 fn npwg_networks(_: &Scratch, input: &[u8]) -> Result<(), String> {
     use vfkube::annotations::{parse_default_network, parse_networks, NETWORKS};
+    use vfkube::objects::is_dns_label;
     let value = text(input);
     let pod = pod();
     let nets = parse_networks(&pod, NETWORKS, &value);
     accepted(nets.is_ok());
     proportionate("parse_networks", input.len(), &nets)?;
     let default = parse_default_network(&pod, &value);
-    proportionate("parse_default_network", input.len(), &default)
+    proportionate("parse_default_network", input.len(), &default)?;
+    // What a tenant names becomes a path segment of an API request and a file name: an accepted
+    // selection names a network and a namespace by DNS-1123 labels only (no `/`, no `..`).
+    let mut accepted_sel: Vec<_> = nets.unwrap_or_default();
+    accepted_sel.extend(default.ok().flatten());
+    for sel in &accepted_sel {
+        let ns_ok = sel.namespace.as_deref().is_none_or(is_dns_label);
+        if !is_dns_label(&sel.name) || !ns_ok {
+            return Err(format!(
+                "accepted a network that is not DNS-1123: {:?}/{:?}",
+                sel.namespace, sel.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn genie_annotations(_: &Scratch, input: &[u8]) -> Result<(), String> {
@@ -249,7 +264,20 @@ fn genie_annotations(_: &Scratch, input: &[u8]) -> Result<(), String> {
     accepted(cni.is_ok());
     proportionate("parse_genie_cni", input.len(), &cni)?;
     let nets = parse_genie_networks(&pod, &value);
-    proportionate("parse_genie_networks", input.len(), &nets)
+    proportionate("parse_genie_networks", input.len(), &nets)?;
+    // A plugin name becomes a file name in the conf and bin dirs, a LogicalNetwork name a path
+    // segment of an API request.
+    for p in cni.ok().flatten().unwrap_or_default() {
+        if !vfkube::annotations::is_plugin_name(&p.plugin) {
+            return Err(format!("accepted plugin name {:?}", p.plugin));
+        }
+    }
+    for n in nets.unwrap_or_default() {
+        if !vfkube::objects::is_object_name(&n.name) {
+            return Err(format!("accepted LogicalNetwork name {:?}", n.name));
+        }
+    }
+    Ok(())
 }
 
 /// A JSON object of annotations (string values; other values are dropped as the API would

@@ -30,6 +30,9 @@ use vffuzz::{Scratch, Shape, Target};
 const DEFAULT_SECS: f64 = 2.0;
 /// The fixed seed of a default run, so CI runs the same cases every time.
 const DEFAULT_SEED: u64 = 0x5eed_f00d;
+/// The largest generated input: bigger ones are cut (a parser's own caps are larger, and a case
+/// of many megabytes would make the dev-build run in hack/test slow and its timing noisy).
+const MAX_INPUT: usize = 1 << 20;
 /// One case over this is a hang.
 const CASE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -471,7 +474,9 @@ fn strategy(target: &Target, seeds: Vec<Vec<u8>>) -> BoxedStrategy<Vec<u8>> {
                     } else {
                         serde_json::to_vec(&doc)
                     };
-                    damaged(bytes.unwrap_or_default(), &d)
+                    let mut bytes = damaged(bytes.unwrap_or_default(), &d);
+                    bytes.truncate(MAX_INPUT);
+                    bytes
                 })
                 .boxed()
         }
@@ -481,13 +486,14 @@ fn strategy(target: &Target, seeds: Vec<Vec<u8>>) -> BoxedStrategy<Vec<u8>> {
                 for e in &es {
                     s = edited(s, e);
                 }
-                damaged(s.into_bytes(), &d)
+                let mut bytes = damaged(s.into_bytes(), &d);
+                bytes.truncate(MAX_INPUT);
+                bytes
             })
             .boxed(),
         Shape::Binary => prop_oneof![
-            (seed_index, prop::collection::vec(damage(0), 1..4)).prop_map(move |(i, ds)| {
-                ds.iter().fold(seeds[i].clone(), |b, d| damaged(b, d))
-            }),
+            (seed_index, prop::collection::vec(damage(0), 1..4))
+                .prop_map(move |(i, ds)| { ds.iter().fold(seeds[i].clone(), damaged) }),
             (prop::collection::vec(netlink_message(), 1..4), damage(3))
                 .prop_map(|(ms, d)| damaged(ms.concat(), &d)),
             prop::collection::vec(any::<u8>(), 0..512),
@@ -533,6 +539,8 @@ struct Report {
     name: &'static str,
     cases: u64,
     accepted: u64,
+    /// The longest case, against CASE_LIMIT.
+    slowest: Duration,
     seeds: usize,
     secs: f64,
     failure: Option<String>,
@@ -560,7 +568,10 @@ fn show(input: &[u8]) -> String {
     if s.len() > 2000 {
         format!(
             "{}... ({} bytes)",
-            &s[..s.floor_char_boundary(2000)],
+            &s[..(0..=2000)
+                .rev()
+                .find(|i| s.is_char_boundary(*i))
+                .unwrap_or(0)],
             input.len()
         )
     } else {
@@ -574,6 +585,7 @@ fn fuzz_target(target: &'static Target, budget: Duration, seed: u64, current: &C
         name: target.name,
         cases: 0,
         accepted: 0,
+        slowest: Duration::ZERO,
         seeds: 0,
         secs: 0.0,
         failure: None,
@@ -597,6 +609,7 @@ fn fuzz_target(target: &'static Target, budget: Duration, seed: u64, current: &C
         }
     };
     report.seeds = seeds.len();
+    let slowest = std::cell::Cell::new(Duration::ZERO);
     // What the watchdog sees: the case being run, never the time spent generating the next.
     let run = |input: &[u8]| {
         if let Ok(mut c) = current.lock() {
@@ -606,6 +619,7 @@ fn fuzz_target(target: &'static Target, budget: Duration, seed: u64, current: &C
         if let Ok(mut c) = current.lock() {
             *c = None;
         }
+        slowest.set(slowest.get().max(verdict.1));
         verdict
     };
     // The corpus as is: every seed, regression inputs included.
@@ -621,6 +635,7 @@ fn fuzz_target(target: &'static Target, budget: Duration, seed: u64, current: &C
                 show(input)
             ));
             report.secs = t0.elapsed().as_secs_f64();
+            report.slowest = slowest.get();
             return report;
         }
     }
@@ -673,6 +688,7 @@ fn fuzz_target(target: &'static Target, budget: Duration, seed: u64, current: &C
         break;
     }
     report.secs = t0.elapsed().as_secs_f64();
+    report.slowest = slowest.get();
     report
 }
 
@@ -784,13 +800,14 @@ fn main() {
                     *c = None;
                 }
                 let line = format!(
-                    "fuzz {:<20} {:>9} cases ({} seeds, {:>3.0}% accepted) in {:>6.1} s, {:>8.0} cases/s: {}",
+                    "fuzz {:<20} {:>9} cases ({} seeds, {:>3.0}% accepted) in {:>6.1} s, {:>8.0} cases/s, slowest {:>5} ms: {}",
                     r.name,
                     r.cases,
                     r.seeds,
                     100.0 * r.accepted as f64 / (r.cases.max(1) as f64),
                     r.secs,
                     r.cases as f64 / r.secs.max(1e-9),
+                    r.slowest.as_millis(),
                     if r.failure.is_some() { "FAILED" } else { "ok" }
                 );
                 println!("{line}");
