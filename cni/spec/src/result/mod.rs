@@ -145,7 +145,12 @@ impl CniResult {
             Some(serde_json::Value::String(s)) => CniVersion::parse(s)?,
             Some(other) => return Err(ResultError::VersionNotAString(other.clone())),
         };
-        wire::decode(value, version).map_err(|reason| ResultError::Malformed { version, reason })
+        // Only what the version's layout has: a 1.1.0 field (an interface's `mtu`, a route's
+        // `table`) in a result of an older version is not part of it, and keeping it would
+        // make the result differ from what it prints and carry it into a later conversion.
+        wire::decode(value, version)
+            .map(|r| r.to_version(version))
+            .map_err(|reason| ResultError::Malformed { version, reason })
     }
 
     /// The result as `version` would have it (libcni's conversion rules; see the module doc).

@@ -136,3 +136,25 @@ fn merge_renumbers_interfaces_and_dedups() {
         r#"{"cniVersion":"0.4.0","dns":{}}"#
     );
 }
+
+/// Found by the fuzz target `cni-result`: a result without `cniVersion`, read as 0.3.0, with
+/// 1.1.0 fields. The fields were kept in the parsed result but not printed, so reading what we
+/// printed gave a different result, and a later conversion to 1.1.0 brought them back.
+#[test]
+fn fields_of_a_later_version_are_not_kept() {
+    let input = br#"{"interfaces":[{"name":"net1","mac":"02:00:00:00:00:01","sandbox":"/p","mtu":1400,"socketPath":"/run/x.sock","pciID":"0000:01:10.2"}],"ips":[{"address":"10.1.0.5/24","interface":0}],"routes":[{"dst":"0.0.0.0/0","gw":"10.1.0.1","mtu":1400,"advmss":1360,"priority":100,"table":10,"scope":253}]}"#;
+    let r = CniResult::parse(input, CniVersion::V0_3_0).unwrap();
+    assert_eq!(r.interfaces[0].mtu, None);
+    assert_eq!(r.interfaces[0].pci_id, "");
+    assert_eq!(r.routes[0].table, None);
+    let again = CniResult::parse(r.to_json().as_bytes(), CniVersion::V0_3_0).unwrap();
+    assert_eq!(again, r);
+    assert_eq!(
+        r.to_version(CniVersion::V1_1_0).to_json(),
+        r#"{"cniVersion":"1.1.0","interfaces":[{"name":"net1","mac":"02:00:00:00:00:01","sandbox":"/p"}],"ips":[{"interface":0,"address":"10.1.0.5/24"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.1.0.1"}],"dns":{}}"#
+    );
+    // The same fields in a 1.1.0 result are kept.
+    let v110 = CniResult::parse(input, CniVersion::V1_1_0).unwrap();
+    assert_eq!(v110.interfaces[0].mtu, Some(1400));
+    assert_eq!(v110.routes[0].table, Some(10));
+}
