@@ -18,3 +18,10 @@ pub use record::{
 };
 pub use report::{Format, Query, Report};
 pub use writer::{write_failures, AuditConfig, Writer};
+
+/// The directory of the node's audit logs (on the host).
+pub const LOG_DIR: &str = "/var/log/vfgenie";
+/// genie's log, unless its conf's `auditLog` says otherwise.
+pub const DEFAULT_CNI_LOG: &str = "/var/log/vfgenie/cni-audit.log";
+/// The agent's log, unless `--audit-log` says otherwise.
+pub const DEFAULT_AGENT_LOG: &str = "/var/log/vfgenie/agent-audit.log";

@@ -173,10 +173,19 @@ mod tests {
         let line = String::from_utf8(r.to_line().unwrap_or_default()).unwrap_or_default();
         assert!(line.ends_with("}\n"));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        let keys: Vec<&str> = v.as_object().map_or(vec![], |o| o.keys().map(|k| k.as_str()).collect());
+        let keys: Vec<&str> = v
+            .as_object()
+            .map_or(vec![], |o| o.keys().map(|k| k.as_str()).collect());
         assert_eq!(
             keys,
-            ["containerId", "durationUs", "error", "kind", "source", "time"]
+            [
+                "containerId",
+                "durationUs",
+                "error",
+                "kind",
+                "source",
+                "time"
+            ]
         );
         assert_eq!(v["kind"], "delegate");
         assert_eq!(v["error"]["code"], 11);

@@ -4,7 +4,8 @@
 //! failed most; the smart selections with their reasons.
 //!
 //! Grouping: a delegate record counts under its network and plugin; a call record under network
-//! `-` and plugin `genie` (a call spans the pod's networks); agent events under their pool.
+//! `-` and plugin `genie` (a call spans the pod's networks); agent events under their pool
+//! (`-` for events of no pool, such as VFs provisioned on a PF).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -181,18 +182,23 @@ pub fn report(logs: &[PathBuf], query: &Query, now: SystemTime) -> Report {
             }
             selections.push_back(SelectionSeen {
                 time: v.time.to_string(),
-                pod: v.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
+                pod: v
+                    .pod
+                    .as_ref()
+                    .map(|p| format!("{}/{}", p.namespace, p.name)),
                 strategy: s.strategy.clone(),
                 chosen: s.chosen.clone(),
                 reason: s.reason.clone(),
             });
         }
         if v.kind == Kind::Event {
-            let Some(pool) = &v.pool else { return };
-            let p = pools.entry(pool.to_string()).or_insert_with(|| PoolFigures {
-                pool: pool.to_string(),
-                ..Default::default()
-            });
+            let pool = v.pool.as_deref().unwrap_or("-");
+            let p = pools
+                .entry(pool.to_string())
+                .or_insert_with(|| PoolFigures {
+                    pool: pool.to_string(),
+                    ..Default::default()
+                });
             match v.event {
                 Some(Event::Allocate) => {
                     p.allocates += 1;
@@ -366,7 +372,14 @@ impl Report {
         columns(&mut s, &rows);
         if !self.pools.is_empty() {
             s.push('\n');
-            let mut rows = vec![["POOL", "ALLOCATES", "VFS ALLOCATED", "VFS PROVISIONED", "HEALTH CHANGES"].map(String::from)];
+            let mut rows = vec![[
+                "POOL",
+                "ALLOCATES",
+                "VFS ALLOCATED",
+                "VFS PROVISIONED",
+                "HEALTH CHANGES",
+            ]
+            .map(String::from)];
             for p in &self.pools {
                 rows.push([
                     p.pool.clone(),
@@ -440,6 +453,95 @@ mod tests {
         assert_eq!(Query::parse_pod("ns/p"), Ok(("ns".into(), "p".into())));
         for bad in ["ns", "/p", "ns/", "a/b/c"] {
             assert!(Query::parse_pod(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// The longest query string [`parse_query`] takes.
+pub const MAX_QUERY_LEN: usize = 1024;
+
+/// `%XX` and `+` decoded; `None` for a malformed escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A URL query (`since=1h&network=N&pod=NS%2FNAME&format=json`) as a report's [`Query`] and
+/// [`Format`]: only those keys, each at most once, bounded in length, each value checked as the
+/// CLI checks it.
+pub fn parse_query(qs: &str) -> Result<(Query, Format), String> {
+    if qs.len() > MAX_QUERY_LEN {
+        return Err(format!("the query is longer than {MAX_QUERY_LEN} bytes"));
+    }
+    let mut query = Query::default();
+    let mut format = None;
+    let mut seen = Vec::new();
+    for pair in qs.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v).ok_or_else(|| format!("{k}: not a valid URL-encoded value"))?;
+        if seen.contains(&k) {
+            return Err(format!("{k} is given twice"));
+        }
+        seen.push(k);
+        match k {
+            "since" => query.since = Some(crate::time::parse_since(&v)?),
+            "network" if !v.is_empty() && v.len() <= 253 => query.network = Some(v),
+            "network" => return Err("network must be 1 to 253 characters".into()),
+            "pod" => query.pod = Some(Query::parse_pod(&v)?),
+            "format" => format = Some(v.parse()?),
+            _ => {
+                return Err(format!(
+                    "unknown parameter {k:?} (since, network, pod, format)"
+                ))
+            }
+        }
+    }
+    Ok((query, format.unwrap_or(Format::Json)))
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_parse_and_bad_ones_are_refused() {
+        let (q, f) =
+            parse_query("since=30m&network=net-a&pod=ns%2Fweb&format=csv").unwrap_or_default();
+        assert_eq!(q.since, Some(Duration::from_secs(1800)));
+        assert_eq!(q.network.as_deref(), Some("net-a"));
+        assert_eq!(q.pod, Some(("ns".into(), "web".into())));
+        assert_eq!(f, Format::Csv);
+        assert_eq!(parse_query("").map(|(_, f)| f), Ok(Format::Json));
+        for bad in [
+            "since=1y",
+            "since=1h&since=2h",
+            "pod=web",
+            "format=xml",
+            "path=/etc/shadow",
+            "network=%zz",
+            "network=",
+            &"network=".repeat(200),
+        ] {
+            assert!(parse_query(bad).is_err(), "{bad}");
         }
     }
 }

@@ -75,7 +75,17 @@ mod tests {
     fn parses_since() {
         assert_eq!(parse_since("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_since("2d"), Ok(Duration::from_secs(172_800)));
-        for bad in ["", "h", "1", "1w", "-1h", "0h", "400d", "1.5h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "h",
+            "1",
+            "1w",
+            "-1h",
+            "0h",
+            "400d",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
             assert!(parse_since(bad).is_err(), "{bad}");
         }
     }

@@ -269,7 +269,8 @@ mod tests {
     }
 
     #[test]
-    fn rotation_keeps_max_files_each_0600_in_a_0700_dir() -> Result<(), Box<dyn std::error::Error>> {
+    fn rotation_keeps_max_files_each_0600_in_a_0700_dir() -> Result<(), Box<dyn std::error::Error>>
+    {
         let tmp = tempfile::tempdir()?;
         let path = tmp.path().join("sub/x.log");
         let w = Writer::new(AuditConfig {
@@ -311,8 +312,8 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_is_counted_and_not_returned_to_write() -> Result<(), Box<dyn std::error::Error>>
-    {
+    fn a_failed_write_is_counted_and_not_returned_to_write(
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let tmp = tempfile::tempdir()?;
         let path = tmp.path().join("x.log");
         std::fs::create_dir(&path)?;

@@ -57,8 +57,14 @@ fn fifty_writer_processes_give_fifty_whole_lines() -> Result<(), Box<dyn std::er
         let detail = r.detail.unwrap_or_default();
         assert_eq!(detail.len(), 2000);
         let d = &detail[..1];
-        assert!(detail.chars().all(|c| c.to_string() == d), "an interleaved line");
-        assert_eq!(r.container_id.as_deref(), Some(format!("writer-{d}").as_str()));
+        assert!(
+            detail.chars().all(|c| c.to_string() == d),
+            "an interleaved line"
+        );
+        assert_eq!(
+            r.container_id.as_deref(),
+            Some(format!("writer-{d}").as_str())
+        );
         per_digit[d.parse::<usize>()?] += 1;
     }
     assert_eq!(per_digit, [5; 10]);

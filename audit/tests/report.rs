@@ -39,7 +39,11 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
     let cni = tmp.path().join("cni.log");
     let agent = tmp.path().join("agent.log");
     // Small files: the set rotates, and the report reads all of it.
-    let w = Writer::new(AuditConfig { path: cni.clone(), max_size: 64 * 1024, max_files: 1000 });
+    let w = Writer::new(AuditConfig {
+        path: cni.clone(),
+        max_size: 64 * 1024,
+        max_files: 1000,
+    });
     let aw = Writer::new(AuditConfig::with_defaults(&agent));
     let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let networks = ["net-a", "net-b", "sriov-1"];
@@ -57,7 +61,11 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
         let net = rng.next(3) as usize;
         let verb = ["ADD", "DEL", "CHECK"][rng.next(3) as usize];
         let pod = format!("pod-{}", rng.next(7));
-        let kind = if rng.next(4) == 0 { Kind::Call } else { Kind::Delegate };
+        let kind = if rng.next(4) == 0 {
+            Kind::Call
+        } else {
+            Kind::Delegate
+        };
         let failed = rng.next(10) == 0;
         let code = [7u32, 11, 5][rng.next(3) as usize];
         let dur = 100 + rng.next(5000);
@@ -66,7 +74,11 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
         let mut r = Record {
             time: vfaudit::time::format(t),
             verb: Some(verb.into()),
-            pod: Some(PodRef { namespace: "ns".into(), name: pod.clone(), uid: None }),
+            pod: Some(PodRef {
+                namespace: "ns".into(),
+                name: pod.clone(),
+                uid: None,
+            }),
             duration_us: Some(dur),
             ..Record::new(Source::Cni, kind)
         };
@@ -82,7 +94,10 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
             }
         };
         if failed {
-            r.error = Some(ErrorInfo { code, msg: "it failed, \"badly\"".into() });
+            r.error = Some(ErrorInfo {
+                code,
+                msg: "it failed, \"badly\"".into(),
+            });
         } else if verb != "CHECK" {
             r.result = Some(ResultInfo {
                 addresses: (0..addrs).map(|a| format!("10.0.{a}.{i}/24")).collect(),
@@ -130,10 +145,13 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
         }
     }
     // Garbage and a torn line are skipped and counted.
-    std::fs::OpenOptions::new().append(true).open(&cni).and_then(|mut f| {
-        use std::io::Write;
-        f.write_all(b"garbage\n{\"time\":\"20")
-    })?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&cni)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(b"garbage\n{\"time\":\"20")
+        })?;
     let rotated = std::fs::read_dir(tmp.path())?.count();
     assert!(rotated > 5, "the log should have rotated");
 
@@ -171,8 +189,11 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
     assert_eq!(rep.pools[0].vfs_allocated, want_allocated);
     let mut top: Vec<(String, u64)> = failing.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let got_top: Vec<(String, u64)> =
-        rep.failing_pods.iter().map(|p| (p.pod.clone(), p.failures)).collect();
+    let got_top: Vec<(String, u64)> = rep
+        .failing_pods
+        .iter()
+        .map(|p| (p.pod.clone(), p.failures))
+        .collect();
     assert_eq!(got_top, top);
     assert_eq!(rep.selections_total, selections);
     assert!(rep.selections.iter().all(|s| s.reason == "lowest rx+tx"));
@@ -180,7 +201,10 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
     // since: only the last hour.
     let recent = report(
         &logs,
-        &Query { since: Some(Duration::from_secs(3600)), ..Default::default() },
+        &Query {
+            since: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        },
         now,
     );
     let got_recent: BTreeMap<(String, String), u64> = recent
@@ -193,20 +217,33 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
     // network and pod filters.
     let one = report(
         &logs,
-        &Query { network: Some("net-b".into()), pod: Some(("ns".into(), "pod-3".into())), ..Default::default() },
+        &Query {
+            network: Some("net-b".into()),
+            pod: Some(("ns".into(), "pod-3".into())),
+            ..Default::default()
+        },
         now,
     );
     assert_eq!(one.groups.len(), 1);
     assert_eq!(one.groups[0].network, "net-b");
-    assert!(one.groups[0].calls > 0 && one.groups[0].calls < want[&("net-b".into(), "macvlan".into())].calls);
+    assert!(
+        one.groups[0].calls > 0
+            && one.groups[0].calls < want[&("net-b".into(), "macvlan".into())].calls
+    );
 
     // The renderings carry the same figures.
     let json: serde_json::Value = serde_json::from_str(&rep.render(Format::Json))?;
-    assert_eq!(json["groups"].as_array().map(Vec::len), Some(rep.groups.len()));
+    assert_eq!(
+        json["groups"].as_array().map(Vec::len),
+        Some(rep.groups.len())
+    );
     let csv = rep.render(Format::Csv);
     assert_eq!(csv.lines().count(), rep.groups.len() + 1);
     let g = &rep.groups[0];
-    assert!(csv.lines().nth(1).is_some_and(|l| l.starts_with(&format!("{},{},{},{}", g.network, g.plugin, g.calls, g.failures))));
+    assert!(csv.lines().nth(1).is_some_and(|l| l.starts_with(&format!(
+        "{},{},{},{}",
+        g.network, g.plugin, g.calls, g.failures
+    ))));
     let table = rep.render(Format::Table);
     assert!(table.contains("NETWORK") && table.contains("intel.com/sriov"));
     let _ = SystemTime::now();
