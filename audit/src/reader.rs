@@ -172,22 +172,26 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let tmp = tempfile::tempdir()?;
         let log = tmp.path().join("a.log");
-        let line = |id: &str| {
-            format!("{{\"time\":\"2026-01-01T00:00:00.000Z\",\"source\":\"cni\",\"kind\":\"call\",\"containerId\":\"{id}\",\"network\":\"n\\u0041\"}}\n")
+        let line = |n: u32| {
+            format!("{{\"time\":\"2026-01-01T00:00:0{n}.000Z\",\"source\":\"cni\",\"kind\":\"call\",\"network\":\"n\\u0041\"}}\n")
         };
-        std::fs::write(rotated_set_path(&log, 2), line("c1"))?;
-        std::fs::write(rotated_set_path(&log, 1), line("c2") + "not json\n\n")?;
-        std::fs::write(&log, line("c3") + "{\"time\":\"2026-01-01T00:0")?;
+        std::fs::write(rotated_set_path(&log, 2), line(1))?;
+        std::fs::write(rotated_set_path(&log, 1), line(2) + "not json\n\n")?;
+        std::fs::write(&log, line(3) + "{\"time\":\"2026-01-01T00:0")?;
         std::fs::write(tmp.path().join("a.log.lock"), "")?;
-        std::fs::write(tmp.path().join("a.log.x"), line("nope"))?;
+        std::fs::write(tmp.path().join("a.log.x"), line(9))?;
         let r = Reader::new(&[log.clone()]);
         let mut seen = Vec::new();
-        let stats = r.for_each(|v| seen.push(v.network.map(|n| n.into_owned())));
+        let stats =
+            r.for_each(|v| seen.push((v.time.into_owned(), v.network.map(|n| n.into_owned()))));
         assert_eq!(stats.files, 3);
         assert_eq!(stats.lines, 5);
         assert_eq!(stats.skipped, 2);
         assert_eq!(seen.len(), 3);
-        assert!(seen.iter().all(|n| n.as_deref() == Some("nA")));
+        // Oldest file first; the escaped name decoded.
+        let times: Vec<&str> = seen.iter().map(|(t, _)| &t[17..19]).collect();
+        assert_eq!(times, ["01", "02", "03"]);
+        assert!(seen.iter().all(|(_, n)| n.as_deref() == Some("nA")));
         Ok(())
     }
 

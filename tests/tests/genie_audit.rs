@@ -113,6 +113,34 @@ fn add_and_del_records_carry_every_field_and_the_addresses() {
         assert!(handed.contains(&a[0].as_str().unwrap().to_string()));
     }
 
+    // CHECK and STATUS are on record too: CHECK once per network, without addresses.
+    let out = node
+        .cni(
+            "CHECK",
+            "c-audit-1",
+            &sb.path,
+            "eth0",
+            Some((NS, "web")),
+            &conf,
+        )
+        .unwrap();
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let conf_11 = node.genie_conf("1.1.0", json!({"clusterNetwork": "cluster"}));
+    let out = node
+        .cni("STATUS", "", &sb.path, "", None, &conf_11)
+        .unwrap();
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let all = lines(&node);
+    let checks = records(&all, "delegate", "CHECK");
+    assert_eq!(checks.len(), 2, "{all:?}");
+    assert!(checks
+        .iter()
+        .all(|r| r.get("result").is_none() && r.get("error").is_none()));
+    assert_eq!(records(&all, "call", "CHECK").len(), 1);
+    let status = records(&all, "call", "STATUS");
+    assert_eq!(status.len(), 1, "{all:?}");
+    assert!(status[0].get("error").is_none() && status[0].get("pod").is_none());
+
     // DEL: the addresses released, from the cache record.
     let out = node
         .cni(
