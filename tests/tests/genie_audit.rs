@@ -315,3 +315,70 @@ fn audit_log_false_writes_nothing() {
         .unwrap();
     assert!(out.success, "{}", out.stderr);
 }
+
+#[test]
+fn fifty_concurrent_adds_give_fifty_whole_call_lines() {
+    require_root();
+    let node = node_with("unused0");
+    let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
+    let sandboxes: Vec<Sandbox> = (0..50).map(|_| Sandbox::new().unwrap()).collect();
+    for i in 0..50 {
+        node.api.add_pod(NS, &format!("p{i}"), &[]);
+    }
+    let names: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = sandboxes
+            .iter()
+            .zip(&names)
+            .enumerate()
+            .map(|(i, (sb, name))| {
+                let (node, conf) = (&node, &conf);
+                s.spawn(move || {
+                    node.cni(
+                        "ADD",
+                        &format!("c-many-{i}"),
+                        &sb.path,
+                        "eth0",
+                        Some((NS, name)),
+                        conf,
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            let out = h.join().unwrap();
+            assert!(out.success, "{} / {}", out.stdout, out.stderr);
+        }
+    });
+    let text = std::fs::read_to_string(node.audit_log()).unwrap();
+    // Every line decodes whole: none torn, none interleaved.
+    let all: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let calls = records(&all, "call", "ADD");
+    assert_eq!(calls.len(), 50);
+    assert_eq!(records(&all, "delegate", "ADD").len(), 50);
+    let mut ids: Vec<&str> = calls
+        .iter()
+        .map(|r| r["containerId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    for (i, (sb, name)) in sandboxes.iter().zip(&names).enumerate() {
+        let out = node
+            .cni(
+                "DEL",
+                &format!("c-many-{i}"),
+                &sb.path,
+                "eth0",
+                Some((NS, name)),
+                &conf,
+            )
+            .unwrap();
+        assert!(out.success, "{}", out.stderr);
+    }
+    assert!(node.leases().is_empty());
+}
