@@ -90,6 +90,8 @@ pub(super) fn main_plugin(config: &Value) -> Option<String> {
 /// What one network's delegates did.
 pub(super) struct Delegated<'a> {
     pub command: CniCommand,
+    /// The attachment's container (GC deletes other containers' attachments than its call's).
+    pub container_id: &'a str,
     pub network: &'a str,
     pub ifname: &'a str,
     pub config: &'a Value,
@@ -104,6 +106,7 @@ pub(super) fn delegate(d: Delegated<'_>, outcome: Result<Vec<String>, &CniError>
         let Some(call) = c.as_mut() else { return };
         let mut r = base(call, Kind::Delegate, d.started);
         r.verb = Some(d.command.as_str().to_string());
+        r.container_id = Some(d.container_id.to_string()).filter(|c| !c.is_empty());
         r.network = Some(d.network.to_string());
         r.plugin = main_plugin(d.config);
         r.ifname = Some(d.ifname.to_string());

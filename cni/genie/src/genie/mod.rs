@@ -161,6 +161,7 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
     let deleted = audited(
         audit::Delegated {
             command: CniCommand::Del,
+            container_id: &env.container_id,
             network: &a.network,
             ifname: &a.if_name,
             config: &a.conf,
@@ -337,10 +338,12 @@ fn add(
             });
         let outcome = match outcome {
             Ok(r) => {
-                let d = audit_add(p, started);
+                let d = audit_add(env, p, started);
                 audited::<GenieError>(d, Ok(audit::addresses_of(&r))).map(|_| r)
             }
-            Err(e) => audited(audit_add(p, started), Err(e)).map(|_| CniResult::empty(version)),
+            Err(e) => {
+                audited(audit_add(env, p, started), Err(e)).map(|_| CniResult::empty(version))
+            }
         };
         match outcome {
             Ok(r) => {
@@ -403,9 +406,10 @@ fn add(
     Ok(merged.to_version(version).to_json())
 }
 
-fn audit_add(p: &Planned, started: Instant) -> audit::Delegated<'_> {
+fn audit_add<'a>(env: &'a CniEnv, p: &'a Planned, started: Instant) -> audit::Delegated<'a> {
     audit::Delegated {
         command: CniCommand::Add,
+        container_id: &env.container_id,
         network: &p.network,
         ifname: &p.ifname,
         config: &p.config,
@@ -552,6 +556,7 @@ fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
         audited(
             audit::Delegated {
                 command: CniCommand::Check,
+                container_id: &env.container_id,
                 network: &a.network,
                 ifname: &a.if_name,
                 config: &a.conf,
