@@ -87,6 +87,14 @@ pub fn refresh(root: &SysRoot, pools: &mut [Pool], held: &BTreeSet<PciAddress>) 
                     }
                     None => info!(pool = %name, vf = %dev.address, "device healthy again"),
                 }
+                crate::audit::record(vfaudit::Event::HealthChanged, |r| {
+                    r.pool = Some(name.clone());
+                    r.devices = vec![dev.address.to_string()];
+                    r.detail = Some(match &f {
+                        Some(reason) => format!("unhealthy: {reason}"),
+                        None => "healthy".to_string(),
+                    });
+                });
             }
         }
     }

@@ -15,7 +15,9 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,8 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// `/healthz` it does not fail while one pool's server is being restarted (the supervisor does
 /// that; restarting the whole agent would stop the healthy pools too).
 pub const LIVEZ_PATH: &str = "/livez";
+/// Where audit reports are served ([`crate::audit`]).
+pub const REPORT_PATH: &str = "/report";
 /// The port the agent listens on unless told otherwise (the DaemonSet exposes it on the host).
 pub const DEFAULT_PORT: u16 = 9808;
 
@@ -142,7 +146,14 @@ pub async fn serve(
     state: watch::Receiver<Snapshot>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    serve_all(vec![listener], Limits::default(), state, shutdown).await
+    serve_all(
+        vec![listener],
+        Limits::default(),
+        state,
+        shutdown,
+        Vec::new(),
+    )
+    .await
 }
 
 /// The open connections, oldest first, and the tasks serving them.
@@ -206,12 +217,17 @@ async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, So
 
 /// Serves `/metrics` and `/healthz` on every listener until `shutdown` turns true (or its sender is
 /// dropped), then lets open connections finish for a short grace period.
+///
+/// With `report_logs`, `GET /report` serves reports over them ([`report`]); without, it is not
+/// found.
 pub async fn serve_all(
     listeners: Vec<TcpListener>,
     limits: Limits,
     state: watch::Receiver<Snapshot>,
     mut shutdown: watch::Receiver<bool>,
+    report_logs: Vec<PathBuf>,
 ) -> Result<(), Error> {
+    let report_logs = Arc::new(report_logs);
     let mut connections = Connections::new(limits.max_connections);
     let result = loop {
         let accepted = tokio::select! {
@@ -231,11 +247,24 @@ pub async fn serve_all(
         };
         connections.make_room();
         let state = state.clone();
+        let logs = report_logs.clone();
         let mut stop = shutdown.clone();
         let handle = connections.tasks.spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(req.method(), req.uri().path(), &state.borrow());
-                async move { Ok::<_, Infallible>(response) }
+                let reporting = req.uri().path() == REPORT_PATH && !logs.is_empty();
+                let response =
+                    (!reporting).then(|| respond(req.method(), req.uri().path(), &state.borrow()));
+                let (method, query, logs) = (
+                    req.method().clone(),
+                    req.uri().query().unwrap_or_default().to_string(),
+                    logs.clone(),
+                );
+                async move {
+                    Ok::<_, Infallible>(match response {
+                        Some(r) => r,
+                        None => report(&method, query, logs).await,
+                    })
+                }
             });
             let mut conn = pin!(http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -285,6 +314,48 @@ fn listener_is_broken(e: &std::io::Error) -> bool {
         .iter()
         .any(|errno| *errno as i32 == n)
     })
+}
+
+/// `GET /report?since=..&network=..&pod=NS/NAME&format=table|json|csv` (JSON by default): the
+/// audit report, made on a blocking thread, one at a time (429 while another runs); 400 on a bad
+/// query.
+async fn report(method: &Method, query: String, logs: Arc<Vec<PathBuf>>) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let made =
+        tokio::task::spawn_blocking(move || crate::audit::report_for_query(&query, &logs)).await;
+    match made {
+        Ok(Ok((body, format))) => {
+            let mut r = text(StatusCode::OK, body);
+            let kind = match format {
+                vfaudit::Format::Json => "application/json",
+                vfaudit::Format::Csv => "text/csv; charset=utf-8",
+                vfaudit::Format::Table => "text/plain; charset=utf-8",
+            };
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+            r
+        }
+        Ok(Err(crate::audit::ReportRefusal::BadQuery(why))) => text(
+            StatusCode::BAD_REQUEST,
+            format!("{}\n", why.replace(['\r', '\n'], " ")),
+        ),
+        Ok(Err(crate::audit::ReportRefusal::Busy)) => text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "another report is being made; try again\n".into(),
+        ),
+        Err(e) => {
+            warn!(error = %e, "the report task failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "report failed\n".into())
+        }
+    }
 }
 
 /// The response to one request. `HEAD` is answered like `GET` (hyper drops the body).
@@ -457,7 +528,13 @@ mod tests {
             max_connections: 2,
             header_timeout: Duration::from_secs(60),
         };
-        let server = tokio::spawn(serve_all(vec![listener], limits, state_rx, stop_rx));
+        let server = tokio::spawn(serve_all(
+            vec![listener],
+            limits,
+            state_rx,
+            stop_rx,
+            Vec::new(),
+        ));
         let mut first = TcpStream::connect(addr).await.unwrap();
         let _second = TcpStream::connect(addr).await.unwrap();
         // A third connection (this probe) closes the oldest idle one and is answered.
@@ -475,7 +552,13 @@ mod tests {
             max_connections: 8,
             header_timeout: Duration::from_millis(200),
         };
-        let server = tokio::spawn(serve_all(vec![listener], limits, state_rx, stop_rx));
+        let server = tokio::spawn(serve_all(
+            vec![listener],
+            limits,
+            state_rx,
+            stop_rx,
+            Vec::new(),
+        ));
         let mut idle = TcpStream::connect(addr).await.unwrap();
         assert!(closed_by_server(&mut idle).await);
         stop.send(true).unwrap();

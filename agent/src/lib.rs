@@ -9,6 +9,7 @@
 pub const DEPLOYED_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
 
 pub mod allocate;
+pub mod audit;
 pub mod config;
 pub mod events;
 pub mod guard;

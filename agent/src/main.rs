@@ -73,6 +73,32 @@ enum Command {
         /// The nft binary (default: from PATH).
         #[arg(long)]
         nft: Option<PathBuf>,
+        /// The agent's audit log (its events, one JSON line each; 10 MB, 5 files); "off": none.
+        #[arg(long, default_value = vfaudit::DEFAULT_AGENT_LOG)]
+        audit_log: String,
+        /// genie's audit log on this node (its conf's `auditLog.path`), read by /report.
+        #[arg(long, default_value = vfaudit::DEFAULT_CNI_LOG)]
+        genie_audit_log: PathBuf,
+    },
+    /// Report on the node's audit logs: per network and plugin, calls, failures by CNI code,
+    /// p50/p99 durations, addresses handed out and released, VFs allocated, the pods that failed
+    /// most, and smart selections with their reasons.
+    Report {
+        /// Only the lines of this last while (30m, 1h, 2d).
+        #[arg(long, value_parser = vfaudit::time::parse_since)]
+        since: Option<std::time::Duration>,
+        /// Only this network's lines.
+        #[arg(long)]
+        network: Option<String>,
+        /// Only this pod's lines (NAMESPACE/NAME).
+        #[arg(long, value_parser = vfaudit::report::Query::parse_pod)]
+        pod: Option<(String, String)>,
+        /// table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: vfaudit::Format,
+        /// The logs to read, each with its rotated files (default: genie's and the agent's).
+        #[arg(long = "log")]
+        logs: Vec<PathBuf>,
     },
     /// Print the node's SR-IOV capable NICs, their VFs and other network PCI functions.
     Inventory {
@@ -123,7 +149,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node_name,
             policy_socket,
             nft,
+            audit_log,
+            genie_audit_log,
         } => {
+            let mut report_logs = vec![genie_audit_log];
+            if audit_log != "off" {
+                let path = PathBuf::from(&audit_log);
+                anyhow::ensure!(path.is_absolute(), "--audit-log must be an absolute path");
+                vfagent::audit::init(vfaudit::AuditConfig::with_defaults(&path));
+                report_logs.push(path);
+            }
             let policy = if policy {
                 if node_name.is_empty() {
                     anyhow::bail!("--policy needs the node's name (--node-name or NODE_NAME)");
@@ -160,7 +195,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: metrics_max_connections.max(1),
                 ..vfagent::http::Limits::default()
             };
-            rt.block_on(run_agent(opts, metrics, limits, policy))?;
+            rt.block_on(run_agent(opts, metrics, limits, policy, report_logs))?;
+        }
+        Command::Report {
+            since,
+            network,
+            pod,
+            format,
+            logs,
+        } => {
+            let logs = match logs.is_empty() {
+                true => vfagent::audit::default_logs(),
+                false => logs,
+            };
+            let query = vfaudit::Query {
+                since,
+                network,
+                pod,
+            };
+            let report = vfaudit::report::report(&logs, &query, std::time::SystemTime::now());
+            print!("{}", report.render(format));
         }
         Command::Inventory { json, config } => {
             let inv = if config.exists() {
@@ -184,6 +238,7 @@ async fn run_agent(
     metrics: Option<String>,
     limits: vfagent::http::Limits,
     policy: Option<PolicyOptions>,
+    report_logs: Vec<PathBuf>,
 ) -> anyhow::Result<()> {
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -195,6 +250,7 @@ async fn run_agent(
                 limits,
                 state_rx,
                 stop_rx.clone(),
+                report_logs,
             )))
         }
         None => None,

@@ -15,6 +15,12 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn render(s: &Snapshot) -> String {
     let mut out = render_node(s);
     out += &render_policy(&crate::policy::counters::COUNTERS);
+    out += &Family::new(
+        "vfgenie_audit_write_failures_total",
+        "Audit log records the agent could not write (each logged with the file), since the agent started.",
+        Kind::Counter,
+    )
+    .samples([(Vec::new(), vfaudit::write_failures())]);
     out
 }
 
@@ -301,6 +307,9 @@ vfgenie_ready 1
 # TYPE vfgenie_pool_server_restarts_total counter
 vfgenie_pool_server_restarts_total{resource=\"intel.com/netdev\"} 3
 vfgenie_pool_server_restarts_total{resource=\"example.org/dpdk\"} 0
+# HELP vfgenie_audit_write_failures_total Audit log records the agent could not write (each logged with the file), since the agent started.
+# TYPE vfgenie_audit_write_failures_total counter
+vfgenie_audit_write_failures_total 0
 ";
         assert_eq!(render(&s), want);
     }
@@ -340,6 +349,7 @@ vfgenie_pool_server_restarts_total{resource=\"example.org/dpdk\"} 0
             "vfgenie_conditions",
             "vfgenie_ready",
             "vfgenie_pool_server_restarts_total",
+            "vfgenie_audit_write_failures_total",
         ] {
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
@@ -353,6 +363,7 @@ vfgenie_pool_server_restarts_total{resource=\"example.org/dpdk\"} 0
                 "vfgenie_config_errors_total 0",
                 "vfgenie_reconciles_total 0",
                 "vfgenie_ready 0",
+                "vfgenie_audit_write_failures_total 0",
             ]
         );
     }

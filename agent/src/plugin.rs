@@ -199,6 +199,12 @@ impl DevicePlugin for PoolPlugin {
             self.remember(path);
         }
         for c in &req.container_requests {
+            crate::audit::record(vfaudit::Event::Allocate, |r| {
+                r.pool = Some(name.clone());
+                r.devices = c.devices_ids.clone();
+            });
+        }
+        for c in &req.container_requests {
             info!(pool = %name, devices = ?c.devices_ids, "allocated");
         }
         Ok(Response::new(AllocateResponse {

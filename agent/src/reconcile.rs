@@ -167,6 +167,10 @@ fn provision_pf(
             Ok(vfs) => {
                 created = true;
                 info!(pf = %pf.address, vfs = vfs.len(), "VFs provisioned");
+                crate::audit::record(vfaudit::Event::VfsProvisioned, |r| {
+                    r.devices = vfs.iter().map(|v| v.address.to_string()).collect();
+                    r.detail = Some(format!("pf {}", pf.address));
+                });
             }
             Err(e) => {
                 out.errors += 1;

@@ -333,11 +333,18 @@ impl Node {
             "binDir": self.bin_dir.display().to_string(),
             // The tests' NADs keep host-local's leases under this node (`Node::ipam`).
             "allowedTenantPaths": {"dataDir": [self.ipam_dir.display().to_string()]},
+            // The audit log stays under this node, never the host's.
+            "auditLog": {"path": self.audit_log().display().to_string()},
         });
         if let (Some(m), Value::Object(e)) = (c.as_object_mut(), extra) {
             m.extend(e);
         }
         c
+    }
+
+    /// genie's audit log under this node (set by [`Node::genie_conf`]).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("log/cni-audit.log")
     }
 
     /// The cluster network: a bridge (default gateway) with host-local on `subnet`.

@@ -103,6 +103,10 @@ fn ids(r: &Resource) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_serves_a_fixture_node() {
     let node = Node::new();
+    // The agent's audit log (set once per process; the other test of this file writes none).
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("agent-audit.log");
+    vfagent::audit::init(vfaudit::AuditConfig::with_defaults(&audit_log));
     // PF1 is not on the bus yet: it is hot-added later.
     let bus_link = SysRoot::new(&node.sys).pci_device(&"0000:03:00.1".parse().unwrap());
     let bus_target = std::fs::read_link(&bus_link).unwrap();
@@ -194,6 +198,52 @@ async fn agent_serves_a_fixture_node() {
         })
         .await
         .unwrap();
+    kubelet
+        .wait_for(DPDK, T, |r| r.devices.iter().all(|d| d.health == "Healthy"))
+        .await
+        .unwrap();
+
+    // The audit log has both Allocates and each VF's way down and back up.
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&audit_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let allocates: Vec<(String, serde_json::Value)> = events
+        .iter()
+        .filter(|e| e["event"] == "allocate")
+        .map(|e| {
+            (
+                e["pool"].as_str().unwrap().to_string(),
+                e["devices"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        allocates,
+        vec![
+            (NET.to_string(), serde_json::json!(["0000:03:10.2"])),
+            (DPDK.to_string(), serde_json::json!(["0000:03:10.6"])),
+        ]
+    );
+    for vf in [
+        "0000:03:10.0",
+        "0000:03:10.2",
+        "0000:03:10.4",
+        "0000:03:10.6",
+    ] {
+        let changes: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"] == "healthChanged" && e["devices"][0] == vf)
+            .map(|e| e["detail"].as_str().unwrap())
+            .collect();
+        assert_eq!(changes.len(), 2, "{vf}: {changes:?}");
+        assert!(changes[0].starts_with("unhealthy: "), "{vf}: {changes:?}");
+        assert_eq!(changes[1], "healthy", "{vf}");
+    }
+    assert!(events
+        .iter()
+        .all(|e| e["source"] == "agent" && e["kind"] == "event"));
 
     // Hot-added PF: the bus link appears and the next resync puts it in its pool.
     std::os::unix::fs::symlink(&bus_target, &bus_link).unwrap();

@@ -96,6 +96,7 @@ async fn idle_connections_do_not_stop_healthz_or_allocate() {
         Limits::default(),
         state_rx.clone(),
         stop_rx.clone(),
+        Vec::new(),
     ));
     let agent = tokio::spawn(async move { run(opts, state_tx, stop_rx).await.unwrap() });
     kubelet

@@ -204,6 +204,8 @@ fn host_paths_used() -> Vec<(PathBuf, Access)> {
         // Pods' pinned network namespaces, where the policy engine applies their tables (nft
         // runs inside; the files are only opened).
         (PathBuf::from("/var/run/netns"), Access::Read),
+        // The node's audit logs: the agent's own, and genie's read by reports.
+        (PathBuf::from(vfaudit::LOG_DIR), Access::Write),
         // The policy socket genie connects to.
         (
             Path::new(vfagent::policy::socket::DEFAULT_SOCKET)

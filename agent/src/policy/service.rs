@@ -100,8 +100,22 @@ fn log_report(report: &Report, watch: &PolicyWatch, known: &mut BTreeSet<String>
             Some(s) => watch.reporter().report(&s, "policy", &p.problem),
             None => warn!(problem = %p, "policy cannot be enforced as written"),
         }
+        crate::audit::record(vfaudit::Event::PolicyProblem, |r| {
+            r.detail = Some(p.to_string());
+        });
     }
     *known = now;
+    if !report.applied.is_empty() || !report.removed.is_empty() || !report.failed.is_empty() {
+        crate::audit::record(vfaudit::Event::PolicyApplied, |r| {
+            r.detail = Some(format!(
+                "{} tables applied, {} unchanged, {} removed, {} failed",
+                report.applied.len(),
+                report.unchanged,
+                report.removed.len(),
+                report.failed.len()
+            ));
+        });
+    }
     if !report.applied.is_empty() || !report.removed.is_empty() {
         info!(
             applied = report.applied.len(),

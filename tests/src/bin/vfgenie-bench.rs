@@ -1,4 +1,4 @@
-//! `vfgenie-bench [agent|cni|controller|all]`: printed figures, not timed tests (run it through `hack/bench`,
+//! `vfgenie-bench [agent|cni|audit|controller|all]`: printed figures, not timed tests (run it through `hack/bench`,
 //! which builds everything in release mode first). One line per figure, with its unit, its sample
 //! size and, where the project has an aim for it, whether the aim was met. A missed aim is
 //! reported, not fatal.
@@ -9,6 +9,8 @@
 //! - cni: ADD and DEL of a pod with three networks through `genie`, beside the same three delegates
 //!   exec'd directly in the same run, and genie's overhead per pod; and genie's API step with its
 //!   own client beside kube's ([`api_step`]).
+//! - audit: a report over a generated 1,000,000-line audit log: lines per second and total time
+//!   ([`audit_step`]).
 //! - controller: the real `vfgenie-controller serve` over 10,000 NADs and 10,000 LogicalNetworks:
 //!   time to ready, pod and LogicalNetwork review latency over HTTPS, resident memory
 //!   ([`controller_step`]).
@@ -18,6 +20,8 @@
 
 #[path = "vfgenie-bench/api_step.rs"]
 mod api_step;
+#[path = "vfgenie-bench/audit_step.rs"]
+mod audit_step;
 #[path = "vfgenie-bench/cni_step.rs"]
 mod cni_step;
 #[path = "vfgenie-bench/controller_step.rs"]
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     match what.as_str() {
         "agent" => agent(),
         "cni" => cni_step::cni(),
+        "audit" => audit_step::audit(),
         "controller" => controller_step::controller(),
         "policy" => policy_step::policy(),
         // genie's API step alone (also the last figure of `cni`).
@@ -57,11 +62,12 @@ fn main() -> anyhow::Result<()> {
         "all" => {
             agent()?;
             cni_step::cni()?;
+            audit_step::audit()?;
             controller_step::controller()?;
             policy_step::policy()
         }
         other => {
-            bail!("unknown benchmark {other:?}: use agent, cni, controller, policy, api or all")
+            bail!("unknown benchmark {other:?}: use agent, cni, audit, controller, policy, api or all")
         }
     }
 }

@@ -38,6 +38,7 @@
 //!   naming the container, the file and the reason, and succeeds (else the runtime would retry
 //!   forever). Nothing is released blindly: what it recorded stays attached for an operator.
 
+mod audit;
 pub mod delegate;
 pub mod devices;
 pub mod error;
@@ -81,8 +82,12 @@ pub fn run(env: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
 }
 
 /// The boundary: whatever failed gets its CNI code here ([`error`]).
+/// The call's audit record is written here, with the error as the runtime sees it ([`audit`]).
 fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, CniError> {
-    serve(env_map, stdin).map_err(CniError::from)
+    let started = Instant::now();
+    let out = serve(env_map, stdin).map_err(CniError::from);
+    audit::finish(started, out.as_ref().map(drop));
+    out
 }
 
 fn serve(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, GenieError> {
@@ -96,6 +101,7 @@ fn serve(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, Geni
     version.require(env.command)?;
     let conf = GenieConf::from_slice(stdin)?;
     let cache = CacheDir::new(&conf.cni_dir);
+    audit::begin(conf.audit_log.as_ref(), &env);
     let span = tracing::info_span!("genie", command = ?env.command, container = %env.container_id);
     let _guard = span.enter();
     match env.command {
@@ -137,8 +143,11 @@ fn client_for(conf: &GenieConf) -> Result<Client, GenieError> {
 
 /// DEL of one recorded attachment, then its device-info file.
 fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
+    let started = Instant::now();
+    let mut released = Vec::new();
     let deleted = delegate::as_list(&a.conf).and_then(|list| {
         let cached = cached_result(a)?;
+        released = cached.as_ref().map(audit::addresses_of).unwrap_or_default();
         delegate::del(
             env,
             &a.network,
@@ -148,6 +157,22 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
             cached.as_ref(),
         )
     });
+    let injected = injected_of(a);
+    let deleted = audited(
+        audit::Delegated {
+            command: CniCommand::Del,
+            container_id: &env.container_id,
+            network: &a.network,
+            ifname: &a.if_name,
+            config: &a.conf,
+            device: injected
+                .runtime_config
+                .get("deviceID")
+                .and_then(Value::as_str),
+            started,
+        },
+        deleted.map(|()| released),
+    );
     let info_removed = match a.extra.get(EXTRA_DEVICE_INFO_FILE) {
         Some(Value::String(f)) => timed("device_info", || {
             crate::devices::info::remove(std::path::Path::new(f))
@@ -155,14 +180,30 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
         _ => Ok(()),
     };
     several(
-        [
-            deleted.map_err(GenieError::from),
-            info_removed.map_err(GenieError::from),
-        ]
-        .into_iter()
-        .filter_map(Result::err)
-        .collect(),
+        [deleted.map(drop), info_removed.map_err(GenieError::from)]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect(),
     )
+}
+
+/// Writes the delegate record of `outcome` (the error as the runtime would see it, which is what
+/// is returned in its place, with the same code and message).
+fn audited<E: Into<GenieError>>(
+    d: audit::Delegated<'_>,
+    outcome: Result<Vec<String>, E>,
+) -> Result<Vec<String>, GenieError> {
+    match outcome {
+        Ok(addresses) => {
+            audit::delegate(d, Ok(addresses.clone()));
+            Ok(addresses)
+        }
+        Err(e) => {
+            let e = CniError::from(e.into());
+            audit::delegate(d, Err(&e));
+            Err(GenieError::Cni(e))
+        }
+    }
 }
 
 fn add(
@@ -231,6 +272,7 @@ fn add(
         .map(|o| o.metadata.uid.clone())
         .filter(|u| !u.is_empty())
         .or_else(|| env.args.k8s_pod_uid.clone());
+    audit::pod_seen(None, None, pod_uid.as_deref());
     // The checkpoint knows the pod the kubelet is creating this sandbox for by the UID the kubelet
     // passes; the API's object can be a newer pod of the same name.
     let kubelet_uid = env
@@ -280,6 +322,7 @@ fn add(
     };
     let mut results = Vec::with_capacity(planned.len());
     for (n, p) in planned.iter().enumerate() {
+        let started = Instant::now();
         let outcome = timed("device_info", || publish_device_info(conf, p))
             .map_err(GenieError::from)
             .and_then(|()| {
@@ -293,6 +336,15 @@ fn add(
                     Some(deadline),
                 )?)
             });
+        let outcome = match outcome {
+            Ok(r) => {
+                let d = audit_add(env, p, started);
+                audited::<GenieError>(d, Ok(audit::addresses_of(&r))).map(|_| r)
+            }
+            Err(e) => {
+                audited(audit_add(env, p, started), Err(e)).map(|_| CniResult::empty(version))
+            }
+        };
         match outcome {
             Ok(r) => {
                 record.attachments[n].result = Some(r.to_value());
@@ -352,6 +404,18 @@ fn add(
     let merged = CniResult::merge(version, &results);
     info!(attachments = planned.len(), "pod attached");
     Ok(merged.to_version(version).to_json())
+}
+
+fn audit_add<'a>(env: &'a CniEnv, p: &'a Planned, started: Instant) -> audit::Delegated<'a> {
+    audit::Delegated {
+        command: CniCommand::Add,
+        container_id: &env.container_id,
+        network: &p.network,
+        ifname: &p.ifname,
+        config: &p.config,
+        device: p.device.as_ref().map(|d| d.id.as_str()),
+        started,
+    }
 }
 
 /// Refuses more than `max` attachments for `pod` (code 7).
@@ -451,6 +515,11 @@ fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
         }
         Err(e) => return Err(e.into()),
     };
+    audit::pod_seen(
+        record.pod_namespace.as_deref(),
+        record.pod_name.as_deref(),
+        record.pod_uid.as_deref(),
+    );
     quarantine::teardown_or_quarantine(env, cache, &record)?;
     timed("cache", || cache.remove_pod(&key))?;
     cache.clear_suspect(&key)?;
@@ -468,15 +537,36 @@ fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
             container_id: env.container_id.clone(),
         })?;
     for a in &record.attachments {
-        let list = delegate::as_list(&a.conf)?;
-        let cached = cached_result(a)?;
-        delegate::check(
-            env,
-            &a.network,
-            &a.if_name,
-            &list,
-            &injected_of(a),
-            cached.as_ref(),
+        let started = Instant::now();
+        let injected = injected_of(a);
+        let checked = delegate::as_list(&a.conf)
+            .map_err(GenieError::from)
+            .and_then(|list| {
+                let cached = cached_result(a)?;
+                delegate::check(
+                    env,
+                    &a.network,
+                    &a.if_name,
+                    &list,
+                    &injected,
+                    cached.as_ref(),
+                )?;
+                Ok(Vec::new())
+            });
+        audited(
+            audit::Delegated {
+                command: CniCommand::Check,
+                container_id: &env.container_id,
+                network: &a.network,
+                ifname: &a.if_name,
+                config: &a.conf,
+                device: injected
+                    .runtime_config
+                    .get("deviceID")
+                    .and_then(Value::as_str),
+                started,
+            },
+            checked,
         )?;
     }
     Ok(())

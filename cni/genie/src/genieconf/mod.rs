@@ -141,6 +141,10 @@ pub struct GenieConf {
     /// pod's policy table before any delegate runs ([`crate::genie::policy`]); absent, no
     /// policy step.
     pub policy_socket: Option<PathBuf>,
+    /// `auditLog`: where genie appends one line per call and per delegate
+    /// (`{"path": ..., "maxSizeMB": 10, "maxFiles": 5}`, those defaults when absent; `false`: no
+    /// audit log).
+    pub audit_log: Option<vfaudit::AuditConfig>,
 }
 
 /// The default of `maxNetworksPerPod`.
@@ -295,6 +299,7 @@ impl GenieConf {
                 .unwrap_or(DEFAULT_MAX_NETWORKS_PER_POD),
             add_timeout: std::time::Duration::from_secs(add_timeout_seconds),
             policy_socket: path("policySocket", raw.policy_socket)?,
+            audit_log: audit_log(raw.audit_log)?,
         })
     }
 
@@ -352,6 +357,37 @@ fn tenant_paths(m: Option<&Map<String, Value>>) -> Result<untrusted::TenantPaths
             .map_err(|problem| key_err(KEY, format!("{key:?}: {problem}")))?;
     }
     Ok(out)
+}
+
+/// `auditLog`: absent or `true` is the default log, `false` none, an object sets its keys.
+fn audit_log(v: Loose<Value>) -> Result<Option<vfaudit::AuditConfig>, ConfError> {
+    const PROBLEM: &str = "must be false or an object with path, maxSizeMB and maxFiles";
+    let obj = match v {
+        Loose::Absent | Loose::Ok(Value::Bool(true)) => Map::new(),
+        Loose::Ok(Value::Bool(false)) => return Ok(None),
+        Loose::Ok(Value::Object(m)) => m,
+        _ => return Err(key_err("auditLog", PROBLEM)),
+    };
+    let raw = raw::RawAuditLog::deserialize(Value::Object(obj))
+        .map_err(|_| key_err("auditLog", PROBLEM))?;
+    let defaults = vfaudit::AuditConfig::with_defaults(vfaudit::DEFAULT_CNI_LOG);
+    let max_mb = bounded_int(
+        "auditLog.maxSizeMB",
+        raw.max_size_mb,
+        1..=1024,
+        defaults.max_size / (1024 * 1024),
+    )?;
+    let max_files = bounded_int(
+        "auditLog.maxFiles",
+        raw.max_files,
+        1..=100,
+        u64::from(defaults.max_files),
+    )?;
+    Ok(Some(vfaudit::AuditConfig {
+        path: path("auditLog.path", raw.path)?.unwrap_or(defaults.path),
+        max_size: max_mb * 1024 * 1024,
+        max_files: u32::try_from(max_files).unwrap_or(defaults.max_files),
+    }))
 }
 
 fn key_err(key: &str, problem: impl Into<String>) -> ConfError {

@@ -78,4 +78,18 @@ pub(super) struct RawConf {
     pub add_timeout_seconds: Loose<u64>,
     #[serde(rename = "policySocket")]
     pub policy_socket: Loose<String>,
+    /// `false`, or an object ([`RawAuditLog`]).
+    #[serde(rename = "auditLog")]
+    pub audit_log: Loose<Value>,
+}
+
+/// `auditLog` as an object.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAuditLog {
+    pub path: Loose<String>,
+    #[serde(rename = "maxSizeMB")]
+    pub max_size_mb: Loose<u64>,
+    #[serde(rename = "maxFiles")]
+    pub max_files: Loose<u64>,
 }

@@ -361,3 +361,39 @@ fn a_spec_config_with_a_host_path_is_refused_naming_the_key() {
         "{msg}"
     );
 }
+
+#[test]
+fn audit_log_defaults_turns_off_and_names_its_bad_keys() {
+    let c = conf(serde_json::json!({"type":"genie"})).unwrap();
+    assert_eq!(
+        c.audit_log,
+        Some(vfaudit::AuditConfig {
+            path: PathBuf::from("/var/log/vfgenie/cni-audit.log"),
+            max_size: 10 * 1024 * 1024,
+            max_files: 5,
+        })
+    );
+    let c = conf(serde_json::json!({"type":"genie", "auditLog": false})).unwrap();
+    assert_eq!(c.audit_log, None);
+    let c = conf(serde_json::json!({"type":"genie",
+        "auditLog": {"path": "/l/a.log", "maxSizeMB": 2, "maxFiles": 9}}))
+    .unwrap();
+    assert_eq!(
+        c.audit_log,
+        Some(vfaudit::AuditConfig {
+            path: PathBuf::from("/l/a.log"),
+            max_size: 2 * 1024 * 1024,
+            max_files: 9,
+        })
+    );
+    for (bad, key) in [
+        (serde_json::json!("yes"), "auditLog"),
+        (serde_json::json!({"path": "rel.log"}), "auditLog.path"),
+        (serde_json::json!({"path": 3}), "auditLog.path"),
+        (serde_json::json!({"maxSizeMB": 0}), "auditLog.maxSizeMB"),
+        (serde_json::json!({"maxFiles": 101}), "auditLog.maxFiles"),
+    ] {
+        let e = conf(serde_json::json!({"type":"genie", "auditLog": bad})).unwrap_err();
+        assert!(e.to_string().contains(&format!("{key:?}")), "{bad}: {e}");
+    }
+}

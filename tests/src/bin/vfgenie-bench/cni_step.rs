@@ -203,6 +203,8 @@ pub(crate) fn cni() -> anyhow::Result<()> {
         w.n()
     );
 
+    audit_cost(&conf, &genie_pod_with)?;
+
     // Where genie's time goes: more pods with debug logging on, which makes genie log its step
     // timings (vfcni::timing). Measured apart from the figures above, which run without it.
     let log = tempfile::NamedTempFile::new()?;
@@ -291,4 +293,84 @@ fn cache_write(node: &Node) -> anyhow::Result<Duration> {
     let took = t.elapsed();
     cache.remove_pod(&key)?;
     Ok(took)
+}
+
+/// Pods of each side in the audit comparison.
+const AUDIT_PODS: usize = 100;
+
+/// ADD with genie's audit log (the conf as deployed) beside ADD with `"auditLog": false`, pods
+/// alternating in the same run; and the records' own cost, written in-process as genie writes
+/// them for this pod (one call and three delegate records, each one open, write and close).
+fn audit_cost(
+    conf: &Value,
+    pod: &dyn Fn(usize, &Value) -> anyhow::Result<(Duration, Duration)>,
+) -> anyhow::Result<()> {
+    let mut off = conf.clone();
+    off["auditLog"] = json!(false);
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let base = 2 * PODS + 100;
+    for i in 0..AUDIT_PODS {
+        let (a, b) = if i % 2 == 0 {
+            let a = pod(base + 2 * i, conf)?.0;
+            (a, pod(base + 2 * i + 1, &off)?.0)
+        } else {
+            let b = pod(base + 2 * i + 1, &off)?.0;
+            (pod(base + 2 * i, conf)?.0, b)
+        };
+        with.push(a);
+        without.push(b);
+    }
+    let w = Samples::new(with);
+    let wo = Samples::new(without);
+    let diff = w.pct(50.0).as_secs_f64() - wo.pct(50.0).as_secs_f64();
+    println!(
+        "cni.add_audit: p50 with the audit log {} / without {} (n={} each): difference {:+.3} ms  aim < 0.2 ms: {}",
+        fmt(w.pct(50.0)),
+        fmt(wo.pct(50.0)),
+        w.n(),
+        diff * 1e3,
+        verdict(diff < 0.2e-3)
+    );
+    let dir = tempfile::tempdir()?;
+    let writer = vfaudit::Writer::new(vfaudit::AuditConfig::with_defaults(
+        dir.path().join("a.log"),
+    ));
+    let record = |kind| vfaudit::Record {
+        verb: Some("ADD".into()),
+        pod: Some(vfaudit::PodRef {
+            namespace: NS.into(),
+            name: "bench".into(),
+            uid: Some("0b6f6a1c-6a1c-4c7e-9f43-5b1c2a9d7e10".into()),
+        }),
+        container_id: Some("f".repeat(64)),
+        network: Some("blue".into()),
+        plugin: Some("ptp".into()),
+        ifname: Some("net1".into()),
+        duration_us: Some(12_345),
+        result: Some(vfaudit::ResultInfo {
+            addresses: vec!["10.182.0.7/16".into()],
+        }),
+        ..vfaudit::Record::new(vfaudit::Source::Cni, kind)
+    };
+    let mut writes = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        for kind in [
+            vfaudit::Kind::Delegate,
+            vfaudit::Kind::Delegate,
+            vfaudit::Kind::Delegate,
+            vfaudit::Kind::Call,
+        ] {
+            writer.try_write(&record(kind))?;
+        }
+        writes.push(t.elapsed());
+    }
+    let s = Samples::new(writes);
+    println!(
+        "cni.audit_records_per_add (1 call + 3 delegate lines, in-process): p50 {} p99 {} (n={})",
+        fmt(s.pct(50.0)),
+        fmt(s.pct(99.0)),
+        s.n()
+    );
+    Ok(())
 }

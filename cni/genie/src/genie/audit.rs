@@ -1,0 +1,163 @@
+//! genie's audit records ([`vfaudit`]): one `call` record per invocation (ADD, DEL, CHECK, GC,
+//! STATUS) written when it returns, and one `delegate` record per network whose plugins it ran,
+//! written when they return. A DEL's records carry the addresses it released, from the pod's cache
+//! record. The invocation's context lives in a thread-local for the length of the call (genie
+//! runs one call per process; delegates run on the calling thread), so that the code that runs
+//! delegates does not thread it through. Writing never fails the call ([`vfaudit::Writer`]).
+
+use std::cell::RefCell;
+use std::time::Instant;
+
+use serde_json::Value;
+use vfaudit::{ErrorInfo, Kind, PodRef, Record, ResultInfo, Source, Writer};
+
+use crate::spec::env::{CniCommand, CniEnv};
+use crate::spec::error::CniError;
+use crate::spec::result::CniResult;
+
+struct Call {
+    writer: Writer,
+    verb: &'static str,
+    container_id: String,
+    ifname: Option<String>,
+    pod: Option<PodRef>,
+    /// Every address the call's delegates handed out (ADD) or released (DEL).
+    addresses: Vec<String>,
+}
+
+thread_local! {
+    static CALL: RefCell<Option<Call>> = const { RefCell::new(None) };
+}
+
+/// Starts the call's context (no log: nothing is recorded).
+pub(super) fn begin(log: Option<&vfaudit::AuditConfig>, env: &CniEnv) {
+    let call = log.map(|c| Call {
+        writer: Writer::new(c.clone()),
+        verb: env.command.as_str(),
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.as_ref().map(|i| i.to_string()),
+        pod: match (
+            env.args.k8s_pod_namespace.as_deref(),
+            env.args.k8s_pod_name.as_deref(),
+        ) {
+            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Some(PodRef {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                uid: env.args.k8s_pod_uid.clone().filter(|u| !u.is_empty()),
+            }),
+            _ => None,
+        },
+        addresses: Vec::new(),
+    });
+    CALL.with(|c| *c.borrow_mut() = call);
+}
+
+/// The pod's UID as the API server has it (ADD reads the pod), and its name from a DEL's cache
+/// record when CNI_ARGS had none.
+pub(super) fn pod_seen(namespace: Option<&str>, name: Option<&str>, uid: Option<&str>) {
+    CALL.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(call) = c.as_mut() else { return };
+        if call.pod.is_none() {
+            if let (Some(ns), Some(n)) = (namespace, name) {
+                call.pod = Some(PodRef {
+                    namespace: ns.to_string(),
+                    name: n.to_string(),
+                    uid: None,
+                });
+            }
+        }
+        if let (Some(p), Some(u)) = (call.pod.as_mut(), uid.filter(|u| !u.is_empty())) {
+            p.uid = Some(u.to_string());
+        }
+    });
+}
+
+/// The addresses of a result, as written in it (`10.1.2.3/24`).
+pub(super) fn addresses_of(r: &CniResult) -> Vec<String> {
+    r.ips.iter().map(|ip| ip.address.to_string()).collect()
+}
+
+/// The type of a network config's first plugin (the one that makes the interface).
+pub(super) fn main_plugin(config: &Value) -> Option<String> {
+    let first = match config.get("plugins") {
+        Some(Value::Array(list)) => list.first()?,
+        _ => config,
+    };
+    first.get("type")?.as_str().map(str::to_string)
+}
+
+/// What one network's delegates did.
+pub(super) struct Delegated<'a> {
+    pub command: CniCommand,
+    /// The attachment's container (GC deletes other containers' attachments than its call's).
+    pub container_id: &'a str,
+    pub network: &'a str,
+    pub ifname: &'a str,
+    pub config: &'a Value,
+    pub device: Option<&'a str>,
+    pub started: Instant,
+}
+
+/// A delegate record: `addresses` handed out (ADD) or released (DEL), or the error.
+pub(super) fn delegate(d: Delegated<'_>, outcome: Result<Vec<String>, &CniError>) {
+    CALL.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(call) = c.as_mut() else { return };
+        let mut r = base(call, Kind::Delegate, d.started);
+        r.verb = Some(d.command.as_str().to_string());
+        r.container_id = Some(d.container_id.to_string()).filter(|c| !c.is_empty());
+        r.network = Some(d.network.to_string());
+        r.plugin = main_plugin(d.config);
+        r.ifname = Some(d.ifname.to_string());
+        r.device = d.device.map(str::to_string);
+        match outcome {
+            Ok(addresses) => {
+                call.addresses.extend(addresses.iter().cloned());
+                if d.command != CniCommand::Check {
+                    r.result = Some(ResultInfo { addresses });
+                }
+            }
+            Err(e) => r.error = Some(error_info(e)),
+        }
+        call.writer.write(&r);
+    });
+}
+
+/// The call record, when the call returns; ends the context.
+pub(super) fn finish(started: Instant, outcome: Result<(), &CniError>) {
+    let Some(call) = CALL.with(|c| c.borrow_mut().take()) else {
+        return;
+    };
+    let mut r = base(&call, Kind::Call, started);
+    r.verb = Some(call.verb.to_string());
+    r.plugin = Some("genie".to_string());
+    match outcome {
+        Ok(()) => {
+            if matches!(call.verb, "ADD" | "DEL") {
+                r.result = Some(ResultInfo {
+                    addresses: call.addresses.clone(),
+                });
+            }
+        }
+        Err(e) => r.error = Some(error_info(e)),
+    }
+    call.writer.write(&r);
+}
+
+fn base(call: &Call, kind: Kind, started: Instant) -> Record {
+    Record {
+        pod: call.pod.clone(),
+        container_id: Some(call.container_id.clone()).filter(|c| !c.is_empty()),
+        ifname: call.ifname.clone(),
+        duration_us: Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+        ..Record::new(Source::Cni, kind)
+    }
+}
+
+fn error_info(e: &CniError) -> ErrorInfo {
+    ErrorInfo {
+        code: e.code,
+        msg: e.msg.clone(),
+    }
+}
