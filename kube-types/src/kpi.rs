@@ -32,7 +32,7 @@ pub const NODE_KPIS: &str = "vfgenie.io/network-kpis";
 /// Where the agent writes the KPI file and genie reads it, unless configured.
 pub const DEFAULT_KPI_FILE: &str = "/run/vfgenie/kpi.json";
 /// The longest KPI file genie reads.
-pub const KPI_FILE_MAX: usize = 1024 * 1024;
+pub const KPI_FILE_MAX: u64 = 1024 * 1024;
 
 /// One network's figures. Timestamps are Unix seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -203,7 +203,10 @@ pub fn select(policy: &Policy, kpis: Result<&KpiFile<'_>, String>, now: f64) -> 
     // Figures of fresh candidates only.
     let fresh: Vec<Option<NetworkKpis>> = candidates
         .iter()
-        .map(|c| c.kpis.filter(|_| c.age_seconds.is_some_and(|a| a <= max_age)))
+        .map(|c| {
+            c.kpis
+                .filter(|_| c.age_seconds.is_some_and(|a| a <= max_age))
+        })
         .collect();
     let max_of = |f: fn(&NetworkKpis) -> Option<f64>| -> Option<f64> {
         fresh

@@ -212,8 +212,8 @@ fn add(
         request: &request,
     });
     let ifname = key.ifname.clone();
-    let mut planned = timed("plan", || {
-        plan::plan(
+    let (mut planned, smart) = timed("plan", || {
+        plan::plan_selecting(
             conf,
             &ifname,
             ctx.as_ref(),
@@ -333,7 +333,7 @@ fn add(
                     routes::settle(&env.netns, &planned, &mut results).map_err(GenieError::from)
                 })
             });
-            let reported = report(&pod, &client, pod_whole, &statuses);
+            let reported = report(&pod, &client, pod_whole, &statuses, smart.as_ref());
             let joined = |r: std::thread::Result<Result<(), GenieError>>, what: &str| {
                 r.unwrap_or_else(|_| {
                     Err(GenieError::Panicked {
@@ -362,17 +362,25 @@ fn too_many(pod: String, count: usize, max: usize) -> Result<(), GenieError> {
     }
 }
 
-/// The pod's network-status written back (nothing without a pod and an API client).
+/// The pod's network-status written back (nothing without a pod and an API client), with the
+/// smart selection of its default network when one was made ([`vfkube::kpi::SMART_SELECTION`]).
 fn report(
     pod: &Option<PodRef>,
     client: &Option<Client>,
     pod_whole: Option<Value>,
     statuses: &[AttachmentStatus],
+    smart: Option<&vfkube::kpi::Selection>,
 ) -> Result<(), GenieError> {
     let (Some(p), Some(c)) = (pod, client) else {
         return Ok(());
     };
-    let changes = status_annotations(statuses).map_err(GenieError::StatusEncode)?;
+    let mut changes = status_annotations(statuses).map_err(GenieError::StatusEncode)?;
+    if let Some(sel) = smart {
+        changes.insert(
+            vfkube::kpi::SMART_SELECTION.to_string(),
+            Some(serde_json::to_string(sel).map_err(GenieError::StatusEncode)?),
+        );
+    }
     c.set_pod_annotations_from(&p.namespace, &p.name, pod_whole, &changes)
         .map(drop)
         .map_err(|source| GenieError::StatusWrite {

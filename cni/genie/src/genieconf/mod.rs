@@ -36,11 +36,13 @@ pub enum ConfError {
 
 mod raw;
 mod resolve;
+pub mod smart;
 mod sriov;
 pub use resolve::{
     apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, ConfigSource,
     LogicalNetworkError, ResolvedConfig,
 };
+pub use smart::SmartSelection;
 pub use sriov::{pools_of, AgentConfigError, SriovConf, DEFAULT_AGENT_CONFIG, SRIOV};
 pub use vfkube::untrusted;
 
@@ -141,6 +143,9 @@ pub struct GenieConf {
     /// pod's policy table before any delegate runs ([`crate::genie::policy`]); absent, no
     /// policy step.
     pub policy_socket: Option<PathBuf>,
+    /// `smartSelection`: how a pod that asks for no network, without `default_plugin`, gets one
+    /// of the candidates from the node's KPIs ([`smart`]).
+    pub smart_selection: Option<SmartSelection>,
 }
 
 /// The default of `maxNetworksPerPod`.
@@ -295,6 +300,13 @@ impl GenieConf {
                 .unwrap_or(DEFAULT_MAX_NETWORKS_PER_POD),
             add_timeout: std::time::Duration::from_secs(add_timeout_seconds),
             policy_socket: path("policySocket", raw.policy_socket)?,
+            smart_selection: match raw
+                .smart_selection
+                .get("smartSelection", "must be an object")?
+            {
+                Some(m) => Some(SmartSelection::from_map(&m)?),
+                None => None,
+            },
         })
     }
 

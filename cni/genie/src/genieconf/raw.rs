@@ -78,4 +78,6 @@ pub(super) struct RawConf {
     pub add_timeout_seconds: Loose<u64>,
     #[serde(rename = "policySocket")]
     pub policy_socket: Loose<String>,
+    #[serde(rename = "smartSelection")]
+    pub smart_selection: Loose<Map<String, Value>>,
 }
