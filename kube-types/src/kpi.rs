@@ -78,6 +78,19 @@ pub struct KpiFile<'a> {
     /// Network names are borrowed from the file (they carry no JSON escapes).
     #[serde(borrow)]
     pub networks: BTreeMap<&'a str, NetworkKpis>,
+    /// VF pools by resource name.
+    #[serde(borrow, default)]
+    pub pools: BTreeMap<&'a str, PoolKpis>,
+}
+
+/// One VF pool's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolKpis {
+    pub sampled_at: f64,
+    /// Healthy VFs no pod holds; null when the kubelet cannot say which are held.
+    pub free_vfs: Option<u64>,
+    pub capacity: u64,
 }
 
 /// `smartSelection.strategy`.

@@ -29,6 +29,7 @@ fn file(nets: &[(&'static str, NetworkKpis)]) -> KpiFile<'static> {
         generated_at: NOW - 5.0,
         node: Some("n1"),
         networks: nets.iter().map(|(n, k)| (*n, *k)).collect(),
+        pools: BTreeMap::new(),
     }
 }
 
