@@ -73,6 +73,15 @@ enum Command {
         /// The nft binary (default: from PATH).
         #[arg(long)]
         nft: Option<PathBuf>,
+        /// Where the network KPIs are written for genie's smart selection ("off": not sampled).
+        #[arg(long, default_value = vfkube::kpi::DEFAULT_KPI_FILE)]
+        kpi_file: String,
+        /// Seconds between two KPI samples.
+        #[arg(long, default_value_t = 10)]
+        kpi_interval: u64,
+        /// The CNI conf dir: each conf file there is a network whose KPIs are sampled.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: PathBuf,
     },
     /// Print the node's SR-IOV capable NICs, their VFs and other network PCI functions.
     Inventory {
@@ -123,7 +132,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node_name,
             policy_socket,
             nft,
+            kpi_file,
+            kpi_interval,
+            cni_conf_dir,
         } => {
+            let kpi = (kpi_file != "off").then(|| {
+                let mut k = vfagent::kpi::KpiOptions::new(PathBuf::from(&kpi_file));
+                k.interval = std::time::Duration::from_secs(kpi_interval.max(1));
+                k.cni_conf_dir = cni_conf_dir;
+                k.genie_cni_dir = genie_cni_dir.clone();
+                k.node = node_name.clone();
+                k
+            });
             let policy = if policy {
                 if node_name.is_empty() {
                     anyhow::bail!("--policy needs the node's name (--node-name or NODE_NAME)");
@@ -160,7 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: metrics_max_connections.max(1),
                 ..vfagent::http::Limits::default()
             };
-            rt.block_on(run_agent(opts, metrics, limits, policy))?;
+            rt.block_on(run_agent(opts, metrics, limits, policy, kpi))?;
         }
         Command::Inventory { json, config } => {
             let inv = if config.exists() {
@@ -184,9 +204,18 @@ async fn run_agent(
     metrics: Option<String>,
     limits: vfagent::http::Limits,
     policy: Option<PolicyOptions>,
+    kpi: Option<vfagent::kpi::KpiOptions>,
 ) -> anyhow::Result<()> {
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let kpi = kpi.map(|k| {
+        tokio::spawn(vfagent::kpi::run(
+            k,
+            state_rx.clone(),
+            opts.pod_resources_socket.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let http = match metrics {
         Some(spec) => {
             let listeners = vfagent::http::bind(&spec).await?;
@@ -239,6 +268,9 @@ async fn run_agent(
     }
     if let Some(p) = policy {
         p.await??;
+    }
+    if let Some(k) = kpi {
+        k.await?;
     }
     Ok(())
 }

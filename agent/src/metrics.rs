@@ -15,6 +15,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn render(s: &Snapshot) -> String {
     let mut out = render_node(s);
     out += &render_policy(&crate::policy::counters::COUNTERS);
+    out += &crate::kpi::render_metrics();
     out
 }
 

@@ -224,7 +224,9 @@ mod tests {
             "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}]});
         assert_eq!(occupancy("blue", &conf, d.path()), Some((2, 253)));
         // Nothing leased yet: 0 of the total, known.
-        assert_eq!(occupancy("green", &conf, d.path()), Some((0, 253)));
+        let green = json!({"name": "green", "type": "bridge",
+            "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}});
+        assert_eq!(occupancy("green", &green, d.path()), Some((0, 253)));
         let dhcp = json!({"name": "blue", "type": "macvlan", "ipam": {"type": "dhcp"}});
         assert_eq!(occupancy("blue", &dhcp, d.path()), None);
     }

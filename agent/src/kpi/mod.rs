@@ -313,10 +313,17 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The `vfgenie_network_*` gauges of the latest sample (families present, empty, before the
-/// first; a null figure has no sample).
+/// The `vfgenie_network_*` gauges of the latest sample; nothing before the first (the sampler
+/// is off or has not run yet).
 pub fn render_metrics() -> String {
-    let guard = latest();
+    render_sample(latest().as_ref())
+}
+
+/// The `vfgenie_network_*` gauges of `sample` (a null figure has no series); nothing without one.
+pub fn render_sample(sample: Option<&Sample>) -> String {
+    let Some(s) = sample else {
+        return String::new();
+    };
     let families: [(&str, &str, fn(&NetworkKpis) -> Option<f64>); 5] = [
         (
             "vfgenie_network_ip_used",
@@ -347,15 +354,13 @@ pub fn render_metrics() -> String {
     let mut out = String::new();
     for (name, help, get) in families {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        if let Some(s) = guard.as_ref() {
-            for (net, k) in &s.networks {
-                if let Some(v) = get(k) {
-                    out.push_str(&format!(
-                        "{name}{{network=\"{}\",node=\"{}\"}} {v}\n",
-                        escape(net),
-                        escape(&s.node)
-                    ));
-                }
+        for (net, k) in &s.networks {
+            if let Some(v) = get(k) {
+                out.push_str(&format!(
+                    "{name}{{network=\"{}\",node=\"{}\"}} {v}\n",
+                    escape(net),
+                    escape(&s.node)
+                ));
             }
         }
     }

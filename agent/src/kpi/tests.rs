@@ -85,8 +85,8 @@ fn a_sample_of_conf_networks_and_pools() {
     // No temporary file left beside it.
     assert_eq!(std::fs::read_dir(d.path().join("run")).unwrap().count(), 1);
 
-    publish(&s);
-    let m = render_metrics();
+    assert_eq!(render_sample(None), "");
+    let m = render_sample(Some(&s));
     assert!(
         m.contains("vfgenie_network_ip_used{network=\"blue\",node=\"n1\"} 1\n"),
         "{m}"
