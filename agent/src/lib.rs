@@ -16,6 +16,7 @@ pub mod guard;
 pub mod health;
 pub mod http;
 pub mod inventory;
+pub mod kpi;
 pub mod metrics;
 pub mod plugin;
 pub mod podres;

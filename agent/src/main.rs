@@ -73,6 +73,15 @@ enum Command {
         /// The nft binary (default: from PATH).
         #[arg(long)]
         nft: Option<PathBuf>,
+        /// Where the network KPIs are written for genie's smart selection ("off": not sampled).
+        #[arg(long, default_value = vfkube::kpi::DEFAULT_KPI_FILE)]
+        kpi_file: String,
+        /// Seconds between two KPI samples.
+        #[arg(long, default_value_t = 10)]
+        kpi_interval: u64,
+        /// The CNI conf dir: each conf file there is a network whose KPIs are sampled.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: PathBuf,
         /// The agent's audit log (its events, one JSON line each; 10 MB, 5 files); "off": none.
         #[arg(long, default_value = vfaudit::DEFAULT_AGENT_LOG)]
         audit_log: String,
@@ -151,14 +160,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             nft,
             audit_log,
             genie_audit_log,
+            kpi_file,
+            kpi_interval,
+            cni_conf_dir,
         } => {
-            let mut report_logs = vec![genie_audit_log];
+            let mut report_logs = vec![genie_audit_log.clone()];
             if audit_log != "off" {
                 let path = PathBuf::from(&audit_log);
                 anyhow::ensure!(path.is_absolute(), "--audit-log must be an absolute path");
                 vfagent::audit::init(vfaudit::AuditConfig::with_defaults(&path));
                 report_logs.push(path);
             }
+            let kpi = (kpi_file != "off").then(|| {
+                let mut k = vfagent::kpi::KpiOptions::new(PathBuf::from(&kpi_file));
+                k.interval = std::time::Duration::from_secs(kpi_interval.max(1));
+                k.cni_conf_dir = cni_conf_dir;
+                k.genie_cni_dir = genie_cni_dir.clone();
+                k.node = node_name.clone();
+                k.genie_audit_log = Some(genie_audit_log.clone());
+                k
+            });
             let policy = if policy {
                 if node_name.is_empty() {
                     anyhow::bail!("--policy needs the node's name (--node-name or NODE_NAME)");
@@ -195,7 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: metrics_max_connections.max(1),
                 ..vfagent::http::Limits::default()
             };
-            rt.block_on(run_agent(opts, metrics, limits, policy, report_logs))?;
+            rt.block_on(run_agent(opts, metrics, limits, policy, report_logs, kpi))?;
         }
         Command::Report {
             since,
@@ -239,9 +260,18 @@ async fn run_agent(
     limits: vfagent::http::Limits,
     policy: Option<PolicyOptions>,
     report_logs: Vec<PathBuf>,
+    kpi: Option<vfagent::kpi::KpiOptions>,
 ) -> anyhow::Result<()> {
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let kpi = kpi.map(|k| {
+        tokio::spawn(vfagent::kpi::run(
+            k,
+            state_rx.clone(),
+            opts.pod_resources_socket.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let http = match metrics {
         Some(spec) => {
             let listeners = vfagent::http::bind(&spec).await?;
@@ -295,6 +325,9 @@ async fn run_agent(
     }
     if let Some(p) = policy {
         p.await??;
+    }
+    if let Some(k) = kpi {
+        k.await?;
     }
     Ok(())
 }

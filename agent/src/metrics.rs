@@ -21,6 +21,7 @@ pub fn render(s: &Snapshot) -> String {
         Kind::Counter,
     )
     .samples([(Vec::new(), vfaudit::write_failures())]);
+    out += &crate::kpi::render_metrics();
     out
 }
 

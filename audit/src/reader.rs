@@ -155,7 +155,7 @@ fn rotated_set(log: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    numbered.sort_by_key(|n| std::cmp::Reverse(n.0));
     let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
     if log.exists() {
         files.push(log.to_path_buf());
@@ -180,7 +180,7 @@ mod tests {
         std::fs::write(&log, line(3) + "{\"time\":\"2026-01-01T00:0")?;
         std::fs::write(tmp.path().join("a.log.lock"), "")?;
         std::fs::write(tmp.path().join("a.log.x"), line(9))?;
-        let r = Reader::new(&[log.clone()]);
+        let r = Reader::new(std::slice::from_ref(&log));
         let mut seen = Vec::new();
         let stats =
             r.for_each(|v| seen.push((v.time.into_owned(), v.network.map(|n| n.into_owned()))));

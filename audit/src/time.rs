@@ -32,6 +32,47 @@ pub fn format(t: SystemTime) -> String {
     )
 }
 
+/// A civil date to days since 1970-01-01 (the inverse of [`civil`]).
+fn days(y: i64, m: u32, d: u32) -> i64 {
+    let y = y - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A time as [`format`] writes it, as Unix seconds; `None` for anything else.
+pub fn parse(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let day = days(i64::from(y), mo, d);
+    let secs = day * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
+    Some(secs as f64 + f64::from(ms) / 1000.0)
+}
+
 /// Now, formatted.
 pub fn now() -> String {
     format(SystemTime::now())
@@ -69,6 +110,23 @@ mod tests {
         assert_eq!(format(t), "2000-02-29T12:34:56.789Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_796_430_000);
         assert_eq!(format(t), "2026-12-05T00:20:00.000Z");
+    }
+
+    #[test]
+    fn parse_reads_back_what_format_wrote() {
+        for ms in [0u64, 951_827_696_789, 1_796_430_000_123, 4_102_444_799_999] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(parse(&format(t)), Some(ms as f64 / 1000.0), "{}", format(t));
+        }
+        for bad in [
+            "",
+            "2026-12-05T00:20:00Z",
+            "2026-13-05T00:20:00.000Z",
+            "2026-12-05 00:20:00.000Z",
+            "+026-12-05T00:20:00.000Z",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //! - [`logical`]: LogicalNetworks: own fields, subnet inside the plugin's range, overlap.
 //! - [`isolation`]: namespace isolation of NetworkAttachmentDefinitions.
 //! - [`interfaces`]: interface names requested twice.
+//! - [`kpi`]: node network KPIs (the agent's file) and the smart selection made from them.
 //! - [`policy`]: `genieNetworkpolicy` and MultiNetworkPolicy's `policy-for`.
 
 pub mod annotations;
 pub mod interfaces;
 pub mod isolation;
+pub mod kpi;
 pub mod logical;
 pub mod netconf;
 pub mod netstatus;

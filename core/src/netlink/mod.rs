@@ -47,6 +47,15 @@ pub struct LinkInfo {
     pub kind: Option<String>,
 }
 
+/// A link's 64-bit counters (`IFLA_STATS64`), as `ip -s link` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct LinkStats {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
 /// The VLAN protocol of a VF's port VLAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 pub enum VlanProto {

@@ -10,7 +10,7 @@ use super::error::NetlinkError;
 use super::message::{self, Request};
 use super::parse::{self, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE};
 use super::socket::{Reply, RtSocket};
-use super::{IfAddress, LinkInfo, LinkOps, RouteSpec, VfConfig, VfSettings};
+use super::{IfAddress, LinkInfo, LinkOps, LinkStats, RouteSpec, VfConfig, VfSettings};
 use crate::netns::NetNs;
 use crate::types::{IfIndex, IfName, MacAddr, VfIndex, IFNAME_MAX};
 
@@ -96,6 +96,25 @@ impl Netlink {
         match replies.iter().find(|r| r.header.kind == RTM_NEWLINK) {
             Some(r) => parse::parse_link_message(&r.payload)
                 .map(|m| Some(parse::link_info(&m)))
+                .map_err(|reason| NetlinkError::Decode { op: op(), reason }),
+            None => Ok(None),
+        }
+    }
+
+    /// The `IFLA_STATS64` counters of the link named `name` in this handle's namespace; `None`
+    /// when there is no such link.
+    pub fn link_stats(&mut self, name: &str) -> Result<Option<LinkStats>, NetlinkError> {
+        let op = || format!("reading the counters of link {name}");
+        if let Err(e) = IfName::new(name) {
+            return Err(Self::invalid(op(), e.to_string()));
+        }
+        let replies = match not_found_is_none(self.request(&message::get_link_by_name(name), op))? {
+            Some(r) => r,
+            None => return Ok(None),
+        };
+        match replies.iter().find(|r| r.header.kind == RTM_NEWLINK) {
+            Some(r) => parse::parse_link_message(&r.payload)
+                .map(|m| parse::link_stats(&m))
                 .map_err(|reason| NetlinkError::Decode { op: op(), reason }),
             None => Ok(None),
         }

@@ -162,6 +162,19 @@ pub fn parse_link_message(payload: &[u8]) -> Result<LinkMessage, String> {
     LinkMessage::parse(payload).map_err(|e| e.to_string())
 }
 
+/// The link's `IFLA_STATS64` counters, when the message carries them.
+pub fn link_stats(msg: &LinkMessage) -> Option<super::LinkStats> {
+    msg.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Stats64(s) => Some(super::LinkStats {
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+            rx_packets: s.rx_packets,
+            tx_packets: s.tx_packets,
+        }),
+        _ => None,
+    })
+}
+
 /// A [`LinkInfo`] from an `RTM_NEWLINK` message.
 pub fn link_info(msg: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {

@@ -23,6 +23,8 @@ struct Call {
     pod: Option<PodRef>,
     /// Every address the call's delegates handed out (ADD) or released (DEL).
     addresses: Vec<String>,
+    /// The smart selection of the pod's default network, when one was made.
+    selection: Option<vfaudit::Selection>,
 }
 
 thread_local! {
@@ -48,6 +50,7 @@ pub(super) fn begin(log: Option<&vfaudit::AuditConfig>, env: &CniEnv) {
             _ => None,
         },
         addresses: Vec::new(),
+        selection: None,
     });
     CALL.with(|c| *c.borrow_mut() = call);
 }
@@ -71,6 +74,58 @@ pub(super) fn pod_seen(namespace: Option<&str>, name: Option<&str>, uid: Option<
             p.uid = Some(u.to_string());
         }
     });
+}
+
+/// The smart selection made for the pod: written in the call record with the KPI values behind
+/// it, so that reports can list the selections and their reasons.
+pub(super) fn selection(sel: &vfkube::kpi::Selection) {
+    CALL.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(call) = c.as_mut() else { return };
+        call.selection = Some(selection_record(sel));
+    });
+}
+
+/// The audit form of a selection: the strategy's name as in the conf, the reason (prefixed
+/// `fallback:` when no usable KPIs decided it), each candidate's figures by their KPI-file keys.
+pub(super) fn selection_record(sel: &vfkube::kpi::Selection) -> vfaudit::Selection {
+    let strategy = serde_json::to_value(sel.strategy)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let candidates = sel
+        .candidates
+        .iter()
+        .map(|c| {
+            let mut kpis = std::collections::BTreeMap::new();
+            if let Some(Value::Object(m)) =
+                c.kpis.as_ref().and_then(|k| serde_json::to_value(k).ok())
+            {
+                for (k, v) in m {
+                    if k != "sampledAt" {
+                        kpis.insert(k, v.as_f64());
+                    }
+                }
+            }
+            if let Some(score) = c.score {
+                kpis.insert("score".to_string(), Some(score));
+            }
+            vfaudit::Candidate {
+                network: c.network.clone(),
+                kpis,
+                age_seconds: c.age_seconds,
+            }
+        })
+        .collect();
+    vfaudit::Selection {
+        strategy,
+        chosen: sel.chosen.clone(),
+        reason: match sel.fallback {
+            true => format!("fallback: {}", sel.reason),
+            false => sel.reason.clone(),
+        },
+        candidates,
+    }
 }
 
 /// The addresses of a result, as written in it (`10.1.2.3/24`).
@@ -132,6 +187,7 @@ pub(super) fn finish(started: Instant, outcome: Result<(), &CniError>) {
     let mut r = base(&call, Kind::Call, started);
     r.verb = Some(call.verb.to_string());
     r.plugin = Some("genie".to_string());
+    r.selection = call.selection.clone();
     match outcome {
         Ok(()) => {
             if matches!(call.verb, "ADD" | "DEL") {

@@ -253,8 +253,8 @@ fn add(
         request: &request,
     });
     let ifname = key.ifname.clone();
-    let mut planned = timed("plan", || {
-        plan::plan(
+    let (mut planned, smart) = timed("plan", || {
+        plan::plan_selecting(
             conf,
             &ifname,
             ctx.as_ref(),
@@ -273,6 +273,9 @@ fn add(
         .filter(|u| !u.is_empty())
         .or_else(|| env.args.k8s_pod_uid.clone());
     audit::pod_seen(None, None, pod_uid.as_deref());
+    if let Some(sel) = &smart {
+        audit::selection(sel);
+    }
     // The checkpoint knows the pod the kubelet is creating this sandbox for by the UID the kubelet
     // passes; the API's object can be a newer pod of the same name.
     let kubelet_uid = env
@@ -385,7 +388,7 @@ fn add(
                     routes::settle(&env.netns, &planned, &mut results).map_err(GenieError::from)
                 })
             });
-            let reported = report(&pod, &client, pod_whole, &statuses);
+            let reported = report(&pod, &client, pod_whole, &statuses, smart.as_ref());
             let joined = |r: std::thread::Result<Result<(), GenieError>>, what: &str| {
                 r.unwrap_or_else(|_| {
                     Err(GenieError::Panicked {
@@ -426,17 +429,25 @@ fn too_many(pod: String, count: usize, max: usize) -> Result<(), GenieError> {
     }
 }
 
-/// The pod's network-status written back (nothing without a pod and an API client).
+/// The pod's network-status written back (nothing without a pod and an API client), with the
+/// smart selection of its default network when one was made ([`vfkube::kpi::SMART_SELECTION`]).
 fn report(
     pod: &Option<PodRef>,
     client: &Option<Client>,
     pod_whole: Option<Value>,
     statuses: &[AttachmentStatus],
+    smart: Option<&vfkube::kpi::Selection>,
 ) -> Result<(), GenieError> {
     let (Some(p), Some(c)) = (pod, client) else {
         return Ok(());
     };
-    let changes = status_annotations(statuses).map_err(GenieError::StatusEncode)?;
+    let mut changes = status_annotations(statuses).map_err(GenieError::StatusEncode)?;
+    if let Some(sel) = smart {
+        changes.insert(
+            vfkube::kpi::SMART_SELECTION.to_string(),
+            Some(serde_json::to_string(sel).map_err(GenieError::StatusEncode)?),
+        );
+    }
     c.set_pod_annotations_from(&p.namespace, &p.name, pod_whole, &changes)
         .map(drop)
         .map_err(|source| GenieError::StatusWrite {

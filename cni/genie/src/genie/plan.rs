@@ -5,7 +5,8 @@
 //!   file path, a conf name in `confDir`, or a NetworkAttachmentDefinition `[namespace/]name`,
 //!   `kube-system` by default), else the first of the conf's `delegates`;
 //! - without any of those (CNI-Genie style), the first plugin of the pod's `cni:` annotation, else
-//!   of its `networks:` LogicalNetworks, else of the conf's `default_plugin`.
+//!   of its `networks:` LogicalNetworks, else of the conf's `default_plugin`, else the conf's
+//!   `smartSelection` picks one of its candidates from the node's KPIs.
 //!
 //! Then, in order: the conf's `defaultNetworks` (outside `systemNamespaces`), the NPWG
 //! `k8s.v1.cni.cncf.io/networks` (interfaces `net1`, `net2`, ... unless requested), and the rest of
@@ -17,13 +18,16 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
+use tracing::{info, warn};
+use vfkube::kpi::{parse_kpi_file, select, Selection, KPI_FILE_MAX};
 
 use super::delegate::Injected;
 use crate::annotations::{GeniePlugin, LogicalNetworkRef, NetworkSelection, PodNetworkRequest};
 use crate::devices::Assigned;
 use crate::genieconf::{
     apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, AgentConfigError,
-    GenieConf, IsolationError, LogicalNetworkError, ResolveError, ResolvedConfig, SriovConf, SRIOV,
+    GenieConf, IsolationError, LogicalNetworkError, ResolveError, ResolvedConfig, SmartSelection,
+    SriovConf, SRIOV,
 };
 use crate::k8s::objects::RESOURCE_NAME_ANNOTATION;
 
@@ -165,6 +169,7 @@ struct Planner<'a> {
     pod: Option<&'a PodContext<'a>>,
     out: Vec<Planned>,
     used: BTreeSet<String>,
+    smart: Option<Selection>,
 }
 
 impl Planner<'_> {
@@ -387,6 +392,27 @@ fn injected(sel: &NetworkSelection) -> Injected {
     }
 }
 
+/// The smart selection of the pod's default network ([`vfkube::kpi`]): the KPI file read once,
+/// decoded borrowed. Never fails; a fallback is logged as a warning naming the pod and why.
+fn smart_select(smart: &SmartSelection, pod: &str) -> Selection {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let bytes = crate::bounded::read(&smart.kpi_file, KPI_FILE_MAX)
+        .map_err(|e| format!("cannot read the KPI file {}: {e}", smart.kpi_file.display()));
+    let file = bytes
+        .as_deref()
+        .map_err(Clone::clone)
+        .and_then(parse_kpi_file);
+    let sel = select(&smart.policy, file.as_ref().map_err(Clone::clone), now);
+    if sel.fallback {
+        warn!(%pod, chosen = %sel.chosen, reason = %sel.reason, "smart selection fell back to the first candidate");
+    } else {
+        info!(%pod, chosen = %sel.chosen, reason = %sel.reason, "smart selection");
+    }
+    sel
+}
+
 /// Works out the pod's attachments. `ifname` is the runtime's CNI_IFNAME.
 pub fn plan(
     conf: &GenieConf,
@@ -394,12 +420,23 @@ pub fn plan(
     pod: Option<&PodContext<'_>>,
     client: Option<&dyn KubeReads>,
 ) -> Result<Vec<Planned>, PlanError> {
+    plan_selecting(conf, ifname, pod, client).map(|(planned, _)| planned)
+}
+
+/// [`plan`], with the smart selection of the default network when one was made.
+pub fn plan_selecting(
+    conf: &GenieConf,
+    ifname: &str,
+    pod: Option<&PodContext<'_>>,
+    client: Option<&dyn KubeReads>,
+) -> Result<(Vec<Planned>, Option<Selection>), PlanError> {
     let mut p = Planner {
         conf,
         client,
         pod,
         out: Vec::new(),
         used: BTreeSet::new(),
+        smart: None,
     };
     let empty = PodNetworkRequest::default();
     let req = pod.map_or(&empty, |c| c.request);
@@ -462,11 +499,16 @@ pub fn plan(
             let (want, first) = match genie.next() {
                 Some((want, r)) => (want, r?),
                 None => (None, {
-                    let plugin = conf
-                        .default_plugins
-                        .first()
-                        .ok_or_else(|| PlanError::NoDefault { pod: p.pod_label() })?;
-                    p.plugin(plugin)?
+                    match (conf.default_plugins.first(), &conf.smart_selection) {
+                        (Some(plugin), _) => p.plugin(plugin)?,
+                        (None, Some(smart)) => {
+                            let sel = smart_select(smart, &p.pod_label());
+                            let network = p.plugin(&sel.chosen)?;
+                            p.smart = Some(sel);
+                            network
+                        }
+                        (None, None) => return Err(PlanError::NoDefault { pod: p.pod_label() }),
+                    }
                 }),
             };
             p.push(Planned {
@@ -569,7 +611,7 @@ pub fn plan(
             device_info_file: None,
         })?;
     }
-    Ok(p.out)
+    Ok((p.out, p.smart))
 }
 
 #[cfg(test)]

@@ -36,11 +36,13 @@ pub enum ConfError {
 
 mod raw;
 mod resolve;
+pub mod smart;
 mod sriov;
 pub use resolve::{
     apply_logical_network, find_conf_file, find_plugin_conf, resolve_nad_config, ConfigSource,
     LogicalNetworkError, ResolvedConfig,
 };
+pub use smart::SmartSelection;
 pub use sriov::{pools_of, AgentConfigError, SriovConf, DEFAULT_AGENT_CONFIG, SRIOV};
 pub use vfkube::untrusted;
 
@@ -145,6 +147,9 @@ pub struct GenieConf {
     /// (`{"path": ..., "maxSizeMB": 10, "maxFiles": 5}`, those defaults when absent; `false`: no
     /// audit log).
     pub audit_log: Option<vfaudit::AuditConfig>,
+    /// `smartSelection`: how a pod that asks for no network, without `default_plugin`, gets one
+    /// of the candidates from the node's KPIs ([`smart`]).
+    pub smart_selection: Option<SmartSelection>,
 }
 
 /// The default of `maxNetworksPerPod`.
@@ -300,6 +305,13 @@ impl GenieConf {
             add_timeout: std::time::Duration::from_secs(add_timeout_seconds),
             policy_socket: path("policySocket", raw.policy_socket)?,
             audit_log: audit_log(raw.audit_log)?,
+            smart_selection: match raw
+                .smart_selection
+                .get("smartSelection", "must be an object")?
+            {
+                Some(m) => Some(SmartSelection::from_map(&m)?),
+                None => None,
+            },
         })
     }
 

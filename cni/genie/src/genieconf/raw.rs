@@ -78,6 +78,8 @@ pub(super) struct RawConf {
     pub add_timeout_seconds: Loose<u64>,
     #[serde(rename = "policySocket")]
     pub policy_socket: Loose<String>,
+    #[serde(rename = "smartSelection")]
+    pub smart_selection: Loose<Map<String, Value>>,
     /// `false`, or an object ([`RawAuditLog`]).
     #[serde(rename = "auditLog")]
     pub audit_log: Loose<Value>,

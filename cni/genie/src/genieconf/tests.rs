@@ -397,3 +397,103 @@ fn audit_log_defaults_turns_off_and_names_its_bad_keys() {
         assert!(e.to_string().contains(&format!("{key:?}")), "{bad}: {e}");
     }
 }
+
+#[test]
+fn smart_selection_is_read_with_defaults() {
+    use vfkube::kpi::{Strategy, Weights};
+    let c = conf(serde_json::json!({"type":"genie","smartSelection":{
+        "strategy":"leastTraffic","candidates":["net-a","net-b"]}}))
+    .unwrap();
+    let s = c.smart_selection.unwrap();
+    assert_eq!(s.policy.strategy, Strategy::LeastTraffic);
+    assert_eq!(s.policy.candidates, ["net-a", "net-b"]);
+    assert_eq!(s.policy.max_age_seconds, 30.0);
+    assert_eq!(s.policy.weights, Weights::default());
+    assert_eq!(s.kpi_file, PathBuf::from("/run/vfgenie/kpi.json"));
+    let c = conf(serde_json::json!({"type":"genie","smartSelection":{
+        "strategy":"weighted","candidates":["net-a"],"maxKpiAgeSeconds":5,
+        "kpiFile":"/tmp/k.json","weights":{"traffic":2,"freeVfs":0}}}))
+    .unwrap();
+    let s = c.smart_selection.unwrap();
+    assert_eq!(s.policy.max_age_seconds, 5.0);
+    assert_eq!(s.kpi_file, PathBuf::from("/tmp/k.json"));
+    assert_eq!(
+        s.policy.weights,
+        Weights {
+            traffic: 2.0,
+            ip_occupancy: 1.0,
+            free_vfs: 0.0
+        }
+    );
+    assert_eq!(conf(serde_json::json!({})).unwrap().smart_selection, None);
+}
+
+#[test]
+fn smart_selection_errors_name_the_key() {
+    let cases = [
+        (serde_json::json!(3), "smartSelection", "object"),
+        (
+            serde_json::json!({"candidates":["a"]}),
+            "smartSelection.strategy",
+            "required",
+        ),
+        (
+            serde_json::json!({"strategy":"fastest","candidates":["a"]}),
+            "smartSelection.strategy",
+            "leastTraffic",
+        ),
+        (
+            serde_json::json!({"strategy":"leastTraffic","candidates":[]}),
+            "smartSelection.candidates",
+            "non-empty",
+        ),
+        (
+            serde_json::json!({"strategy":"leastTraffic","candidates":["../x"]}),
+            "smartSelection.candidates",
+            "plain",
+        ),
+        (
+            serde_json::json!({"strategy":"leastTraffic","candidates":["a","a"]}),
+            "smartSelection.candidates",
+            "twice",
+        ),
+        (
+            serde_json::json!({"strategy":"leastTraffic","candidates":["a"],"maxKpiAgeSeconds":0}),
+            "smartSelection.maxKpiAgeSeconds",
+            "1 to",
+        ),
+        (
+            serde_json::json!({"strategy":"leastTraffic","candidates":["a"],"kpiFile":"kpi.json"}),
+            "smartSelection.kpiFile",
+            "absolute",
+        ),
+        (
+            serde_json::json!({"strategy":"weighted","candidates":["a"],"weights":{"latency":1}}),
+            "smartSelection.weights",
+            "latency",
+        ),
+        (
+            serde_json::json!({"strategy":"weighted","candidates":["a"],"weights":{"traffic":-1}}),
+            "smartSelection.weights",
+            "0 or more",
+        ),
+        (
+            serde_json::json!({"strategy":"weighted","candidates":["a"],"weights":{"traffic":0,"ipOccupancy":0,"freeVfs":0}}),
+            "smartSelection.weights",
+            "above 0",
+        ),
+        (
+            serde_json::json!({"strategy":"leastTraffic","candidates":["a"],"kpifile":"/x"}),
+            "smartSelection.kpifile",
+            "not a smartSelection key",
+        ),
+    ];
+    for (v, key, problem) in cases {
+        let e = conf(serde_json::json!({"type":"genie","smartSelection":v})).unwrap_err();
+        let ConfError::Key { key: k, problem: p } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(k, key, "{e}");
+        assert!(p.contains(problem), "{e}");
+    }
+}

@@ -228,7 +228,117 @@ pub(crate) fn cni() -> anyhow::Result<()> {
         }
         println!("{}", breakdown(command, steps, &wall));
     }
+    smart_step(&nets)?;
     api_step::api_step()
+}
+
+/// A one-network pod chosen by genie's smart selection (`cni: ""`, `smartSelection` over two
+/// macvlan networks, a fresh KPI file) beside the same pod naming its network (`cni: "red"`),
+/// alternated in one run; and the KPI file's read, decode and selection alone, in process.
+fn smart_step(nets: &Networks) -> anyhow::Result<()> {
+    let node = &nets.node;
+    let red2 = json!({"cniVersion": "1.0.0", "name": "red2", "type": "macvlan", "master": nets.master,
+                      "mode": "bridge", "ipam": node.ipam("10.184.0.0/16")});
+    node.write_conf("21-red2.conf", &red2)?;
+    let kpi_file = node.dir.path().join("kpi.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    // Sixteen networks in the file, as a busy node's would have; red is the least loaded.
+    let mut networks = serde_json::Map::new();
+    for n in 0..16 {
+        let name = match n {
+            0 => "red".to_string(),
+            1 => "red2".to_string(),
+            n => format!("other{n}"),
+        };
+        networks.insert(
+            name,
+            json!({"sampledAt": now, "ipUsed": 10 + n, "ipTotal": 65533, "freeVfs": null,
+                   "rxBytesPerSecond": 1000.0 * f64::from(n), "txBytesPerSecond": 10.0,
+                   "attachLatencyP50Ms": null, "errorRate": null}),
+        );
+    }
+    let file = json!({"generatedAt": now, "node": "bench", "networks": networks});
+    std::fs::write(&kpi_file, serde_json::to_vec(&file)?)?;
+    let conf = node.genie_conf(
+        "1.0.0",
+        json!({"smartSelection": {"strategy": "leastTraffic", "candidates": ["red2", "red"],
+            "maxKpiAgeSeconds": 86400, "kpiFile": kpi_file.display().to_string()}}),
+    );
+    let pod = |i: usize, cni: &str| -> anyhow::Result<Duration> {
+        let name = format!("smart{i}");
+        node.api.add_pod(NS, &name, &[("cni", cni)]);
+        let sb = Sandbox::new()?;
+        let cid = format!("smart{i}");
+        let p = Some((NS, name.as_str()));
+        let t = Instant::now();
+        let out = node.cni("ADD", &cid, &sb.path, "eth0", p, &conf)?;
+        let add = t.elapsed();
+        checked("genie ADD", out)?;
+        checked(
+            "genie DEL",
+            node.cni("DEL", &cid, &sb.path, "eth0", p, &conf)?,
+        )?;
+        node.api.delete_pod(NS, &name);
+        Ok(add)
+    };
+    pod(0, "")?;
+    let writes = node.api.writes();
+    let chosen = writes
+        .last()
+        .and_then(|w| w.annotation("vfgenie.io/smart-selection"))
+        .map(serde_json::from_str::<Value>)
+        .transpose()?
+        .and_then(|v| v["chosen"].as_str().map(str::to_string));
+    if chosen.as_deref() != Some("red") {
+        bail!("the smart pod got {chosen:?}, not red");
+    }
+    pod(1, "red")?;
+    let (mut smart, mut explicit) = (Vec::new(), Vec::new());
+    for i in 0..PODS {
+        if i % 2 == 0 {
+            smart.push(pod(2 + 2 * i, "")?);
+            explicit.push(pod(3 + 2 * i, "red")?);
+        } else {
+            explicit.push(pod(3 + 2 * i, "red")?);
+            smart.push(pod(2 + 2 * i, "")?);
+        }
+    }
+    let (s, e) = (Samples::new(smart), Samples::new(explicit));
+    println!(
+        "cni.add_smart_selection_1_network: p50 {} p99 {} (n={})  explicit cni: \"red\": p50 {} p99 {} (n={})  difference of p50s {:.3} ms",
+        fmt(s.pct(50.0)),
+        fmt(s.pct(99.0)),
+        s.n(),
+        fmt(e.pct(50.0)),
+        fmt(e.pct(99.0)),
+        e.n(),
+        (s.pct(50.0).as_secs_f64() - e.pct(50.0).as_secs_f64()) * 1e3
+    );
+    // What the selection adds inside genie: read the file, decode it borrowed, select.
+    let smart_conf = vfcni::genieconf::GenieConf::from_value(&conf)?
+        .smart_selection
+        .ok_or_else(|| anyhow::anyhow!("no smartSelection"))?;
+    let mut reads = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        let bytes = std::fs::read(&smart_conf.kpi_file)?;
+        let f = vfkube::kpi::parse_kpi_file(&bytes).map_err(anyhow::Error::msg)?;
+        let sel = vfkube::kpi::select(&smart_conf.policy, Ok(&f), now);
+        std::hint::black_box(&sel);
+        reads.push(t.elapsed());
+    }
+    let r = Samples::new(reads);
+    println!(
+        "cni.smart_selection_kpi_read (read {} bytes, decode, select; in process): p50 {} p99 {} (n={})  aim p50 < 0.2 ms: {}",
+        std::fs::metadata(&kpi_file)?.len(),
+        fmt(r.pct(50.0)),
+        fmt(r.pct(99.0)),
+        r.n(),
+        verdict(r.pct(50.0) < Duration::from_micros(200))
+    );
+    Ok(())
 }
 
 /// Genie runs logged with their step timings: pods in the breakdown.
@@ -295,16 +405,16 @@ fn cache_write(node: &Node) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
+/// One pod's ADD and DEL with a given genie conf.
+type PodRun<'a> = dyn Fn(usize, &Value) -> anyhow::Result<(Duration, Duration)> + 'a;
+
 /// Pods of each side in the audit comparison.
 const AUDIT_PODS: usize = 100;
 
 /// ADD with genie's audit log (the conf as deployed) beside ADD with `"auditLog": false`, pods
 /// alternating in the same run; and the records' own cost, written in-process as genie writes
 /// them for this pod (one call and three delegate records, each one open, write and close).
-fn audit_cost(
-    conf: &Value,
-    pod: &dyn Fn(usize, &Value) -> anyhow::Result<(Duration, Duration)>,
-) -> anyhow::Result<()> {
+fn audit_cost(conf: &Value, pod: &PodRun<'_>) -> anyhow::Result<()> {
     let mut off = conf.clone();
     off["auditLog"] = json!(false);
     let (mut with, mut without) = (Vec::new(), Vec::new());

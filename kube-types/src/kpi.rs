@@ -1,0 +1,319 @@
+//! Node network KPIs and the smart selection made from them.
+//!
+//! The node agent samples, per network the node can attach, IP occupancy, free VFs and the traffic
+//! of the pods' interfaces, and writes them to a node-local JSON file ([`KpiFile`]); genie reads
+//! that file (once per ADD, borrowed decode) when a pod asks for no network (`cni: ""` or no
+//! annotation) and the genie conf has `smartSelection` but no `default_plugin`, and picks one of
+//! the conf's candidates ([`select`]). The choice and the figures behind it are written on the pod
+//! as [`SMART_SELECTION`] ([`Selection`]).
+//!
+//! A figure the agent cannot know (an IPAM other than host-local, a network without VFs, the
+//! audit-log figures until they are wired) is `null`, never 0.
+//!
+//! Selection rules:
+//! - the file is missing, unreadable, not a KPI file, or its `generatedAt` is older than
+//!   `maxKpiAgeSeconds`: **fallback**, the first candidate in conf order (the caller logs a warning);
+//! - a candidate absent from the file, sampled longer ago than `maxKpiAgeSeconds`, or without the
+//!   figure the strategy needs, is not eligible; no eligible candidate: fallback as above;
+//! - `leastTraffic`: least rx + tx bytes per second; `leastIpOccupancy`: least used/total;
+//!   `mostFreeVfs`: most free VFs; `weighted`: least `traffic·t/max + occupancy·o + (1 − free/max)·v`
+//!   over the figures with a weight above 0 (a figure null for every candidate is left out; a
+//!   figure null for some counts as the worst, 1, for them);
+//! - equal scores: the lowest network name wins.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The pod annotation carrying the smart selection ([`Selection`] as JSON).
+pub const SMART_SELECTION: &str = "vfgenie.io/smart-selection";
+/// The Node annotation with the compact KPI summary.
+pub const NODE_KPIS: &str = "vfgenie.io/network-kpis";
+/// Where the agent writes the KPI file and genie reads it, unless configured.
+pub const DEFAULT_KPI_FILE: &str = "/run/vfgenie/kpi.json";
+/// The longest KPI file genie reads.
+pub const KPI_FILE_MAX: u64 = 1024 * 1024;
+
+/// One network's figures. Timestamps are Unix seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkKpis {
+    pub sampled_at: f64,
+    /// Leases held in the network's host-local ranges; null for other IPAMs.
+    pub ip_used: Option<u64>,
+    /// Addresses host-local can hand out in those ranges; null for other IPAMs.
+    pub ip_total: Option<u64>,
+    /// Free VFs of the pool(s) the network takes devices from; null without a pool.
+    pub free_vfs: Option<u64>,
+    pub rx_bytes_per_second: Option<f64>,
+    pub tx_bytes_per_second: Option<f64>,
+    /// From genie's audit log: median of the successful ADDs of the last 15 minutes; null when
+    /// there were none.
+    pub attach_latency_p50_ms: Option<f64>,
+    /// From genie's audit log: failed / all ADDs of the last 15 minutes; null when there were
+    /// none.
+    pub error_rate: Option<f64>,
+}
+
+impl NetworkKpis {
+    /// rx + tx bytes per second, when both are known.
+    pub fn traffic(&self) -> Option<f64> {
+        Some(self.rx_bytes_per_second? + self.tx_bytes_per_second?)
+    }
+
+    /// used / total, when known (and total is not 0).
+    pub fn ip_occupancy(&self) -> Option<f64> {
+        match (self.ip_used, self.ip_total) {
+            (Some(u), Some(t)) if t > 0 => Some(u as f64 / t as f64),
+            _ => None,
+        }
+    }
+}
+
+/// The KPI file: `{"generatedAt": 1764900000.5, "node": "n1", "networks": {"net-a": {...}}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KpiFile<'a> {
+    pub generated_at: f64,
+    #[serde(default)]
+    pub node: Option<&'a str>,
+    /// Network names are borrowed from the file (they carry no JSON escapes).
+    #[serde(borrow)]
+    pub networks: BTreeMap<&'a str, NetworkKpis>,
+    /// VF pools by resource name.
+    #[serde(borrow, default)]
+    pub pools: BTreeMap<&'a str, PoolKpis>,
+}
+
+/// One VF pool's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolKpis {
+    pub sampled_at: f64,
+    /// Healthy VFs no pod holds; null when the kubelet cannot say which are held.
+    pub free_vfs: Option<u64>,
+    pub capacity: u64,
+}
+
+/// `smartSelection.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Strategy {
+    LeastTraffic,
+    LeastIpOccupancy,
+    MostFreeVfs,
+    Weighted,
+}
+
+impl Strategy {
+    pub const NAMES: &'static str = "leastTraffic, leastIpOccupancy, mostFreeVfs, weighted";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "leastTraffic" => Self::LeastTraffic,
+            "leastIpOccupancy" => Self::LeastIpOccupancy,
+            "mostFreeVfs" => Self::MostFreeVfs,
+            "weighted" => Self::Weighted,
+            _ => return None,
+        })
+    }
+}
+
+/// `smartSelection.weights` (the `weighted` strategy).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Weights {
+    pub traffic: f64,
+    pub ip_occupancy: f64,
+    pub free_vfs: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            traffic: 1.0,
+            ip_occupancy: 1.0,
+            free_vfs: 1.0,
+        }
+    }
+}
+
+/// What the selection is asked to do (the genie conf's `smartSelection`, validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub strategy: Strategy,
+    /// Network names, in conf order; the first is the fallback.
+    pub candidates: Vec<String>,
+    pub max_age_seconds: f64,
+    pub weights: Weights,
+}
+
+/// One candidate as seen when choosing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub network: String,
+    /// Its figures; null when the file has none for it.
+    pub kpis: Option<NetworkKpis>,
+    /// Seconds since they were sampled.
+    pub age_seconds: Option<f64>,
+    /// Its score under the strategy (lower is better); null when not eligible.
+    pub score: Option<f64>,
+}
+
+/// The choice and what it was made from: the [`SMART_SELECTION`] annotation (and, later, an audit
+/// record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Selection {
+    pub strategy: Strategy,
+    pub chosen: String,
+    /// Why: the strategy's verdict, or why it fell back.
+    pub reason: String,
+    /// True when the first candidate was taken for want of usable KPIs.
+    pub fallback: bool,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Picks one of `policy.candidates` from `kpis` (or the reason there are none) at `now` (Unix
+/// seconds). Never fails: without usable figures the first candidate is the answer.
+pub fn select(policy: &Policy, kpis: Result<&KpiFile<'_>, String>, now: f64) -> Selection {
+    let max_age = policy.max_age_seconds;
+    let file = kpis.and_then(|f| {
+        let age = now - f.generated_at;
+        if age > max_age {
+            Err(format!(
+                "the KPI file is {age:.0} s old (maxKpiAgeSeconds is {max_age:.0})"
+            ))
+        } else {
+            Ok(f)
+        }
+    });
+    let mut candidates: Vec<Candidate> = policy
+        .candidates
+        .iter()
+        .map(|name| {
+            let k = file
+                .as_ref()
+                .ok()
+                .and_then(|f| f.networks.get(name.as_str()).copied());
+            Candidate {
+                network: name.clone(),
+                kpis: k,
+                age_seconds: k.map(|k| (now - k.sampled_at).max(0.0)),
+                score: None,
+            }
+        })
+        .collect();
+    let fallback = |reason: String, candidates: Vec<Candidate>| Selection {
+        strategy: policy.strategy,
+        chosen: policy.candidates.first().cloned().unwrap_or_default(),
+        reason,
+        fallback: true,
+        candidates,
+    };
+    if let Err(reason) = file {
+        return fallback(reason, candidates);
+    }
+    // Figures of fresh candidates only.
+    let fresh: Vec<Option<NetworkKpis>> = candidates
+        .iter()
+        .map(|c| {
+            c.kpis
+                .filter(|_| c.age_seconds.is_some_and(|a| a <= max_age))
+        })
+        .collect();
+    let max_of = |f: fn(&NetworkKpis) -> Option<f64>| -> Option<f64> {
+        fresh
+            .iter()
+            .flatten()
+            .filter_map(f)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    };
+    let free = |k: &NetworkKpis| k.free_vfs.map(|v| v as f64);
+    let max_traffic = max_of(NetworkKpis::traffic);
+    let max_free = max_of(free);
+    let any_occupancy = max_of(NetworkKpis::ip_occupancy).is_some();
+    let w = policy.weights;
+    for (c, k) in candidates.iter_mut().zip(&fresh) {
+        let Some(k) = k else { continue };
+        c.score = match policy.strategy {
+            Strategy::LeastTraffic => k.traffic(),
+            Strategy::LeastIpOccupancy => k.ip_occupancy(),
+            Strategy::MostFreeVfs => free(k).map(|f| -f),
+            Strategy::Weighted => {
+                let ratio = |v: Option<f64>, max: Option<f64>| match (v, max) {
+                    (Some(v), Some(m)) if m > 0.0 => v / m,
+                    (Some(_), Some(_)) => 0.0,
+                    _ => 1.0,
+                };
+                let mut s = 0.0;
+                if w.traffic > 0.0 && max_traffic.is_some() {
+                    s += w.traffic * ratio(k.traffic(), max_traffic);
+                }
+                if w.ip_occupancy > 0.0 && any_occupancy {
+                    s += w.ip_occupancy * k.ip_occupancy().unwrap_or(1.0);
+                }
+                if w.free_vfs > 0.0 && max_free.is_some() {
+                    let vf = match (free(k), max_free) {
+                        (Some(f), Some(m)) if m > 0.0 => 1.0 - f / m,
+                        _ => 1.0,
+                    };
+                    s += w.free_vfs * vf;
+                }
+                let any = (w.traffic > 0.0 && max_traffic.is_some())
+                    || (w.ip_occupancy > 0.0 && any_occupancy)
+                    || (w.free_vfs > 0.0 && max_free.is_some());
+                any.then_some(s)
+            }
+        };
+    }
+    let best = candidates
+        .iter()
+        .filter_map(|c| c.score.map(|s| (s, c.network.as_str())))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(s, n)| (s, n.to_string()));
+    match best {
+        Some((score, chosen)) => {
+            let skipped = candidates.iter().filter(|c| c.score.is_none()).count();
+            let mut reason = format!("{}: best score {score}", strategy_name(policy.strategy));
+            if skipped > 0 {
+                reason.push_str(&format!(
+                    "; {skipped} candidate(s) without fresh figures skipped"
+                ));
+            }
+            Selection {
+                strategy: policy.strategy,
+                chosen,
+                reason,
+                fallback: false,
+                candidates,
+            }
+        }
+        None => fallback(
+            format!(
+                "no candidate has fresh figures for {}",
+                strategy_name(policy.strategy)
+            ),
+            candidates,
+        ),
+    }
+}
+
+fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::LeastTraffic => "leastTraffic",
+        Strategy::LeastIpOccupancy => "leastIpOccupancy",
+        Strategy::MostFreeVfs => "mostFreeVfs",
+        Strategy::Weighted => "weighted",
+    }
+}
+
+/// Decodes a KPI file (borrowing its names from `bytes`).
+pub fn parse_kpi_file(bytes: &[u8]) -> Result<KpiFile<'_>, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("the KPI file is not valid: {e}"))
+}
+
+#[cfg(test)]
+#[path = "kpi_tests.rs"]
+mod tests;
