@@ -65,11 +65,14 @@ pub struct ErrorInfo {
     pub msg: String,
 }
 
-/// A smart selection of a network (issue 14, part 2 fills it in; this crate writes and reports
-/// it).
+/// A smart selection of a network, as genie made it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Selection {
+    /// The selectable group the choice was made for (`namespace/name`); none for a pod's default
+    /// network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub strategy: String,
     pub chosen: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

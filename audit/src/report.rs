@@ -109,6 +109,9 @@ pub struct FailingPod {
 pub struct SelectionSeen {
     pub time: String,
     pub pod: Option<String>,
+    /// The selectable group it was made for; none for a pod's default network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub strategy: String,
     pub chosen: String,
     pub reason: String,
@@ -186,6 +189,7 @@ pub fn report(logs: &[PathBuf], query: &Query, now: SystemTime) -> Report {
                     .pod
                     .as_ref()
                     .map(|p| format!("{}/{}", p.namespace, p.name)),
+                group: s.group.clone(),
                 strategy: s.strategy.clone(),
                 chosen: s.chosen.clone(),
                 reason: s.reason.clone(),
@@ -402,9 +406,13 @@ impl Report {
             for x in &self.selections {
                 let _ = writeln!(
                     s,
-                    "  {} {} {} -> {}: {}",
+                    "  {} {} {}{} -> {}: {}",
                     x.time,
                     x.pod.as_deref().unwrap_or("-"),
+                    x.group
+                        .as_ref()
+                        .map(|g| format!("{g} "))
+                        .unwrap_or_default(),
                     x.strategy,
                     x.chosen,
                     x.reason

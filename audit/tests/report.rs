@@ -106,6 +106,7 @@ fn report_figures_match_a_synthetic_log() -> Result<(), Box<dyn std::error::Erro
         if i % 500 == 0 {
             selections += 1;
             r.selection = Some(Selection {
+                group: None,
                 strategy: "leastTraffic".into(),
                 chosen: networks[net].into(),
                 reason: "lowest rx+tx".into(),

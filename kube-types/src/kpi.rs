@@ -13,8 +13,11 @@
 //! Selection rules:
 //! - the file is missing, unreadable, not a KPI file, or its `generatedAt` is older than
 //!   `maxKpiAgeSeconds`: **fallback**, the first candidate in conf order (the caller logs a warning);
-//! - a candidate absent from the file, sampled longer ago than `maxKpiAgeSeconds`, or without the
-//!   figure the strategy needs, is not eligible; no eligible candidate: fallback as above;
+//! - a candidate absent from a fresh file has no pod on this node (the agent lists every conf
+//!   network and every network genie has attached on the node): its traffic is 0, its other
+//!   figures unknown;
+//! - a candidate sampled longer ago than `maxKpiAgeSeconds`, or without the figure the strategy
+//!   needs, is not eligible; no eligible candidate: fallback as above;
 //! - `leastTraffic`: least rx + tx bytes per second; `leastIpOccupancy`: least used/total;
 //!   `mostFreeVfs`: most free VFs; `weighted`: least `traffic·t/max + occupancy·o + (1 − free/max)·v`
 //!   over the figures with a weight above 0 (a figure null for every candidate is left out; a
@@ -27,6 +30,50 @@ use serde::{Deserialize, Serialize};
 
 /// The pod annotation carrying the smart selection ([`Selection`] as JSON).
 pub const SMART_SELECTION: &str = "vfgenie.io/smart-selection";
+/// On a NetworkAttachmentDefinition or LogicalNetwork: it is a selectable group, and this lists
+/// its members (names of objects of the same kind in the same namespace, comma-separated). A pod
+/// that asks for the group gets the member [`select`] picks.
+pub const SELECT_FROM: &str = "vfgenie.io/select-from";
+/// On a group: the strategy (default: the genie conf's `smartSelection.strategy`, else
+/// `leastTraffic`).
+pub const SELECT_STRATEGY: &str = "vfgenie.io/select-strategy";
+/// The most members a group may list.
+pub const GROUP_MAX: usize = 16;
+
+/// A group's members from its [`SELECT_FROM`] annotation: DNS labels, at least one, at most
+/// [`GROUP_MAX`], none twice, not the group itself.
+pub fn parse_group(group: &str, members: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = members
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        return Err(format!("{SELECT_FROM} lists no member"));
+    }
+    if list.len() > GROUP_MAX {
+        return Err(format!(
+            "{SELECT_FROM} lists {} members, at most {GROUP_MAX}",
+            list.len()
+        ));
+    }
+    for (i, m) in list.iter().enumerate() {
+        if !crate::objects::is_dns_label(m) {
+            return Err(format!(
+                "{SELECT_FROM}: {m:?} is not an object name of this namespace"
+            ));
+        }
+        if m == group {
+            return Err(format!("{SELECT_FROM}: the group lists itself"));
+        }
+        if list[..i].contains(m) {
+            return Err(format!("{SELECT_FROM}: {m:?} is listed twice"));
+        }
+    }
+    Ok(list)
+}
+
 /// The Node annotation with the compact KPI summary.
 pub const NODE_KPIS: &str = "vfgenie.io/network-kpis";
 /// Where the agent writes the KPI file and genie reads it, unless configured.
@@ -166,6 +213,9 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Selection {
+    /// The group (`namespace/name`) the choice was made for; none for the pod's default network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub strategy: Strategy,
     pub chosen: String,
     /// Why: the strategy's verdict, or why it fell back.
@@ -193,10 +243,17 @@ pub fn select(policy: &Policy, kpis: Result<&KpiFile<'_>, String>, now: f64) -> 
         .candidates
         .iter()
         .map(|name| {
-            let k = file
-                .as_ref()
-                .ok()
-                .and_then(|f| f.networks.get(name.as_str()).copied());
+            let k = file.as_ref().ok().map(|f| {
+                f.networks
+                    .get(name.as_str())
+                    .copied()
+                    .unwrap_or(NetworkKpis {
+                        sampled_at: f.generated_at,
+                        rx_bytes_per_second: Some(0.0),
+                        tx_bytes_per_second: Some(0.0),
+                        ..NetworkKpis::default()
+                    })
+            });
             Candidate {
                 network: name.clone(),
                 kpis: k,
@@ -206,6 +263,7 @@ pub fn select(policy: &Policy, kpis: Result<&KpiFile<'_>, String>, now: f64) -> 
         })
         .collect();
     let fallback = |reason: String, candidates: Vec<Candidate>| Selection {
+        group: None,
         strategy: policy.strategy,
         chosen: policy.candidates.first().cloned().unwrap_or_default(),
         reason,
@@ -283,6 +341,7 @@ pub fn select(policy: &Policy, kpis: Result<&KpiFile<'_>, String>, now: f64) -> 
                 ));
             }
             Selection {
+                group: None,
                 strategy: policy.strategy,
                 chosen,
                 reason,

@@ -72,6 +72,7 @@ fn weighted_follows_the_weights() {
         ("net-b", k(9000.0, 3, 253, Some(1))),
     ]);
     let mut p = policy(Strategy::Weighted);
+    p.candidates.truncate(2);
     p.weights = Weights {
         traffic: 1.0,
         ip_occupancy: 0.0,
@@ -103,7 +104,8 @@ fn stale_or_missing_figures_fall_back_to_the_first_candidate() {
         ("net-a", k(9000.0, 1, 10, None)),
         ("net-b", k(10.0, 1, 10, None)),
     ]);
-    let p = policy(Strategy::LeastTraffic);
+    let mut p = policy(Strategy::LeastTraffic);
+    p.candidates.truncate(2);
     let sel = select(&p, Err("cannot read /x: gone".into()), NOW);
     assert_eq!((sel.chosen.as_str(), sel.fallback), ("net-a", true));
     assert!(sel.reason.contains("/x"), "{}", sel.reason);
@@ -121,7 +123,8 @@ fn stale_or_missing_figures_fall_back_to_the_first_candidate() {
     assert!(sel.reason.contains("skipped"), "{}", sel.reason);
 
     // Unknown figures (null) are not zero: mostFreeVfs without any pool falls back.
-    let sel = select(&policy(Strategy::MostFreeVfs), Ok(&f), NOW);
+    p.strategy = Strategy::MostFreeVfs;
+    let sel = select(&p, Ok(&f), NOW);
     assert!(sel.fallback, "{sel:?}");
 }
 
@@ -142,4 +145,54 @@ fn the_file_decodes_borrowed_and_the_annotation_round_trips() {
     assert!(json.contains("\"ageSeconds\":1.0"), "{json}");
     let back: Selection = serde_json::from_str(&json).unwrap();
     assert_eq!(back, sel);
+}
+
+#[test]
+fn a_candidate_absent_from_a_fresh_file_has_no_traffic_and_no_other_figures() {
+    let f = file(&[
+        ("net-a", k(9000.0, 1, 10, Some(4))),
+        ("net-b", k(10.0, 1, 10, Some(4))),
+    ]);
+    let mut p = policy(Strategy::LeastTraffic);
+    p.candidates = vec!["net-a".into(), "net-b".into(), "net-idle".into()];
+    let sel = select(&p, Ok(&f), NOW);
+    assert_eq!((sel.chosen.as_str(), sel.fallback), ("net-idle", false));
+    let idle = sel
+        .candidates
+        .iter()
+        .find(|c| c.network == "net-idle")
+        .unwrap();
+    assert_eq!(idle.kpis.unwrap().traffic(), Some(0.0));
+    assert_eq!(idle.kpis.unwrap().ip_occupancy(), None);
+    // Its occupancy and VFs are unknown: those strategies skip it.
+    p.strategy = Strategy::LeastIpOccupancy;
+    let sel = select(&p, Ok(&f), NOW);
+    assert!(!sel.fallback && sel.chosen != "net-idle", "{sel:?}");
+    assert!(sel.reason.contains("skipped"), "{}", sel.reason);
+    p.strategy = Strategy::MostFreeVfs;
+    assert_ne!(select(&p, Ok(&f), NOW).chosen, "net-idle");
+}
+
+#[test]
+fn group_members_are_plain_names_listed_once() {
+    assert_eq!(
+        parse_group("fast", " fast-a, fast-b ,fast-c").unwrap(),
+        ["fast-a", "fast-b", "fast-c"]
+    );
+    for (bad, why) in [
+        ("", "no member"),
+        (" , ", "no member"),
+        ("a,../b", "not an object name"),
+        ("a,other/b", "not an object name"),
+        ("a,Fast", "not an object name"),
+        ("a,fast", "itself"),
+        ("a,b,a", "twice"),
+    ] {
+        let e = parse_group("fast", bad).unwrap_err();
+        assert!(e.contains(why), "{bad:?}: {e}");
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("m{i}")).collect();
+    assert!(parse_group("fast", &many.join(","))
+        .unwrap_err()
+        .contains("at most 16"));
 }

@@ -94,8 +94,11 @@ fn attach(node: &Node, conf: &Value, pod: &str) -> (String, Value, String) {
     let status: Value =
         serde_json::from_str(w.annotation("k8s.v1.cni.cncf.io/network-status").unwrap()).unwrap();
     assert_eq!(status[0]["name"], net.as_str(), "{status}");
-    let sel: Value =
+    let list: Value =
         serde_json::from_str(w.annotation("vfgenie.io/smart-selection").unwrap()).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let sel = list[0].clone();
+    assert!(sel.get("group").is_none(), "{sel}");
     // The audit log's ADD call record for the pod carries the same choice and its figures.
     let audit = std::fs::read_to_string(node.audit_log()).unwrap();
     let call: Value = audit
@@ -251,4 +254,223 @@ fn an_explicit_plugin_is_not_overridden() {
         )
         .unwrap();
     assert!(out.success, "{}", out.stderr);
+}
+
+/// A KPI file over `names`: `quiet` the least loaded by every figure, the others busier; a name
+/// in `absent` is left out (the agent has seen no pod on it).
+fn write_group_kpis(path: &PathBuf, names: &[&str], quiet: &str, absent: &[&str]) {
+    let t = now();
+    let mut networks = serde_json::Map::new();
+    for (n, name) in names.iter().enumerate() {
+        if absent.contains(name) {
+            continue;
+        }
+        let load = if *name == quiet { 0 } else { n as u64 + 1 };
+        networks.insert(
+            name.to_string(),
+            json!({"sampledAt": t, "ipUsed": 10 + 50 * load, "ipTotal": 253,
+                   "freeVfs": 20 - 2 * load, "rxBytesPerSecond": 1000.0 * load as f64 + 5.0,
+                   "txBytesPerSecond": 5.0, "attachLatencyP50Ms": null, "errorRate": null}),
+        );
+    }
+    let file = json!({"generatedAt": t, "node": "n1", "networks": networks});
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&file).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+const MEMBERS: [(&str, &str); 3] = [
+    ("fast-a", "10.95.1.0/24"),
+    ("fast-b", "10.95.2.0/24"),
+    ("fast-c", "10.95.3.0/24"),
+];
+
+/// ADD of a pod with `annotations`; on success the interface `ifname`'s address, the pod's
+/// smart-selection list and the ADD's delegate records; the pod is deleted after and nothing
+/// may be left.
+fn attach_group(
+    node: &Node,
+    conf: &Value,
+    pod: &str,
+    annotations: &[(&str, &str)],
+    ifname: &str,
+) -> Result<(String, Value, Vec<Value>), Value> {
+    node.api.add_pod(NS, pod, annotations);
+    let sb = Sandbox::new().unwrap();
+    let out = node
+        .cni("ADD", pod, &sb.path, "eth0", Some((NS, pod)), conf)
+        .unwrap();
+    if !out.success {
+        let err: Value = serde_json::from_str(&out.stdout).unwrap();
+        node.assert_nothing_left(&sb);
+        return Err(err);
+    }
+    let addrs = sb.addresses().unwrap();
+    let addr = addrs
+        .iter()
+        .find(|(n, _)| n == ifname)
+        .map(|(_, a)| a[0].clone())
+        .unwrap_or_else(|| panic!("no {ifname}: {addrs:?}"));
+    let w = node
+        .api
+        .writes()
+        .into_iter()
+        .rev()
+        .find(|w| w.name == pod)
+        .expect("no status write");
+    let list: Value =
+        serde_json::from_str(w.annotation("vfgenie.io/smart-selection").unwrap()).unwrap();
+    let delegates: Vec<Value> = std::fs::read_to_string(node.audit_log())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "delegate" && r["verb"] == "ADD" && r["pod"]["name"] == pod)
+        .collect();
+    let del = node
+        .cni("DEL", pod, &sb.path, "eth0", Some((NS, pod)), conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+    Ok((addr, list, delegates))
+}
+
+#[test]
+fn a_selectable_nad_group_gives_the_pod_the_member_the_kpis_pick() {
+    require_root();
+    let (node, conf, kpi_file) = smart_node("leastTraffic");
+    for (name, subnet) in MEMBERS {
+        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
+                       "ipam": node.ipam(subnet)});
+        node.api.add_nad(NS, name, &c.to_string(), None);
+    }
+    // The group's own strategy overrides the conf's leastTraffic.
+    node.api.add_group(
+        "network-attachment-definitions",
+        NS,
+        "fast",
+        "fast-a, fast-b, fast-c",
+        Some("leastIpOccupancy"),
+    );
+    let names = [
+        "team/fast-a",
+        "team/fast-b",
+        "team/fast-c",
+        "net-a",
+        "net-b",
+        "net-c",
+    ];
+    let npwg = [("k8s.v1.cni.cncf.io/networks", "fast")];
+    for (i, quiet) in ["team/fast-b", "team/fast-c"].iter().enumerate() {
+        write_group_kpis(&kpi_file, &names, quiet, &[]);
+        let (addr, list, delegates) =
+            attach_group(&node, &conf, &format!("g{i}"), &npwg, "net1").unwrap();
+        let subnet = MEMBERS.iter().find(|(m, _)| quiet.ends_with(m)).unwrap().1;
+        assert!(addr.starts_with(&subnet[..8]), "{addr} not in {subnet}");
+        // The default network's selection first, then the group's.
+        let sels = list.as_array().unwrap();
+        assert_eq!(sels.len(), 2, "{list}");
+        assert!(sels[0].get("group").is_none(), "{list}");
+        assert_eq!(sels[1]["group"], "team/fast");
+        assert_eq!(sels[1]["strategy"], "leastIpOccupancy");
+        assert_eq!(sels[1]["chosen"], *quiet);
+        assert_eq!(sels[1]["fallback"], false, "{list}");
+        // The chosen network's delegate record carries the selection.
+        let rec = delegates
+            .iter()
+            .find(|r| r["network"] == *quiet)
+            .unwrap_or_else(|| panic!("no delegate record of {quiet}: {delegates:?}"));
+        assert_eq!(rec["selection"]["group"], "team/fast", "{rec}");
+        assert_eq!(rec["selection"]["chosen"], *quiet, "{rec}");
+    }
+    // A member the agent has seen no pod on is idle: leastTraffic (the conf's, once the group
+    // names none) picks it.
+    node.api.add_group(
+        "network-attachment-definitions",
+        NS,
+        "fast",
+        "fast-a,fast-b,fast-c",
+        None,
+    );
+    write_group_kpis(&kpi_file, &names, "team/fast-a", &["team/fast-c"]);
+    let (addr, list, _) = attach_group(&node, &conf, "idle", &npwg, "net1").unwrap();
+    assert!(addr.starts_with("10.95.3."), "{addr}: {list}");
+    assert_eq!(list[1]["strategy"], "leastTraffic");
+}
+
+#[test]
+fn a_refused_group_fails_the_add_with_code_7_and_leaves_nothing() {
+    require_root();
+    let (node, conf, kpi_file) = smart_node("leastTraffic");
+    write_kpis(&kpi_file, "net-a", 0.0);
+    let c = json!({"cniVersion": "1.0.0", "name": "fast-a", "type": "ptp", "ipMasq": false,
+                   "ipam": node.ipam("10.95.1.0/24")});
+    node.api.add_nad(NS, "fast-a", &c.to_string(), None);
+    node.api.add_group(
+        "network-attachment-definitions",
+        NS,
+        "inner",
+        "fast-a",
+        None,
+    );
+    let nad = "network-attachment-definitions";
+    for (i, (members, strategy, why)) in [
+        ("inner", None, "its member team/inner is a group too"),
+        ("fast-a", Some("fastest"), "is not one of"),
+        ("other/fast-a", None, "not an object name of this namespace"),
+        ("../fast-a", None, "not an object name of this namespace"),
+        // A member that does not exist, picked as idle (no KPIs): the API's answer names it.
+        ("bad,fast-a", None, "team/bad"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        node.api.add_group(nad, NS, "fast", members, strategy);
+        let err = attach_group(
+            &node,
+            &conf,
+            &format!("r{i}"),
+            &[("k8s.v1.cni.cncf.io/networks", "fast")],
+            "net1",
+        )
+        .map(|_| ())
+        .expect_err(members);
+        let msg =
+            err["msg"].as_str().unwrap().to_string() + " " + err["details"].as_str().unwrap_or("");
+        assert_eq!(err["code"], 7, "{members}: {err}");
+        assert!(msg.contains(why), "{members}: {msg}");
+        if i < 4 {
+            assert!(msg.contains("team/fast"), "{members}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn a_selectable_logical_network_group() {
+    require_root();
+    let (node, conf, kpi_file) = smart_node("leastTraffic");
+    // Two LogicalNetworks on net-a's plugin conf, each with a part of its range.
+    node.api
+        .add_logical_network(NS, "ln-a", "p1", "net-a", "10.94.1.0/26");
+    node.api
+        .add_logical_network(NS, "ln-b", "p1", "net-a", "10.94.1.64/26");
+    node.api
+        .add_group("logicalnetworks", NS, "ln-fast", "ln-a,ln-b", None);
+    let names = ["team/ln-a", "team/ln-b", "net-a", "net-b", "net-c"];
+    write_group_kpis(&kpi_file, &names, "team/ln-b", &[]);
+    let (addr, list, _) = attach_group(
+        &node,
+        &conf,
+        "ln",
+        &[("cni", ""), ("networks", "ln-fast@eth1")],
+        "eth1",
+    )
+    .unwrap();
+    let last: u8 = addr.split(['.', '/']).nth(3).unwrap().parse().unwrap();
+    assert!(
+        addr.starts_with("10.94.1.") && (64..128).contains(&last),
+        "{addr}: {list}"
+    );
+    let sels = list.as_array().unwrap();
+    let group = sels.iter().find(|s| s["group"] == "team/ln-fast").unwrap();
+    assert_eq!(group["chosen"], "team/ln-b", "{list}");
 }

@@ -2,8 +2,9 @@
 //! file genie reads for its smart selection (`--kpi-file`, written atomically, 0644), the
 //! `vfgenie_network_*` gauges on `/metrics`, and (left to the caller) a Node annotation.
 //!
-//! Per network the node can attach (the conf files of `--cni-conf-dir`, and any further networks
-//! the caller passes, e.g. NetworkAttachmentDefinitions): IP occupancy ([`ipam`]), free VFs of
+//! Per network the node can attach (the conf files of `--cni-conf-dir`, every network genie's
+//! records show a pod attached to on this node, NADs and LogicalNetworks among them, and any
+//! further networks the caller passes): IP occupancy ([`ipam`]), free VFs of
 //! the pool the network takes devices from, rx/tx bytes per second of the pods' interfaces on it
 //! ([`traffic`]), and the audit-log figures through [`AttachStats`]. Per VF pool: free VFs.
 //! Figures that cannot be known are null (`None`), never 0.
@@ -212,7 +213,8 @@ impl Collector {
             .into_iter()
             .map(|(n, c)| (n, c, None))
             .collect();
-        for e in extra {
+        let recorded = traffic::recorded_networks(&self.opts.genie_cni_dir);
+        for e in extra.iter().chain(&recorded) {
             if !nets.iter().any(|(n, _, _)| *n == e.name) {
                 nets.push((e.name.clone(), e.config.clone(), e.resource.clone()));
             }

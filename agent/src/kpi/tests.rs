@@ -108,3 +108,51 @@ fn a_sample_of_conf_networks_and_pools() {
         "{m}"
     );
 }
+
+#[test]
+fn networks_genie_attached_on_the_node_are_sampled_from_its_records() {
+    use vfmeta::cache::{CacheDir, PodAttachment, PodKey, PodRecord};
+    let d = tempfile::tempdir().unwrap();
+    let mut opts = KpiOptions::new(d.path().join("kpi.json"));
+    opts.cni_conf_dir = d.path().join("net.d");
+    opts.host_local_dir = d.path().join("ipam");
+    opts.genie_cni_dir = d.path().join("cache");
+    let key = PodKey::new("c1", "eth0").unwrap();
+    let mut r = PodRecord::new(&key, "");
+    for (network, resource, subnet) in [
+        ("team/vf-a", Some("vfgenie.io/fast"), "10.7.0.0/29"),
+        ("team/overlay", None, "10.8.0.0/24"),
+    ] {
+        let mut extra = serde_json::Map::new();
+        if let Some(res) = resource {
+            extra.insert(
+                vfmeta::genie::record::EXTRA_RESOURCE.into(),
+                Value::String(res.into()),
+            );
+        }
+        r.attachments.push(PodAttachment {
+            network: network.into(),
+            if_name: "net1".into(),
+            conf: json!({"name": network.replace('/', "-"), "type": "sriov",
+                         "ipam": {"type": "host-local", "subnet": subnet}}),
+            result: None,
+            extra,
+        });
+    }
+    CacheDir::new(&opts.genie_cni_dir).write_pod(&r).unwrap();
+    let pools = [pool_of(
+        "vfgenie.io/fast",
+        vec![device("0000:01:00.1", None), device("0000:01:00.2", None)],
+    )];
+    let held = Held::Known(BTreeSet::from(["0000:01:00.1".parse().unwrap()]));
+    let mut c = Collector::new(opts, Box::new(NoAttachStats));
+    let s = c.sample(&pools, &held, &[]);
+    assert_eq!(
+        s.networks.keys().collect::<Vec<_>>(),
+        ["team/overlay", "team/vf-a"]
+    );
+    assert_eq!(s.networks["team/vf-a"].free_vfs, Some(1));
+    assert_eq!(s.networks["team/vf-a"].ip_total, Some(5));
+    assert_eq!(s.networks["team/overlay"].free_vfs, None);
+    assert_eq!(s.networks["team/overlay"].ip_total, Some(253));
+}

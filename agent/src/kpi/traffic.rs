@@ -46,6 +46,35 @@ pub fn attachments(cni_dir: &Path) -> Vec<Attachment> {
     out
 }
 
+/// The networks genie has attached pods to on this node (NADs and LogicalNetworks among them),
+/// from its records: name, config as delegated, and the resource a VF came from. The first record
+/// of a network wins.
+pub fn recorded_networks(cni_dir: &Path) -> Vec<super::ExtraNetwork> {
+    let Ok(listed) = CacheDir::new(cni_dir).list_pods() else {
+        return Vec::new();
+    };
+    let mut out: Vec<super::ExtraNetwork> = Vec::new();
+    for l in listed {
+        let Ok(r) = l.record else { continue };
+        for a in r.attachments {
+            if out.iter().any(|e| e.name == a.network) {
+                continue;
+            }
+            let resource = a
+                .extra
+                .get(vfmeta::genie::record::EXTRA_RESOURCE)
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            out.push(super::ExtraNetwork {
+                name: a.network,
+                config: a.conf,
+                resource,
+            });
+        }
+    }
+    out
+}
+
 /// Per-network traffic of one sample (networks with recorded attachments only; one without
 /// any has no traffic).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -255,6 +255,35 @@ impl ApiServer {
         self.put("network-attachment-definitions", namespace, name, nad);
     }
 
+    /// Adds or replaces a selectable group (`vfgenie.io/select-from`, and
+    /// `vfgenie.io/select-strategy` when given): a NetworkAttachmentDefinition without a config
+    /// (`plural` "network-attachment-definitions") or a LogicalNetwork ("logicalnetworks").
+    pub fn add_group(
+        &self,
+        plural: &'static str,
+        namespace: &str,
+        name: &str,
+        members: &str,
+        strategy: Option<&str>,
+    ) {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("vfgenie.io/select-from".into(), json!(members));
+        if let Some(s) = strategy {
+            annotations.insert("vfgenie.io/select-strategy".into(), json!(s));
+        }
+        let metadata = json!({"name": name, "namespace": namespace, "uid": format!("uid-{name}"),
+                              "annotations": annotations});
+        let object = match plural {
+            "logicalnetworks" => json!({
+                "apiVersion": "alpha.network.k8s.io/v1", "kind": "LogicalNetwork",
+                "metadata": metadata, "spec": {"physicalNet": "", "plugin": "", "subnet": ""}}),
+            _ => json!({
+                "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": metadata, "spec": {"config": ""}}),
+        };
+        self.put(plural, namespace, name, object);
+    }
+
     /// Adds or replaces a LogicalNetwork.
     pub fn add_logical_network(
         &self,

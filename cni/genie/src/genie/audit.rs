@@ -25,6 +25,9 @@ struct Call {
     addresses: Vec<String>,
     /// The smart selection of the pod's default network, when one was made.
     selection: Option<vfaudit::Selection>,
+    /// Selections made for selectable groups, each written in the delegate record of the
+    /// network it chose.
+    group_selections: Vec<vfaudit::Selection>,
 }
 
 thread_local! {
@@ -51,6 +54,7 @@ pub(super) fn begin(log: Option<&vfaudit::AuditConfig>, env: &CniEnv) {
         },
         addresses: Vec::new(),
         selection: None,
+        group_selections: Vec::new(),
     });
     CALL.with(|c| *c.borrow_mut() = call);
 }
@@ -76,13 +80,17 @@ pub(super) fn pod_seen(namespace: Option<&str>, name: Option<&str>, uid: Option<
     });
 }
 
-/// The smart selection made for the pod: written in the call record with the KPI values behind
-/// it, so that reports can list the selections and their reasons.
+/// A smart selection made for the pod, with the KPI values behind it, so that reports can list
+/// the selections and their reasons: the default network's goes in the call record, a selectable
+/// group's in the delegate record of the network it chose.
 pub(super) fn selection(sel: &vfkube::kpi::Selection) {
     CALL.with(|c| {
         let mut c = c.borrow_mut();
         let Some(call) = c.as_mut() else { return };
-        call.selection = Some(selection_record(sel));
+        match sel.group {
+            None => call.selection = Some(selection_record(sel)),
+            Some(_) => call.group_selections.push(selection_record(sel)),
+        }
     });
 }
 
@@ -118,6 +126,7 @@ pub(super) fn selection_record(sel: &vfkube::kpi::Selection) -> vfaudit::Selecti
         })
         .collect();
     vfaudit::Selection {
+        group: sel.group.clone(),
         strategy,
         chosen: sel.chosen.clone(),
         reason: match sel.fallback {
@@ -166,6 +175,15 @@ pub(super) fn delegate(d: Delegated<'_>, outcome: Result<Vec<String>, &CniError>
         r.plugin = main_plugin(d.config);
         r.ifname = Some(d.ifname.to_string());
         r.device = d.device.map(str::to_string);
+        if d.command == CniCommand::Add {
+            if let Some(i) = call
+                .group_selections
+                .iter()
+                .position(|s| s.chosen == d.network)
+            {
+                r.selection = Some(call.group_selections.remove(i));
+            }
+        }
         match outcome {
             Ok(addresses) => {
                 call.addresses.extend(addresses.iter().cloned());

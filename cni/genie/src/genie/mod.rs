@@ -46,7 +46,7 @@ pub mod plan;
 pub mod policy;
 mod quarantine;
 pub mod reads;
-mod record;
+pub mod record;
 pub mod routes;
 
 use std::collections::{BTreeSet, HashMap};
@@ -273,7 +273,7 @@ fn add(
         .filter(|u| !u.is_empty())
         .or_else(|| env.args.k8s_pod_uid.clone());
     audit::pod_seen(None, None, pod_uid.as_deref());
-    if let Some(sel) = &smart {
+    for sel in &smart {
         audit::selection(sel);
     }
     // The checkpoint knows the pod the kubelet is creating this sandbox for by the UID the kubelet
@@ -388,7 +388,7 @@ fn add(
                     routes::settle(&env.netns, &planned, &mut results).map_err(GenieError::from)
                 })
             });
-            let reported = report(&pod, &client, pod_whole, &statuses, smart.as_ref());
+            let reported = report(&pod, &client, pod_whole, &statuses, &smart);
             let joined = |r: std::thread::Result<Result<(), GenieError>>, what: &str| {
                 r.unwrap_or_else(|_| {
                     Err(GenieError::Panicked {
@@ -430,19 +430,21 @@ fn too_many(pod: String, count: usize, max: usize) -> Result<(), GenieError> {
 }
 
 /// The pod's network-status written back (nothing without a pod and an API client), with the
-/// smart selection of its default network when one was made ([`vfkube::kpi::SMART_SELECTION`]).
+/// smart selections made for it, when there were any ([`vfkube::kpi::SMART_SELECTION`], a list:
+/// the default network's first, then the selectable groups').
 fn report(
     pod: &Option<PodRef>,
     client: &Option<Client>,
     pod_whole: Option<Value>,
     statuses: &[AttachmentStatus],
-    smart: Option<&vfkube::kpi::Selection>,
+    smart: &[vfkube::kpi::Selection],
 ) -> Result<(), GenieError> {
     let (Some(p), Some(c)) = (pod, client) else {
         return Ok(());
     };
     let mut changes = status_annotations(statuses).map_err(GenieError::StatusEncode)?;
-    if let Some(sel) = smart {
+    if !smart.is_empty() {
+        let sel = smart;
         changes.insert(
             vfkube::kpi::SMART_SELECTION.to_string(),
             Some(serde_json::to_string(sel).map_err(GenieError::StatusEncode)?),

@@ -19,7 +19,10 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 use tracing::{info, warn};
-use vfkube::kpi::{parse_kpi_file, select, Selection, KPI_FILE_MAX};
+use vfkube::kpi::{
+    parse_group, parse_kpi_file, select, Policy, Selection, Strategy, KPI_FILE_MAX, SELECT_FROM,
+    SELECT_STRATEGY,
+};
 
 use super::delegate::Injected;
 use crate::annotations::{GeniePlugin, LogicalNetworkRef, NetworkSelection, PodNetworkRequest};
@@ -55,6 +58,12 @@ pub enum PlanError {
     Resolve(#[from] ResolveError),
     #[error("{pod} asks for {what}, whose {RESOURCE_NAME_ANNOTATION} is refused: {problem}")]
     ResourceName {
+        pod: String,
+        what: String,
+        problem: String,
+    },
+    #[error("{pod} asks for {what}, a selectable group that is refused: {problem}")]
+    Group {
         pod: String,
         what: String,
         problem: String,
@@ -170,6 +179,8 @@ struct Planner<'a> {
     out: Vec<Planned>,
     used: BTreeSet<String>,
     smart: Option<Selection>,
+    /// The selections made for selectable groups the pod asked for, in plan order.
+    groups: std::cell::RefCell<Vec<Selection>>,
 }
 
 impl Planner<'_> {
@@ -219,17 +230,108 @@ impl Planner<'_> {
             self.conf
                 .check_isolation(p.namespace, p.name, namespace, name)?;
         }
-        self.nad(namespace, name)
+        let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
+        let nad = self.fetch_nad(namespace, name)?;
+        match self.group_member(namespace, name, &what, &nad.metadata.annotations)? {
+            Some(member) => {
+                let m = self.fetch_nad(namespace, &member)?;
+                if m.metadata.annotations.contains_key(SELECT_FROM) {
+                    return Err(self.group_error(
+                        &what,
+                        format!("its member {namespace}/{member} is a group too"),
+                    ));
+                }
+                self.nad_network(namespace, &member, &m)
+            }
+            None => self.nad_network(namespace, name, &nad),
+        }
+    }
+
+    /// When `annotations` make `group` a selectable group ([`SELECT_FROM`]), the member the
+    /// node's KPIs pick (same namespace), the selection kept for the pod's annotation and audit.
+    fn group_member(
+        &self,
+        namespace: &str,
+        group: &str,
+        what: &str,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<String>, PlanError> {
+        let Some(members) = annotations.get(SELECT_FROM) else {
+            return Ok(None);
+        };
+        let members = parse_group(group, members).map_err(|p| self.group_error(what, p))?;
+        let conf = self.conf.smart_selection.as_ref();
+        let strategy = match annotations.get(SELECT_STRATEGY) {
+            Some(s) => Strategy::parse(s.trim()).ok_or_else(|| {
+                self.group_error(
+                    what,
+                    format!("{SELECT_STRATEGY} {s:?} is not one of {}", Strategy::NAMES),
+                )
+            })?,
+            None => conf.map_or(Strategy::LeastTraffic, |c| c.policy.strategy),
+        };
+        let smart = SmartSelection {
+            policy: Policy {
+                strategy,
+                candidates: members.iter().map(|m| format!("{namespace}/{m}")).collect(),
+                max_age_seconds: conf.map_or(
+                    crate::genieconf::smart::DEFAULT_MAX_KPI_AGE_SECONDS as f64,
+                    |c| c.policy.max_age_seconds,
+                ),
+                weights: conf.map(|c| c.policy.weights).unwrap_or_default(),
+            },
+            kpi_file: conf.map_or_else(
+                || PathBuf::from(vfkube::kpi::DEFAULT_KPI_FILE),
+                |c| c.kpi_file.clone(),
+            ),
+        };
+        let mut sel = smart_select(&smart, &self.pod_label());
+        sel.group = Some(format!("{namespace}/{group}"));
+        let member = sel
+            .chosen
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        self.groups.borrow_mut().push(sel);
+        Ok(Some(member))
+    }
+
+    fn group_error(&self, what: &str, problem: String) -> PlanError {
+        PlanError::Group {
+            pod: self.pod_label(),
+            what: what.to_string(),
+            problem,
+        }
     }
 
     /// A NAD, whoever named it: the node's conf (`clusterNetwork`, `defaultNetworks`, which
     /// isolation does not restrict) or the pod ([`Self::pod_nad`]).
     fn nad(&self, namespace: &str, name: &str) -> Result<Network, PlanError> {
+        let nad = self.fetch_nad(namespace, name)?;
+        self.nad_network(namespace, name, &nad)
+    }
+
+    fn fetch_nad(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<vfkube::objects::NetworkAttachmentDefinition, PlanError> {
         let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
         let client = self.client(&what)?;
-        let nad = crate::timing::timed("api", || client.nad(namespace, name))
-            .map_err(|source| self.api_error(&what, source))?;
-        let resolved = resolve_nad_config(&nad, &self.conf.conf_dir, &self.conf.tenant_paths)?;
+        crate::timing::timed("api", || client.nad(namespace, name))
+            .map_err(|source| self.api_error(&what, source))
+    }
+
+    /// The network of a fetched NAD.
+    fn nad_network(
+        &self,
+        namespace: &str,
+        name: &str,
+        nad: &vfkube::objects::NetworkAttachmentDefinition,
+    ) -> Result<Network, PlanError> {
+        let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
+        let resolved = resolve_nad_config(nad, &self.conf.conf_dir, &self.conf.tenant_paths)?;
         let resources = match nad.resource_name() {
             Some(r) => {
                 crate::devices::validate_resource_name(r).map_err(|problem| {
@@ -290,10 +392,25 @@ impl Planner<'_> {
     fn logical_network(&self, ln: &LogicalNetworkRef) -> Result<Network, PlanError> {
         let ns = self.pod.map_or(DEFAULT_NAD_NAMESPACE, |p| p.namespace);
         let what = format!("LogicalNetwork {ns}/{}", ln.name);
-        let obj = self
+        let mut obj = self
             .client(&what)?
             .logical_network(ns, &ln.name)
             .map_err(|source| self.api_error(&what, source))?;
+        let mut name = ln.name.clone();
+        if let Some(member) = self.group_member(ns, &ln.name, &what, &obj.metadata.annotations)? {
+            let member_what = format!("LogicalNetwork {ns}/{member}");
+            obj = self
+                .client(&member_what)?
+                .logical_network(ns, &member)
+                .map_err(|source| self.api_error(&member_what, source))?;
+            if obj.metadata.annotations.contains_key(SELECT_FROM) {
+                return Err(
+                    self.group_error(&what, format!("its member {ns}/{member} is a group too"))
+                );
+            }
+            name = member;
+        }
+        let what = format!("LogicalNetwork {ns}/{name}");
         // `spec.plugin: "sriov"` with the genie conf's `sriov` key: the agent's pools, as for
         // CNI-Genie's `cni: "sriov"`, with the LogicalNetwork's subnet and vlan applied (a conf
         // file of type sriov names no pool, so its pod would get no VF).
@@ -302,7 +419,7 @@ impl Planner<'_> {
             if let Value::Object(config) = &mut network.config {
                 vfkube::logical::apply_logical_network(config, &obj)?;
             }
-            network.name = format!("{ns}/{}", ln.name);
+            network.name = format!("{ns}/{name}");
             return Ok(network);
         }
         let mut r = find_plugin_conf(&self.conf.conf_dir, &obj.spec.plugin)?.ok_or_else(|| {
@@ -314,7 +431,7 @@ impl Planner<'_> {
         })?;
         apply_logical_network(&mut r, &obj)?;
         Ok(Network::new(
-            format!("{ns}/{}", ln.name),
+            format!("{ns}/{name}"),
             Value::Object(r.config),
         ))
     }
@@ -423,13 +540,14 @@ pub fn plan(
     plan_selecting(conf, ifname, pod, client).map(|(planned, _)| planned)
 }
 
-/// [`plan`], with the smart selection of the default network when one was made.
+/// [`plan`], with the smart selections made: the default network's first when one was made,
+/// then those of the selectable groups the pod asked for.
 pub fn plan_selecting(
     conf: &GenieConf,
     ifname: &str,
     pod: Option<&PodContext<'_>>,
     client: Option<&dyn KubeReads>,
-) -> Result<(Vec<Planned>, Option<Selection>), PlanError> {
+) -> Result<(Vec<Planned>, Vec<Selection>), PlanError> {
     let mut p = Planner {
         conf,
         client,
@@ -437,6 +555,7 @@ pub fn plan_selecting(
         out: Vec::new(),
         used: BTreeSet::new(),
         smart: None,
+        groups: Default::default(),
     };
     let empty = PodNetworkRequest::default();
     let req = pod.map_or(&empty, |c| c.request);
@@ -611,7 +730,9 @@ pub fn plan_selecting(
             device_info_file: None,
         })?;
     }
-    Ok((p.out, p.smart))
+    let mut selections: Vec<Selection> = p.smart.into_iter().collect();
+    selections.extend(p.groups.into_inner());
+    Ok((p.out, selections))
 }
 
 #[cfg(test)]

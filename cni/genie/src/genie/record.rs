@@ -18,7 +18,8 @@ const EXTRA_RUNTIME_CONFIG: &str = "runtimeConfig";
 const EXTRA_CNI_ARGS: &str = "cniArgs";
 const EXTRA_DEFAULT: &str = "default";
 const EXTRA_DEVICE_ID: &str = "deviceID";
-const EXTRA_RESOURCE: &str = "resourceName";
+/// The resource an attachment took its device from (read by the agent's KPIs).
+pub const EXTRA_RESOURCE: &str = "resourceName";
 pub(super) const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
 
 pub(super) fn attachment_record(p: &Planned) -> PodAttachment {

@@ -290,7 +290,7 @@ fn smart_step(nets: &Networks) -> anyhow::Result<()> {
         .and_then(|w| w.annotation("vfgenie.io/smart-selection"))
         .map(serde_json::from_str::<Value>)
         .transpose()?
-        .and_then(|v| v["chosen"].as_str().map(str::to_string));
+        .and_then(|v| v[0]["chosen"].as_str().map(str::to_string));
     if chosen.as_deref() != Some("red") {
         bail!("the smart pod got {chosen:?}, not red");
     }
