@@ -79,6 +79,10 @@ enum Command {
         /// Seconds between two KPI samples.
         #[arg(long, default_value_t = 10)]
         kpi_interval: u64,
+        /// Write a compact KPI summary on this node's Node object (vfgenie.io/network-kpis; needs
+        /// --node-name and the API): "true" or "false".
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        kpi_node_annotation: bool,
         /// The CNI conf dir: each conf file there is a network whose KPIs are sampled.
         #[arg(long, default_value = "/etc/cni/net.d")]
         cni_conf_dir: PathBuf,
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             genie_audit_log,
             kpi_file,
             kpi_interval,
+            kpi_node_annotation,
             cni_conf_dir,
         } => {
             let mut report_logs = vec![genie_audit_log.clone()];
@@ -216,7 +221,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: metrics_max_connections.max(1),
                 ..vfagent::http::Limits::default()
             };
-            rt.block_on(run_agent(opts, metrics, limits, policy, report_logs, kpi))?;
+            rt.block_on(run_agent(
+                opts,
+                metrics,
+                limits,
+                policy,
+                report_logs,
+                kpi,
+                kpi_node_annotation,
+            ))?;
         }
         Command::Report {
             since,
@@ -261,17 +274,33 @@ async fn run_agent(
     policy: Option<PolicyOptions>,
     report_logs: Vec<PathBuf>,
     kpi: Option<vfagent::kpi::KpiOptions>,
+    kpi_node_annotation: bool,
 ) -> anyhow::Result<()> {
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let kpi = kpi.map(|k| {
-        tokio::spawn(vfagent::kpi::run(
-            k,
-            state_rx.clone(),
-            opts.pod_resources_socket.clone(),
-            stop_rx.clone(),
-        ))
-    });
+    let kpi = match kpi {
+        Some(k) => {
+            // The Node summary needs the API; outside a cluster the KPIs go on without it.
+            let node = match (k.node.is_empty(), kpi_node_annotation) {
+                (false, true) => match kube::Client::try_default().await {
+                    Ok(c) => Some(vfagent::kpi::node::NodeAnnotation::new(c, k.node.clone())),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no API client: the KPI summary is not written on the Node");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            Some(tokio::spawn(vfagent::kpi::run(
+                k,
+                state_rx.clone(),
+                opts.pod_resources_socket.clone(),
+                stop_rx.clone(),
+                node,
+            )))
+        }
+        None => None,
+    };
     let http = match metrics {
         Some(spec) => {
             let listeners = vfagent::http::bind(&spec).await?;

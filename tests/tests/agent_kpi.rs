@@ -152,8 +152,10 @@ fn traffic_counts_the_bytes_sent_between_two_pods() {
     let mut sampler = TrafficSampler::default();
     let first = sampler.sample(&found);
     assert_eq!(first["blue"].tx_bytes_per_second, None);
+    // No conf files, but the recorded networks are sampled; no rate yet there either.
     let s = c.sample(&[], &Held::NoKubelet, &[]);
-    assert!(s.networks.is_empty(), "no conf files: {s:?}");
+    assert_eq!(s.networks.keys().collect::<Vec<_>>(), ["blue", "green"]);
+    assert_eq!(s.networks["blue"].rx_bytes_per_second, None, "{s:?}");
 
     // Neighbours resolved first so that only our datagrams count.
     run(
@@ -222,4 +224,116 @@ fn mac_of(netns: &str, link: &str) -> String {
     let out = run("ip", &["-n", netns, "-j", "link", "show", link]).unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     v[0]["address"].as_str().unwrap().to_string()
+}
+
+/// The KPI task as the agent runs it: the file genie reads, with attach figures from genie's
+/// audit log, and the compact summary on the Node object, written again only when it changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kpi_task_writes_the_file_and_a_summary_on_the_node() {
+    use std::time::{Duration, SystemTime};
+    use vfagent::kpi::node::NodeAnnotation;
+    use vfaudit::{AuditConfig, Kind, Record, Source, Writer};
+    use vfgenie_tests::apiserver::ApiServer;
+
+    let d = tempfile::tempdir().unwrap();
+    let (_, conf_dir) = collector(d.path());
+    let data = d.path().join("ipam");
+    std::fs::write(
+        conf_dir.join("10-blue.conf"),
+        json!({"cniVersion": "1.0.0", "name": "blue", "type": "bridge",
+               "ipam": {"type": "host-local", "subnet": "10.98.0.0/24",
+                        "dataDir": data.display().to_string()}})
+        .to_string(),
+    )
+    .unwrap();
+    // genie's audit log: three ADDs of blue, 20, 30 and 40 ms, one failed.
+    let log = d.path().join("cni-audit.log");
+    let w = Writer::new(AuditConfig::with_defaults(&log));
+    for (ms, failed) in [(20, false), (30, false), (40, true)] {
+        let mut r = Record::new(Source::Cni, Kind::Delegate);
+        r.verb = Some("ADD".into());
+        r.network = Some("blue".into());
+        r.duration_us = Some(ms * 1000);
+        r.error = failed.then(|| vfaudit::ErrorInfo {
+            code: 7,
+            msg: "no".into(),
+        });
+        w.write(&r);
+    }
+    let server = ApiServer::start().unwrap();
+    server
+        .create(json!({"apiVersion": "v1", "kind": "Node",
+                       "metadata": {"name": "n1", "annotations": {"other": "kept"}}}))
+        .unwrap();
+    let mut opts = KpiOptions::new(d.path().join("run/kpi.json"));
+    opts.cni_conf_dir = conf_dir;
+    opts.genie_cni_dir = d.path().join("cache");
+    opts.interval = Duration::from_millis(100);
+    opts.node = "n1".into();
+    opts.genie_audit_log = Some(log);
+    let node = NodeAnnotation::new(server.kube_client().unwrap(), "n1".into())
+        .with_min_interval(Duration::ZERO);
+    let (_state_tx, state_rx) = tokio::sync::watch::channel(Default::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(vfagent::kpi::run(
+        opts.clone(),
+        state_rx,
+        d.path().join("no-kubelet.sock"),
+        stop_rx,
+        Some(node),
+    ));
+    let summary = |server: &ApiServer| -> Option<Value> {
+        let n = server.get("nodes", "", "n1")?;
+        let a = n["metadata"]["annotations"]["vfgenie.io/network-kpis"].as_str()?;
+        Some(serde_json::from_str(a).unwrap())
+    };
+    let patches = |server: &ApiServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| *r == "PATCH /api/v1/nodes/n1")
+            .count()
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let until = SystemTime::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(SystemTime::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("the summary", &|| summary(&server).is_some());
+    let s = summary(&server).unwrap();
+    assert_eq!(
+        s["networks"]["blue"],
+        json!({"ip": "0/253", "bps": 0, "p50Ms": 20.0, "errors": 0.333}),
+        "{s}"
+    );
+    let n = server.get("nodes", "", "n1").unwrap();
+    assert_eq!(n["metadata"]["annotations"]["other"], "kept");
+    // The file genie reads has the same figures.
+    let f: Value = serde_json::from_slice(&std::fs::read(&opts.file).unwrap()).unwrap();
+    assert_eq!(f["networks"]["blue"]["attachLatencyP50Ms"], 20.0);
+    assert_eq!(f["networks"]["blue"]["ipUsed"], 0);
+
+    // Five more samples with the same figures: no further write.
+    let generated = |p: &Path| -> f64 {
+        serde_json::from_slice::<Value>(&std::fs::read(p).unwrap_or_default())
+            .map(|v| v["generatedAt"].as_f64().unwrap_or(0.0))
+            .unwrap_or(0.0)
+    };
+    for _ in 0..5 {
+        let before = generated(&opts.file);
+        wait("a sample", &|| generated(&opts.file) > before);
+    }
+    assert_eq!(patches(&server), 1);
+
+    // A lease taken: the summary changes and is written again.
+    std::fs::create_dir_all(data.join("blue")).unwrap();
+    std::fs::write(data.join("blue/10.98.0.9"), "c1\neth0").unwrap();
+    wait("the new summary", &|| {
+        summary(&server).is_some_and(|s| s["networks"]["blue"]["ip"] == "1/253")
+    });
+    assert_eq!(patches(&server), 2);
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
 }

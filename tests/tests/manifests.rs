@@ -576,6 +576,8 @@ fn rbac_is_least_privilege() {
         }
     }
     want.push("/events:create".to_string());
+    // The KPI summary annotation on its own Node.
+    want.push("/nodes:patch".to_string());
     want.sort();
     assert_eq!(granted, want);
 }

@@ -1,6 +1,6 @@
 //! Network KPIs of this node, sampled every `--kpi-interval` and published three ways: the KPI
 //! file genie reads for its smart selection (`--kpi-file`, written atomically, 0644), the
-//! `vfgenie_network_*` gauges on `/metrics`, and (left to the caller) a Node annotation.
+//! `vfgenie_network_*` gauges on `/metrics`, and a compact summary on the Node ([`node`]).
 //!
 //! Per network the node can attach (the conf files of `--cni-conf-dir`, every network genie's
 //! records show a pod attached to on this node, NADs and LogicalNetworks among them, and any
@@ -11,6 +11,7 @@
 
 pub mod attach;
 pub mod ipam;
+pub mod node;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -394,6 +395,7 @@ pub async fn run(
     state: tokio::sync::watch::Receiver<crate::state::Snapshot>,
     pod_resources_socket: PathBuf,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut node: Option<node::NodeAnnotation>,
 ) {
     let stats: Box<dyn AttachStats> = match &opts.genie_audit_log {
         Some(log) => Box::new(attach::AuditAttachStats::new(log.clone())),
@@ -422,13 +424,20 @@ pub async fn run(
                 .to_json()
                 .map_err(std::io::Error::other)
                 .and_then(|b| write_atomic(&file, &b));
-            (s.networks.len(), written)
+            (s, written)
         })
         .await;
         match done {
-            Ok((n, Ok(()))) => debug!(networks = n, "KPIs written"),
-            Ok((_, Err(e))) => {
-                warn!(file = %opts.file.display(), error = %e, "cannot write the KPI file")
+            Ok((s, written)) => {
+                match written {
+                    Ok(()) => debug!(networks = s.networks.len(), "KPIs written"),
+                    Err(e) => {
+                        warn!(file = %opts.file.display(), error = %e, "cannot write the KPI file")
+                    }
+                }
+                if let Some(n) = node.as_mut() {
+                    n.publish(&s).await;
+                }
             }
             Err(e) => warn!(error = %e, "the KPI sample failed"),
         }

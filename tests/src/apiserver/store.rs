@@ -44,6 +44,14 @@ pub(super) const RESOURCES: &[Resource] = &[
     Resource {
         group: "",
         versions: &["v1"],
+        plural: "nodes",
+        kind: "Node",
+        namespaced: false,
+        status: true,
+    },
+    Resource {
+        group: "",
+        versions: &["v1"],
         plural: "events",
         kind: "Event",
         namespaced: true,
