@@ -322,6 +322,21 @@ fn each_attachment_gets_its_own_sorted_device_with_device_info() {
         dp.exists(),
         "the device plugin's own file is not genie's to remove"
     );
+    // Each VF attachment's delegate records name its device, on ADD and on DEL.
+    let audit: Vec<Value> = std::fs::read_to_string(n.node.audit_log())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for verb in ["ADD", "DEL"] {
+        let net1 = audit
+            .iter()
+            .find(|r| r["kind"] == "delegate" && r["verb"] == verb && r["ifname"] == "net1")
+            .unwrap_or_else(|| panic!("no {verb} delegate record of net1"));
+        assert_eq!(net1["device"], "0000:02:10.2", "{net1}");
+        assert_eq!(net1["network"], "team/sriov-a", "{net1}");
+        assert_eq!(net1["plugin"], "sriov", "{net1}");
+    }
 }
 
 #[test]
@@ -353,6 +368,31 @@ fn a_pod_without_the_device_is_refused_before_anything_runs() {
         assert!(msg.contains(want), "{want:?} not in {msg}");
     }
     n.assert_nothing_ran();
+    // The audit log's call record carries the refusal as the runtime got it, with every field.
+    let audit: Vec<Value> = std::fs::read_to_string(n.node.audit_log())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let call = audit
+        .iter()
+        .rfind(|r| r["kind"] == "call" && r["containerId"] == "c2")
+        .expect("no call record of the refused ADD");
+    assert_eq!(call["verb"], "ADD");
+    assert_eq!(call["plugin"], "genie");
+    assert_eq!(call["ifname"], "eth0");
+    assert_eq!(
+        (&call["pod"]["namespace"], &call["pod"]["name"]),
+        (&json!(NS), &json!("nodev"))
+    );
+    assert!(call["durationUs"].as_u64().is_some(), "{call}");
+    assert!(
+        call["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{call}"
+    );
+    assert_eq!(call["error"]["code"], err["code"], "{call}");
+    assert_eq!(call["error"]["msg"], err["msg"], "{call}");
+    assert!(call.get("result").is_none(), "{call}");
 
     // One device, two attachments of the resource.
     n.node.api.add_pod(

@@ -157,7 +157,6 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
             cached.as_ref(),
         )
     });
-    let injected = injected_of(a);
     let deleted = audited(
         audit::Delegated {
             command: CniCommand::Del,
@@ -165,10 +164,7 @@ fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
             network: &a.network,
             ifname: &a.if_name,
             config: &a.conf,
-            device: injected
-                .runtime_config
-                .get("deviceID")
-                .and_then(Value::as_str),
+            device: record::device_of(a),
             started,
         },
         deleted.map(|()| released),
@@ -573,10 +569,7 @@ fn check(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
                 network: &a.network,
                 ifname: &a.if_name,
                 config: &a.conf,
-                device: injected
-                    .runtime_config
-                    .get("deviceID")
-                    .and_then(Value::as_str),
+                device: record::device_of(a),
                 started,
             },
             checked,

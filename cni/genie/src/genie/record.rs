@@ -53,6 +53,18 @@ pub(super) fn attachment_record(p: &Planned) -> PodAttachment {
     }
 }
 
+/// The PCI address of the device the attachment took (genie's pools), or the one its runtime
+/// config named (a VF the runtime passed), when either is recorded.
+pub(super) fn device_of(a: &PodAttachment) -> Option<&str> {
+    a.extra
+        .get(EXTRA_DEVICE_ID)
+        .or_else(|| match a.extra.get(EXTRA_RUNTIME_CONFIG) {
+            Some(Value::Object(m)) => m.get("deviceID"),
+            _ => None,
+        })
+        .and_then(Value::as_str)
+}
+
 pub(super) fn injected_of(a: &PodAttachment) -> Injected {
     Injected {
         runtime_config: match a.extra.get(EXTRA_RUNTIME_CONFIG) {
