@@ -27,6 +27,9 @@ pub struct ObjectMeta {
     /// Set by the API server on objects whose spec changes count (custom resources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// Set when the object is being deleted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
 }
 
 /// A pod: its metadata and, when present, its status.

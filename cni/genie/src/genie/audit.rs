@@ -35,10 +35,10 @@ thread_local! {
 }
 
 /// Starts the call's context (no log: nothing is recorded).
-pub(super) fn begin(log: Option<&vfaudit::AuditConfig>, env: &CniEnv) {
+pub(super) fn begin(log: Option<&vfaudit::AuditConfig>, env: &CniEnv, verb: &'static str) {
     let call = log.map(|c| Call {
         writer: Writer::new(c.clone()),
-        verb: env.command.as_str(),
+        verb,
         container_id: env.container_id.clone(),
         ifname: env.ifname.as_ref().map(|i| i.to_string()),
         pod: match (
@@ -208,7 +208,7 @@ pub(super) fn finish(started: Instant, outcome: Result<(), &CniError>) {
     r.selection = call.selection.clone();
     match outcome {
         Ok(()) => {
-            if matches!(call.verb, "ADD" | "DEL") {
+            if matches!(call.verb, "ADD" | "DEL" | "UPDATE") {
                 r.result = Some(ResultInfo {
                     addresses: call.addresses.clone(),
                 });

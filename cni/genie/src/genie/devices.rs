@@ -13,11 +13,13 @@ const DEVICE_ID: &str = "deviceID";
 
 /// Gives every attachment that needs one its device (`deviceID` in its config) and every
 /// attachment with a device, or with a plugin declaring `CNIDeviceInfoFile`, its device-info file.
+/// `in_use`: devices the pod's running attachments already have (a hot-add must not take them).
 pub fn prepare(
     env: &CniEnv,
     conf: &GenieConf,
     pod: Option<&PodIdentity<'_>>,
     planned: &mut [Planned],
+    in_use: &std::collections::BTreeSet<String>,
 ) -> Result<(), DeviceError> {
     // A device named by the pod's annotation is a wish, never an order: it is given only when it
     // is one the kubelet allocated to the pod from the network's resource.
@@ -61,7 +63,10 @@ pub fn prepare(
             checkpoint: &conf.kubelet_checkpoint,
             timeout: devices::POD_RESOURCES_TIMEOUT,
         };
-        let held = crate::timing::timed("podresources", || devices::lookup(&sources, pod))?;
+        let mut held = crate::timing::timed("podresources", || devices::lookup(&sources, pod))?;
+        for ids in held.values_mut() {
+            ids.retain(|id| !in_use.contains(id));
+        }
         let assigned = devices::assign(pod, &needs, &held)?;
         let mut assigned = assigned.into_iter();
         for p in planned.iter_mut().filter(|p| !p.resources.is_empty()) {

@@ -108,6 +108,18 @@ pub enum GenieError {
     /// A thread of the ADD's last steps panicked.
     #[error("{what} failed unexpectedly")]
     Panicked { what: String },
+    /// UPDATE without a pod in CNI_ARGS, or of a pod the API does not have.
+    #[error(
+        "UPDATE of container {container_id} needs its pod (K8S_POD_NAMESPACE and K8S_POD_NAME)"
+    )]
+    UpdateWithoutPod { container_id: String },
+    /// UPDATE naming another pod than the one genie attached the container for.
+    #[error("container {container_id} was attached for pod {recorded}, not {asked}")]
+    UpdateOtherPod {
+        container_id: String,
+        recorded: String,
+        asked: String,
+    },
     /// CHECK of a container without a record.
     #[error("no attachments are recorded for container {container_id}")]
     NothingRecorded { container_id: String },
@@ -185,6 +197,7 @@ impl From<GenieError> for CniError {
             // The pod must not come up without its rules; the agent may be restarting.
             G::StatusWrite { .. } | G::Policy(_) => code::TRY_AGAIN_LATER,
             G::NothingRecorded { .. } => code::UNKNOWN_CONTAINER,
+            G::UpdateWithoutPod { .. } | G::UpdateOtherPod { .. } => code::INVALID_ENV,
             G::NotReady { .. } => code::PLUGIN_NOT_AVAILABLE,
         };
         CniError::new(code, chain(&e))

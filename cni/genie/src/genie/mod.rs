@@ -48,6 +48,7 @@ mod quarantine;
 pub mod reads;
 pub mod record;
 pub mod routes;
+pub mod update;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
@@ -92,7 +93,16 @@ fn dispatch(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, C
 
 fn serve(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, GenieError> {
     let started = Instant::now();
-    let env = CniEnv::from_map(env_map)?;
+    // UPDATE (the node agent's hot-plug, not a CNI verb) reads the environment as ADD does.
+    let updating = env_map.get("CNI_COMMAND").map(String::as_str) == Some(update::UPDATE);
+    let env = match updating {
+        true => {
+            let mut m = env_map.clone();
+            m.insert("CNI_COMMAND".into(), "ADD".into());
+            CniEnv::from_map(&m)?
+        }
+        false => CniEnv::from_map(env_map)?,
+    };
     if env.command == CniCommand::Version {
         return Ok(VersionInfo::ours().to_json());
     }
@@ -101,9 +111,20 @@ fn serve(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, Geni
     version.require(env.command)?;
     let conf = GenieConf::from_slice(stdin)?;
     let cache = CacheDir::new(&conf.cni_dir);
-    audit::begin(conf.audit_log.as_ref(), &env);
+    audit::begin(
+        conf.audit_log.as_ref(),
+        &env,
+        if updating {
+            update::UPDATE
+        } else {
+            env.command.as_str()
+        },
+    );
     let span = tracing::info_span!("genie", command = ?env.command, container = %env.container_id);
     let _guard = span.enter();
+    if updating {
+        return update::update(&env, &conf, &cache, version, started + conf.add_timeout);
+    }
     match env.command {
         CniCommand::Add => add(&env, &conf, &cache, version, started + conf.add_timeout),
         CniCommand::Del => del(&env, &cache).map(|()| String::new()),
@@ -218,60 +239,15 @@ fn add(
         quarantine::teardown_or_quarantine(env, cache, &stale)?;
         cache.remove_pod(&key)?;
     }
-    let pod = pod_ref(env);
-    let client = match &pod {
-        Some(_) => Some(timed("api", || client_for(conf))?),
-        None => None,
-    };
-    let (request, pod_obj, pod_whole) =
-        match (&pod, &client) {
-            (Some(p), Some(c)) => {
-                let (obj, whole) = timed("api", || c.get_pod_object(&p.namespace, &p.name))
-                    .map_err(|source| GenieError::ReadPod {
-                        pod: p.clone(),
-                        source: Box::new(source),
-                    })?;
-                let req = parse_pod_annotations(p, &obj.metadata.annotations)?;
-                // Before any NetworkAttachmentDefinition is read: the pod's own list alone is over.
-                let asked = req.networks.len()
-                    + req
-                        .genie_plugins
-                        .as_ref()
-                        .map_or(req.logical_networks.len(), Vec::len);
-                too_many(p.to_string(), asked, conf.max_networks_per_pod)?;
-                (req, Some(obj), Some(whole))
-            }
-            _ => (Default::default(), None, None),
-        };
-    let ctx = pod.as_ref().map(|p| PodContext {
-        namespace: &p.namespace,
-        name: &p.name,
-        request: &request,
-    });
-    let ifname = key.ifname.clone();
-    let (mut planned, smart) = timed("plan", || {
-        plan::plan_selecting(
-            conf,
-            &ifname,
-            ctx.as_ref(),
-            client.as_ref().map(|c| c as &dyn plan::KubeReads),
-        )
-    })?;
-    let pod_name = pod.as_ref().map_or_else(
-        || format!("of container {}", env.container_id),
-        |p| p.to_string(),
-    );
-    too_many(pod_name, planned.len(), conf.max_networks_per_pod)?;
-    quarantine::require_plugins(env, &planned)?;
-    let pod_uid = pod_obj
-        .as_ref()
-        .map(|o| o.metadata.uid.clone())
-        .filter(|u| !u.is_empty())
-        .or_else(|| env.args.k8s_pod_uid.clone());
-    audit::pod_seen(None, None, pod_uid.as_deref());
-    for sel in &smart {
-        audit::selection(sel);
-    }
+    let Planning {
+        pod,
+        client,
+        pod_obj,
+        pod_whole,
+        mut planned,
+        smart,
+        pod_uid,
+    } = read_and_plan(env, conf, &key.ifname)?;
     // The checkpoint knows the pod the kubelet is creating this sandbox for by the UID the kubelet
     // passes; the API's object can be a newer pod of the same name.
     let kubelet_uid = env
@@ -285,7 +261,7 @@ fn add(
         name: &p.name,
         uid: kubelet_uid,
     });
-    devices::prepare(env, conf, identity.as_ref(), &mut planned)?;
+    devices::prepare(env, conf, identity.as_ref(), &mut planned, &BTreeSet::new())?;
     // Before anything is created: the pod's policy table, so its interfaces are covered from
     // their first packet ([`policy`]).
     if let (Some(socket), Some(p)) = (&conf.policy_socket, &pod) {
@@ -403,6 +379,84 @@ fn add(
     let merged = CniResult::merge(version, &results);
     info!(attachments = planned.len(), "pod attached");
     Ok(merged.to_version(version).to_json())
+}
+
+/// What ADD and UPDATE read and work out before changing anything: the pod (CNI_ARGS), its
+/// object and annotations from the API, and its attachments as planned from them.
+struct Planning {
+    pod: Option<PodRef>,
+    client: Option<Client>,
+    pod_obj: Option<crate::k8s::objects::Pod>,
+    pod_whole: Option<Value>,
+    planned: Vec<Planned>,
+    smart: Vec<vfkube::kpi::Selection>,
+    pod_uid: Option<String>,
+}
+
+fn read_and_plan(env: &CniEnv, conf: &GenieConf, ifname: &str) -> Result<Planning, GenieError> {
+    let pod = pod_ref(env);
+    let client = match &pod {
+        Some(_) => Some(timed("api", || client_for(conf))?),
+        None => None,
+    };
+    let (request, pod_obj, pod_whole) =
+        match (&pod, &client) {
+            (Some(p), Some(c)) => {
+                let (obj, whole) = timed("api", || c.get_pod_object(&p.namespace, &p.name))
+                    .map_err(|source| GenieError::ReadPod {
+                        pod: p.clone(),
+                        source: Box::new(source),
+                    })?;
+                let req = parse_pod_annotations(p, &obj.metadata.annotations)?;
+                // Before any NetworkAttachmentDefinition is read: the pod's own list alone is over.
+                let asked = req.networks.len()
+                    + req
+                        .genie_plugins
+                        .as_ref()
+                        .map_or(req.logical_networks.len(), Vec::len);
+                too_many(p.to_string(), asked, conf.max_networks_per_pod)?;
+                (req, Some(obj), Some(whole))
+            }
+            _ => (Default::default(), None, None),
+        };
+    let ctx = pod.as_ref().map(|p| PodContext {
+        namespace: &p.namespace,
+        name: &p.name,
+        request: &request,
+    });
+    let ifname = ifname.to_string();
+    let (planned, smart) = timed("plan", || {
+        plan::plan_selecting(
+            conf,
+            &ifname,
+            ctx.as_ref(),
+            client.as_ref().map(|c| c as &dyn plan::KubeReads),
+        )
+    })?;
+    let pod_name = pod.as_ref().map_or_else(
+        || format!("of container {}", env.container_id),
+        |p| p.to_string(),
+    );
+    too_many(pod_name, planned.len(), conf.max_networks_per_pod)?;
+    quarantine::require_plugins(env, &planned)?;
+    let pod_uid = pod_obj
+        .as_ref()
+        .map(|o| o.metadata.uid.clone())
+        .filter(|u| !u.is_empty())
+        .or_else(|| env.args.k8s_pod_uid.clone());
+    audit::pod_seen(None, None, pod_uid.as_deref());
+    for sel in &smart {
+        audit::selection(sel);
+    }
+    Ok(Planning {
+        pod,
+        client,
+        pod_obj,
+        pod_whole,
+        planned,
+        smart,
+        pod_uid,
+    })
 }
 
 fn audit_add<'a>(env: &'a CniEnv, p: &'a Planned, started: Instant) -> audit::Delegated<'a> {

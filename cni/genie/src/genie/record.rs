@@ -65,6 +65,25 @@ pub(super) fn device_of(a: &PodAttachment) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// A recorded attachment as the plan it came from (for its status, its policy interface).
+pub(super) fn planned_of(a: &PodAttachment) -> Planned {
+    let text = |k: &str| a.extra.get(k).and_then(Value::as_str).map(str::to_string);
+    Planned {
+        network: a.network.clone(),
+        ifname: a.if_name.clone(),
+        config: a.conf.clone(),
+        injected: injected_of(a),
+        default: a.extra.get(EXTRA_DEFAULT) == Some(&Value::Bool(true)),
+        default_route: Vec::new(),
+        resources: text(EXTRA_RESOURCE).into_iter().collect(),
+        device: match (text(EXTRA_DEVICE_ID), text(EXTRA_RESOURCE)) {
+            (Some(id), Some(resource)) => Some(crate::devices::Assigned { resource, id }),
+            _ => None,
+        },
+        device_info_file: text(EXTRA_DEVICE_INFO_FILE).map(std::path::PathBuf::from),
+    }
+}
+
 pub(super) fn injected_of(a: &PodAttachment) -> Injected {
     Injected {
         runtime_config: match a.extra.get(EXTRA_RUNTIME_CONFIG) {

@@ -1,0 +1,356 @@
+//! Host tier: networks added to and removed from running pods (genie `CNI_COMMAND=UPDATE`, what
+//! the node agent runs when a pod's network annotation changes). The genie binary exec'd with
+//! real network namespaces, Debian's plugins as delegates and the API-server stand-in. Each test
+//! checks what a user would: the pod's interfaces and addresses, its network-status, that eth0 is
+//! untouched, and that DEL after the changes leaves nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use vfgenie_tests::runtime::{require_root, run, CniOutput, Node, Sandbox};
+
+const NS: &str = "team";
+const NETS: &str = "k8s.v1.cni.cncf.io/networks";
+
+/// A node with the cluster network (bridge, eth0) and ptp NADs blue, green and red; `broken`, a
+/// macvlan NAD on a master that does not exist (its ADD fails in the plugin).
+fn node() -> (Node, Value) {
+    let node = Node::new().unwrap();
+    node.write_conf(
+        "10-cluster.conflist",
+        &node.cluster_conflist("10.91.0.0/24"),
+    )
+    .unwrap();
+    for (name, subnet) in [
+        ("blue", "10.92.0.0/24"),
+        ("green", "10.95.0.0/24"),
+        ("red", "10.96.0.0/24"),
+    ] {
+        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
+                       "ipam": node.ipam(subnet)});
+        node.api.add_nad(NS, name, &c.to_string(), None);
+    }
+    let broken = json!({"cniVersion": "1.0.0", "name": "broken", "type": "macvlan",
+                        "master": "nosuchlink0", "ipam": node.ipam("10.97.0.0/24")});
+    node.api.add_nad(NS, "broken", &broken.to_string(), None);
+    let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
+    (node, conf)
+}
+
+/// Interface name to its IPv4 addresses, in the pod.
+fn interfaces(sb: &Sandbox) -> BTreeMap<String, Vec<String>> {
+    sb.addresses()
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n != "lo")
+        .collect()
+}
+
+/// The last network-status written for the pod: (network, interface) pairs.
+fn status(node: &Node, pod: &str) -> Vec<(String, String)> {
+    let w = node
+        .api
+        .writes()
+        .into_iter()
+        .rev()
+        .find(|w| w.name == pod)
+        .expect("no status write");
+    let v: Value =
+        serde_json::from_str(w.annotation("k8s.v1.cni.cncf.io/network-status").unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["interface"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn update(node: &Node, conf: &Value, sb: &Sandbox, pod: &str) -> CniOutput {
+    node.cni("UPDATE", pod, &sb.path, "eth0", Some((NS, pod)), conf)
+        .unwrap()
+}
+
+fn link_of(sb: &Sandbox, name: &str) -> Value {
+    let out = run("ip", &["-n", &sb.name, "-j", "link", "show", name]).unwrap();
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+#[test]
+fn networks_come_and_go_while_eth0_carries_a_ping() {
+    require_root();
+    let (node, conf) = node();
+    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    let eth0 = link_of(&sb, "eth0");
+    // A ping on eth0 to the cluster bridge runs through every change (once the path answers:
+    // the bridge's new port may take a moment).
+    let answered = (0..50).any(|_| {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &sb.name,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.91.0.1",
+            ],
+        )
+        .is_ok()
+    });
+    assert!(answered, "eth0 never answered");
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &sb.name,
+            "ping",
+            "-n",
+            "-i",
+            "0.01",
+            "-c",
+            "300",
+            "10.91.0.1",
+        ])
+        .output();
+    let pinger = std::thread::spawn(move || ping);
+
+    // Added: green as net2.
+    node.api.add_pod(NS, "web", &[(NETS, "blue,green")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let done: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(done["added"], json!(["team/green@net2"]), "{done}");
+    assert_eq!(done["removed"], json!([]), "{done}");
+    let ifs = interfaces(&sb);
+    assert!(ifs["net2"][0].starts_with("10.95.0."), "{ifs:?}");
+    assert!(ifs["net1"][0].starts_with("10.92.0."), "{ifs:?}");
+    assert_eq!(
+        status(&node, "web"),
+        [
+            ("cluster".to_string(), "eth0".to_string()),
+            ("team/blue".to_string(), "net1".to_string()),
+            ("team/green".to_string(), "net2".to_string()),
+        ]
+    );
+    // The same annotation again: nothing to do.
+    let out = update(&node, &conf, &sb, "web");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        json!({"added": [], "removed": []})
+    );
+
+    // Removed: blue. green is now the first NPWG network, net1: its interface is renamed (the old
+    // one removed, a new one added).
+    node.api.add_pod(NS, "web", &[(NETS, "green")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let done: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(done["added"], json!(["team/green@net1"]), "{done}");
+    let mut removed: Vec<String> = serde_json::from_value(done["removed"].clone()).unwrap();
+    removed.sort();
+    assert_eq!(removed, ["team/blue@net1", "team/green@net2"]);
+    let ifs = interfaces(&sb);
+    assert_eq!(ifs.keys().collect::<Vec<_>>(), ["eth0", "net1"], "{ifs:?}");
+    assert!(ifs["net1"][0].starts_with("10.95.0."), "{ifs:?}");
+    // A name of our choosing: green@fast.
+    node.api.add_pod(NS, "web", &[(NETS, "green@fast")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let ifs = interfaces(&sb);
+    assert_eq!(ifs.keys().collect::<Vec<_>>(), ["eth0", "fast"], "{ifs:?}");
+    // Only green's lease and eth0's are held: nothing of blue or of the old net1 is left.
+    let leases = node.leases();
+    assert_eq!(leases.len(), 2, "{leases:?}");
+
+    // eth0 is the same link, and the ping lost nothing.
+    let after = link_of(&sb, "eth0");
+    assert_eq!(
+        (&after["ifindex"], &after["address"]),
+        (&eth0["ifindex"], &eth0["address"])
+    );
+    let ping = pinger.join().unwrap().unwrap();
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        text.contains("300 packets transmitted, 300 received"),
+        "{text}"
+    );
+
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}
+
+#[test]
+fn a_failing_hot_add_leaves_the_pod_exactly_as_it_was() {
+    require_root();
+    let (node, conf) = node();
+    node.api.add_pod(NS, "web", &[(NETS, "blue,green")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    let before = (interfaces(&sb), node.leases(), status(&node, "web"));
+    let record = std::fs::read_dir(node.cache_dir.join("vfgenie"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .unwrap()
+        .path();
+    let record_before = std::fs::read(&record).unwrap();
+    let writes_before = node.api.writes().len();
+
+    // red is added (net3) before broken (net4) fails: red goes again.
+    node.api
+        .add_pod(NS, "web", &[(NETS, "blue,green,red,broken")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert!(!out.success);
+    let err: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        err["msg"].as_str().unwrap().contains("team/broken"),
+        "{err}"
+    );
+    // Nothing changed at all, genie's record and the pod's status included.
+    assert_eq!(
+        (interfaces(&sb), node.leases()),
+        (before.0.clone(), before.1.clone())
+    );
+    assert_eq!(std::fs::read(&record).unwrap(), record_before);
+    assert_eq!(node.api.writes().len(), writes_before, "no status written");
+    // A rename that fails on its new side: green's old net2 comes back.
+    node.api.add_pod(NS, "web", &[(NETS, "blue,broken,green")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert!(!out.success, "{}", out.stdout);
+
+    let after = (interfaces(&sb), node.leases(), status(&node, "web"));
+    assert_eq!(
+        after.0.keys().collect::<Vec<_>>(),
+        before.0.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(after.0["net1"], before.0["net1"]);
+    assert_eq!(after.2, before.2);
+    assert_eq!(
+        after.1.len(),
+        before.1.len(),
+        "{:?} / {:?}",
+        after.1,
+        before.1
+    );
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}
+
+#[test]
+fn concurrent_updates_of_one_pod_are_serialized() {
+    require_root();
+    let (node, conf) = node();
+    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    node.api.add_pod(NS, "web", &[(NETS, "blue,green,red")]);
+    let outs: Vec<CniOutput> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| update(&node, &conf, &sb, "web")))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut added: Vec<String> = Vec::new();
+    for o in &outs {
+        assert!(o.success, "{} / {}", o.stdout, o.stderr);
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        added.extend(serde_json::from_value::<Vec<String>>(v["added"].clone()).unwrap());
+    }
+    added.sort();
+    // Each network added once, by whichever UPDATE came first.
+    assert_eq!(added, ["team/green@net2", "team/red@net3"]);
+    let ifs = interfaces(&sb);
+    assert_eq!(
+        ifs.keys().collect::<Vec<_>>(),
+        ["eth0", "net1", "net2", "net3"]
+    );
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}
+
+#[test]
+fn pods_being_deleted_unknown_or_replaced_are_left_alone() {
+    require_root();
+    let (node, conf) = node();
+    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+
+    // Being deleted: nothing is done.
+    let mut pod = node.api.pod(NS, "web").unwrap();
+    pod["metadata"]["annotations"][NETS] = json!("blue,green");
+    pod["metadata"]["deletionTimestamp"] = json!("2026-12-05T01:00:00Z");
+    node.api.update(pod).unwrap();
+    let out = update(&node, &conf, &sb, "web");
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["deleting"],
+        true
+    );
+    assert!(!interfaces(&sb).contains_key("net2"));
+
+    // A container genie has no record of: code 3.
+    let other = Sandbox::new().unwrap();
+    let out = node
+        .cni(
+            "UPDATE",
+            "nope",
+            &other.path,
+            "eth0",
+            Some((NS, "web")),
+            &conf,
+        )
+        .unwrap();
+    assert_eq!(out.json().unwrap()["code"], 3, "{}", out.stdout);
+
+    // The record is of another pod (a newer one of the same name): refused, code 4.
+    node.api.delete_pod(NS, "web");
+    let mut newer = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": NS, "uid": "uid-newer",
+                     "annotations": {NETS: "blue,green"}},
+        "spec": {"nodeName": "node-1"}});
+    newer["status"] = json!({"phase": "Pending"});
+    node.api.create(newer).unwrap();
+    let out = update(&node, &conf, &sb, "web");
+    let err = out.json().unwrap();
+    assert_eq!(err["code"], 4, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("uid-newer"), "{err}");
+    assert!(!interfaces(&sb).contains_key("net2"));
+
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}
