@@ -14,6 +14,7 @@ pub mod config;
 pub mod events;
 pub mod guard;
 pub mod health;
+pub mod hotplug;
 pub mod http;
 pub mod inventory;
 pub mod kpi;

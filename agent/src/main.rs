@@ -64,6 +64,14 @@ enum Command {
         /// node: watches the API server (in-cluster config or KUBECONFIG) for this node's pods.
         #[arg(long, env = "VFGENIE_POLICY")]
         policy: bool,
+        /// Hot-plug: when a running pod's network annotation changes, run genie's UPDATE for it
+        /// (needs --node-name and the API; genie from --cni-bin-dir, its conf from
+        /// --cni-conf-dir).
+        #[arg(long, env = "VFGENIE_HOTPLUG")]
+        hotplug: bool,
+        /// The node's CNI plugin directory (genie and its delegates), for hot-plug.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        cni_bin_dir: PathBuf,
         /// This node's name (the DaemonSet sets NODE_NAME from spec.nodeName).
         #[arg(long, env = "NODE_NAME", default_value = "")]
         node_name: String,
@@ -159,6 +167,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             genie_cni_dir,
             sriov_state_dir,
             policy,
+            hotplug,
+            cni_bin_dir,
             node_name,
             policy_socket,
             nft,
@@ -179,12 +189,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let kpi = (kpi_file != "off").then(|| {
                 let mut k = vfagent::kpi::KpiOptions::new(PathBuf::from(&kpi_file));
                 k.interval = std::time::Duration::from_secs(kpi_interval.max(1));
-                k.cni_conf_dir = cni_conf_dir;
+                k.cni_conf_dir = cni_conf_dir.clone();
                 k.genie_cni_dir = genie_cni_dir.clone();
                 k.node = node_name.clone();
                 k.genie_audit_log = Some(genie_audit_log.clone());
                 k
             });
+            let hotplug = match hotplug {
+                true => {
+                    anyhow::ensure!(
+                        !node_name.is_empty(),
+                        "--hotplug needs the node's name (--node-name or NODE_NAME)"
+                    );
+                    let mut h = vfagent::hotplug::HotplugOptions::new(node_name.clone());
+                    h.genie_cni_dir = genie_cni_dir.clone();
+                    h.cni_conf_dir = cni_conf_dir.clone();
+                    h.cni_bin_dir = cni_bin_dir;
+                    Some(h)
+                }
+                false => None,
+            };
             let policy = if policy {
                 if node_name.is_empty() {
                     anyhow::bail!("--policy needs the node's name (--node-name or NODE_NAME)");
@@ -227,8 +251,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 limits,
                 policy,
                 report_logs,
-                kpi,
-                kpi_node_annotation,
+                kpi.map(|k| (k, kpi_node_annotation)),
+                hotplug,
             ))?;
         }
         Command::Report {
@@ -273,13 +297,14 @@ async fn run_agent(
     limits: vfagent::http::Limits,
     policy: Option<PolicyOptions>,
     report_logs: Vec<PathBuf>,
-    kpi: Option<vfagent::kpi::KpiOptions>,
-    kpi_node_annotation: bool,
+    // The KPI sampler, and whether it writes its summary on the Node.
+    kpi: Option<(vfagent::kpi::KpiOptions, bool)>,
+    hotplug: Option<vfagent::hotplug::HotplugOptions>,
 ) -> anyhow::Result<()> {
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let kpi = match kpi {
-        Some(k) => {
+        Some((k, kpi_node_annotation)) => {
             // The Node summary needs the API; outside a cluster the KPIs go on without it.
             let node = match (k.node.is_empty(), kpi_node_annotation) {
                 (false, true) => match kube::Client::try_default().await {
@@ -310,6 +335,17 @@ async fn run_agent(
                 state_rx,
                 stop_rx.clone(),
                 report_logs,
+            )))
+        }
+        None => None,
+    };
+    let hotplug = match hotplug {
+        Some(h) => {
+            let client = kube::Client::try_default().await?;
+            Some(tokio::spawn(vfagent::hotplug::run(
+                client,
+                h,
+                stop_rx.clone(),
             )))
         }
         None => None,
@@ -357,6 +393,9 @@ async fn run_agent(
     }
     if let Some(k) = kpi {
         k.await?;
+    }
+    if let Some(h) = hotplug {
+        h.await?;
     }
     Ok(())
 }

@@ -22,6 +22,24 @@ pub fn render(s: &Snapshot) -> String {
     )
     .samples([(Vec::new(), vfaudit::write_failures())]);
     out += &crate::kpi::render_metrics();
+    if crate::hotplug::ENABLED.load(std::sync::atomic::Ordering::Relaxed) {
+        use std::sync::atomic::Ordering::Relaxed;
+        out += &Family::new(
+            "vfgenie_hotplug_updates_total",
+            "genie UPDATEs run for pods whose network annotations changed (or to converge when the pod watch started), by result, since the agent started.",
+            Kind::Counter,
+        )
+        .samples([
+            (
+                vec![("result", "ok".to_string())],
+                crate::hotplug::UPDATES_OK.load(Relaxed),
+            ),
+            (
+                vec![("result", "failed".to_string())],
+                crate::hotplug::UPDATES_FAILED.load(Relaxed),
+            ),
+        ]);
+    }
     out
 }
 

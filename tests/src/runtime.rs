@@ -254,6 +254,9 @@ impl CniOutput {
     }
 }
 
+/// The bearer token a [`Node`]'s API stand-in requires (genie's kubeconfig sends it).
+pub const NODE_TOKEN: &str = "t0ken";
+
 /// A node: its CNI directories and the API server stand-in it talks to.
 pub struct Node {
     pub dir: tempfile::TempDir,
@@ -294,8 +297,8 @@ impl Node {
         }
         std::os::unix::fs::symlink(genie, bin_dir.join("genie"))?;
         let kubeconfig =
-            api.write_kubeconfig(&dir.path().join("kubeconfig"), KubeAuth::Token("t0ken"))?;
-        api.set_token(Some("t0ken"));
+            api.write_kubeconfig(&dir.path().join("kubeconfig"), KubeAuth::Token(NODE_TOKEN))?;
+        api.set_token(Some(NODE_TOKEN));
         Ok(Self {
             dir,
             api,

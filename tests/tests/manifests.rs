@@ -199,8 +199,23 @@ fn host_paths_used() -> Vec<(PathBuf, Access)> {
             PathBuf::from(vfagent::run::SRIOV_QUARANTINE_DIR),
             Access::Read,
         ),
-        // genie's pod records: local pods' netns and interfaces for the policy engine.
-        (genie_records_dir(), Access::Read),
+        // genie's pod records: local pods' netns and interfaces for the policy engine; the
+        // genie UPDATEs of hot-plug write them.
+        (genie_records_dir(), Access::Write),
+        // Hot-plug runs genie (and genie its delegates) with the node's conf; host-local's
+        // leases are taken and released there.
+        (
+            PathBuf::from(vfagent::hotplug::DEFAULT_CNI_BIN_DIR),
+            Access::Read,
+        ),
+        (
+            PathBuf::from(vfagent::hotplug::DEFAULT_CNI_CONF_DIR),
+            Access::Read,
+        ),
+        (
+            PathBuf::from(vfagent::kpi::ipam::HOST_LOCAL_DATA_DIR),
+            Access::Write,
+        ),
         // Pods' pinned network namespaces, where the policy engine applies their tables (nft
         // runs inside; the files are only opened).
         (PathBuf::from("/var/run/netns"), Access::Read),

@@ -171,6 +171,14 @@ impl ApiServer {
         Ok(kube::Client::try_from(kube::Config::new(url))?)
     }
 
+    /// A kube-rs client of this stand-in that sends `token` (the one [`ApiServer::set_token`]
+    /// requires).
+    pub fn kube_client_with_token(&self, token: &str) -> anyhow::Result<kube::Client> {
+        let mut config = kube::Config::new(self.url().parse()?);
+        config.auth_info.token = Some(token.to_string().into());
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// Require this bearer token on every request (`None`: no check).
     pub fn set_token(&self, token: Option<&str>) {
         lock(&self.state).token = token.map(str::to_string);

@@ -1,0 +1,124 @@
+//! Host tier: the agent's hot-plug (`vfagent::hotplug`) against the API-server stand-in and the
+//! real genie binary: a running pod's annotation changes, and its interfaces follow; a change
+//! that cannot be made leaves the pod as it was and is an Event on it; changes made while the
+//! agent was down converge when it starts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vfagent::hotplug::{run, HotplugOptions, REASON};
+use vfgenie_tests::runtime::{require_root, Node, Sandbox, NODE_TOKEN};
+
+const NS: &str = "team";
+const NETS: &str = "k8s.v1.cni.cncf.io/networks";
+
+fn interfaces(sb: &Sandbox) -> BTreeMap<String, Vec<String>> {
+    sb.addresses()
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n != "lo")
+        .collect()
+}
+
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pods_networks_follow_its_annotation() {
+    require_root();
+    let node = Node::new().unwrap();
+    node.write_conf(
+        "10-cluster.conflist",
+        &node.cluster_conflist("10.91.0.0/24"),
+    )
+    .unwrap();
+    for (name, subnet) in [("blue", "10.92.0.0/24"), ("green", "10.95.0.0/24")] {
+        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
+                       "ipam": node.ipam(subnet)});
+        node.api.add_nad(NS, name, &c.to_string(), None);
+    }
+    let broken = json!({"cniVersion": "1.0.0", "name": "broken", "type": "macvlan",
+                        "master": "nosuchlink0", "ipam": node.ipam("10.97.0.0/24")});
+    node.api.add_nad(NS, "broken", &broken.to_string(), None);
+    let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
+    node.write_conf("00-genie.conf", &conf).unwrap();
+
+    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+
+    let mut opts = HotplugOptions::new("node-1");
+    opts.genie_cni_dir = node.cache_dir.clone();
+    opts.cni_conf_dir = node.conf_dir.clone();
+    opts.cni_bin_dir = node.bin_dir.clone();
+    opts.cni_path = Some(format!(
+        "{}:{}",
+        node.bin_dir.display(),
+        node.plugin_dir.display()
+    ));
+    let start = |opts: HotplugOptions| {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let client = node.api.kube_client_with_token(NODE_TOKEN).unwrap();
+        let task = tokio::spawn(run(client, opts, stop_rx));
+        (stop_tx, task)
+    };
+    let (stop, task) = start(opts.clone());
+
+    // Added.
+    node.api.add_pod(NS, "web", &[(NETS, "blue,green")]);
+    wait_for("net2", || interfaces(&sb).contains_key("net2"));
+    let ifs = interfaces(&sb);
+    assert!(ifs["net2"][0].starts_with("10.95.0."), "{ifs:?}");
+
+    // A change that cannot be made: the pod keeps what it has, and is told.
+    let events = |node: &Node| -> Vec<Value> {
+        node.api
+            .list("events", Some(NS))
+            .into_iter()
+            .filter(|e| e["reason"] == REASON && e["involvedObject"]["name"] == "web")
+            .collect()
+    };
+    node.api.add_pod(NS, "web", &[(NETS, "blue,green,broken")]);
+    wait_for("the Event", || !events(&node).is_empty());
+    let ev = &events(&node)[0];
+    assert!(
+        ev["message"].as_str().unwrap().contains("team/broken"),
+        "{ev}"
+    );
+    assert_eq!(ev["involvedObject"]["kind"], "Pod");
+    assert_eq!(
+        interfaces(&sb).keys().collect::<Vec<_>>(),
+        ifs.keys().collect::<Vec<_>>()
+    );
+
+    // The agent stops; the pod changes meanwhile; the agent starts and converges.
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    node.api.add_pod(NS, "web", &[(NETS, "green")]);
+    let (stop, task) = start(opts);
+    wait_for("blue gone", || {
+        let ifs = interfaces(&sb);
+        ifs.len() == 2
+            && ifs
+                .get("net1")
+                .is_some_and(|a| a[0].starts_with("10.95.0."))
+    });
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}
