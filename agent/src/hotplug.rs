@@ -1,6 +1,7 @@
 //! Hot-plug: the networks of running pods follow their annotations. The agent watches the pods
-//! on its node (`spec.nodeName`, metadata only); when a pod's `k8s.v1.cni.cncf.io/networks`, or
-//! CNI-Genie `cni` or `networks`, annotation changes, it runs genie with `CNI_COMMAND=UPDATE`
+//! on its node (`spec.nodeName`, metadata only); when a pod's `k8s.v1.cni.cncf.io/networks`,
+//! CNI-Genie `cni` or `networks`, or `vfgenie.io/switch-to` (a switch asked for, by
+//! [`request_switch`]) annotation changes, it runs genie with `CNI_COMMAND=UPDATE`
 //! and the pod's container, netns and interface from genie's record, the way a runtime runs it
 //! (the node's genie conf on stdin, `CNI_PATH` the node's plugin directory). genie does the rest
 //! (its module `update`): the same delegates, validation and devices as ADD, rollback of a failed
@@ -37,7 +38,12 @@ use vfmeta::cache::{CacheDir, PodRecord};
 use crate::policy::watch::report::{event, Subject};
 
 /// The annotations whose change is a change of the pod's networks.
-pub const WATCHED: [&str; 3] = ["k8s.v1.cni.cncf.io/networks", "cni", "networks"];
+pub const WATCHED: [&str; 4] = [
+    "k8s.v1.cni.cncf.io/networks",
+    "cni",
+    "networks",
+    vfkube::kpi::SWITCH_TO,
+];
 /// Where genie and the node's CNI plugins are, unless configured.
 pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
 /// The node's CNI conf dir, unless configured.
@@ -305,6 +311,36 @@ pub fn genie_conf(dir: &Path) -> Result<Vec<u8>, String> {
         }
     }
     Err(format!("no genie conf in {}", dir.display()))
+}
+
+/// Asks for pod `namespace/name` to be moved to `to`, a member of a selectable group it is
+/// attached to: sets its [`vfkube::kpi::SWITCH_TO`] annotation (a JSON merge patch); the agent
+/// on the pod's node makes the switch.
+pub async fn request_switch(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    to: &str,
+) -> Result<(), String> {
+    use vfkube::objects::{is_dns_label, is_dns_subdomain};
+    if !is_dns_label(namespace) || !is_dns_subdomain(name) {
+        return Err(format!("{namespace}/{name} is not a pod name"));
+    }
+    if !is_dns_label(to) {
+        return Err(format!(
+            "{to:?} is not the name of a network of the pod's namespace"
+        ));
+    }
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let patch = serde_json::json!({"metadata": {"annotations": {vfkube::kpi::SWITCH_TO: to}}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|e| format!("cannot annotate pod {namespace}/{name}: {e}"))
 }
 
 async fn post_event(client: &Client, node: &str, job: &Job, msg: &str) {

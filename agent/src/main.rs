@@ -121,6 +121,17 @@ enum Command {
         #[arg(long = "log")]
         logs: Vec<PathBuf>,
     },
+    /// Move a running pod to another member of a selectable group it is attached to
+    /// (make-before-break, same interface name): sets its vfgenie.io/switch-to annotation; the
+    /// agent on the pod's node (--hotplug) makes the switch. Uses KUBECONFIG or in-cluster config.
+    Switch {
+        /// The pod: NAMESPACE/NAME.
+        pod: String,
+        /// The group member to move to (a NetworkAttachmentDefinition or LogicalNetwork of the
+        /// pod's namespace).
+        #[arg(long)]
+        to: String,
+    },
     /// Print the node's SR-IOV capable NICs, their VFs and other network PCI functions.
     Inventory {
         /// Print JSON instead of a table.
@@ -273,6 +284,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = vfaudit::report::report(&logs, &query, std::time::SystemTime::now());
             print!("{}", report.render(format));
+        }
+        Command::Switch { pod, to } => {
+            let Some((namespace, name)) = pod.split_once('/') else {
+                anyhow::bail!("{pod:?}: give the pod as NAMESPACE/NAME");
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let client = kube::Client::try_default().await?;
+                vfagent::hotplug::request_switch(client, namespace, name, &to)
+                    .await
+                    .map_err(anyhow::Error::msg)
+            })?;
+            println!("pod {pod} asked to switch to {to}; the agent on its node makes the switch");
         }
         Command::Inventory { json, config } => {
             let inv = if config.exists() {

@@ -37,6 +37,10 @@ pub const SELECT_FROM: &str = "vfgenie.io/select-from";
 /// On a group: the strategy (default: the genie conf's `smartSelection.strategy`, else
 /// `leastTraffic`).
 pub const SELECT_STRATEGY: &str = "vfgenie.io/select-strategy";
+/// On a pod: the member of a selectable group it is to be moved to (a plain name of the pod's
+/// namespace). The agent's hot-plug sees the change and genie switches the pod's attachment of
+/// that group, make-before-break; without it, a running pod keeps the member it has.
+pub const SWITCH_TO: &str = "vfgenie.io/switch-to";
 /// The most members a group may list.
 pub const GROUP_MAX: usize = 16;
 

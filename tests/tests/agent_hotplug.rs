@@ -122,3 +122,88 @@ async fn a_running_pods_networks_follow_its_annotation() {
     assert!(del.success, "{}", del.stderr);
     node.assert_nothing_left(&sb);
 }
+
+/// `vfgenie-agent switch` asks; the hot-plug on the node moves the pod to the other member of
+/// its group, keeping the interface name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vfgenie_agent_switch_moves_a_pod_within_its_group() {
+    require_root();
+    let node = Node::new().unwrap();
+    node.write_conf(
+        "10-cluster.conflist",
+        &node.cluster_conflist("10.91.0.0/24"),
+    )
+    .unwrap();
+    for (name, subnet) in [("fast-a", "10.81.0.0/24"), ("fast-b", "10.82.0.0/24")] {
+        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
+                       "ipam": node.ipam(subnet)});
+        node.api.add_nad(NS, name, &c.to_string(), None);
+    }
+    node.api.add_group(
+        "network-attachment-definitions",
+        NS,
+        "fast",
+        "fast-a,fast-b",
+        None,
+    );
+    let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
+    node.write_conf("00-genie.conf", &conf).unwrap();
+    node.api.add_pod(NS, "web", &[(NETS, "fast")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    assert!(interfaces(&sb)["net1"][0].starts_with("10.81.0."));
+
+    let mut opts = HotplugOptions::new("node-1");
+    opts.genie_cni_dir = node.cache_dir.clone();
+    opts.cni_conf_dir = node.conf_dir.clone();
+    opts.cni_bin_dir = node.bin_dir.clone();
+    opts.cni_path = Some(format!(
+        "{}:{}",
+        node.bin_dir.display(),
+        node.plugin_dir.display()
+    ));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let client = node.api.kube_client_with_token(NODE_TOKEN).unwrap();
+    let task = tokio::spawn(run(client, opts, stop_rx));
+
+    // The agent binary of this build, as an operator runs it.
+    let exe = std::env::current_exe().unwrap();
+    let agent = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("vfgenie-agent");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(&agent)
+            .args(args)
+            .env("KUBECONFIG", &node.kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let bad = cli(&["switch", "team/web", "--to", "../fast-b"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not the name of a network"));
+    let out = cli(&["switch", "team/web", "--to", "fast-b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the switch", || {
+        interfaces(&sb)
+            .get("net1")
+            .is_some_and(|a| a[0].starts_with("10.82.0."))
+    });
+    assert_eq!(interfaces(&sb).keys().collect::<Vec<_>>(), ["eth0", "net1"]);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use vfgenie_tests::runtime::{require_root, run, CniOutput, Node, Sandbox};
+use vfgenie_tests::runtime::{require_root, run, CniOutput, HostLink, Node, Sandbox};
 
 const NS: &str = "team";
 const NETS: &str = "k8s.v1.cni.cncf.io/networks";
@@ -348,6 +348,163 @@ fn pods_being_deleted_unknown_or_replaced_are_left_alone() {
     assert!(err["msg"].as_str().unwrap().contains("uid-newer"), "{err}");
     assert!(!interfaces(&sb).contains_key("net2"));
 
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}
+
+/// A host address the pods reach through either member of the group `fast` (routed networks:
+/// ptp, the host at the other end), on a host veth (this kernel has no dummy driver). Removed on
+/// drop.
+fn host_target(addr: &str) -> HostLink {
+    let link = HostLink::veth("vfdst").unwrap();
+    run("ip", &["addr", "add", addr, "dev", &link.0]).unwrap();
+    link
+}
+
+/// The group `fast` of two ptp NADs; each routes 10.99.0.0/24 from the pod, fast-b with two /25s
+/// so that both can be in place at once during a switch (the same prefix twice would clash).
+fn group_node(node: &Node) {
+    for (name, subnet, routes) in [
+        ("fast-a", "10.81.0.0/24", json!([{"dst": "10.99.0.0/24"}])),
+        (
+            "fast-b",
+            "10.82.0.0/24",
+            json!([{"dst": "10.99.0.0/25"}, {"dst": "10.99.0.128/25"}]),
+        ),
+    ] {
+        let mut ipam = node.ipam(subnet);
+        ipam["routes"] = routes;
+        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
+                       "ipam": ipam});
+        node.api.add_nad(NS, name, &c.to_string(), None);
+    }
+    node.api.add_group(
+        "network-attachment-definitions",
+        NS,
+        "fast",
+        "fast-a,fast-b",
+        None,
+    );
+}
+
+#[test]
+fn a_switch_is_make_before_break_and_keeps_the_interface_name() {
+    require_root();
+    let (node, conf) = node();
+    group_node(&node);
+    let _target = host_target("10.99.0.1/32");
+    node.api.add_pod(NS, "web", &[(NETS, "fast")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    // No KPI file: the first member.
+    assert!(interfaces(&sb)["net1"][0].starts_with("10.81.0."));
+    let ping_ok = |sb: &Sandbox| {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &sb.name,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.99.0.1",
+            ],
+        )
+        .is_ok()
+    };
+    assert!((0..50).any(|_| ping_ok(&sb)), "10.99.0.1 never answered");
+
+    // An UPDATE without a switch request keeps the member (whatever the KPIs say now).
+    node.api
+        .add_pod(NS, "web", &[(NETS, "fast"), ("other", "x")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        json!({"added": [], "removed": []}),
+        "{}",
+        out.stderr
+    );
+
+    // The switch, under traffic.
+    let ns = sb.name.clone();
+    let pinger = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "ping",
+                "-n",
+                "-i",
+                "0.01",
+                "-c",
+                "200",
+                "10.99.0.1",
+            ])
+            .output()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    node.api.add_pod(
+        NS,
+        "web",
+        &[(NETS, "fast"), ("vfgenie.io/switch-to", "fast-b")],
+    );
+    let out = update(&node, &conf, &sb, "web");
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let done: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        done["switched"],
+        json!(["team/fast-a@net1 -> team/fast-b"]),
+        "{done}"
+    );
+    let ifs = interfaces(&sb);
+    assert_eq!(ifs.keys().collect::<Vec<_>>(), ["eth0", "net1"], "{ifs:?}");
+    assert!(ifs["net1"][0].starts_with("10.82.0."), "{ifs:?}");
+    assert_eq!(
+        status(&node, "web"),
+        [
+            ("cluster".to_string(), "eth0".to_string()),
+            ("team/fast-b".to_string(), "net1".to_string()),
+        ]
+    );
+    let w = node
+        .api
+        .writes()
+        .into_iter()
+        .rev()
+        .find(|w| w.name == "web")
+        .unwrap();
+    let sels: Value =
+        serde_json::from_str(w.annotation("vfgenie.io/smart-selection").unwrap()).unwrap();
+    let g = sels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["group"] == "team/fast")
+        .unwrap();
+    assert_eq!(g["chosen"], "team/fast-b");
+    assert_eq!(g["reason"], "requested by vfgenie.io/switch-to");
+    let ping = pinger.join().unwrap().unwrap();
+    let text = String::from_utf8_lossy(&ping.stdout).to_string();
+    let received: u32 = text
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" received").map(|n| n.parse().unwrap()))
+        .unwrap_or_else(|| panic!("{text}"));
+    eprintln!("switch under a 10 ms ping: {} of 200 lost", 200 - received);
+    assert!(received >= 197, "{text}");
+    // Still reachable through the new member.
+    assert!(ping_ok(&sb));
+
+    // DEL names the interface back for its delegate: nothing is left.
     let del = node
         .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
         .unwrap();

@@ -48,6 +48,7 @@ mod quarantine;
 pub mod reads;
 pub mod record;
 pub mod routes;
+pub mod switch;
 pub mod update;
 
 use std::collections::{BTreeSet, HashMap};
@@ -165,6 +166,12 @@ fn client_for(conf: &GenieConf) -> Result<Client, GenieError> {
 /// DEL of one recorded attachment, then its device-info file.
 fn del_attachment(env: &CniEnv, a: &PodAttachment) -> Result<(), GenieError> {
     let started = Instant::now();
+    // A switched interface gets back the name its delegates know it by.
+    if record::link_name(a) != a.if_name {
+        if let Err(e) = switch::rename(&env.netns, record::link_name(a), &a.if_name) {
+            info!(network = %a.network, error = %crate::spec::error::chain(&e), "the switched interface could not be named back before its DEL");
+        }
+    }
     let mut released = Vec::new();
     let deleted = delegate::as_list(&a.conf).and_then(|list| {
         let cached = cached_result(a)?;
@@ -291,6 +298,7 @@ fn add(
     // record's name durable against a power loss, overlaps the first delegate. The results follow
     // in one more durable write before ADD returns: two writes for any number of networks.
     record.attachments = planned.iter().map(attachment_record).collect();
+    record::mark_groups(&mut record.attachments, &smart);
     let dir_sync = match planned.is_empty() {
         true => None,
         false => Some(timed("cache", || cache.write_pod_syncing(&record))?),
@@ -423,6 +431,10 @@ fn read_and_plan(env: &CniEnv, conf: &GenieConf, ifname: &str) -> Result<Plannin
         namespace: &p.namespace,
         name: &p.name,
         request: &request,
+        switch_to: pod_obj
+            .as_ref()
+            .and_then(|o| o.metadata.annotations.get(vfkube::kpi::SWITCH_TO))
+            .map(String::as_str),
     });
     let ifname = ifname.to_string();
     let (planned, smart) = timed("plan", || {

@@ -166,6 +166,8 @@ pub struct PodContext<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub request: &'a PodNetworkRequest,
+    /// The pod's [`vfkube::kpi::SWITCH_TO`]: the group member it asks to be moved to.
+    pub switch_to: Option<&'a str>,
 }
 
 fn resolved_name(r: &ResolvedConfig, fallback: &str) -> String {
@@ -285,7 +287,23 @@ impl Planner<'_> {
                 |c| c.kpi_file.clone(),
             ),
         };
-        let mut sel = smart_select(&smart, &self.pod_label());
+        let requested = self
+            .pod
+            .and_then(|p| p.switch_to)
+            .map(str::trim)
+            .filter(|t| members.iter().any(|m| m == t));
+        let mut sel = match requested {
+            // A switch the pod asks for: that member, KPIs aside.
+            Some(t) => Selection {
+                group: None,
+                strategy,
+                chosen: format!("{namespace}/{t}"),
+                reason: format!("requested by {}", vfkube::kpi::SWITCH_TO),
+                fallback: false,
+                candidates: Vec::new(),
+            },
+            None => smart_select(&smart, &self.pod_label()),
+        };
         sel.group = Some(format!("{namespace}/{group}"));
         let member = sel
             .chosen

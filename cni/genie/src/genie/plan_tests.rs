@@ -185,6 +185,7 @@ fn plan_in(
         namespace,
         name: "web",
         request: &request,
+        switch_to: None,
     };
     // What the runtime would see: the code and message of genie's boundary.
     plan(conf, "eth0", Some(&ctx), Some(kube))

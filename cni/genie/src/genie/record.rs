@@ -21,6 +21,34 @@ const EXTRA_DEVICE_ID: &str = "deviceID";
 /// The resource an attachment took its device from (read by the agent's KPIs).
 pub const EXTRA_RESOURCE: &str = "resourceName";
 pub(super) const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
+/// The selectable group (`namespace/name`) the attachment's network was picked from.
+pub(super) const EXTRA_GROUP: &str = "group";
+/// The interface's name in the pod when it is not the one its delegates know it by (a switch
+/// renames the new interface to the old one's name; DEL names it back first).
+pub(super) const EXTRA_LINK_NAME: &str = "linkName";
+
+/// The group the attachment's network was picked from.
+pub(super) fn group_of(a: &PodAttachment) -> Option<&str> {
+    a.extra.get(EXTRA_GROUP).and_then(Value::as_str)
+}
+
+/// The interface's name in the pod.
+pub(super) fn link_name(a: &PodAttachment) -> &str {
+    a.extra
+        .get(EXTRA_LINK_NAME)
+        .and_then(Value::as_str)
+        .unwrap_or(&a.if_name)
+}
+
+/// Marks each attachment whose network a group's selection chose with that group.
+pub(super) fn mark_groups(attachments: &mut [PodAttachment], smart: &[vfkube::kpi::Selection]) {
+    for s in smart {
+        let Some(g) = &s.group else { continue };
+        for a in attachments.iter_mut().filter(|a| a.network == s.chosen) {
+            a.extra.insert(EXTRA_GROUP.into(), Value::String(g.clone()));
+        }
+    }
+}
 
 pub(super) fn attachment_record(p: &Planned) -> PodAttachment {
     let mut extra = Map::new();

@@ -28,7 +28,9 @@ use tracing::{info, warn};
 
 use super::error::GenieError;
 use super::plan::Planned;
-use super::record::{attachment_record, planned_of, status_of};
+use super::record::{
+    attachment_record, group_of, link_name, mark_groups, planned_of, status_of, EXTRA_LINK_NAME,
+};
 use super::{
     audit, audit_add, audited, del_attachment, delegate, devices, key_of, policy,
     publish_device_info, read_and_plan, report, Planning,
@@ -52,6 +54,9 @@ pub struct Updated {
     /// `network@ifname` of the attachments added and removed.
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// `old@ifname -> new` of each switch made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub switched: Vec<String>,
     /// Nothing was done: the pod is being deleted.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
@@ -112,24 +117,55 @@ pub(super) fn update(
         });
     }
 
-    // The difference, the default network aside.
-    let same = |a: &PodAttachment, p: &Planned| a.network == p.network && a.if_name == p.ifname;
+    // The difference, the default network aside. A running attachment is known by its network and
+    // the name its interface has in the pod.
+    let same = |a: &PodAttachment, p: &Planned| a.network == p.network && link_name(a) == p.ifname;
     let running: Vec<PodAttachment> = record.attachments.clone();
+    // A group's attachment keeps the member it has (the selection of an UPDATE picks again from
+    // the KPIs of now) unless the pod asks for a switch (vfgenie.io/switch-to).
+    let mut planned = planned;
+    let mut switches: Vec<(PodAttachment, Planned)> = Vec::new();
+    let requested = format!("requested by {}", vfkube::kpi::SWITCH_TO);
+    for s in smart.iter().filter(|s| s.group.is_some()) {
+        let Some(i) = planned.iter().position(|p| p.network == s.chosen) else {
+            continue;
+        };
+        let Some(a) = running
+            .iter()
+            .find(|a| group_of(a) == s.group.as_deref() && link_name(a) == planned[i].ifname)
+        else {
+            continue;
+        };
+        if a.network == planned[i].network {
+            continue;
+        }
+        let p = planned.remove(i);
+        if s.reason == requested {
+            switches.push((a.clone(), p));
+        } else {
+            let mut keep = planned_of(a);
+            keep.ifname = link_name(a).to_string();
+            planned.push(keep);
+        }
+    }
+    let leaving: Vec<PodAttachment> = switches.iter().map(|(o, _)| o.clone()).collect();
+    let switched_from = |a: &PodAttachment| leaving.iter().any(|o| same_attachment(o, a));
     let removes: Vec<PodAttachment> = running
         .iter()
-        .filter(|a| !is_default(a, &key.ifname))
+        .filter(|a| !is_default(a, &key.ifname) && !switched_from(a))
         .filter(|a| !planned.iter().any(|p| same(a, p)))
         .cloned()
         .collect();
-    let mut adds: Vec<Planned> = planned
+    let adds: Vec<Planned> = planned
         .into_iter()
         .filter(|p| !p.default && p.ifname != key.ifname)
         .filter(|p| !running.iter().any(|a| same(a, p)))
         .collect();
-    if adds.is_empty() && removes.is_empty() {
+    if adds.is_empty() && removes.is_empty() && switches.is_empty() {
         return to_json(&Updated::default());
     }
-    // New attachments take devices no running attachment has.
+    // New attachments take devices no running attachment has (a switch's old one included: it
+    // stays until the new one is up).
     let in_use: BTreeSet<String> = running
         .iter()
         .filter(|a| !removes.iter().any(|r| same_attachment(a, r)))
@@ -140,14 +176,29 @@ pub(super) fn update(
         name: &pod.name,
         uid: pod_uid.as_deref(),
     };
-    devices::prepare(env, conf, Some(&identity), &mut adds, &in_use)?;
+    let n_adds = adds.len();
+    let mut news: Vec<Planned> = adds
+        .into_iter()
+        .chain(switches.iter().map(|(_, p)| p.clone()))
+        .collect();
+    devices::prepare(env, conf, Some(&identity), &mut news, &in_use)?;
+    let switch_news = news.split_off(n_adds);
+    let adds = news;
+    for ((_, p), prepared) in switches.iter_mut().zip(switch_news) {
+        *p = prepared;
+    }
     // The policy table first, with the interfaces the pod will have.
     if let Some(socket) = &conf.policy_socket {
         let after: Vec<Planned> = running
             .iter()
-            .filter(|a| !removes.iter().any(|r| same_attachment(a, r)))
-            .map(planned_of)
+            .filter(|a| !removes.iter().any(|r| same_attachment(a, r)) && !switched_from(a))
+            .map(|a| {
+                let mut p = planned_of(a);
+                p.ifname = link_name(a).to_string();
+                p
+            })
             .chain(adds.iter().cloned())
+            .chain(switches.iter().map(|(_, p)| p.clone()))
             .collect();
         let request = policy::SetupRequest {
             version: policy::VERSION,
@@ -192,6 +243,7 @@ pub(super) fn update(
     record
         .attachments
         .extend(adds.iter().map(attachment_record));
+    mark_groups(&mut record.attachments[first_new..], &smart);
     timed("cache", || cache.write_pod(&record))?;
     for (n, p) in adds.iter().enumerate() {
         match add_one(env, p, version, deadline, conf) {
@@ -226,6 +278,23 @@ pub(super) fn update(
     timed("cache", || cache.write_pod(&record))?;
     done.removed
         .extend(removed_first.iter().map(|r| label(&r.network, &r.if_name)));
+    // The switches, make-before-break.
+    for (old, new) in &switches {
+        match switch_one(
+            env,
+            conf,
+            cache,
+            &mut record,
+            old,
+            new,
+            &smart,
+            version,
+            deadline,
+        ) {
+            Ok(note) => done.switched.push(note),
+            Err(e) => return Err(e),
+        }
+    }
     // The other removals. One that fails stays in the record (the pod's DEL retries it).
     let mut failed = Vec::new();
     for r in &later {
@@ -241,13 +310,75 @@ pub(super) fn update(
         .iter()
         .filter_map(|a| {
             let r = super::record::cached_result(a).ok().flatten()?;
-            Some(status_of(&planned_of(a), &r, &env.netns))
+            let mut st = status_of(&planned_of(a), &r, &env.netns);
+            st.interface = Some(link_name(a).to_string());
+            Some(st)
         })
         .collect();
     report(&Some(pod.clone()), &client, pod_whole, &statuses, &smart)?;
     super::error::several(failed)?;
     info!(%pod, added = ?done.added, removed = ?done.removed, "pod networks updated");
     to_json(&done)
+}
+
+/// Moves the pod from `old` to `new` (a member of the same group, same interface name): `new`
+/// is attached under a temporary name, then `old` is removed, then `new` takes its name. A
+/// failure before `old` is touched leaves the pod as it was.
+#[allow(clippy::too_many_arguments)]
+fn switch_one(
+    env: &CniEnv,
+    conf: &GenieConf,
+    cache: &CacheDir,
+    record: &mut crate::cache::PodRecord,
+    old: &PodAttachment,
+    new: &Planned,
+    smart: &[vfkube::kpi::Selection],
+    version: CniVersion,
+    deadline: Instant,
+) -> Result<String, GenieError> {
+    let final_name = new.ifname.clone();
+    let taken: Vec<&str> = record
+        .attachments
+        .iter()
+        .flat_map(|a| [a.if_name.as_str(), link_name(a)])
+        .collect();
+    let mut p = new.clone();
+    p.ifname = super::switch::temp_name(&taken);
+    let mut rec = attachment_record(&p);
+    rec.extra.insert(
+        EXTRA_LINK_NAME.into(),
+        serde_json::Value::String(final_name.clone()),
+    );
+    let n = record.attachments.len();
+    record.attachments.push(rec);
+    mark_groups(&mut record.attachments[n..], smart);
+    timed("cache", || cache.write_pod(record))?;
+    match add_one(env, &p, version, deadline, conf) {
+        Ok(r) => record.attachments[n].result = Some(r.to_value()),
+        Err(e) => {
+            if let Err(de) = del_attachment(env, &record.attachments[n]) {
+                warn!(network = %p.network, error = %super::error::cni_msg(de), "undoing a failed switch");
+            }
+            record.attachments.truncate(n);
+            if let Err(ce) = cache.write_pod(record) {
+                warn!(error = %ce, "the record of a failed switch was not rolled back");
+            }
+            return Err(e);
+        }
+    }
+    timed("cache", || cache.write_pod(record))?;
+    // The new one is up: the old one goes, then the new one takes its name.
+    remove(env, cache, record, old)?;
+    let temp = p.ifname.clone();
+    if let Err(e) = super::switch::rename(&env.netns, &temp, &final_name) {
+        warn!(network = %p.network, temp = %temp, name = %final_name, error = %crate::spec::error::chain(&e), "the switched interface keeps its temporary name");
+        if let Some(a) = record.attachments.iter_mut().find(|a| a.if_name == temp) {
+            a.extra.remove(EXTRA_LINK_NAME);
+        }
+        timed("cache", || cache.write_pod(record))?;
+    }
+    info!(from = %old.network, to = %p.network, ifname = %final_name, "pod switched");
+    Ok(format!("{}@{final_name} -> {}", old.network, p.network))
 }
 
 fn same_attachment(a: &PodAttachment, b: &PodAttachment) -> bool {
@@ -330,7 +461,7 @@ fn restore(
 }
 
 fn is_default(a: &PodAttachment, ifname: &str) -> bool {
-    planned_of(a).default || a.if_name == ifname
+    planned_of(a).default || link_name(a) == ifname
 }
 
 fn to_json(u: &Updated) -> Result<String, GenieError> {
