@@ -16,6 +16,8 @@
 //!   ([`controller_step`]).
 //! - policy: the network policy engine over 200 pod namespaces: change-to-enforcement latency,
 //!   CPU, table sizes, TCP throughput with and without the rules ([`policy_step`]).
+//! - switch: hot-plug latency from an annotation change to the interface, and packets lost
+//!   through make-before-break switches ([`switch_step`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "vfgenie-bench/api_step.rs"]
@@ -28,6 +30,8 @@ mod cni_step;
 mod controller_step;
 #[path = "vfgenie-bench/policy_step.rs"]
 mod policy_step;
+#[path = "vfgenie-bench/switch_step.rs"]
+mod switch_step;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         "audit" => audit_step::audit(),
         "controller" => controller_step::controller(),
         "policy" => policy_step::policy(),
+        "switch" => switch_step::switch(),
         // genie's API step alone (also the last figure of `cni`).
         "api" => api_step::api_step(),
         "all" => {
@@ -64,10 +69,11 @@ fn main() -> anyhow::Result<()> {
             cni_step::cni()?;
             audit_step::audit()?;
             controller_step::controller()?;
-            policy_step::policy()
+            policy_step::policy()?;
+            switch_step::switch()
         }
         other => {
-            bail!("unknown benchmark {other:?}: use agent, cni, audit, controller, policy, api or all")
+            bail!("unknown benchmark {other:?}: use agent, cni, audit, controller, policy, switch, api or all")
         }
     }
 }
