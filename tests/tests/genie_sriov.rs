@@ -853,3 +853,88 @@ fn a_device_reaches_a_pod_only_as_the_kubelet_allocated_it() {
         (Some("0000:02:10.4"), Some("0000:02:10.4"))
     );
 }
+
+/// Hot-plug (genie UPDATE) of a VF network: the new attachment gets a device the kubelet
+/// allocated to the pod that no running attachment uses; without one the UPDATE is refused and
+/// nothing runs; removing it gives its device back to the delegate's DEL.
+#[test]
+fn a_hot_added_vf_network_takes_a_held_device_no_attachment_uses() {
+    require_root();
+    let n = SriovNode::new();
+    let pr = PodResourcesStandIn::start(&n.socket).unwrap();
+    let conf = n.conf(json!({}));
+    let sb = Sandbox::new().unwrap();
+    pr.set_pod(
+        NS,
+        "web",
+        &[("app", VF_A, &["0000:02:10.4", "0000:02:10.2"])],
+    );
+    n.node
+        .api
+        .add_pod(NS, "web", &[("k8s.v1.cni.cncf.io/networks", "sriov-a")]);
+    let run = |cmd: &str| {
+        n.node
+            .cni(cmd, "c1", &sb.path, "eth0", Some((NS, "web")), &conf)
+            .unwrap()
+    };
+    let add = run("ADD");
+    assert!(add.success, "{} / {}", add.stdout, add.stderr);
+    assert_eq!(device_id_of(&n.sriov_add("net1")).0, Some("0000:02:10.2"));
+
+    // A second attachment of the resource: the device net1 does not use.
+    n.node.api.add_pod(
+        NS,
+        "web",
+        &[("k8s.v1.cni.cncf.io/networks", "sriov-a,sriov-a")],
+    );
+    let up = run("UPDATE");
+    assert!(up.success, "{} / {}", up.stdout, up.stderr);
+    assert_eq!(device_id_of(&n.sriov_add("net2")).0, Some("0000:02:10.4"));
+    let status = n.network_status("web");
+    let net2 = status.iter().find(|s| s["interface"] == "net2").unwrap();
+    assert_eq!(
+        net2["device-info"]["pci"]["pci-address"], "0000:02:10.4",
+        "{net2}"
+    );
+
+    // A third: the pod holds no further device. Refused before any delegate runs.
+    let before = n.recorded().len();
+    n.node.api.add_pod(
+        NS,
+        "web",
+        &[("k8s.v1.cni.cncf.io/networks", "sriov-a,sriov-a,sriov-a")],
+    );
+    let up = run("UPDATE");
+    assert!(!up.success);
+    let err = up.json().unwrap();
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("(net3)"), "{err}");
+    assert_eq!(n.recorded().len(), before, "a delegate ran");
+
+    // net2 removed: its delegate's DEL gets its device, its device-info file goes.
+    n.node
+        .api
+        .add_pod(NS, "web", &[("k8s.v1.cni.cncf.io/networks", "sriov-a")]);
+    let up = run("UPDATE");
+    assert!(up.success, "{} / {}", up.stdout, up.stderr);
+    let del2 = n
+        .recorded()
+        .into_iter()
+        .find(|(t, c, i, _)| t == "sriov" && c == "DEL" && i == "net2")
+        .map(|(_, _, _, v)| v)
+        .expect("no DEL of net2");
+    assert_eq!(device_id_of(&del2).0, Some("0000:02:10.4"));
+    assert!(
+        n.cni_devinfo_files().iter().all(|f| !f.contains("net2")),
+        "{:?}",
+        n.cni_devinfo_files()
+    );
+    let del = run("DEL");
+    assert!(del.success, "{}", del.stderr);
+    assert!(n.node.cache_records().is_empty());
+    assert!(
+        n.cni_devinfo_files().is_empty(),
+        "{:?}",
+        n.cni_devinfo_files()
+    );
+}
