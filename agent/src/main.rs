@@ -216,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     h.genie_cni_dir = genie_cni_dir.clone();
                     h.cni_conf_dir = cni_conf_dir.clone();
                     h.cni_bin_dir = cni_bin_dir;
+                    h.kpi_file = (kpi_file != "off").then(|| PathBuf::from(&kpi_file));
                     Some(h)
                 }
                 false => None,
@@ -294,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(async {
                 let client = kube::Client::try_default().await?;
-                vfagent::hotplug::request_switch(client, namespace, name, &to)
+                vfagent::hotplug::request_switch(client, namespace, name, &to, None)
                     .await
                     .map_err(anyhow::Error::msg)
             })?;

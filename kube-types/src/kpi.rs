@@ -41,6 +41,81 @@ pub const SELECT_STRATEGY: &str = "vfgenie.io/select-strategy";
 /// namespace). The agent's hot-plug sees the change and genie switches the pod's attachment of
 /// that group, make-before-break; without it, a running pod keeps the member it has.
 pub const SWITCH_TO: &str = "vfgenie.io/switch-to";
+/// On a pod attached to a selectable group: when the member it is on crosses this threshold, the
+/// node agent moves it to the best other member (`<kpi> > <number>`, or `freeVfs < <number>`;
+/// kpi one of `traffic` (rx + tx bytes/s), `ipOccupancy` (0 to 1), `errorRate` (0 to 1),
+/// `attachLatencyP50Ms`).
+pub const SWITCH_WHEN: &str = "vfgenie.io/switch-when";
+/// Why a switch was asked for, written with [`SWITCH_TO`] by the agent (a threshold crossed);
+/// genie puts it in the selection's reason.
+pub const SWITCH_REASON: &str = "vfgenie.io/switch-reason";
+
+/// A [`SWITCH_WHEN`] threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub kpi: ThresholdKpi,
+    pub limit: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdKpi {
+    Traffic,
+    IpOccupancy,
+    ErrorRate,
+    AttachLatencyP50Ms,
+    /// Crossed when free VFs go below the limit.
+    FreeVfs,
+}
+
+impl Threshold {
+    /// Reads `traffic > 1e8`, `errorRate>0.2`, `freeVfs < 2`, ...
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{SWITCH_WHEN} {s:?}: write traffic|ipOccupancy|errorRate|attachLatencyP50Ms > NUMBER, or freeVfs < NUMBER"
+            )
+        };
+        let (name, op, value) = match (s.split_once('>'), s.split_once('<')) {
+            (Some((n, v)), None) => (n.trim(), '>', v.trim()),
+            (None, Some((n, v))) => (n.trim(), '<', v.trim()),
+            _ => return Err(bad()),
+        };
+        let kpi = match (name, op) {
+            ("traffic", '>') => ThresholdKpi::Traffic,
+            ("ipOccupancy", '>') => ThresholdKpi::IpOccupancy,
+            ("errorRate", '>') => ThresholdKpi::ErrorRate,
+            ("attachLatencyP50Ms", '>') => ThresholdKpi::AttachLatencyP50Ms,
+            ("freeVfs", '<') => ThresholdKpi::FreeVfs,
+            _ => return Err(bad()),
+        };
+        let limit: f64 = value.parse().map_err(|_| bad())?;
+        if !limit.is_finite() || limit < 0.0 {
+            return Err(bad());
+        }
+        Ok(Self { kpi, limit })
+    }
+
+    /// The figure it watches, when known.
+    pub fn value(&self, k: &NetworkKpis) -> Option<f64> {
+        match self.kpi {
+            ThresholdKpi::Traffic => k.traffic(),
+            ThresholdKpi::IpOccupancy => k.ip_occupancy(),
+            ThresholdKpi::ErrorRate => k.error_rate,
+            ThresholdKpi::AttachLatencyP50Ms => k.attach_latency_p50_ms,
+            ThresholdKpi::FreeVfs => k.free_vfs.map(|v| v as f64),
+        }
+    }
+
+    /// Crossed (`None`: the figure is unknown).
+    pub fn crossed(&self, k: &NetworkKpis) -> Option<bool> {
+        let v = self.value(k)?;
+        Some(match self.kpi {
+            ThresholdKpi::FreeVfs => v < self.limit,
+            _ => v > self.limit,
+        })
+    }
+}
+
 /// The most members a group may list.
 pub const GROUP_MAX: usize = 16;
 

@@ -196,3 +196,37 @@ fn group_members_are_plain_names_listed_once() {
         .unwrap_err()
         .contains("at most 16"));
 }
+
+#[test]
+fn thresholds_read_and_cross() {
+    let t = Threshold::parse("errorRate > 0.2").unwrap();
+    assert_eq!(
+        t,
+        Threshold {
+            kpi: ThresholdKpi::ErrorRate,
+            limit: 0.2
+        }
+    );
+    let mut kp = k(10.0, 1, 10, Some(3));
+    assert_eq!(t.crossed(&kp), None, "unknown is not crossed");
+    kp.error_rate = Some(0.3);
+    assert_eq!(t.crossed(&kp), Some(true));
+    kp.error_rate = Some(0.2);
+    assert_eq!(t.crossed(&kp), Some(false));
+    let f = Threshold::parse("freeVfs<4").unwrap();
+    assert_eq!(f.crossed(&kp), Some(true));
+    assert_eq!(Threshold::parse("traffic>1e8").unwrap().limit, 1e8);
+    for bad in [
+        "",
+        "traffic",
+        "traffic<3",
+        "freeVfs>1",
+        "speed>1",
+        "errorRate>x",
+        "traffic>-1",
+        "traffic>inf",
+        "a>1<2",
+    ] {
+        assert!(Threshold::parse(bad).is_err(), "{bad}");
+    }
+}

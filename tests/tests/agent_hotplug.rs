@@ -207,3 +207,126 @@ async fn vfgenie_agent_switch_moves_a_pod_within_its_group() {
     assert!(del.success, "{}", del.stderr);
     node.assert_nothing_left(&sb);
 }
+
+/// A pod annotated `vfgenie.io/switch-when: errorRate > 0.2` is moved off its group member when
+/// the node's KPIs show that member over the threshold, to the other member below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossed_threshold_switches_the_pod_to_the_other_member() {
+    require_root();
+    let node = Node::new().unwrap();
+    node.write_conf(
+        "10-cluster.conflist",
+        &node.cluster_conflist("10.91.0.0/24"),
+    )
+    .unwrap();
+    for (name, subnet) in [("fast-a", "10.81.0.0/24"), ("fast-b", "10.82.0.0/24")] {
+        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
+                       "ipam": node.ipam(subnet)});
+        node.api.add_nad(NS, name, &c.to_string(), None);
+    }
+    node.api.add_group(
+        "network-attachment-definitions",
+        NS,
+        "fast",
+        "fast-a,fast-b",
+        None,
+    );
+    let kpi_file = node.dir.path().join("kpi.json");
+    let conf = node.genie_conf(
+        "1.0.0",
+        json!({"clusterNetwork": "cluster",
+               "smartSelection": {"strategy": "leastTraffic", "candidates": ["cluster"],
+                                  "kpiFile": kpi_file.display().to_string()}}),
+    );
+    node.write_conf("00-genie.conf", &conf).unwrap();
+    let write_kpis = |a_errors: f64, b_errors: f64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let net = |e: f64| {
+            json!({"sampledAt": now, "ipUsed": 1, "ipTotal": 253, "freeVfs": null,
+                   "rxBytesPerSecond": 10.0, "txBytesPerSecond": 10.0,
+                   "attachLatencyP50Ms": 20.0, "errorRate": e})
+        };
+        let f = json!({"generatedAt": now, "node": "node-1",
+                       "networks": {"team/fast-a": net(a_errors), "team/fast-b": net(b_errors)}});
+        std::fs::write(&kpi_file, f.to_string()).unwrap();
+    };
+    // fast-a is the better one at first.
+    write_kpis(0.0, 0.1);
+    node.api.add_pod(
+        NS,
+        "web",
+        &[
+            (NETS, "fast"),
+            ("vfgenie.io/switch-when", "errorRate > 0.2"),
+        ],
+    );
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    assert!(interfaces(&sb)["net1"][0].starts_with("10.81.0."));
+
+    let mut opts = HotplugOptions::new("node-1");
+    opts.genie_cni_dir = node.cache_dir.clone();
+    opts.cni_conf_dir = node.conf_dir.clone();
+    opts.cni_bin_dir = node.bin_dir.clone();
+    opts.cni_path = Some(format!(
+        "{}:{}",
+        node.bin_dir.display(),
+        node.plugin_dir.display()
+    ));
+    opts.kpi_file = Some(kpi_file.clone());
+    opts.threshold_interval = Duration::from_millis(100);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let client = node.api.kube_client_with_token(NODE_TOKEN).unwrap();
+    let task = tokio::spawn(run(client, opts, stop_rx));
+
+    // Below the threshold: it stays.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(interfaces(&sb)["net1"][0].starts_with("10.81.0."));
+    // fast-a's error rate crosses it: the agent asks, hot-plug switches.
+    write_kpis(0.5, 0.1);
+    wait_for("the threshold switch", || {
+        interfaces(&sb)
+            .get("net1")
+            .is_some_and(|a| a[0].starts_with("10.82.0."))
+    });
+    let pod = node.api.pod(NS, "web").unwrap();
+    let a = &pod["metadata"]["annotations"];
+    assert_eq!(a["vfgenie.io/switch-to"], "fast-b");
+    assert!(
+        a["vfgenie.io/switch-reason"]
+            .as_str()
+            .unwrap()
+            .contains("team/fast-a: ErrorRate 0.5 crossed 0.2"),
+        "{a}"
+    );
+    // The pod's selection says why.
+    let w = node
+        .api
+        .writes()
+        .into_iter()
+        .rev()
+        .find(|w| w.name == "web")
+        .unwrap();
+    let sels: Value =
+        serde_json::from_str(w.annotation("vfgenie.io/smart-selection").unwrap()).unwrap();
+    let g = sels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["group"] == "team/fast")
+        .unwrap();
+    assert!(g["reason"].as_str().unwrap().contains("crossed"), "{g}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}

@@ -593,6 +593,8 @@ fn rbac_is_least_privilege() {
     want.push("/events:create".to_string());
     // The KPI summary annotation on its own Node.
     want.push("/nodes:patch".to_string());
+    // Switching on a threshold: vfgenie.io/switch-to on pods of its node.
+    want.push("/pods:patch".to_string());
     want.sort();
     assert_eq!(granted, want);
 }

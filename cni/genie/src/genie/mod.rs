@@ -435,6 +435,10 @@ fn read_and_plan(env: &CniEnv, conf: &GenieConf, ifname: &str) -> Result<Plannin
             .as_ref()
             .and_then(|o| o.metadata.annotations.get(vfkube::kpi::SWITCH_TO))
             .map(String::as_str),
+        switch_reason: pod_obj
+            .as_ref()
+            .and_then(|o| o.metadata.annotations.get(vfkube::kpi::SWITCH_REASON))
+            .map(String::as_str),
     });
     let ifname = ifname.to_string();
     let (planned, smart) = timed("plan", || {

@@ -166,8 +166,10 @@ pub struct PodContext<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub request: &'a PodNetworkRequest,
-    /// The pod's [`vfkube::kpi::SWITCH_TO`]: the group member it asks to be moved to.
+    /// The pod's [`vfkube::kpi::SWITCH_TO`]: the group member it asks to be moved to, and
+    /// [`vfkube::kpi::SWITCH_REASON`], why.
     pub switch_to: Option<&'a str>,
+    pub switch_reason: Option<&'a str>,
 }
 
 fn resolved_name(r: &ResolvedConfig, fallback: &str) -> String {
@@ -298,9 +300,22 @@ impl Planner<'_> {
                 group: None,
                 strategy,
                 chosen: format!("{namespace}/{t}"),
-                reason: format!("requested by {}", vfkube::kpi::SWITCH_TO),
+                reason: match self.pod.and_then(|p| p.switch_reason) {
+                    Some(why) => format!("requested by {}: {why}", vfkube::kpi::SWITCH_TO),
+                    None => format!("requested by {}", vfkube::kpi::SWITCH_TO),
+                },
                 fallback: false,
-                candidates: Vec::new(),
+                candidates: smart
+                    .policy
+                    .candidates
+                    .iter()
+                    .map(|c| vfkube::kpi::Candidate {
+                        network: c.clone(),
+                        kpis: None,
+                        age_seconds: None,
+                        score: None,
+                    })
+                    .collect(),
             },
             None => smart_select(&smart, &self.pod_label()),
         };

@@ -186,6 +186,7 @@ fn plan_in(
         name: "web",
         request: &request,
         switch_to: None,
+        switch_reason: None,
     };
     // What the runtime would see: the code and message of genie's boundary.
     plan(conf, "eth0", Some(&ctx), Some(kube))

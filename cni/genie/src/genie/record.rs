@@ -22,7 +22,7 @@ const EXTRA_DEVICE_ID: &str = "deviceID";
 pub const EXTRA_RESOURCE: &str = "resourceName";
 pub(super) const EXTRA_DEVICE_INFO_FILE: &str = "deviceInfoFile";
 /// The selectable group (`namespace/name`) the attachment's network was picked from.
-pub(super) const EXTRA_GROUP: &str = "group";
+pub const EXTRA_GROUP: &str = "group";
 /// The interface's name in the pod when it is not the one its delegates know it by (a switch
 /// renames the new interface to the old one's name; DEL names it back first).
 pub(super) const EXTRA_LINK_NAME: &str = "linkName";
@@ -40,12 +40,30 @@ pub(super) fn link_name(a: &PodAttachment) -> &str {
         .unwrap_or(&a.if_name)
 }
 
-/// Marks each attachment whose network a group's selection chose with that group.
+/// The group's members and strategy, as the selection saw them (the agent's threshold switch
+/// picks among them without reading the group from the API).
+pub const EXTRA_GROUP_MEMBERS: &str = "groupMembers";
+pub const EXTRA_GROUP_STRATEGY: &str = "groupStrategy";
+
+/// Marks each attachment whose network a group's selection chose with that group, its members
+/// and strategy.
 pub(super) fn mark_groups(attachments: &mut [PodAttachment], smart: &[vfkube::kpi::Selection]) {
     for s in smart {
         let Some(g) = &s.group else { continue };
         for a in attachments.iter_mut().filter(|a| a.network == s.chosen) {
             a.extra.insert(EXTRA_GROUP.into(), Value::String(g.clone()));
+            a.extra.insert(
+                EXTRA_GROUP_MEMBERS.into(),
+                Value::Array(
+                    s.candidates
+                        .iter()
+                        .map(|c| Value::String(c.network.clone()))
+                        .collect(),
+                ),
+            );
+            if let Ok(v) = serde_json::to_value(s.strategy) {
+                a.extra.insert(EXTRA_GROUP_STRATEGY.into(), v);
+            }
         }
     }
 }

@@ -140,7 +140,7 @@ pub(super) fn update(
             continue;
         }
         let p = planned.remove(i);
-        if s.reason == requested {
+        if s.reason.starts_with(&requested) {
             switches.push((a.clone(), p));
         } else {
             let mut keep = planned_of(a);

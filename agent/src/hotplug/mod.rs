@@ -37,6 +37,8 @@ use vfmeta::cache::{CacheDir, PodRecord};
 
 use crate::policy::watch::report::{event, Subject};
 
+pub mod threshold;
+
 /// The annotations whose change is a change of the pod's networks.
 pub const WATCHED: [&str; 4] = [
     "k8s.v1.cni.cncf.io/networks",
@@ -70,6 +72,12 @@ pub struct HotplugOptions {
     pub cni_path: Option<String>,
     /// How long one UPDATE may take before it is killed.
     pub timeout: Duration,
+    /// The KPI file: with it, pods annotated `vfgenie.io/switch-when` are moved when their
+    /// group member crosses the threshold ([`threshold`]).
+    pub kpi_file: Option<PathBuf>,
+    /// How often the thresholds are checked, and the least time between two switches of a pod.
+    pub threshold_interval: Duration,
+    pub switch_cooldown: Duration,
 }
 
 impl HotplugOptions {
@@ -81,6 +89,9 @@ impl HotplugOptions {
             cni_bin_dir: PathBuf::from(DEFAULT_CNI_BIN_DIR),
             cni_path: None,
             timeout: Duration::from_secs(120),
+            kpi_file: None,
+            threshold_interval: Duration::from_secs(10),
+            switch_cooldown: Duration::from_secs(120),
         }
     }
 }
@@ -107,10 +118,21 @@ pub async fn run(client: Client, opts: HotplugOptions, mut stop: watch::Receiver
     ENABLED.store(true, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     let worker = tokio::spawn(worker(client.clone(), opts.clone(), rx));
+    let client_for_thresholds = client.clone();
     let api: Api<PartialObjectMeta<Pod>> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", opts.node_name));
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut seen: HashMap<String, String> = HashMap::new();
+    let watched = threshold::Watched::default();
+    let thresholds = opts.kpi_file.clone().map(|kpi_file| {
+        tokio::spawn(threshold::run(
+            client_for_thresholds.clone(),
+            opts.clone(),
+            kpi_file,
+            watched.clone(),
+            stop.clone(),
+        ))
+    });
     loop {
         let ev = tokio::select! {
             ev = events.next() => ev,
@@ -123,6 +145,7 @@ pub async fn run(client: Client, opts: HotplugOptions, mut stop: watch::Receiver
             Ok(watcher::Event::Delete(p)) => {
                 if let Some(uid) = p.metadata.uid {
                     seen.remove(&uid);
+                    watched.forget(&uid);
                 }
                 continue;
             }
@@ -139,7 +162,9 @@ pub async fn run(client: Client, opts: HotplugOptions, mut stop: watch::Receiver
         if m.deletion_timestamp.is_some() {
             continue;
         }
-        let key = request_key(&m.annotations.unwrap_or_default());
+        let annotations = m.annotations.unwrap_or_default();
+        watched.seen(&namespace, &name, &uid, &annotations);
+        let key = request_key(&annotations);
         let changed = seen.insert(uid.clone(), key.clone()).as_ref() != Some(&key);
         if initial || changed {
             debug!(%namespace, %name, initial, "pod networks to check");
@@ -152,6 +177,9 @@ pub async fn run(client: Client, opts: HotplugOptions, mut stop: watch::Receiver
     }
     drop(tx);
     let _ = worker.await;
+    if let Some(t) = thresholds {
+        let _ = t.await;
+    }
 }
 
 async fn worker(client: Client, opts: HotplugOptions, mut rx: mpsc::UnboundedReceiver<Job>) {
@@ -314,13 +342,14 @@ pub fn genie_conf(dir: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Asks for pod `namespace/name` to be moved to `to`, a member of a selectable group it is
-/// attached to: sets its [`vfkube::kpi::SWITCH_TO`] annotation (a JSON merge patch); the agent
-/// on the pod's node makes the switch.
+/// attached to: sets its [`vfkube::kpi::SWITCH_TO`] annotation, and [`vfkube::kpi::SWITCH_REASON`]
+/// (`why`, or none), by a JSON merge patch; the agent on the pod's node makes the switch.
 pub async fn request_switch(
     client: Client,
     namespace: &str,
     name: &str,
     to: &str,
+    why: Option<&str>,
 ) -> Result<(), String> {
     use vfkube::objects::{is_dns_label, is_dns_subdomain};
     if !is_dns_label(namespace) || !is_dns_subdomain(name) {
@@ -332,7 +361,11 @@ pub async fn request_switch(
         ));
     }
     let api: Api<Pod> = Api::namespaced(client, namespace);
-    let patch = serde_json::json!({"metadata": {"annotations": {vfkube::kpi::SWITCH_TO: to}}});
+    // A reason of null removes an earlier one.
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        vfkube::kpi::SWITCH_TO: to,
+        vfkube::kpi::SWITCH_REASON: why,
+    }}});
     api.patch(
         name,
         &kube::api::PatchParams::default(),
