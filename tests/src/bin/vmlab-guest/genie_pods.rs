@@ -9,8 +9,10 @@
 //! device; pod E asks CNI-Genie style (`cni: "sriov"`) and gets a VF of the agent's pool on eth1.
 //! Every network-status lists the pod's interfaces with their IPs and MACs. After DEL of every pod
 //! the VFs are back in the host as they were (read from the PF through netlink) and nothing is left
-//! behind: no lease, no cache record, no device-info copy, no veth. Then the same VLAN tenancy
-//! through LogicalNetworks (see [`crate::genie_ln`]).
+//! behind: no lease, no cache record, no device-info copy, no veth. Before that check, hot-plug
+//! with a real VF: a running pod's VF network added (genie UPDATE) and pinging over it, then
+//! removed with the VF back in the host. Then the same VLAN tenancy through LogicalNetworks (see
+//! [`crate::genie_ln`]).
 //!
 //! [`podnet`]: crate::podnet
 
@@ -64,6 +66,9 @@ pub fn run(report: &mut Report) {
         ensure!(errors.is_empty(), "{}", errors.join("; "));
         Ok(format!("{n} pods deleted"))
     });
+    if del_ok {
+        report.check_detail("genie-pods-hotplug-vf", || hotplug(&mut c));
+    }
     report.check_detail("genie-pods-vfs-restored", || {
         let lines = c.restored()?;
         note(&format!("PF0's VFs after DEL:\n{}", lines.join("\n")));
@@ -212,6 +217,68 @@ fn checks(report: &mut Report, c: &Cluster, pods: &[Pod]) {
             "cni: \"sriov\" gave pod-e {dev} as eth1 {e1} from the agent's pools; it pings pod-a {a1}"
         ))
     });
+}
+
+/// Hot-plug with a real VF (genie UPDATE, what the agent runs when a pod's annotation changes):
+/// pod-f holds a VF of the netdev pool but asks for no VF network; its annotation gains `vlan100`
+/// and the UPDATE moves the VF in as net1, which pings pod-g on VLAN 100; the annotation loses it
+/// and the UPDATE gives the VF back to the host (checked again with every VF below).
+fn hotplug(c: &mut Cluster) -> Result<String> {
+    let g = c.add_pod("pod-g", &[(NETWORKS, "vlan100")], &[(NET_POOL, 1)])?;
+    let f = c.add_pod("pod-f", &[], &[(NET_POOL, 1)])?;
+    let run = |c: &mut Cluster, f: &Pod| -> Result<Value> {
+        let out = c.node.cni(
+            "UPDATE",
+            &f.container_id,
+            f.netns.path(),
+            "eth0",
+            Some((crate::podnet::NS, "pod-f")),
+            &c.genie_conf(),
+        )?;
+        ensure!(out.success, "genie UPDATE: {} {}", out.stdout, out.stderr);
+        Ok(out.json()?)
+    };
+    let outcome = (|| -> Result<String> {
+        let before: Vec<String> = f.links()?.keys().cloned().collect();
+        ensure!(before == ["eth0"], "pod-f starts with {before:?}");
+        let (_, dev) = f.devices.first().cloned().ok_or_else(|| anyhow!("no device"))?;
+        c.node
+            .api
+            .add_pod(crate::podnet::NS, "pod-f", &[(NETWORKS, "vlan100")]);
+        let added = run(c, &f)?;
+        ensure!(
+            added["added"] == serde_json::json!(["default/vlan100@net1"]),
+            "UPDATE answered {added}"
+        );
+        f.wait_carrier("net1")?;
+        let (f1, g1) = (f.ipv4("net1")?, g.ipv4("net1")?);
+        let (ok, out) = f.reaches(g1, 3)?;
+        ensure!(ok, "pod-f's hot-added net1 {f1} cannot ping pod-g {g1}: {}", out.trim());
+        let in_host = |dev: &str| -> bool {
+            std::fs::read_dir(format!("/sys/bus/pci/devices/{dev}/net"))
+                .map(|d| d.count() > 0)
+                .unwrap_or(false)
+        };
+        ensure!(!in_host(&dev), "{dev} is still in the host after the hot-add");
+        c.node.api.add_pod(crate::podnet::NS, "pod-f", &[]);
+        let removed = run(c, &f)?;
+        ensure!(
+            removed["removed"] == serde_json::json!(["default/vlan100@net1"]),
+            "UPDATE answered {removed}"
+        );
+        let after: Vec<String> = f.links()?.keys().cloned().collect();
+        ensure!(after == ["eth0"], "pod-f has {after:?} after the hot-remove");
+        ensure!(in_host(&dev), "{dev} is not back in the host after the hot-remove");
+        Ok(format!(
+            "{dev} hot-added to pod-f as net1 {f1} (pinged pod-g {g1} on VLAN 100) and hot-removed back to the host"
+        ))
+    })();
+    let dels = [c.del_pod(f), c.del_pod(g)];
+    let detail = outcome?;
+    for d in dels {
+        d?;
+    }
+    Ok(detail)
 }
 
 /// Pod D: its VF stays on vfio-pci (nothing moved into the pod); network-status names its PCI
