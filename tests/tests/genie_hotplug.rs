@@ -511,3 +511,57 @@ fn a_switch_is_make_before_break_and_keeps_the_interface_name() {
     assert!(del.success, "{}", del.stderr);
     node.assert_nothing_left(&sb);
 }
+
+/// An UPDATE cut off after it recorded an attachment and its delegate began (the interface and
+/// lease exist, no result recorded): the next UPDATE removes what was begun and adds it again.
+#[test]
+fn an_update_cut_off_mid_add_converges_at_the_next() {
+    require_root();
+    let (node, conf) = node();
+    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    // What a cut-off UPDATE leaves: green@net2 recorded without a result, its delegate's work
+    // half there (the plugin ran, genie did not record its result).
+    let green = json!({"cniVersion": "1.0.0", "name": "green", "type": "ptp", "ipMasq": false,
+                       "ipam": node.ipam("10.95.0.0/24")});
+    let ptp = node.plugin_dir.join("ptp");
+    let begun = node
+        .exec_plugin(
+            &ptp,
+            "ADD",
+            "web",
+            &sb.path,
+            "net2",
+            Some((NS, "web")),
+            "",
+            &green,
+        )
+        .unwrap();
+    assert!(begun.success, "{}", begun.stdout);
+    let record = node.cache_dir.join("vfgenie/web-eth0.json");
+    let mut r: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    r["attachments"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"network": "team/green", "ifName": "net2", "conf": green}));
+    std::fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
+    assert_eq!(node.leases().len(), 3);
+
+    node.api.add_pod(NS, "web", &[(NETS, "blue,green")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let ifs = interfaces(&sb);
+    assert_eq!(ifs.keys().collect::<Vec<_>>(), ["eth0", "net1", "net2"]);
+    assert!(ifs["net2"][0].starts_with("10.95.0."), "{ifs:?}");
+    // One lease per interface: the begun one was released.
+    assert_eq!(node.leases().len(), 3, "{:?}", node.leases());
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}

@@ -15,7 +15,8 @@
 //!   the networks it had, and the error is the call's;
 //! - a VF network takes a device the pod holds and no running attachment uses;
 //! - the record is written before each change (a crash is undone by the pod's DEL, or converged
-//!   by the next UPDATE), then network-status is written with every attachment.
+//!   by the next UPDATE: an attachment recorded without a result, cut off mid-add, is removed and
+//!   planned again), then network-status is written with every attachment.
 //!
 //! The pod's attachment lock serializes UPDATEs of one pod with each other and with its DEL; a
 //! pod being deleted (`deletionTimestamp`) is left alone; a pod without a record is not genie's
@@ -120,6 +121,19 @@ pub(super) fn update(
     // The difference, the default network aside. A running attachment is known by its network and
     // the name its interface has in the pod.
     let same = |a: &PodAttachment, p: &Planned| a.network == p.network && link_name(a) == p.ifname;
+    // An attachment recorded without a result was being added when an earlier UPDATE (or the
+    // agent running it) was cut off: undone first (a delegate's DEL tolerates what is missing),
+    // then planned like any other.
+    let unfinished: Vec<PodAttachment> = record
+        .attachments
+        .iter()
+        .filter(|a| a.result.is_none() && !is_default(a, &key.ifname))
+        .cloned()
+        .collect();
+    for a in &unfinished {
+        warn!(network = %a.network, ifname = %link_name(a), "an attachment an earlier UPDATE did not finish is removed first");
+        remove(env, cache, &mut record, a)?;
+    }
     let running: Vec<PodAttachment> = record.attachments.clone();
     // A group's attachment keeps the member it has (the selection of an UPDATE picks again from
     // the KPIs of now) unless the pod asks for a switch (vfgenie.io/switch-to).

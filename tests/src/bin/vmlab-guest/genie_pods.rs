@@ -241,7 +241,11 @@ fn hotplug(c: &mut Cluster) -> Result<String> {
     let outcome = (|| -> Result<String> {
         let before: Vec<String> = f.links()?.keys().cloned().collect();
         ensure!(before == ["eth0"], "pod-f starts with {before:?}");
-        let (_, dev) = f.devices.first().cloned().ok_or_else(|| anyhow!("no device"))?;
+        let (_, dev) = f
+            .devices
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("no device"))?;
         c.node
             .api
             .add_pod(crate::podnet::NS, "pod-f", &[(NETWORKS, "vlan100")]);
@@ -253,13 +257,20 @@ fn hotplug(c: &mut Cluster) -> Result<String> {
         f.wait_carrier("net1")?;
         let (f1, g1) = (f.ipv4("net1")?, g.ipv4("net1")?);
         let (ok, out) = f.reaches(g1, 3)?;
-        ensure!(ok, "pod-f's hot-added net1 {f1} cannot ping pod-g {g1}: {}", out.trim());
+        ensure!(
+            ok,
+            "pod-f's hot-added net1 {f1} cannot ping pod-g {g1}: {}",
+            out.trim()
+        );
         let in_host = |dev: &str| -> bool {
             std::fs::read_dir(format!("/sys/bus/pci/devices/{dev}/net"))
                 .map(|d| d.count() > 0)
                 .unwrap_or(false)
         };
-        ensure!(!in_host(&dev), "{dev} is still in the host after the hot-add");
+        ensure!(
+            !in_host(&dev),
+            "{dev} is still in the host after the hot-add"
+        );
         c.node.api.add_pod(crate::podnet::NS, "pod-f", &[]);
         let removed = run(c, &f)?;
         ensure!(
@@ -267,8 +278,14 @@ fn hotplug(c: &mut Cluster) -> Result<String> {
             "UPDATE answered {removed}"
         );
         let after: Vec<String> = f.links()?.keys().cloned().collect();
-        ensure!(after == ["eth0"], "pod-f has {after:?} after the hot-remove");
-        ensure!(in_host(&dev), "{dev} is not back in the host after the hot-remove");
+        ensure!(
+            after == ["eth0"],
+            "pod-f has {after:?} after the hot-remove"
+        );
+        ensure!(
+            in_host(&dev),
+            "{dev} is not back in the host after the hot-remove"
+        );
         Ok(format!(
             "{dev} hot-added to pod-f as net1 {f1} (pinged pod-g {g1} on VLAN 100) and hot-removed back to the host"
         ))
