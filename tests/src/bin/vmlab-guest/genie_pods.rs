@@ -236,7 +236,7 @@ fn hotplug(c: &mut Cluster) -> Result<String> {
             &c.genie_conf(),
         )?;
         ensure!(out.success, "genie UPDATE: {} {}", out.stdout, out.stderr);
-        Ok(out.json()?)
+        out.json()
     };
     let outcome = (|| -> Result<String> {
         let before: Vec<String> = f.links()?.keys().cloned().collect();
