@@ -350,6 +350,31 @@ impl Node {
         self.dir.path().join("log/cni-audit.log")
     }
 
+    /// Adds (or replaces) NAD `namespace/name`: ptp with host-local on `subnet`, and `routes`
+    /// (host-local's `routes`, `[]` for none) from the pod.
+    pub fn add_ptp_nad(&self, namespace: &str, name: &str, subnet: &str, routes: Value) {
+        let mut ipam = self.ipam(subnet);
+        ipam["routes"] = routes;
+        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
+                       "ipam": ipam});
+        self.api.add_nad(namespace, name, &c.to_string(), None);
+    }
+
+    /// The agent's hot-plug options for this node: node `node-1` (the stand-in's pods' node),
+    /// genie's records, confs and binary here, Debian's plugins beside it.
+    pub fn hotplug_options(&self) -> vfagent::hotplug::HotplugOptions {
+        let mut opts = vfagent::hotplug::HotplugOptions::new("node-1");
+        opts.genie_cni_dir = self.cache_dir.clone();
+        opts.cni_conf_dir = self.conf_dir.clone();
+        opts.cni_bin_dir = self.bin_dir.clone();
+        opts.cni_path = Some(format!(
+            "{}:{}",
+            self.bin_dir.display(),
+            self.plugin_dir.display()
+        ));
+        opts
+    }
+
     /// The cluster network: a bridge (default gateway) with host-local on `subnet`.
     pub fn cluster_conflist(&self, subnet: &str) -> Value {
         json!({

@@ -40,9 +40,7 @@ async fn a_running_pods_networks_follow_its_annotation() {
     )
     .unwrap();
     for (name, subnet) in [("blue", "10.92.0.0/24"), ("green", "10.95.0.0/24")] {
-        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
-                       "ipam": node.ipam(subnet)});
-        node.api.add_nad(NS, name, &c.to_string(), None);
+        node.add_ptp_nad(NS, name, subnet, json!([]));
     }
     let broken = json!({"cniVersion": "1.0.0", "name": "broken", "type": "macvlan",
                         "master": "nosuchlink0", "ipam": node.ipam("10.97.0.0/24")});
@@ -57,15 +55,7 @@ async fn a_running_pods_networks_follow_its_annotation() {
         .unwrap();
     assert!(add.success, "{}", add.stderr);
 
-    let mut opts = HotplugOptions::new("node-1");
-    opts.genie_cni_dir = node.cache_dir.clone();
-    opts.cni_conf_dir = node.conf_dir.clone();
-    opts.cni_bin_dir = node.bin_dir.clone();
-    opts.cni_path = Some(format!(
-        "{}:{}",
-        node.bin_dir.display(),
-        node.plugin_dir.display()
-    ));
+    let opts = node.hotplug_options();
     let start = |opts: HotplugOptions| {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let client = node.api.kube_client_with_token(NODE_TOKEN).unwrap();
@@ -76,7 +66,9 @@ async fn a_running_pods_networks_follow_its_annotation() {
 
     // Added.
     node.api.add_pod(NS, "web", &[(NETS, "blue,green")]);
-    wait_for("net2", || interfaces(&sb).contains_key("net2"));
+    wait_for("net2 with its address", || {
+        interfaces(&sb).get("net2").is_some_and(|a| !a.is_empty())
+    });
     let ifs = interfaces(&sb);
     assert!(ifs["net2"][0].starts_with("10.95.0."), "{ifs:?}");
 
@@ -111,7 +103,7 @@ async fn a_running_pods_networks_follow_its_annotation() {
         ifs.len() == 2
             && ifs
                 .get("net1")
-                .is_some_and(|a| a[0].starts_with("10.95.0."))
+                .is_some_and(|a| a.first().is_some_and(|x| x.starts_with("10.95.0.")))
     });
     stop.send(true).unwrap();
     task.await.unwrap();
@@ -135,9 +127,7 @@ async fn vfgenie_agent_switch_moves_a_pod_within_its_group() {
     )
     .unwrap();
     for (name, subnet) in [("fast-a", "10.81.0.0/24"), ("fast-b", "10.82.0.0/24")] {
-        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
-                       "ipam": node.ipam(subnet)});
-        node.api.add_nad(NS, name, &c.to_string(), None);
+        node.add_ptp_nad(NS, name, subnet, json!([]));
     }
     node.api.add_group(
         "network-attachment-definitions",
@@ -156,15 +146,7 @@ async fn vfgenie_agent_switch_moves_a_pod_within_its_group() {
     assert!(add.success, "{}", add.stderr);
     assert!(interfaces(&sb)["net1"][0].starts_with("10.81.0."));
 
-    let mut opts = HotplugOptions::new("node-1");
-    opts.genie_cni_dir = node.cache_dir.clone();
-    opts.cni_conf_dir = node.conf_dir.clone();
-    opts.cni_bin_dir = node.bin_dir.clone();
-    opts.cni_path = Some(format!(
-        "{}:{}",
-        node.bin_dir.display(),
-        node.plugin_dir.display()
-    ));
+    let opts = node.hotplug_options();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let client = node.api.kube_client_with_token(NODE_TOKEN).unwrap();
     let task = tokio::spawn(run(client, opts, stop_rx));
@@ -196,7 +178,7 @@ async fn vfgenie_agent_switch_moves_a_pod_within_its_group() {
     wait_for("the switch", || {
         interfaces(&sb)
             .get("net1")
-            .is_some_and(|a| a[0].starts_with("10.82.0."))
+            .is_some_and(|a| a.first().is_some_and(|x| x.starts_with("10.82.0.")))
     });
     assert_eq!(interfaces(&sb).keys().collect::<Vec<_>>(), ["eth0", "net1"]);
     stop.send(true).unwrap();
@@ -220,9 +202,7 @@ async fn a_crossed_threshold_switches_the_pod_to_the_other_member() {
     )
     .unwrap();
     for (name, subnet) in [("fast-a", "10.81.0.0/24"), ("fast-b", "10.82.0.0/24")] {
-        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
-                       "ipam": node.ipam(subnet)});
-        node.api.add_nad(NS, name, &c.to_string(), None);
+        node.add_ptp_nad(NS, name, subnet, json!([]));
     }
     node.api.add_group(
         "network-attachment-definitions",
@@ -270,15 +250,7 @@ async fn a_crossed_threshold_switches_the_pod_to_the_other_member() {
     assert!(add.success, "{}", add.stderr);
     assert!(interfaces(&sb)["net1"][0].starts_with("10.81.0."));
 
-    let mut opts = HotplugOptions::new("node-1");
-    opts.genie_cni_dir = node.cache_dir.clone();
-    opts.cni_conf_dir = node.conf_dir.clone();
-    opts.cni_bin_dir = node.bin_dir.clone();
-    opts.cni_path = Some(format!(
-        "{}:{}",
-        node.bin_dir.display(),
-        node.plugin_dir.display()
-    ));
+    let mut opts = node.hotplug_options();
     opts.kpi_file = Some(kpi_file.clone());
     opts.threshold_interval = Duration::from_millis(100);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -293,7 +265,7 @@ async fn a_crossed_threshold_switches_the_pod_to_the_other_member() {
     wait_for("the threshold switch", || {
         interfaces(&sb)
             .get("net1")
-            .is_some_and(|a| a[0].starts_with("10.82.0."))
+            .is_some_and(|a| a.first().is_some_and(|x| x.starts_with("10.82.0.")))
     });
     let pod = node.api.pod(NS, "web").unwrap();
     let a = &pod["metadata"]["annotations"];
@@ -305,23 +277,23 @@ async fn a_crossed_threshold_switches_the_pod_to_the_other_member() {
             .contains("team/fast-a: ErrorRate 0.5 crossed 0.2"),
         "{a}"
     );
-    // The pod's selection says why.
-    let w = node
-        .api
-        .writes()
-        .into_iter()
-        .rev()
-        .find(|w| w.name == "web")
-        .unwrap();
-    let sels: Value =
-        serde_json::from_str(w.annotation("vfgenie.io/smart-selection").unwrap()).unwrap();
-    let g = sels
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["group"] == "team/fast")
-        .unwrap();
-    assert!(g["reason"].as_str().unwrap().contains("crossed"), "{g}");
+    // The pod's selection says why (written when the UPDATE finishes, after the interface).
+    let group_reason = || -> Option<String> {
+        let w = node
+            .api
+            .writes()
+            .into_iter()
+            .rev()
+            .find(|w| w.name == "web")?;
+        let sels: Value = serde_json::from_str(w.annotation("vfgenie.io/smart-selection")?).ok()?;
+        sels.as_array()?
+            .iter()
+            .find(|s| s["group"] == "team/fast")
+            .and_then(|g| g["reason"].as_str().map(str::to_string))
+    };
+    wait_for("the switch's status", || {
+        group_reason().is_some_and(|r| r.contains("crossed"))
+    });
     stop.send(true).unwrap();
     task.await.unwrap();
     let del = node

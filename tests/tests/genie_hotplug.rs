@@ -27,9 +27,7 @@ fn node() -> (Node, Value) {
         ("green", "10.95.0.0/24"),
         ("red", "10.96.0.0/24"),
     ] {
-        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
-                       "ipam": node.ipam(subnet)});
-        node.api.add_nad(NS, name, &c.to_string(), None);
+        node.add_ptp_nad(NS, name, subnet, json!([]));
     }
     let broken = json!({"cniVersion": "1.0.0", "name": "broken", "type": "macvlan",
                         "master": "nosuchlink0", "ipam": node.ipam("10.97.0.0/24")});
@@ -375,11 +373,7 @@ fn group_node(node: &Node) {
             json!([{"dst": "10.99.0.0/25"}, {"dst": "10.99.0.128/25"}]),
         ),
     ] {
-        let mut ipam = node.ipam(subnet);
-        ipam["routes"] = routes;
-        let c = json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false,
-                       "ipam": ipam});
-        node.api.add_nad(NS, name, &c.to_string(), None);
+        node.add_ptp_nad(NS, name, subnet, routes);
     }
     node.api.add_group(
         "network-attachment-definitions",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use vfagent::hotplug::{run, HotplugOptions};
+use vfagent::hotplug::run;
 use vfgenie_tests::runtime::{run as sh, HostLink, Node, Sandbox, NODE_TOKEN};
 
 use crate::{fmt, verdict, Samples};
@@ -45,29 +45,18 @@ pub(crate) fn switch() -> anyhow::Result<()> {
         "10-cluster.conflist",
         &node.cluster_conflist("10.91.0.0/24"),
     )?;
-    let ptp = |name: &str, subnet: &str, routes: Value| {
-        let mut ipam = node.ipam(subnet);
-        ipam["routes"] = routes;
-        json!({"cniVersion": "1.0.0", "name": name, "type": "ptp", "ipMasq": false, "ipam": ipam})
-            .to_string()
-    };
-    node.api
-        .add_nad(NS, "blue", &ptp("blue", "10.92.0.0/24", json!([])), None);
-    node.api.add_nad(
+    node.add_ptp_nad(NS, "blue", "10.92.0.0/24", json!([]));
+    node.add_ptp_nad(
         NS,
         "fast-a",
-        &ptp("fast-a", "10.81.0.0/24", json!([{"dst": "10.99.0.0/24"}])),
-        None,
+        "10.81.0.0/24",
+        json!([{"dst": "10.99.0.0/24"}]),
     );
-    node.api.add_nad(
+    node.add_ptp_nad(
         NS,
         "fast-b",
-        &ptp(
-            "fast-b",
-            "10.82.0.0/24",
-            json!([{"dst": "10.99.0.0/25"}, {"dst": "10.99.0.128/25"}]),
-        ),
-        None,
+        "10.82.0.0/24",
+        json!([{"dst": "10.99.0.0/25"}, {"dst": "10.99.0.128/25"}]),
     );
     node.api.add_group(
         "network-attachment-definitions",
@@ -83,15 +72,7 @@ pub(crate) fn switch() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut opts = HotplugOptions::new("node-1");
-    opts.genie_cni_dir = node.cache_dir.clone();
-    opts.cni_conf_dir = node.conf_dir.clone();
-    opts.cni_bin_dir = node.bin_dir.clone();
-    opts.cni_path = Some(format!(
-        "{}:{}",
-        node.bin_dir.display(),
-        node.plugin_dir.display()
-    ));
+    let opts = node.hotplug_options();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let client = {
         let _g = rt.enter();
