@@ -305,30 +305,7 @@ fn add(
     };
     let mut results = Vec::with_capacity(planned.len());
     for (n, p) in planned.iter().enumerate() {
-        let started = Instant::now();
-        let outcome = timed("device_info", || publish_device_info(conf, p))
-            .map_err(GenieError::from)
-            .and_then(|()| {
-                let list = delegate::as_list(&p.config)?;
-                Ok(delegate::add_until(
-                    env,
-                    &p.network,
-                    &p.ifname,
-                    &list,
-                    &p.injected,
-                    Some(deadline),
-                )?)
-            });
-        let outcome = match outcome {
-            Ok(r) => {
-                let d = audit_add(env, p, started);
-                audited::<GenieError>(d, Ok(audit::addresses_of(&r))).map(|_| r)
-            }
-            Err(e) => {
-                audited(audit_add(env, p, started), Err(e)).map(|_| CniResult::empty(version))
-            }
-        };
-        match outcome {
+        match add_attachment(env, conf, p, version, deadline) {
             Ok(r) => {
                 record.attachments[n].result = Some(r.to_value());
                 results.push(r);
@@ -473,6 +450,36 @@ fn read_and_plan(env: &CniEnv, conf: &GenieConf, ifname: &str) -> Result<Plannin
         smart,
         pod_uid,
     })
+}
+
+/// ADD of one planned attachment: its device-info file, then its delegates within `deadline`;
+/// audited.
+fn add_attachment(
+    env: &CniEnv,
+    conf: &GenieConf,
+    p: &Planned,
+    version: CniVersion,
+    deadline: Instant,
+) -> Result<CniResult, GenieError> {
+    let started = Instant::now();
+    let outcome = timed("device_info", || publish_device_info(conf, p))
+        .map_err(GenieError::from)
+        .and_then(|()| {
+            let list = delegate::as_list(&p.config)?;
+            Ok(delegate::add_until(
+                env,
+                &p.network,
+                &p.ifname,
+                &list,
+                &p.injected,
+                Some(deadline),
+            )?)
+        });
+    match outcome {
+        Ok(r) => audited::<GenieError>(audit_add(env, p, started), Ok(audit::addresses_of(&r)))
+            .map(|_| r),
+        Err(e) => audited(audit_add(env, p, started), Err(e)).map(|_| CniResult::empty(version)),
+    }
 }
 
 fn audit_add<'a>(env: &'a CniEnv, p: &'a Planned, started: Instant) -> audit::Delegated<'a> {

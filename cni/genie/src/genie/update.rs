@@ -33,15 +33,13 @@ use super::record::{
     attachment_record, group_of, link_name, mark_groups, planned_of, status_of, EXTRA_LINK_NAME,
 };
 use super::{
-    audit, audit_add, audited, del_attachment, delegate, devices, key_of, policy,
-    publish_device_info, read_and_plan, report, Planning,
+    add_attachment, del_attachment, devices, key_of, policy, read_and_plan, report, Planning,
 };
 use crate::cache::lock::LOCK_WAIT;
 use crate::cache::{CacheDir, PodAttachment};
 use crate::genieconf::GenieConf;
 use crate::netstatus::AttachmentStatus;
 use crate::spec::env::CniEnv;
-use crate::spec::result::CniResult;
 use crate::spec::version::CniVersion;
 use crate::timing::timed;
 
@@ -260,7 +258,7 @@ pub(super) fn update(
     mark_groups(&mut record.attachments[first_new..], &smart);
     timed("cache", || cache.write_pod(&record))?;
     for (n, p) in adds.iter().enumerate() {
-        match add_one(env, p, version, deadline, conf) {
+        match add_attachment(env, conf, p, version, deadline) {
             Ok(r) => record.attachments[first_new + n].result = Some(r.to_value()),
             Err(e) => {
                 // Back to what the pod had: the ones added go, the ones removed for them return.
@@ -367,7 +365,7 @@ fn switch_one(
     record.attachments.push(rec);
     mark_groups(&mut record.attachments[n..], smart);
     timed("cache", || cache.write_pod(record))?;
-    match add_one(env, &p, version, deadline, conf) {
+    match add_attachment(env, conf, &p, version, deadline) {
         Ok(r) => record.attachments[n].result = Some(r.to_value()),
         Err(e) => {
             if let Err(de) = del_attachment(env, &record.attachments[n]) {
@@ -397,35 +395,6 @@ fn switch_one(
 
 fn same_attachment(a: &PodAttachment, b: &PodAttachment) -> bool {
     a.network == b.network && a.if_name == b.if_name
-}
-
-/// ADD of one new attachment's delegates, audited.
-fn add_one(
-    env: &CniEnv,
-    p: &Planned,
-    version: CniVersion,
-    deadline: Instant,
-    conf: &GenieConf,
-) -> Result<CniResult, GenieError> {
-    let started = Instant::now();
-    let outcome = publish_device_info(conf, p)
-        .map_err(GenieError::from)
-        .and_then(|()| {
-            let list = delegate::as_list(&p.config)?;
-            Ok(delegate::add_until(
-                env,
-                &p.network,
-                &p.ifname,
-                &list,
-                &p.injected,
-                Some(deadline),
-            )?)
-        });
-    match outcome {
-        Ok(r) => audited::<GenieError>(audit_add(env, p, started), Ok(audit::addresses_of(&r)))
-            .map(|_| r.to_version(version)),
-        Err(e) => audited(audit_add(env, p, started), Err(e)).map(|_| CniResult::empty(version)),
-    }
 }
 
 /// DEL of one running attachment; gone from the record once it is gone from the pod.
@@ -460,7 +429,7 @@ fn restore(
         if let Err(e) = cache.write_pod(record) {
             warn!(error = %e, "restoring an attachment: record not written");
         }
-        match add_one(env, &planned_of(a), version, deadline, conf) {
+        match add_attachment(env, conf, &planned_of(a), version, deadline) {
             Ok(r) => record.attachments[n].result = Some(r.to_value()),
             Err(e) => {
                 warn!(network = %a.network, ifname = %a.if_name, error = %super::error::cni_msg(e), "an attachment removed for a failed hot-add could not be added back");
