@@ -384,3 +384,22 @@ fn a_stalled_delegate_fails_the_add_within_add_timeout_seconds_and_leaves_nothin
     assert!(node.leases().is_empty(), "{:?}", node.leases());
     assert!(node.cache_records().is_empty());
 }
+
+/// genie killed during ADD before its first record was in place leaves the record's temporary
+/// file; the runtime's DEL (nothing recorded) removes it (found by hack/chaos).
+#[test]
+fn a_del_with_nothing_recorded_removes_a_killed_writers_temp_file() {
+    require_root();
+    let node = node();
+    let sb = Sandbox::new().unwrap();
+    let conf = genie(&node, json!({}));
+    let dir = node.cache_dir.join("vfgenie");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = dir.join(".k9-eth0.json.tmp.26048.0");
+    std::fs::write(&tmp, b"{\"kind\": ").unwrap();
+    let del = node
+        .cni("DEL", "k9", &sb.path, "eth0", Some((NS, "k9")), &conf)
+        .unwrap();
+    assert!(del.success, "{} / {}", del.stdout, del.stderr);
+    assert!(!tmp.exists(), "the temporary file is left");
+}

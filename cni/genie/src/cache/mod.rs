@@ -237,8 +237,19 @@ impl CacheDir {
         Ok(Some(record))
     }
 
+    /// Removes the pod's record, and the temporary files of writers of this record that were
+    /// killed before their rename (the caller holds the pod's lock, so no writer of it is alive).
     pub fn remove_pod(&self, key: &PodKey) -> Result<(), CacheError> {
-        remove_if_exists(&self.pod_path(key))
+        remove_if_exists(&self.pod_path(key))?;
+        let prefix = format!(".{}.tmp.", key.file_name());
+        if let Ok(entries) = fs::read_dir(self.pods_dir()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    remove_if_exists(&e.path())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn list_pods(&self) -> Result<Vec<Listed<PodRecord>>, CacheError> {

@@ -172,3 +172,26 @@ fn a_record_that_is_a_fifo_or_too_large_reads_as_corrupt_at_once() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn removing_a_record_removes_the_temp_files_killed_writers_left_for_it() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = CacheDir::new(d.path());
+    let k = PodKey::new("c80", "eth0").unwrap();
+    cache.write_pod(&PodRecord::new(&k, "")).unwrap();
+    // A writer of this record killed before its rename; another pod's, and another record of
+    // a name that only starts the same, are not this record's.
+    fs::write(d.path().join("vfgenie/.c80-eth0.json.tmp.9423.0"), "{").unwrap();
+    fs::write(d.path().join("vfgenie/.c8-eth0.json.tmp.1.0"), "{").unwrap();
+    let other = PodKey::new("c80", "eth00").unwrap();
+    cache.write_pod(&PodRecord::new(&other, "")).unwrap();
+    cache.remove_pod(&k).unwrap();
+    let mut left: Vec<String> = fs::read_dir(d.path().join("vfgenie"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock") && n != "locks")
+        .collect();
+    left.sort();
+    assert_eq!(left, [".c8-eth0.json.tmp.1.0", "c80-eth00.json"]);
+}

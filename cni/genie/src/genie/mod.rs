@@ -592,6 +592,8 @@ fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
         Ok(None) => {
             // The record is written before any delegate runs: no record, nothing was attached.
             info!("nothing recorded for this container; nothing to delete");
+            // A writer killed before its first record's rename left its temporary file.
+            cache.remove_pod(&key)?;
             cache.clear_suspect(&key)?;
             lock.remove();
             return Ok(());

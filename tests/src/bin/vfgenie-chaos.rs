@@ -1,0 +1,376 @@
+//! `hack/chaos`: pod lifecycles through the real genie binary (exec'd as a runtime does, Debian's
+//! plugins as delegates, the API-server stand-in), three networks per pod (the cluster bridge,
+//! a ptp NAD through a shim that can kill it, a macvlan CNI-Genie conf), with faults injected at
+//! random points from a seeded generator. The runtime's contract applies: a failed or killed ADD
+//! is followed by DEL; a DEL is retried with the faults cleared, at most [`DEL_TRIES`] times.
+//!
+//! After every lifecycle: no link left in the pod, no host-local lease, no genie record or other
+//! file in its cache directory, no genie or delegate process of the node; and after a successful
+//! ADD, the pod's network-status names exactly the addresses in its netns. One line of figures at
+//! the end; the exit status is non-zero when anything leaked or a DEL never succeeded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use vfgenie_tests::runtime::{run, HostLink, Node, Sandbox};
+
+const NS: &str = "team";
+/// DELs of one pod before it counts as stuck.
+const DEL_TRIES: usize = 5;
+
+/// xorshift64*: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The faults, each injected into one lifecycle.
+const FAULTS: [&str; 10] = [
+    "none",
+    "kill-genie-add",
+    "kill-genie-del",
+    "kill-delegate",
+    "api-503",
+    "api-slow",
+    "api-409-storm",
+    "api-outage-del",
+    "corrupt-record",
+    "truncate-record",
+];
+
+#[derive(Default)]
+struct Figures {
+    lifecycles: usize,
+    faults: BTreeMap<&'static str, usize>,
+    leaked_links: usize,
+    leaked_leases: usize,
+    leaked_records: usize,
+    leaked_files: usize,
+    leaked_processes: usize,
+    status_mismatches: usize,
+    stuck_dels: usize,
+    adds_ok: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut seed = None;
+    let mut lifecycles = 200usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seed" => seed = Some(args.next().context("--seed N")?.parse()?),
+            "--lifecycles" => lifecycles = args.next().context("--lifecycles N")?.parse()?,
+            other => bail!("unknown argument {other:?}: --seed N, --lifecycles N"),
+        }
+    }
+    let seed: u64 = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1
+    });
+    println!("chaos: seed {seed} (replay: hack/chaos --seed {seed} --lifecycles {lifecycles})");
+    let mut rng = Rng(seed.max(1));
+
+    let node = Node::new()?;
+    let master = HostLink::veth("chm")?;
+    node.write_conf(
+        "10-cluster.conflist",
+        &node.cluster_conflist("10.71.0.0/24"),
+    )?;
+    node.write_conf(
+        "20-red.conf",
+        &json!({"cniVersion": "1.0.0", "name": "red", "type": "macvlan", "master": master.0,
+                "mode": "bridge", "ipam": node.ipam("10.73.0.0/24")}),
+    )?;
+    // The NAD's plugin: a shim that runs Debian's ptp, or kills it and itself mid-way when the
+    // run asks (a flag file).
+    let flag = node.dir.path().join("kill-delegate");
+    let shim = node.bin_dir.join("chaosptp");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nin=$(cat)\nif [ -e '{flag}' ]; then\n  printf '%s' \"$in\" | '{ptp}' & p=$!\n  sleep 0.00$(( $$ % 9 + 1 ))\n  kill -9 $p 2>/dev/null\n  kill -9 $$\nfi\nprintf '%s' \"$in\" | exec '{ptp}'\n",
+            flag = flag.display(),
+            ptp = node.plugin_dir.join("ptp").display()
+        ),
+    )?;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))?;
+    let blue = json!({"cniVersion": "1.0.0", "name": "blue", "type": "chaosptp", "ipMasq": false,
+                      "ipam": node.ipam("10.72.0.0/24")});
+    node.api.add_nad(NS, "blue", &blue.to_string(), None);
+    let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
+    let genie = node.bin_dir.join("genie");
+
+    let mut f = Figures::default();
+    let (mut seen_leases, mut seen_records, mut seen_files, mut seen_procs) = (
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+    );
+    let started = Instant::now();
+    for i in 0..lifecycles {
+        let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+        *f.faults.entry(fault).or_default() += 1;
+        let pod = format!("p{i}");
+        let cid = format!("c{i}");
+        node.api.add_pod(
+            NS,
+            &pod,
+            &[("k8s.v1.cni.cncf.io/networks", "blue"), ("cni", "red")],
+        );
+        let sb = Sandbox::new()?;
+        let kill_after = Duration::from_millis(rng.below(60));
+
+        // ADD, with this lifecycle's fault.
+        match fault {
+            "api-503" => node.api.inject_failures(&[503, 503]),
+            "api-slow" => node.api.set_delay(Duration::from_millis(200)),
+            "api-409-storm" => node.api.inject_conflicts(6),
+            "kill-delegate" => std::fs::write(&flag, b"")?,
+            _ => {}
+        }
+        let added = match fault {
+            "kill-genie-add" => {
+                kill_during(
+                    &node, &genie, "ADD", &cid, &sb.path, &pod, &conf, kill_after,
+                )?;
+                false
+            }
+            _ => {
+                let out = node.cni("ADD", &cid, &sb.path, "eth0", Some((NS, &pod)), &conf)?;
+                out.success
+            }
+        };
+        node.api.inject_failures(&[]);
+        node.api.set_delay(Duration::ZERO);
+        node.api.inject_conflicts(0);
+        let _ = std::fs::remove_file(&flag);
+        if added {
+            f.adds_ok += 1;
+            if !status_matches(&node, &pod, &sb)? {
+                f.status_mismatches += 1;
+            }
+        }
+
+        // Faults between ADD and DEL, then DEL, retried with the faults cleared.
+        let record = node.cache_dir.join(format!("vfgenie/{cid}-eth0.json"));
+        match fault {
+            "corrupt-record" if record.exists() => std::fs::write(&record, b"{\"kind\": 7, ")?,
+            "truncate-record" if record.exists() => {
+                let len = std::fs::metadata(&record)?.len();
+                let file = std::fs::OpenOptions::new().write(true).open(&record)?;
+                file.set_len(len / 2)?;
+            }
+            "api-outage-del" => node.api.set_available(false),
+            "kill-genie-del" => kill_during(
+                &node, &genie, "DEL", &cid, &sb.path, &pod, &conf, kill_after,
+            )?,
+            _ => {}
+        }
+        let mut deleted = false;
+        for _ in 0..DEL_TRIES {
+            let out = node.cni("DEL", &cid, &sb.path, "eth0", Some((NS, &pod)), &conf)?;
+            node.api.set_available(true);
+            if out.success {
+                deleted = true;
+                break;
+            }
+        }
+        if !deleted {
+            f.stuck_dels += 1;
+            println!("chaos: lifecycle {i} ({fault}): DEL never succeeded");
+        }
+        node.api.delete_pod(NS, &pod);
+
+        // Invariants: what this lifecycle left (earlier lifecycles' leftovers counted once).
+        let links = sb.links()?;
+        let fresh = |now: Vec<String>, seen: &mut BTreeSet<String>| -> Vec<String> {
+            now.into_iter().filter(|x| seen.insert(x.clone())).collect()
+        };
+        let leases = fresh(node.leases(), &mut seen_leases);
+        let records = fresh(node.cache_records(), &mut seen_records);
+        let files = fresh(stray_files(&node.cache_dir), &mut seen_files);
+        let procs = fresh(processes(&node)?, &mut seen_procs);
+        if !(links.is_empty()
+            && leases.is_empty()
+            && records.is_empty()
+            && files.is_empty()
+            && procs.is_empty())
+        {
+            println!(
+                "chaos: lifecycle {i} ({fault}) left links {links:?} leases {leases:?} records {records:?} files {files:?} processes {procs:?}"
+            );
+        }
+        f.leaked_links += links.len();
+        f.leaked_leases += leases.len();
+        f.leaked_records += records.len();
+        f.leaked_files += files.len();
+        f.leaked_processes += procs.len();
+        f.lifecycles += 1;
+    }
+    let faults: Vec<String> = f
+        .faults
+        .iter()
+        .filter(|(k, _)| **k != "none")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let leaked = f.leaked_links
+        + f.leaked_leases
+        + f.leaked_records
+        + f.leaked_files
+        + f.leaked_processes
+        + f.status_mismatches;
+    println!(
+        "chaos: lifecycles {}, faults injected: {}, ADDs that succeeded {}, leaked: links={} leases={} VFs=n/a (host tier) records={} files={} processes={}, network-status mismatches {}, double assignments n/a (host tier), stuck DELs {}, in {:.1} s, seed {seed}",
+        f.lifecycles,
+        faults.join(" "),
+        f.adds_ok,
+        f.leaked_links,
+        f.leaked_leases,
+        f.leaked_records,
+        f.leaked_files,
+        f.leaked_processes,
+        f.status_mismatches,
+        f.stuck_dels,
+        started.elapsed().as_secs_f64()
+    );
+    if leaked > 0 || f.stuck_dels > 0 {
+        bail!("chaos: something leaked or a DEL never succeeded (seed {seed})");
+    }
+    Ok(())
+}
+
+/// Runs genie `command` and kills it (SIGKILL) after `after`, as a node losing the process would.
+#[allow(clippy::too_many_arguments)]
+fn kill_during(
+    node: &Node,
+    genie: &Path,
+    command: &str,
+    cid: &str,
+    netns: &Path,
+    pod: &str,
+    conf: &Value,
+    after: Duration,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let args = format!(
+        "IgnoreUnknown=true;K8S_POD_NAMESPACE={NS};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={cid}"
+    );
+    let path = format!("{}:{}", node.bin_dir.display(), node.plugin_dir.display());
+    let mut child = Command::new(genie)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", args)
+        .env("CNI_PATH", path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&serde_json::to_vec(conf)?);
+    }
+    std::thread::sleep(after);
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}
+
+/// The pod's last network-status names exactly the IPv4 addresses its netns has, per interface.
+fn status_matches(node: &Node, pod: &str, sb: &Sandbox) -> anyhow::Result<bool> {
+    let Some(w) = node.api.writes().into_iter().rev().find(|w| w.name == pod) else {
+        return Ok(false);
+    };
+    let Some(text) = w.annotation("k8s.v1.cni.cncf.io/network-status") else {
+        return Ok(false);
+    };
+    let status: Value = serde_json::from_str(text)?;
+    let mut said: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in status.as_array().into_iter().flatten() {
+        let ifname = s["interface"].as_str().unwrap_or_default().to_string();
+        let ips = s["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string));
+        said.entry(ifname).or_default().extend(ips);
+    }
+    let mut have: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (n, addrs) in sb.addresses()? {
+        if n == "lo" {
+            continue;
+        }
+        have.insert(
+            n,
+            addrs
+                .into_iter()
+                .map(|a| a.split('/').next().unwrap_or_default().to_string())
+                .collect(),
+        );
+    }
+    for v in said.values_mut().chain(have.values_mut()) {
+        v.sort();
+    }
+    if said != have {
+        println!("chaos: {pod}: network-status {said:?}, netns {have:?}");
+    }
+    Ok(said == have)
+}
+
+/// Files left in genie's cache directory other than its per-pod lock files' directory.
+fn stray_files(cache: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![cache.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().contains("/locks/") && !p.ends_with("vfgenie.lock") {
+                out.push(p.strip_prefix(cache).unwrap_or(&p).display().to_string());
+            }
+        }
+    }
+    // genie's pod records are counted on their own.
+    out.retain(|f| !(f.starts_with("vfgenie/") && f.ends_with(".json") && !f.contains('/')));
+    out
+}
+
+/// genie or delegate processes of this node still running.
+fn processes(node: &Node) -> anyhow::Result<Vec<String>> {
+    std::thread::sleep(Duration::from_millis(20));
+    let out = run("ps", &["-eo", "pid,args"]).unwrap_or_default();
+    let bin = node.bin_dir.display().to_string();
+    let plugins = node.plugin_dir.display().to_string();
+    Ok(out
+        .lines()
+        .filter(|l| l.contains(&bin) || l.contains(&plugins))
+        .filter(|l| !l.contains("ps -eo"))
+        .map(str::to_string)
+        .collect())
+}
