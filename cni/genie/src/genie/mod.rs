@@ -43,6 +43,7 @@ pub mod delegate;
 pub mod devices;
 pub mod error;
 pub mod plan;
+mod pod_plan;
 pub mod policy;
 mod quarantine;
 pub mod reads;
@@ -58,11 +59,11 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use self::error::{cni_msg, several, GenieError};
-use self::plan::{Planned, PodContext};
+use self::plan::Planned;
 use self::record::{
     attachment_record, cached_result, injected_of, status_of, EXTRA_DEVICE_INFO_FILE,
 };
-use crate::annotations::{parse_pod_annotations, PodRef};
+use crate::annotations::PodRef;
 use crate::cache::lock::LOCK_WAIT;
 use crate::cache::{CacheDir, CacheError, PodAttachment, PodKey, PodRecord};
 use crate::genieconf::GenieConf;
@@ -75,6 +76,7 @@ use crate::spec::result::CniResult;
 use crate::spec::version::{CniVersion, VersionInfo};
 use crate::timing::timed;
 
+use self::pod_plan::{read_and_plan, Planning};
 pub use self::quarantine::retry_quarantined;
 pub use crate::invocation::Outcome;
 
@@ -366,92 +368,6 @@ fn add(
     Ok(merged.to_version(version).to_json())
 }
 
-/// What ADD and UPDATE read and work out before changing anything: the pod (CNI_ARGS), its
-/// object and annotations from the API, and its attachments as planned from them.
-struct Planning {
-    pod: Option<PodRef>,
-    client: Option<Client>,
-    pod_obj: Option<crate::k8s::objects::Pod>,
-    pod_whole: Option<Value>,
-    planned: Vec<Planned>,
-    smart: Vec<vfkube::kpi::Selection>,
-    pod_uid: Option<String>,
-}
-
-fn read_and_plan(env: &CniEnv, conf: &GenieConf, ifname: &str) -> Result<Planning, GenieError> {
-    let pod = pod_ref(env);
-    let client = match &pod {
-        Some(_) => Some(timed("api", || client_for(conf))?),
-        None => None,
-    };
-    let (request, pod_obj, pod_whole) =
-        match (&pod, &client) {
-            (Some(p), Some(c)) => {
-                let (obj, whole) = timed("api", || c.get_pod_object(&p.namespace, &p.name))
-                    .map_err(|source| GenieError::ReadPod {
-                        pod: p.clone(),
-                        source: Box::new(source),
-                    })?;
-                let req = parse_pod_annotations(p, &obj.metadata.annotations)?;
-                // Before any NetworkAttachmentDefinition is read: the pod's own list alone is over.
-                let asked = req.networks.len()
-                    + req
-                        .genie_plugins
-                        .as_ref()
-                        .map_or(req.logical_networks.len(), Vec::len);
-                too_many(p.to_string(), asked, conf.max_networks_per_pod)?;
-                (req, Some(obj), Some(whole))
-            }
-            _ => (Default::default(), None, None),
-        };
-    let ctx = pod.as_ref().map(|p| PodContext {
-        namespace: &p.namespace,
-        name: &p.name,
-        request: &request,
-        switch_to: pod_obj
-            .as_ref()
-            .and_then(|o| o.metadata.annotations.get(vfkube::kpi::SWITCH_TO))
-            .map(String::as_str),
-        switch_reason: pod_obj
-            .as_ref()
-            .and_then(|o| o.metadata.annotations.get(vfkube::kpi::SWITCH_REASON))
-            .map(String::as_str),
-    });
-    let ifname = ifname.to_string();
-    let (planned, smart) = timed("plan", || {
-        plan::plan_selecting(
-            conf,
-            &ifname,
-            ctx.as_ref(),
-            client.as_ref().map(|c| c as &dyn plan::KubeReads),
-        )
-    })?;
-    let pod_name = pod.as_ref().map_or_else(
-        || format!("of container {}", env.container_id),
-        |p| p.to_string(),
-    );
-    too_many(pod_name, planned.len(), conf.max_networks_per_pod)?;
-    quarantine::require_plugins(env, &planned)?;
-    let pod_uid = pod_obj
-        .as_ref()
-        .map(|o| o.metadata.uid.clone())
-        .filter(|u| !u.is_empty())
-        .or_else(|| env.args.k8s_pod_uid.clone());
-    audit::pod_seen(None, None, pod_uid.as_deref());
-    for sel in &smart {
-        audit::selection(sel);
-    }
-    Ok(Planning {
-        pod,
-        client,
-        pod_obj,
-        pod_whole,
-        planned,
-        smart,
-        pod_uid,
-    })
-}
-
 /// ADD of one planned attachment: its device-info file, then its delegates within `deadline`;
 /// audited.
 fn add_attachment(
@@ -491,14 +407,6 @@ fn audit_add<'a>(env: &'a CniEnv, p: &'a Planned, started: Instant) -> audit::De
         config: &p.config,
         device: p.device.as_ref().map(|d| d.id.as_str()),
         started,
-    }
-}
-
-/// Refuses more than `max` attachments for `pod` (code 7).
-fn too_many(pod: String, count: usize, max: usize) -> Result<(), GenieError> {
-    match count > max {
-        true => Err(GenieError::TooManyNetworks { pod, count, max }),
-        false => Ok(()),
     }
 }
 
