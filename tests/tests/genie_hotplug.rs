@@ -68,6 +68,17 @@ fn status(node: &Node, pod: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Pod `web` asking for `networks`, attached by genie's ADD as the runtime runs it.
+fn running_pod(node: &Node, conf: &Value, networks: &str) -> Sandbox {
+    node.api.add_pod(NS, "web", &[(NETS, networks)]);
+    let sb = Sandbox::new().unwrap();
+    let add = node
+        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), conf)
+        .unwrap();
+    assert!(add.success, "{}", add.stderr);
+    sb
+}
+
 fn update(node: &Node, conf: &Value, sb: &Sandbox, pod: &str) -> CniOutput {
     node.cni("UPDATE", pod, &sb.path, "eth0", Some((NS, pod)), conf)
         .unwrap()
@@ -82,12 +93,7 @@ fn link_of(sb: &Sandbox, name: &str) -> Value {
 fn networks_come_and_go_while_eth0_carries_a_ping() {
     require_root();
     let (node, conf) = node();
-    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
-    let sb = Sandbox::new().unwrap();
-    let add = node
-        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
-        .unwrap();
-    assert!(add.success, "{}", add.stderr);
+    let sb = running_pod(&node, &conf, "blue");
     let eth0 = link_of(&sb, "eth0");
     // A ping on eth0 to the cluster bridge runs through every change (once the path answers:
     // the bridge's new port may take a moment).
@@ -197,12 +203,7 @@ fn networks_come_and_go_while_eth0_carries_a_ping() {
 fn a_failing_hot_add_leaves_the_pod_exactly_as_it_was() {
     require_root();
     let (node, conf) = node();
-    node.api.add_pod(NS, "web", &[(NETS, "blue,green")]);
-    let sb = Sandbox::new().unwrap();
-    let add = node
-        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
-        .unwrap();
-    assert!(add.success, "{}", add.stderr);
+    let sb = running_pod(&node, &conf, "blue,green");
     let before = (interfaces(&sb), node.leases(), status(&node, "web"));
     let record = std::fs::read_dir(node.cache_dir.join("vfgenie"))
         .unwrap()
@@ -260,12 +261,7 @@ fn a_failing_hot_add_leaves_the_pod_exactly_as_it_was() {
 fn concurrent_updates_of_one_pod_are_serialized() {
     require_root();
     let (node, conf) = node();
-    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
-    let sb = Sandbox::new().unwrap();
-    let add = node
-        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
-        .unwrap();
-    assert!(add.success, "{}", add.stderr);
+    let sb = running_pod(&node, &conf, "blue");
     node.api.add_pod(NS, "web", &[(NETS, "blue,green,red")]);
     let outs: Vec<CniOutput> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..4)
@@ -298,12 +294,7 @@ fn concurrent_updates_of_one_pod_are_serialized() {
 fn pods_being_deleted_unknown_or_replaced_are_left_alone() {
     require_root();
     let (node, conf) = node();
-    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
-    let sb = Sandbox::new().unwrap();
-    let add = node
-        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
-        .unwrap();
-    assert!(add.success, "{}", add.stderr);
+    let sb = running_pod(&node, &conf, "blue");
 
     // Being deleted: nothing is done.
     let mut pod = node.api.pod(NS, "web").unwrap();
@@ -390,12 +381,7 @@ fn a_switch_is_make_before_break_and_keeps_the_interface_name() {
     let (node, conf) = node();
     group_node(&node);
     let _target = host_target("10.99.0.1/32");
-    node.api.add_pod(NS, "web", &[(NETS, "fast")]);
-    let sb = Sandbox::new().unwrap();
-    let add = node
-        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
-        .unwrap();
-    assert!(add.success, "{}", add.stderr);
+    let sb = running_pod(&node, &conf, "fast");
     // No KPI file: the first member.
     assert!(interfaces(&sb)["net1"][0].starts_with("10.81.0."));
     let ping_ok = |sb: &Sandbox| {
@@ -512,12 +498,7 @@ fn a_switch_is_make_before_break_and_keeps_the_interface_name() {
 fn an_update_cut_off_mid_add_converges_at_the_next() {
     require_root();
     let (node, conf) = node();
-    node.api.add_pod(NS, "web", &[(NETS, "blue")]);
-    let sb = Sandbox::new().unwrap();
-    let add = node
-        .cni("ADD", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
-        .unwrap();
-    assert!(add.success, "{}", add.stderr);
+    let sb = running_pod(&node, &conf, "blue");
     // What a cut-off UPDATE leaves: green@net2 recorded without a result, its delegate's work
     // half there (the plugin ran, genie did not record its result).
     let green = json!({"cniVersion": "1.0.0", "name": "green", "type": "ptp", "ipMasq": false,
