@@ -301,6 +301,10 @@ pub struct Selection {
     pub reason: String,
     /// True when the first candidate was taken for want of usable KPIs.
     pub fallback: bool,
+    /// True when the member was named by the pod's [`SWITCH_TO`] rather than chosen by KPIs: an
+    /// UPDATE moves a running attachment only for such a choice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requested: bool,
     pub candidates: Vec<Candidate>,
 }
 
@@ -347,6 +351,7 @@ pub fn select(policy: &Policy, kpis: Result<&KpiFile<'_>, String>, now: f64) -> 
         chosen: policy.candidates.first().cloned().unwrap_or_default(),
         reason,
         fallback: true,
+        requested: false,
         candidates,
     };
     if let Err(reason) = file {
@@ -425,6 +430,7 @@ pub fn select(policy: &Policy, kpis: Result<&KpiFile<'_>, String>, now: f64) -> 
                 chosen,
                 reason,
                 fallback: false,
+                requested: false,
                 candidates,
             }
         }

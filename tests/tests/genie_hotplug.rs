@@ -484,6 +484,16 @@ fn a_switch_is_make_before_break_and_keeps_the_interface_name() {
     // Still reachable through the new member.
     assert!(ping_ok(&sb));
 
+    // The pod then trades the group for red: net1 (the switched link, recorded under its
+    // temporary name) is removed before red's delegate creates net1.
+    node.api.add_pod(NS, "web", &[(NETS, "red")]);
+    let out = update(&node, &conf, &sb, "web");
+    assert!(out.success, "{} / {}", out.stdout, out.stderr);
+    let ifs = interfaces(&sb);
+    assert_eq!(ifs.keys().collect::<Vec<_>>(), ["eth0", "net1"], "{ifs:?}");
+    assert!(ifs["net1"][0].starts_with("10.96.0."), "{ifs:?}");
+    assert_eq!(node.leases().len(), 2, "{:?}", node.leases());
+
     // DEL names the interface back for its delegate: nothing is left.
     let del = node
         .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
@@ -534,6 +544,55 @@ fn an_update_cut_off_mid_add_converges_at_the_next() {
     assert!(ifs["net2"][0].starts_with("10.95.0."), "{ifs:?}");
     // One lease per interface: the begun one was released.
     assert_eq!(node.leases().len(), 3, "{:?}", node.leases());
+    let del = node
+        .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
+        .unwrap();
+    assert!(del.success, "{}", del.stderr);
+    node.assert_nothing_left(&sb);
+}
+
+/// `vfgenie.io/switch-to` is written by whoever may patch the pod: a value that names no member
+/// of the group (a path, another namespace's network, a network outside the group) moves nothing,
+/// and one that is not a network name at all is named in a warning.
+#[test]
+fn a_switch_to_naming_no_member_of_the_group_changes_nothing() {
+    require_root();
+    let (node, conf) = node();
+    group_node(&node);
+    let sb = running_pod(&node, &conf, "fast");
+    let before = interfaces(&sb);
+    assert!(before["net1"][0].starts_with("10.81.0."), "{before:?}");
+    for (value, warned) in [
+        ("../fast-b", true),
+        ("other/fast-b", true),
+        ("/etc/passwd", true),
+        ("fast-b/../../x", true),
+        ("blue", false),
+        ("fast-c", false),
+    ] {
+        node.api.add_pod(
+            NS,
+            "web",
+            &[(NETS, "fast"), ("vfgenie.io/switch-to", value)],
+        );
+        let out = update(&node, &conf, &sb, "web");
+        assert_eq!(
+            serde_json::from_str::<Value>(&out.stdout).unwrap(),
+            json!({"added": [], "removed": []}),
+            "{value}: {}",
+            out.stderr
+        );
+        assert_eq!(interfaces(&sb), before, "{value}");
+        assert_eq!(
+            out.stderr.contains("is not a network name"),
+            warned,
+            "{value}: {}",
+            out.stderr
+        );
+        if warned {
+            assert!(out.stderr.contains("team/web"), "{}", out.stderr);
+        }
+    }
     let del = node
         .cni("DEL", "web", &sb.path, "eth0", Some((NS, "web")), &conf)
         .unwrap();

@@ -51,11 +51,13 @@ impl Planner<'_> {
                 |c| c.kpi_file.clone(),
             ),
         };
-        let requested = self
-            .pod
-            .and_then(|p| p.switch_to)
-            .map(str::trim)
-            .filter(|t| members.iter().any(|m| m == t));
+        let asked = self.pod.and_then(|p| p.switch_to).map(str::trim);
+        if let Some(t) = asked.filter(|t| !vfkube::objects::is_dns_label(t)) {
+            // Only a member's name (a DNS label of the group's namespace) is ever looked for.
+            warn!(pod = %self.pod_label(), group = %format!("{namespace}/{group}"), value = %t.escape_debug(),
+                  "{} is not a network name: ignored", vfkube::kpi::SWITCH_TO);
+        }
+        let requested = asked.filter(|t| members.iter().any(|m| m == t));
         let mut sel = match requested {
             // A switch the pod asks for: that member, KPIs aside.
             Some(t) => Selection {
@@ -67,6 +69,7 @@ impl Planner<'_> {
                     None => format!("requested by {}", vfkube::kpi::SWITCH_TO),
                 },
                 fallback: false,
+                requested: true,
                 candidates: smart
                     .policy
                     .candidates

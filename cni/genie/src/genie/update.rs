@@ -137,7 +137,6 @@ pub(super) fn update(
     // the KPIs of now) unless the pod asks for a switch (vfgenie.io/switch-to).
     let mut planned = planned;
     let mut switches: Vec<(PodAttachment, Planned)> = Vec::new();
-    let requested = format!("requested by {}", vfkube::kpi::SWITCH_TO);
     for s in smart.iter().filter(|s| s.group.is_some()) {
         let Some(i) = planned.iter().position(|p| p.network == s.chosen) else {
             continue;
@@ -152,7 +151,7 @@ pub(super) fn update(
             continue;
         }
         let p = planned.remove(i);
-        if s.reason.starts_with(&requested) {
+        if s.requested {
             switches.push((a.clone(), p));
         } else {
             let mut keep = planned_of(a);
@@ -231,7 +230,7 @@ pub(super) fn update(
     let (freeing, later): (Vec<PodAttachment>, Vec<PodAttachment>) =
         removes.into_iter().partition(|r| {
             adds.iter()
-                .any(|p| p.ifname == r.if_name || p.network == r.network)
+                .any(|p| p.ifname == link_name(r) || p.network == r.network)
         });
     let mut done = Updated::default();
     let mut removed_first: Vec<PodAttachment> = Vec::new();
@@ -262,14 +261,22 @@ pub(super) fn update(
             Ok(r) => record.attachments[first_new + n].result = Some(r.to_value()),
             Err(e) => {
                 // Back to what the pod had: the ones added go, the ones removed for them return.
+                // One whose DEL fails stays recorded for the pod's DEL (or the next UPDATE) to
+                // retry: an added one always, the failed one when its plugin was cut off mid-way.
                 let added: Vec<PodAttachment> =
                     record.attachments[first_new..=first_new + n].to_vec();
-                for a in added.iter().rev() {
+                let mut kept = Vec::new();
+                for (i, a) in added.iter().enumerate().rev() {
                     if let Err(de) = del_attachment(env, a) {
-                        warn!(network = %a.network, ifname = %a.if_name, error = %super::error::cni_msg(de), "undoing a failed hot-add");
+                        let keep = i < n || e.cut_off_mid_way();
+                        warn!(network = %a.network, ifname = %a.if_name, error = %super::error::cni_msg(de), kept = keep, "undoing a failed hot-add");
+                        if keep {
+                            kept.push(a.clone());
+                        }
                     }
                 }
                 record.attachments.truncate(first_new);
+                record.attachments.extend(kept.into_iter().rev());
                 if let Err(ce) = cache.write_pod(&record) {
                     warn!(error = %ce, "the record of a failed hot-add was not rolled back");
                 }
