@@ -407,19 +407,40 @@ fn del_succeeds_and_releases_addresses_when_the_netns_is_gone() {
     assert!(node.cache_records().is_empty());
 }
 
+/// A corrupt record, and the API's pod of that name is not the one the runtime deletes (another
+/// UID): its networks cannot be planned again, so DEL fails naming the record and releases
+/// nothing (genie_robust has the pod the API still has, and the second DEL's quarantine).
 #[test]
-fn a_corrupt_cache_record_is_an_error_not_nothing_to_delete() {
+fn a_corrupt_record_of_a_replaced_pod_is_an_error_and_nothing_is_released() {
     require_root();
     let (node, _dummy) = three_network_node();
     let (sb, conf) = attached_pod(&node, "p4");
     let rec = node.cache_dir.join("vfgenie").join("p4-eth0.json");
     std::fs::write(&rec, b"{\"kind\": \"vfgeniePodV1\", \"attach").unwrap();
     let del = node
-        .cni("DEL", "p4", &sb.path, "eth0", Some((NS, "p4")), &conf)
+        .cni_with_args(
+            "DEL",
+            "p4",
+            &sb.path,
+            "eth0",
+            Some((NS, "p4")),
+            "K8S_POD_UID=uid-of-an-earlier-p4",
+            &conf,
+        )
         .unwrap();
     assert!(!del.success);
     let err = del.json().unwrap();
     assert_eq!(err["code"], 6, "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("p4-eth0.json"),
+        "{err}"
+    );
+    assert!(
+        del.stderr.contains("uid-of-an-earlier-p4")
+            && del.stderr.contains("cannot be planned again"),
+        "{}",
+        del.stderr
+    );
     assert!(rec.exists(), "the corrupt record must stay for an operator");
     assert_eq!(node.leases().len(), 2, "nothing may be released blindly");
     std::fs::remove_file(&rec).unwrap();

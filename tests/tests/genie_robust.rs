@@ -64,6 +64,43 @@ fn quarantine(node: &Node) -> Vec<String> {
     v
 }
 
+/// A truncated or garbled record while the pod is still in the API: DEL plans the pod's networks
+/// again and deletes them in the record's place; nothing is left, nothing is quarantined.
+#[test]
+fn a_corrupt_record_of_a_pod_the_api_still_has_is_torn_down_as_planned() {
+    require_root();
+    let node = node();
+    let conf = genie(&node, json!({}));
+    for (n, garble) in [
+        (0, &b"{\"kind\": \"vfgeniePodV1\", \"attach"[..]),
+        (1, &b"\0\0\0\0"[..]),
+        (2, &b"{\"kind\": \"vfgeniePodV1\", \"containerId\": \"other\", \"ifName\": \"eth0\", \"netns\": \"\", \"attachments\": []}"[..]),
+    ] {
+        let name = format!("g{n}");
+        node.api
+            .add_pod(NS, &name, &[("k8s.v1.cni.cncf.io/networks", "blue")]);
+        let sb = Sandbox::new().unwrap();
+        let pod = Some((NS, name.as_str()));
+        let add = node.cni("ADD", &name, &sb.path, "eth0", pod, &conf).unwrap();
+        assert!(add.success, "{} / {}", add.stdout, add.stderr);
+        assert_eq!(sb.links().unwrap().len(), 2);
+        let rec = node.cache_dir.join("vfgenie").join(format!("{name}-eth0.json"));
+        std::fs::write(&rec, garble).unwrap();
+
+        let del = node.cni("DEL", &name, &sb.path, "eth0", pod, &conf).unwrap();
+        assert!(del.success, "{} / {}", del.stdout, del.stderr);
+        assert!(
+            del.stderr.contains("ERROR") && del.stderr.contains("could not be read"),
+            "{}",
+            del.stderr
+        );
+        node.assert_nothing_left(&sb);
+        assert!(quarantine(&node).is_empty(), "{:?}", quarantine(&node));
+    }
+}
+
+/// A corrupt record of a pod the API no longer has (nothing to plan from): one DEL fails naming
+/// the file, the next quarantines it and succeeds.
 #[test]
 fn a_corrupt_record_fails_one_del_then_is_quarantined_and_del_succeeds() {
     require_root();
@@ -77,6 +114,7 @@ fn a_corrupt_record_fails_one_del_then_is_quarantined_and_del_succeeds() {
     assert!(add.success, "{} / {}", add.stdout, add.stderr);
     let rec = node.cache_dir.join("vfgenie").join("r1-eth0.json");
     std::fs::write(&rec, b"{\"kind\": \"vfgeniePodV1\", \"attach").unwrap();
+    node.api.delete_pod(NS, "r1");
 
     // The first DEL reports the corrupt record (the runtime shows it on the pod) and says what
     // the next one will do.
@@ -402,4 +440,61 @@ fn a_del_with_nothing_recorded_removes_a_killed_writers_temp_file() {
         .unwrap();
     assert!(del.success, "{} / {}", del.stdout, del.stderr);
     assert!(!tmp.exists(), "the temporary file is left");
+}
+
+/// A delegate killed mid-ADD (its plugin did its work, then died before answering) whose DEL
+/// fails too while the node is in trouble: genie's undo keeps that attachment recorded, so the
+/// runtime's DEL retries it and, once the plugin works again, removes what the killed ADD began.
+#[test]
+fn a_delegate_killed_mid_add_stays_recorded_until_a_del_removes_what_it_began() {
+    require_root();
+    let node = node();
+    let broken = node.bin_dir.join("del-broken");
+    let ptp = node.plugin_dir.join("ptp");
+    script(
+        &node.bin_dir.join("killptp"),
+        &format!(
+            "#!/bin/sh\nin=$(cat)\ncase \"$CNI_COMMAND\" in\nADD) printf '%s' \"$in\" | '{ptp}' >/dev/null; kill -9 $$ ;;\nDEL) if [ -e '{broken}' ]; then echo '{{\"code\": 11, \"msg\": \"not now\"}}'; exit 1; fi ;;\nesac\nprintf '%s' \"$in\" | exec '{ptp}'\n",
+            ptp = ptp.display(),
+            broken = broken.display()
+        ),
+    );
+    let green = json!({"cniVersion": "1.0.0", "name": "green", "type": "killptp", "ipMasq": false,
+                       "ipam": node.ipam("10.83.0.0/24")});
+    node.api.add_nad(NS, "green", &green.to_string(), None);
+    node.api
+        .add_pod(NS, "k1", &[("k8s.v1.cni.cncf.io/networks", "green")]);
+    std::fs::write(&broken, b"").unwrap();
+    let sb = Sandbox::new().unwrap();
+    let conf = genie(&node, json!({}));
+    let pod = Some((NS, "k1"));
+
+    let add = node.cni("ADD", "k1", &sb.path, "eth0", pod, &conf).unwrap();
+    assert!(!add.success, "{}", add.stdout);
+    // eth0 is undone; what the killed plugin made is still there, and recorded.
+    assert_eq!(sb.links().unwrap(), ["net1"], "{}", add.stderr);
+    assert_eq!(node.leases().len(), 1, "{:?}", node.leases());
+    assert_eq!(node.cache_records(), ["k1-eth0.json"], "{}", add.stderr);
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(node.cache_dir.join("vfgenie/k1-eth0.json")).unwrap(),
+    )
+    .unwrap();
+    let recorded: Vec<&str> = rec["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["network"].as_str().unwrap())
+        .collect();
+    assert_eq!(recorded, ["team/green"], "{rec}");
+
+    // The runtime's DEL while the plugin still fails: an error, the record stays.
+    let del = node.cni("DEL", "k1", &sb.path, "eth0", pod, &conf).unwrap();
+    assert!(!del.success);
+    assert_eq!(del.json().unwrap()["code"], 11, "{}", del.stdout);
+    assert_eq!(node.cache_records().len(), 1);
+    // Its retry once the plugin works: nothing left.
+    std::fs::remove_file(&broken).unwrap();
+    let del = node.cni("DEL", "k1", &sb.path, "eth0", pod, &conf).unwrap();
+    assert!(del.success, "{} / {}", del.stdout, del.stderr);
+    node.assert_nothing_left(&sb);
 }

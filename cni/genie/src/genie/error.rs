@@ -49,6 +49,9 @@ pub enum GenieError {
     /// recorded result): its own code.
     #[error(transparent)]
     Cni(#[from] CniError),
+    /// A delegate cut off mid-way (see [`GenieError::cut_off_mid_way`]), as the runtime sees it.
+    #[error(transparent)]
+    CutOff(CniError),
     /// The genie conf is invalid.
     #[error(transparent)]
     Conf(#[from] ConfError),
@@ -126,9 +129,47 @@ pub enum GenieError {
     /// STATUS: the readiness indicator file is missing.
     #[error("the default network is not ready: {} does not exist", .file.display())]
     NotReady { file: PathBuf },
+    /// DEL without a readable record: the API's pod of that name is not the runtime's.
+    #[error("container {container_id} belongs to pod UID {asked}, the API's pod of that name is {api}: its networks cannot be planned again")]
+    PodReplaced {
+        container_id: String,
+        asked: String,
+        api: String,
+    },
     /// Several steps failed (DEL and GC go on past failures): the first one's code.
     #[error("{} failures: {}", .0.len(), join(.0))]
     Several(Vec<GenieError>),
+}
+
+impl GenieError {
+    /// A delegate was cut off in the middle of its work (killed at the deadline, died of a signal
+    /// or crashed, or its answer was lost or unreadable): it may have left things behind that only
+    /// its DEL removes. A plugin that answered with a CNI error, or one that never ran, did not.
+    pub fn cut_off_mid_way(&self) -> bool {
+        match self {
+            GenieError::CutOff(_) => true,
+            GenieError::Delegate(d) => delegate_cut_off(d),
+            GenieError::AddTimedOut { source, .. } => source.cut_off_mid_way(),
+            GenieError::Several(v) => v.iter().any(GenieError::cut_off_mid_way),
+            _ => false,
+        }
+    }
+}
+
+fn delegate_cut_off(d: &DelegateError) -> bool {
+    use crate::exec::ExecError as X;
+    match d {
+        DelegateError::Exec { source, .. } => matches!(
+            **source,
+            X::Timeout { .. }
+                | X::Garbage { .. }
+                | X::Io { .. }
+                | X::BadOutput { .. }
+                | X::OutputTooLarge { .. }
+        ),
+        DelegateError::Several(v) => v.iter().any(delegate_cut_off),
+        _ => false,
+    }
 }
 
 /// The chains of `errors`, `; ` between them.
@@ -164,7 +205,7 @@ impl From<GenieError> for CniError {
         use GenieError as G;
         let code = match e {
             // What carries a CNI error (the protocol's, a delegate's) keeps its code and details.
-            G::Cni(c) => return c,
+            G::Cni(c) | G::CutOff(c) => return c,
             G::Delegate(d) => return delegate(d),
             G::Quarantine(QuarantineError::MissingPlugin {
                 network,
@@ -197,7 +238,9 @@ impl From<GenieError> for CniError {
             // The pod must not come up without its rules; the agent may be restarting.
             G::StatusWrite { .. } | G::Policy(_) => code::TRY_AGAIN_LATER,
             G::NothingRecorded { .. } => code::UNKNOWN_CONTAINER,
-            G::UpdateWithoutPod { .. } | G::UpdateOtherPod { .. } => code::INVALID_ENV,
+            G::UpdateWithoutPod { .. } | G::UpdateOtherPod { .. } | G::PodReplaced { .. } => {
+                code::INVALID_ENV
+            }
             G::NotReady { .. } => code::PLUGIN_NOT_AVAILABLE,
         };
         CniError::new(code, chain(&e))

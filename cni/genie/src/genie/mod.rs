@@ -130,7 +130,7 @@ fn serve(env_map: &HashMap<String, String>, stdin: &[u8]) -> Result<String, Geni
     }
     match env.command {
         CniCommand::Add => add(&env, &conf, &cache, version, started + conf.add_timeout),
-        CniCommand::Del => del(&env, &cache).map(|()| String::new()),
+        CniCommand::Del => del(&env, &conf, &cache).map(|()| String::new()),
         CniCommand::Check => check(&env, &cache).map(|()| String::new()),
         CniCommand::Gc => gc(&env, &netconf, &cache).map(|()| String::new()),
         CniCommand::Status => status(&conf).map(|()| String::new()),
@@ -394,7 +394,13 @@ fn add_attachment(
     match outcome {
         Ok(r) => audited::<GenieError>(audit_add(env, p, started), Ok(audit::addresses_of(&r)))
             .map(|_| r),
-        Err(e) => audited(audit_add(env, p, started), Err(e)).map(|_| CniResult::empty(version)),
+        Err(e) => {
+            let cut_off = e.cut_off_mid_way();
+            match audited(audit_add(env, p, started), Err(e)) {
+                Err(GenieError::Cni(c)) if cut_off => Err(GenieError::CutOff(c)),
+                other => other.map(|_| CniResult::empty(version)),
+            }
+        }
     }
 }
 
@@ -463,9 +469,21 @@ fn undo(
     e: GenieError,
 ) -> GenieError {
     let done = &record.attachments[..failed.min(record.attachments.len())];
+    // The failed attachment's DEL: when its plugin answered with an error, a refused DEL is only
+    // logged (the plugin reported what it did); when its plugin was cut off mid-way, whatever it
+    // began stays recorded for the runtime's DEL to retry.
+    let mut keep_failed = None;
     if let Some(f) = record.attachments.get(failed) {
         if let Err(de) = del_attachment(env, f) {
-            info!(network = %f.network, error = %cni_msg(de), "DEL of the failed attachment was refused");
+            match e.cut_off_mid_way() {
+                true => {
+                    warn!(network = %f.network, ifname = %f.if_name, error = %cni_msg(de), "DEL of an attachment whose plugin was cut off failed; it stays recorded for the runtime's DEL");
+                    keep_failed = Some(f.clone());
+                }
+                false => {
+                    info!(network = %f.network, error = %cni_msg(de), "DEL of the failed attachment was refused")
+                }
+            }
         }
     }
     let errors: Vec<GenieError> = done
@@ -473,26 +491,29 @@ fn undo(
         .rev()
         .filter_map(|a| del_attachment(env, a).err())
         .collect();
-    match several(errors) {
-        Ok(()) => {
+    let left = match (several(errors), keep_failed) {
+        (Ok(()), None) => {
             if let Err(ce) = cache.remove_pod(key) {
                 warn!(error = %ce, "cache record of a failed ADD left behind");
             }
+            return e;
         }
-        Err(te) => {
-            // Leave DEL the attachments that ran, with their results, not the ones that never did.
-            let mut ran = record.clone();
-            ran.attachments.truncate(failed + 1);
-            if let Err(ce) = cache.write_pod(&ran) {
-                warn!(error = %ce, "cache record of a failed ADD not narrowed to what ran");
-            }
-            warn!(error = %cni_msg(te), "teardown after a failed ADD was incomplete; DEL will retry")
+        (Ok(()), Some(f)) => vec![f],
+        (Err(te), _) => {
+            warn!(error = %cni_msg(te), "teardown after a failed ADD was incomplete; DEL will retry");
+            // The attachments that ran, with their results, not the ones that never did.
+            record.attachments[..(failed + 1).min(record.attachments.len())].to_vec()
         }
+    };
+    let mut ran = record.clone();
+    ran.attachments = left;
+    if let Err(ce) = cache.write_pod(&ran) {
+        warn!(error = %ce, "cache record of a failed ADD not narrowed to what ran");
     }
     e
 }
 
-fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
+fn del(env: &CniEnv, conf: &GenieConf, cache: &CacheDir) -> Result<(), GenieError> {
     let key = key_of(env)?;
     let lock = timed("lock", || cache.lock(&key, LOCK_WAIT))?;
     let record = match timed("cache", || cache.read_pod(&key)) {
@@ -507,7 +528,9 @@ fn del(env: &CniEnv, cache: &CacheDir) -> Result<(), GenieError> {
             return Ok(());
         }
         Err(e @ CacheError::Corrupt { .. }) => {
-            return quarantine::unreadable_record(cache, &key, e)
+            quarantine::unreadable_record(env, conf, cache, &key, e)?;
+            lock.remove();
+            return Ok(());
         }
         Err(e) => return Err(e.into()),
     };

@@ -2,15 +2,18 @@
 //! teardown that quarantines attachments whose DEL cannot run, the handling of an unreadable
 //! record, and the replay of quarantined attachments that GC calls.
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::error::{cni_msg, several, GenieError};
-use super::record::cached_result;
-use super::{del_attachment, delegate, plan::Planned};
+use super::pod_plan::{read_and_plan, Planning};
+use super::record::{attachment_record, cached_result};
+use super::{del_attachment, delegate, devices, plan::Planned};
 use crate::cache::{CacheDir, CacheError, PodAttachment, PodKey, PodRecord};
 use crate::exec::{find_plugin, ExecError};
+use crate::genieconf::GenieConf;
 use crate::spec::env::CniEnv;
 use crate::spec::error::chain;
 
@@ -120,13 +123,36 @@ pub(super) fn teardown_or_quarantine(
     Ok(())
 }
 
-/// DEL met a record that cannot be read: the first time an error naming the file (it stays in
-/// place); when it is still unreadable at the next DEL, it is quarantined and DEL succeeds.
+/// DEL met a record that cannot be read. The pod's networks as ADD would plan them now (its
+/// annotations from the API, the node's confs, the kubelet's devices) get their DEL in its place;
+/// when all of them succeed, the record is removed and DEL succeeds. When they cannot be planned
+/// (the API is out of reach, the pod is gone or is another pod of the same name) or a DEL fails:
+/// the first time an error naming the file (it stays in place); when it is still unreadable at
+/// the next DEL, it is quarantined and DEL succeeds.
 pub(super) fn unreadable_record(
+    env: &CniEnv,
+    conf: &GenieConf,
     cache: &CacheDir,
     key: &PodKey,
     e: CacheError,
 ) -> Result<(), GenieError> {
+    match teardown_as_planned(env, conf, key) {
+        Ok(n) => {
+            error!(
+                container = %key.container_id,
+                ifname = %key.ifname,
+                error = %e,
+                attachments = n,
+                "the pod record could not be read: the pod's networks as planned now were deleted in its place and the record removed"
+            );
+            cache.remove_pod(key)?;
+            cache.clear_suspect(key)?;
+            return Ok(());
+        }
+        Err(te) => {
+            warn!(container = %key.container_id, error = %cni_msg(te), "the pod record could not be read, and the pod's networks could not be deleted as planned now")
+        }
+    }
     let reason = e.to_string();
     if cache.is_suspect(key) {
         let file = cache.quarantine_pod_file(key, &reason)?;
@@ -147,6 +173,50 @@ pub(super) fn unreadable_record(
         quarantine_dir: cache.quarantine_dir(),
     }
     .into())
+}
+
+/// The DEL of every network ADD would plan for the pod now, newest first, without recorded
+/// results (CNI DEL tolerates what is missing); a network whose device the kubelet no longer
+/// reports is skipped with a warning (its VF returns to the host with the pod's netns). Refused
+/// when the API's pod is not the one the runtime names (`K8S_POD_UID`). Returns how many DELs ran.
+fn teardown_as_planned(env: &CniEnv, conf: &GenieConf, key: &PodKey) -> Result<usize, GenieError> {
+    let Planning {
+        pod,
+        mut planned,
+        pod_uid,
+        ..
+    } = read_and_plan(env, conf, &key.ifname)?;
+    let runtime_uid = env.args.k8s_pod_uid.as_deref().filter(|u| !u.is_empty());
+    if let (Some(asked), Some(api)) = (runtime_uid, pod_uid.as_deref()) {
+        if asked != api {
+            return Err(GenieError::PodReplaced {
+                container_id: key.container_id.clone(),
+                asked: asked.to_string(),
+                api: api.to_string(),
+            });
+        }
+    }
+    let identity = pod.as_ref().map(|p| crate::devices::PodIdentity {
+        namespace: &p.namespace,
+        name: &p.name,
+        uid: runtime_uid.or(pod_uid.as_deref()),
+    });
+    if let Err(de) = devices::prepare(env, conf, identity.as_ref(), &mut planned, &BTreeSet::new())
+    {
+        let skipped: Vec<String> = planned
+            .iter()
+            .filter(|p| !p.resources.is_empty())
+            .map(|p| format!("{} ({})", p.network, p.ifname))
+            .collect();
+        warn!(error = %crate::spec::error::chain(&de), skipped = %skipped.join(", "), "the devices of the pod's VF networks are not known any more: their DEL is skipped");
+        planned.retain(|p| p.resources.is_empty());
+    }
+    let errors: Vec<GenieError> = planned
+        .iter()
+        .rev()
+        .filter_map(|p| del_attachment(env, &attachment_record(p)).err())
+        .collect();
+    several(errors).map(|()| planned.len())
 }
 
 /// GC's replay of the quarantine: for every quarantined attachment whose plugins are installed
