@@ -1,7 +1,8 @@
 //! `hack/chaos`: pod lifecycles through the real genie binary (exec'd as a runtime does, Debian's
 //! plugins as delegates, the API-server stand-in), three networks per pod (the cluster bridge,
 //! a ptp NAD through a shim that can kill it, a macvlan CNI-Genie conf), with faults injected at
-//! random points from a seeded generator. The runtime's contract applies: a failed or killed ADD
+//! random points from a seeded generator: kills, API faults, damaged records, and genie's cache
+//! and host-local's leases on a full or read-only file system. The runtime's contract applies: a failed or killed ADD
 //! is followed by DEL; a DEL is retried with the faults cleared, at most [`DEL_TRIES`] times.
 //!
 //! After every lifecycle: no link left in the pod, no host-local lease, no genie record or other
@@ -42,8 +43,10 @@ impl Rng {
 }
 
 /// The faults, each injected into one lifecycle.
-const FAULTS: [&str; 10] = [
+const FAULTS: [&str; 12] = [
     "none",
+    "disk-full",
+    "read-only-state",
     "kill-genie-add",
     "kill-genie-del",
     "kill-delegate",
@@ -59,6 +62,8 @@ const FAULTS: [&str; 10] = [
 struct Figures {
     lifecycles: usize,
     faults: BTreeMap<&'static str, usize>,
+    /// Per fault, the ADDs that failed under it.
+    failed_adds: BTreeMap<&'static str, usize>,
     leaked_links: usize,
     leaked_leases: usize,
     leaked_records: usize,
@@ -118,6 +123,10 @@ fn main() -> anyhow::Result<()> {
     node.api.add_nad(NS, "blue", &blue.to_string(), None);
     let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
     let genie = node.bin_dir.join("genie");
+    // genie's cache and host-local's leases on small file systems of their own, which the run
+    // fills or makes read-only.
+    let cache_fs = StateFs::mount(&node.cache_dir)?;
+    let ipam_fs = StateFs::mount(&node.ipam_dir)?;
 
     let mut f = Figures::default();
     let (mut seen_leases, mut seen_records, mut seen_files, mut seen_procs) = (
@@ -144,9 +153,30 @@ fn main() -> anyhow::Result<()> {
         match fault {
             "api-503" => node.api.inject_failures(&[503, 503]),
             "api-slow" => node.api.set_delay(Duration::from_millis(200)),
-            "api-409-storm" => node.api.inject_conflicts(6),
+            // genie retries a conflict 5 times: storms of 1 to 8 in a row, some beyond that.
+            "api-409-storm" => node.api.inject_conflicts(1 + rng.below(8) as usize),
             "kill-delegate" => std::fs::write(&flag, b"")?,
             _ => {}
+        }
+        // Full: no room left but a few pages, so that some writes of the ADD may still fit.
+        let state_faults = |on: bool| -> anyhow::Result<()> {
+            match fault {
+                "disk-full" => {
+                    for fs in [&cache_fs, &ipam_fs] {
+                        match on {
+                            true => fs.fill(4096 * (i as u64 % 5))?,
+                            false => fs.clear()?,
+                        }
+                    }
+                }
+                "read-only-state" => cache_fs.read_only(on)?,
+                _ => {}
+            }
+            Ok(())
+        };
+        let state_at_add = rng.below(2) == 0;
+        if state_at_add {
+            state_faults(true)?;
         }
         let added = match fault {
             "kill-genie-add" => {
@@ -164,6 +194,9 @@ fn main() -> anyhow::Result<()> {
         node.api.set_delay(Duration::ZERO);
         node.api.inject_conflicts(0);
         let _ = std::fs::remove_file(&flag);
+        if !added {
+            *f.failed_adds.entry(fault).or_default() += 1;
+        }
         if added {
             f.adds_ok += 1;
             if !status_matches(&node, &pod, &sb)? {
@@ -186,10 +219,14 @@ fn main() -> anyhow::Result<()> {
             )?,
             _ => {}
         }
+        if !state_at_add {
+            state_faults(true)?;
+        }
         let mut deleted = false;
         for _ in 0..DEL_TRIES {
             let out = node.cni("DEL", &cid, &sb.path, "eth0", Some((NS, &pod)), &conf)?;
             node.api.set_available(true);
+            state_faults(false)?;
             if out.success {
                 deleted = true;
                 break;
@@ -231,7 +268,10 @@ fn main() -> anyhow::Result<()> {
         .faults
         .iter()
         .filter(|(k, _)| **k != "none")
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| {
+            let failed = f.failed_adds.get(k).copied().unwrap_or(0);
+            format!("{k}={v} ({failed} ADDs failed)")
+        })
         .collect();
     let leaked = f.leaked_links
         + f.leaked_leases
@@ -242,7 +282,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "chaos: lifecycles {}, faults injected: {}, ADDs that succeeded {}, leaked: links={} leases={} VFs=n/a (host tier) records={} files={} processes={}, network-status mismatches {}, double assignments n/a (host tier), stuck DELs {}, in {:.1} s, seed {seed}",
         f.lifecycles,
-        faults.join(" "),
+        faults.join(", "),
         f.adds_ok,
         f.leaked_links,
         f.leaked_leases,
@@ -257,6 +297,54 @@ fn main() -> anyhow::Result<()> {
         bail!("chaos: something leaked or a DEL never succeeded (seed {seed})");
     }
     Ok(())
+}
+
+/// A small tmpfs over one of the node's state directories; unmounted on drop.
+struct StateFs(std::path::PathBuf);
+
+const FILLER: &str = ".chaos-filler";
+
+impl StateFs {
+    fn mount(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let d = dir.display().to_string();
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", &d],
+        )?;
+        Ok(Self(dir.to_path_buf()))
+    }
+
+    /// Fills the file system, then frees `leave` bytes.
+    fn fill(&self, leave: u64) -> anyhow::Result<()> {
+        use std::io::Write;
+        let path = self.0.join(FILLER);
+        let mut f = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let len = std::fs::metadata(&path)?.len();
+        f.set_len(len.saturating_sub(leave))?;
+        Ok(())
+    }
+
+    fn clear(&self) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.0.join(FILLER)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn read_only(&self, ro: bool) -> anyhow::Result<()> {
+        let opts = if ro { "remount,ro" } else { "remount,rw" };
+        run("mount", &["-o", opts, &self.0.display().to_string()])?;
+        Ok(())
+    }
+}
+
+impl Drop for StateFs {
+    fn drop(&mut self) {
+        let _ = run("umount", &["-l", &self.0.display().to_string()]);
+    }
 }
 
 /// Runs genie `command` and kills it (SIGKILL) after `after`, as a node losing the process would.
@@ -357,20 +445,31 @@ fn stray_files(cache: &Path) -> Vec<String> {
         }
     }
     // genie's pod records are counted on their own.
-    out.retain(|f| !(f.starts_with("vfgenie/") && f.ends_with(".json") && !f.contains('/')));
+    out.retain(|f| {
+        !f.strip_prefix("vfgenie/")
+            .is_some_and(|r| r.ends_with(".json") && !r.contains('/'))
+    });
     out
 }
 
-/// genie or delegate processes of this node still running.
+/// genie or delegate processes of this node still running: those whose command line or
+/// environment (genie hands its delegates a CNI_PATH starting with the node's bin dir) names the
+/// node's bin dir. Other tests running Debian's plugins at the same time are not counted.
 fn processes(node: &Node) -> anyhow::Result<Vec<String>> {
     std::thread::sleep(Duration::from_millis(20));
-    let out = run("ps", &["-eo", "pid,args"]).unwrap_or_default();
     let bin = node.bin_dir.display().to_string();
-    let plugins = node.plugin_dir.display().to_string();
-    Ok(out
-        .lines()
-        .filter(|l| l.contains(&bin) || l.contains(&plugins))
-        .filter(|l| !l.contains("ps -eo"))
-        .map(str::to_string)
-        .collect())
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let read = |f: &str| std::fs::read(e.path().join(f)).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
+        let environ = String::from_utf8_lossy(&read("environ")).into_owned();
+        if cmdline.contains(&bin) || environ.contains(&bin) {
+            out.push(format!("{name} {}", cmdline.trim()));
+        }
+    }
+    Ok(out)
 }
