@@ -264,17 +264,19 @@ mod tests {
             .collect(),
             pools: Default::default(),
         };
+        let from = |file: &KpiFile, current: &str| {
+            decide(
+                &t,
+                current,
+                &members,
+                Strategy::LeastTraffic,
+                file,
+                now,
+                30.0,
+            )
+        };
         // c has less traffic but is over the threshold too: b.
-        let d = decide(
-            &t,
-            "team/a",
-            &members,
-            Strategy::LeastTraffic,
-            &file,
-            now,
-            30.0,
-        )
-        .unwrap();
+        let d = from(&file, "team/a").unwrap();
         assert_eq!(d.to, "team/b");
         assert!(
             d.reason.contains("team/a") && d.reason.contains("0.5"),
@@ -282,44 +284,14 @@ mod tests {
             d.reason
         );
         // Below the threshold: nothing.
-        assert_eq!(
-            decide(
-                &t,
-                "team/b",
-                &members,
-                Strategy::LeastTraffic,
-                &file,
-                now,
-                30.0
-            ),
-            None
-        );
+        assert_eq!(from(&file, "team/b"), None);
         // Unknown or stale figures: nothing.
         file.networks.get_mut("team/a").unwrap().error_rate = None;
-        assert_eq!(
-            decide(
-                &t,
-                "team/a",
-                &members,
-                Strategy::LeastTraffic,
-                &file,
-                now,
-                30.0
-            ),
-            None
-        );
+        assert_eq!(from(&file, "team/a"), None);
         file.networks.get_mut("team/a").unwrap().error_rate = Some(0.5);
         file.networks.get_mut("team/b").unwrap().sampled_at = now - 60.0;
         assert_eq!(
-            decide(
-                &t,
-                "team/a",
-                &members,
-                Strategy::LeastTraffic,
-                &file,
-                now,
-                30.0
-            ),
+            from(&file, "team/a"),
             None,
             "no other member has fresh figures below the threshold"
         );
