@@ -2,6 +2,7 @@
 //! the real wire protocol over the real paths.
 
 pub mod apiserver;
+pub mod chaos;
 pub mod fixtures;
 pub mod kubelet;
 pub mod podresources;

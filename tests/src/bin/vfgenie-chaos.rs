@@ -14,33 +14,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use serde_json::json;
+use vfgenie_tests::chaos::{self, Call};
 use vfgenie_tests::runtime::{run, HostLink, Node, Sandbox};
 
 const NS: &str = "team";
 /// DELs of one pod before it counts as stuck.
 const DEL_TRIES: usize = 5;
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The faults, each injected into one lifecycle.
 const FAULTS: [&str; 12] = [
@@ -85,14 +68,9 @@ fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other:?}: --seed N, --lifecycles N"),
         }
     }
-    let seed: u64 = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1
-    });
+    let seed: u64 = seed.unwrap_or_else(chaos::clock_seed);
     println!("chaos: seed {seed} (replay: hack/chaos --seed {seed} --lifecycles {lifecycles})");
-    let mut rng = Rng(seed.max(1));
+    let mut rng = chaos::Rng::new(seed);
 
     let node = Node::new()?;
     let master = HostLink::veth("chm")?;
@@ -122,7 +100,6 @@ fn main() -> anyhow::Result<()> {
                       "ipam": node.ipam("10.72.0.0/24")});
     node.api.add_nad(NS, "blue", &blue.to_string(), None);
     let conf = node.genie_conf("1.0.0", json!({"clusterNetwork": "cluster"}));
-    let genie = node.bin_dir.join("genie");
     // genie's cache and host-local's leases on small file systems of their own, which the run
     // fills or makes read-only.
     let cache_fs = StateFs::mount(&node.cache_dir)?;
@@ -180,9 +157,14 @@ fn main() -> anyhow::Result<()> {
         }
         let added = match fault {
             "kill-genie-add" => {
-                kill_during(
-                    &node, &genie, "ADD", &cid, &sb.path, &pod, &conf, kill_after,
-                )?;
+                let call = Call {
+                    command: "ADD",
+                    container_id: &cid,
+                    netns: &sb.path,
+                    namespace: NS,
+                    pod: &pod,
+                };
+                chaos::kill_genie_during(&node, &call, &conf, kill_after)?;
                 false
             }
             _ => {
@@ -214,9 +196,16 @@ fn main() -> anyhow::Result<()> {
                 file.set_len(len / 2)?;
             }
             "api-outage-del" => node.api.set_available(false),
-            "kill-genie-del" => kill_during(
-                &node, &genie, "DEL", &cid, &sb.path, &pod, &conf, kill_after,
-            )?,
+            "kill-genie-del" => {
+                let call = Call {
+                    command: "DEL",
+                    container_id: &cid,
+                    netns: &sb.path,
+                    namespace: NS,
+                    pod: &pod,
+                };
+                chaos::kill_genie_during(&node, &call, &conf, kill_after)?
+            }
             _ => {}
         }
         if !state_at_add {
@@ -246,7 +235,7 @@ fn main() -> anyhow::Result<()> {
         let leases = fresh(node.leases(), &mut seen_leases);
         let records = fresh(node.cache_records(), &mut seen_records);
         let files = fresh(stray_files(&node.cache_dir), &mut seen_files);
-        let procs = fresh(processes(&node)?, &mut seen_procs);
+        let procs = fresh(chaos::node_processes(&node)?, &mut seen_procs);
         if !(links.is_empty()
             && leases.is_empty()
             && records.is_empty()
@@ -347,84 +336,14 @@ impl Drop for StateFs {
     }
 }
 
-/// Runs genie `command` and kills it (SIGKILL) after `after`, as a node losing the process would.
-#[allow(clippy::too_many_arguments)]
-fn kill_during(
-    node: &Node,
-    genie: &Path,
-    command: &str,
-    cid: &str,
-    netns: &Path,
-    pod: &str,
-    conf: &Value,
-    after: Duration,
-) -> anyhow::Result<()> {
-    use std::io::Write;
-    let args = format!(
-        "IgnoreUnknown=true;K8S_POD_NAMESPACE={NS};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={cid}"
-    );
-    let path = format!("{}:{}", node.bin_dir.display(), node.plugin_dir.display());
-    let mut child = Command::new(genie)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_ARGS", args)
-        .env("CNI_PATH", path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&serde_json::to_vec(conf)?);
-    }
-    std::thread::sleep(after);
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok(())
-}
-
-/// The pod's last network-status names exactly the IPv4 addresses its netns has, per interface.
+/// The pod's last network-status names exactly the addresses its netns has, per interface.
 fn status_matches(node: &Node, pod: &str, sb: &Sandbox) -> anyhow::Result<bool> {
-    let Some(w) = node.api.writes().into_iter().rev().find(|w| w.name == pod) else {
-        return Ok(false);
-    };
-    let Some(text) = w.annotation("k8s.v1.cni.cncf.io/network-status") else {
-        return Ok(false);
-    };
-    let status: Value = serde_json::from_str(text)?;
-    let mut said: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for s in status.as_array().into_iter().flatten() {
-        let ifname = s["interface"].as_str().unwrap_or_default().to_string();
-        let ips = s["ips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string));
-        said.entry(ifname).or_default().extend(ips);
-    }
-    let mut have: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (n, addrs) in sb.addresses()? {
-        if n == "lo" {
-            continue;
-        }
-        have.insert(
-            n,
-            addrs
-                .into_iter()
-                .map(|a| a.split('/').next().unwrap_or_default().to_string())
-                .collect(),
-        );
-    }
-    for v in said.values_mut().chain(have.values_mut()) {
-        v.sort();
-    }
-    if said != have {
+    let said = chaos::status_addresses(node, pod)?;
+    let have = chaos::addresses_of(sb.addresses()?);
+    if said.as_ref() != Some(&have) {
         println!("chaos: {pod}: network-status {said:?}, netns {have:?}");
     }
-    Ok(said == have)
+    Ok(said.as_ref() == Some(&have))
 }
 
 /// Files left in genie's cache directory other than its per-pod lock files' directory.
@@ -450,26 +369,4 @@ fn stray_files(cache: &Path) -> Vec<String> {
             .is_some_and(|r| r.ends_with(".json") && !r.contains('/'))
     });
     out
-}
-
-/// genie or delegate processes of this node still running: those whose command line or
-/// environment (genie hands its delegates a CNI_PATH starting with the node's bin dir) names the
-/// node's bin dir. Other tests running Debian's plugins at the same time are not counted.
-fn processes(node: &Node) -> anyhow::Result<Vec<String>> {
-    std::thread::sleep(Duration::from_millis(20));
-    let bin = node.bin_dir.display().to_string();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_err() {
-            continue;
-        }
-        let read = |f: &str| std::fs::read(e.path().join(f)).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
-        let environ = String::from_utf8_lossy(&read("environ")).into_owned();
-        if cmdline.contains(&bin) || environ.contains(&bin) {
-            out.push(format!("{name} {}", cmdline.trim()));
-        }
-    }
-    Ok(out)
 }
