@@ -9,6 +9,9 @@
 # NICs sit on a QEMU hub with no outside network. A hard timeout kills QEMU.
 
 LAB_TIMEOUT=${VFGENIE_LAB_TIMEOUT:-300}
+# Extra `NAME=value` words for the kernel command line, which the kernel hands to the guest's init
+# as environment variables (the chaos scenario's options).
+LAB_GUEST_ENV=${LAB_GUEST_ENV:-}
 
 # lab_qemu_cmd KERNEL INITRD SCENARIO: sets the array LAB_QEMU to the QEMU command line.
 lab_qemu_cmd() {
@@ -24,7 +27,7 @@ lab_qemu_cmd() {
 		-netdev hubport,id=n0,hubid=0 -device igb,netdev=n0,bus=rp1,romfile=
 		-netdev hubport,id=n1,hubid=0 -device igb,netdev=n1,bus=rp2,romfile=
 		-kernel "$kernel" -initrd "$initrd"
-		-append "console=ttyS0 quiet loglevel=3 intel_iommu=on no_timer_check panic=-1 rdinit=/init vmlab.scenario=$scenario"
+		-append "console=ttyS0 quiet loglevel=3 intel_iommu=on no_timer_check panic=-1 rdinit=/init vmlab.scenario=$scenario${LAB_GUEST_ENV:-}"
 	)
 }
 

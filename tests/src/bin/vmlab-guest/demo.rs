@@ -24,7 +24,7 @@ pub fn run(report: &mut Report) {
         cluster = Some(c);
         Ok(())
     });
-    let Some(mut c) = cluster else {
+    let Some(c) = cluster else {
         return;
     };
     report.check("demo-inventory", || {

@@ -4,6 +4,7 @@
 
 mod agent;
 mod bench_pods;
+mod chaos;
 mod core_checks;
 mod demo;
 mod genie_ln;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
     match scenario.as_str() {
         "agent" => agent::run(&mut report),
         "bench-pods" => bench_pods::run(&mut report),
+        "chaos" => chaos::run(&mut report),
         "core" => core_checks::run(&mut report),
         "demo" => demo::run(&mut report),
         "discover" => {

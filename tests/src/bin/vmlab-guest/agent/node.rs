@@ -66,6 +66,10 @@ impl AgentProc {
         Ok(Self { child, log })
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then a bounded wait for the exit.
     pub(crate) fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
         if let Some(status) = self.child.try_wait()? {

@@ -162,7 +162,7 @@ impl Cluster {
     }
 }
 
-pub(super) fn netns_name(pod: &str) -> String {
+pub fn netns_name(pod: &str) -> String {
     format!("genie-{pod}")
 }
 
@@ -178,7 +178,7 @@ pub(super) fn file_names(dir: &Path) -> Vec<String> {
     v
 }
 
-pub(super) fn last_lines(text: &str, n: usize) -> String {
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all.get(all.len().saturating_sub(n)..)
         .unwrap_or(&[])
@@ -189,17 +189,26 @@ pub fn show_mac(mac: Option<MacAddr>) -> String {
     mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
 }
 
-/// Waits for the agent's provisioning of PF0: 6 VFs, 0-3 igbvf with a netdev, 4-5 vfio-pci.
-/// Returns them in index order.
-pub(super) fn provisioned(root: &SysRoot, pf: &PciAddress) -> Result<Vec<sysfs::VfLink>> {
+/// Waits for the agent's provisioning of PF0: `net + vfio` VFs, the first `net` on igbvf with a
+/// netdev, the others on vfio-pci. Returns them in index order.
+pub(super) fn provisioned(
+    root: &SysRoot,
+    pf: &PciAddress,
+    net: u32,
+    vfio: u32,
+) -> Result<Vec<sysfs::VfLink>> {
     let mut last = String::new();
     wait_for("PF0 provisioned by the agent", PROVISION_TIMEOUT, || {
         let check = || -> Result<Vec<sysfs::VfLink>> {
             let mut vfs = sysfs::vfs_of(root, pf)?;
             vfs.sort_by_key(|v| v.index.0);
-            ensure!(vfs.len() == 6, "{} VFs", vfs.len());
+            ensure!(vfs.len() == (net + vfio) as usize, "{} VFs", vfs.len());
             for vf in &vfs {
-                let want = if vf.index.0 < 4 { "igbvf" } else { "vfio-pci" };
+                let want = if vf.index.0 < net {
+                    "igbvf"
+                } else {
+                    "vfio-pci"
+                };
                 let driver = bind::current_driver(root, &vf.address)?;
                 ensure!(
                     driver.as_deref() == Some(want),
@@ -236,7 +245,10 @@ pub(super) fn repair_mailbox(root: &SysRoot, pf_name: &str, vfs: &[sysfs::VfLink
         .link_by_name(pf_name)?
         .ok_or_else(|| anyhow!("no link {pf_name}"))?;
     let configs = nl.vf_configs(pf.index)?;
-    for vf in vfs.iter().filter(|v| v.index.0 < 4) {
+    for vf in vfs {
+        if !on_igbvf(root, vf)? {
+            continue;
+        }
         let name = provision::wait_vf_netdev(root, &vf.address, TIMEOUT)?;
         let mac = nl.link_by_name(&name)?.and_then(|l| l.mac);
         let pf_mac = configs.iter().find(|c| c.vf == vf.index).map(|c| c.mac);
@@ -254,6 +266,11 @@ pub(super) fn repair_mailbox(root: &SysRoot, pf_name: &str, vfs: &[sysfs::VfLink
     Ok(())
 }
 
+/// The VF is a netdev (igbvf), not on vfio-pci.
+fn on_igbvf(root: &SysRoot, vf: &sysfs::VfLink) -> Result<bool> {
+    Ok(bind::current_driver(root, &vf.address)?.as_deref() == Some("igbvf"))
+}
+
 /// Each VF's state before any pod (after [`repair_mailbox`]).
 pub(super) fn originals(pf_name: &str, vfs: &[sysfs::VfLink]) -> Result<Vec<VfOriginal>> {
     let root = SysRoot::host();
@@ -269,7 +286,7 @@ pub(super) fn originals(pf_name: &str, vfs: &[sysfs::VfLink]) -> Result<Vec<VfOr
             .find(|c| c.vf == vf.index)
             .cloned()
             .ok_or_else(|| anyhow!("{pf_name} reports no VF {}", vf.index))?;
-        let netdev = if vf.index.0 < 4 {
+        let netdev = if on_igbvf(&root, vf)? {
             let name = provision::wait_vf_netdev(&root, &vf.address, TIMEOUT)?;
             let link = nl
                 .link_by_name(&name)?

@@ -1,6 +1,7 @@
 //! A Kubernetes node in the lab, for the scenarios with pods (`genie-pods`, `demo`).
 //!
-//! - the real `vfgenie-agent run` provisions PF0 (6 VFs: 0-3 igbvf, 4-5 vfio-pci) and serves them
+//! - the real `vfgenie-agent run` provisions PF0 (6 VFs: 0-3 igbvf, 4-5 vfio-pci; the chaos
+//!   scenario all 7: 0-4 igbvf, 5-6 vfio-pci) and serves them
 //!   as two pools ([`NET_POOL`], [`VFIO_POOL`]) to the kubelet stand-in;
 //! - the kubelet's part for a pod: Allocate over the real device-plugin gRPC, then the allocated
 //!   device IDs put into the PodResources stand-in (served where the agent and genie look);
@@ -12,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -43,7 +45,7 @@ pub const VF_SUBNET: &str = "10.56.0.0/24";
 mod inspect;
 
 use inspect::*;
-pub use inspect::{show_mac, vf_table};
+pub use inspect::{netns_name, show_mac, vf_table};
 
 const GENIE: &str = "/usr/local/bin/genie";
 const CNI_BIN: &str = "/opt/cni/bin";
@@ -67,6 +69,12 @@ pub struct VfOriginal {
 
 /// A pod's links: name → (MAC, IPv4 addresses as CIDR).
 pub type PodLinks = BTreeMap<String, (Option<MacAddr>, Vec<String>)>;
+
+/// What the kubelet's admission gave a pod: `(pool, device ID)`s and the Allocate environment.
+pub struct Admitted {
+    pub devices: Vec<(String, String)>,
+    pub envs: HashMap<String, String>,
+}
 
 /// A pod with its sandbox.
 pub struct Pod {
@@ -174,14 +182,25 @@ pub struct Cluster {
     podres: PodResourcesStandIn,
     kubelet: KubeletStandIn,
     agent: AgentProc,
-    allocated: BTreeSet<String>,
+    /// The kubelet's record of devices given to pods (pods are added from several threads).
+    allocated: Mutex<BTreeSet<String>>,
+    /// Each pool and its device count.
+    pools: Vec<(&'static str, usize)>,
+    /// Agents started so far (their logs are numbered).
+    agents: u32,
     rt: tokio::runtime::Runtime,
 }
 
 impl Cluster {
     /// Everything up: the agent serving both pools (all healthy), genie installed, NADs `vlan100`,
-    /// `vlan200` (netdev pool) and `dpdk` (vfio pool), the cluster network as the default.
+    /// `vlan200` (netdev pool) and `dpdk` (vfio pool), the cluster network as the default. PF0
+    /// has 6 VFs: 4 netdevs, 2 on vfio-pci.
     pub fn start() -> Result<Self> {
+        Self::start_with(4, 2)
+    }
+
+    /// As [`Cluster::start`] with `net` netdev VFs and `vfio` VFs on vfio-pci (the 82576 has 7).
+    pub fn start_with(net: u32, vfio: u32) -> Result<Self> {
         let root = SysRoot::host();
         let pfs = igb_pfs(&root)?;
         let pf = pfs.first().ok_or_else(|| anyhow!("no igb PF"))?.clone();
@@ -211,9 +230,9 @@ impl Cluster {
                  "selectors": {"pfNames": [pf_name], "drivers": ["vfio-pci"]}}
             ],
             "provisioning": [
-                {"pfName": pf_name, "numVfs": 6,
-                 "vfs": [{"range": "0-3", "driver": "netdevice"},
-                         {"range": "4-5", "driver": "vfio-pci"}]}
+                {"pfName": pf_name, "numVfs": net + vfio,
+                 "vfs": [{"range": format!("0-{}", net - 1), "driver": "netdevice"},
+                         {"range": format!("{net}-{}", net + vfio - 1), "driver": "vfio-pci"}]}
             ]
         });
         std::fs::write(&paths.config, serde_json::to_string_pretty(&config)?)?;
@@ -224,7 +243,7 @@ impl Cluster {
             .build()?;
         let kubelet = rt.block_on(KubeletStandIn::start(&paths.plugins))?;
         let agent = AgentProc::start(&paths, 1)?;
-        let provisioned = provisioned(&root, &pf.address);
+        let provisioned = provisioned(&root, &pf.address, net, vfio);
         let vfs = match provisioned {
             Ok(v) => v,
             Err(e) => {
@@ -238,7 +257,7 @@ impl Cluster {
         let originals = originals(&pf_name, &vfs)?;
 
         let pools = rt.block_on(async {
-            for (pool, n) in [(NET_POOL, 4), (VFIO_POOL, 2)] {
+            for (pool, n) in [(NET_POOL, net as usize), (VFIO_POOL, vfio as usize)] {
                 kubelet
                     .wait_for(pool, TIMEOUT, |r| {
                         r.registration.is_some()
@@ -278,7 +297,9 @@ impl Cluster {
             podres,
             kubelet,
             agent,
-            allocated: BTreeSet::new(),
+            allocated: Mutex::new(BTreeSet::new()),
+            pools: vec![(NET_POOL, net as usize), (VFIO_POOL, vfio as usize)],
+            agents: 1,
             rt,
         };
         for (name, vlan, range_start, pool) in [
@@ -297,6 +318,62 @@ impl Cluster {
             .api
             .add_nad(NS, "dpdk", &dpdk.to_string(), Some(VFIO_POOL));
         Ok(cluster)
+    }
+
+    /// Waits until every pool is registered (more than `before` times, per pool) with all its
+    /// devices healthy.
+    fn wait_pools(&self, before: &[usize]) -> Result<()> {
+        self.rt.block_on(async {
+            for (i, (pool, n)) in self.pools.iter().enumerate() {
+                let min = before.get(i).copied().unwrap_or(0);
+                self.kubelet
+                    .wait_for(pool, PROVISION_TIMEOUT, |r| {
+                        r.registration.is_some()
+                            && r.registrations > min
+                            && r.devices.len() == *n
+                            && r.devices.iter().all(|d| d.health == "Healthy")
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        })
+    }
+
+    fn registrations(&self) -> Vec<usize> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            for (pool, _) in &self.pools {
+                out.push(
+                    self.kubelet
+                        .resource(pool)
+                        .await
+                        .map_or(0, |r| r.registrations),
+                );
+            }
+            out
+        })
+    }
+
+    pub fn agent_pid(&self) -> u32 {
+        self.agent.pid()
+    }
+
+    /// A new agent in place of one that was killed; returns once it has registered both pools
+    /// again, all devices healthy.
+    pub fn restart_agent(&mut self) -> Result<()> {
+        let before = self.registrations();
+        self.agents += 1;
+        self.agent = AgentProc::start(&self.paths, self.agents)?;
+        self.wait_pools(&before)
+            .inspect_err(|_| self.agent.show_log(30))
+    }
+
+    /// The kubelet restarts (its sockets go, registrations are forgotten); returns once the agent
+    /// has registered both pools again.
+    pub fn restart_kubelet(&mut self) -> Result<()> {
+        self.rt.block_on(self.kubelet.restart())?;
+        self.wait_pools(&[])
+            .inspect_err(|_| self.agent.show_log(30))
     }
 
     /// An sriov netconf on VLAN `vlan`; with host-local from `range_start` in [`VF_SUBNET`].
@@ -351,9 +428,13 @@ impl Cluster {
     }
 
     /// The kubelet's part: Allocate `n` free devices of `pool` (lowest IDs first) over gRPC.
-    fn allocate(&mut self, pool: &str, n: usize) -> Result<(Vec<String>, HashMap<String, String>)> {
+    fn allocate(&self, pool: &str, n: usize) -> Result<(Vec<String>, HashMap<String, String>)> {
         let kubelet = &self.kubelet;
-        let allocated = &self.allocated;
+        // Held through the Allocate: the kubelet admits one pod at a time.
+        let mut allocated = self
+            .allocated
+            .lock()
+            .map_err(|_| anyhow!("allocation lock poisoned"))?;
         let (ids, envs) = self.rt.block_on(async {
             let r = kubelet
                 .resource(pool)
@@ -390,26 +471,37 @@ impl Cluster {
                 .unwrap_or_default();
             anyhow::Ok((free, envs))
         })?;
-        self.allocated.extend(ids.iter().cloned());
+        allocated.extend(ids.iter().cloned());
         Ok((ids, envs.into_iter().collect()))
     }
 
-    /// A pod as the kubelet and the runtime make it: the pod in the API server with
-    /// `annotations`, devices allocated from `pools` (`(pool, count)`) and listed by PodResources,
-    /// its sandbox, and genie's ADD on eth0.
-    pub fn add_pod(
-        &mut self,
+    /// The kubelet's admission of a pod: the pod in the API server with `annotations`, devices
+    /// allocated from `pools` (`(pool, count)`) and listed by PodResources. Nothing is held when
+    /// it fails.
+    pub fn admit(
+        &self,
         name: &str,
         annotations: &[(&str, &str)],
         pools: &[(&str, usize)],
-    ) -> Result<Pod> {
+    ) -> Result<Admitted> {
         self.node.api.add_pod(NS, name, annotations);
-        let mut devices = Vec::new();
+        let mut devices: Vec<(String, String)> = Vec::new();
         let mut envs = HashMap::new();
         for (pool, n) in pools {
-            let (ids, e) = self.allocate(pool, *n)?;
-            devices.extend(ids.into_iter().map(|id| (pool.to_string(), id)));
-            envs.extend(e);
+            match self.allocate(pool, *n) {
+                Ok((ids, e)) => {
+                    devices.extend(ids.into_iter().map(|id| (pool.to_string(), id)));
+                    envs.extend(e);
+                }
+                Err(e) => {
+                    if let Ok(mut allocated) = self.allocated.lock() {
+                        for (_, id) in &devices {
+                            allocated.remove(id);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
         }
         let containers: Vec<(&str, &str, Vec<&str>)> = pools
             .iter()
@@ -427,7 +519,19 @@ impl Cluster {
             .map(|(c, p, ids)| (*c, *p, ids.as_slice()))
             .collect();
         self.podres.set_pod(NS, name, &containers);
+        Ok(Admitted { devices, envs })
+    }
 
+    /// A pod as the kubelet and the runtime make it: the pod in the API server with
+    /// `annotations`, devices allocated from `pools` (`(pool, count)`) and listed by PodResources,
+    /// its sandbox, and genie's ADD on eth0.
+    pub fn add_pod(
+        &self,
+        name: &str,
+        annotations: &[(&str, &str)],
+        pools: &[(&str, usize)],
+    ) -> Result<Pod> {
+        let Admitted { devices, envs } = self.admit(name, annotations, pools)?;
         // Prefixed: other scenarios of the same boot name their pods' namespaces `pod-a`, ...
         let netns = NetNs::create_named(&self.root, &netns_name(name))?;
         let container_id = format!("sandbox-{name}");
@@ -475,9 +579,26 @@ impl Cluster {
         })
     }
 
+    /// The kubelet's part when a pod ends: its devices free for other pods and gone from
+    /// PodResources. The kubelet may do this before the pod's sandbox is torn down.
+    pub fn free_devices(&self, pod: &mut Pod) {
+        let devices = std::mem::take(&mut pod.devices);
+        self.release(&pod.name, &devices);
+    }
+
+    /// As [`Cluster::free_devices`], for pod `name` holding `devices`.
+    pub fn release(&self, name: &str, devices: &[(String, String)]) {
+        self.podres.set_pod(NS, name, &[]);
+        if let Ok(mut allocated) = self.allocated.lock() {
+            for (_, id) in devices {
+                allocated.remove(id);
+            }
+        }
+    }
+
     /// genie's DEL, then the sandbox deleted, the pod gone from the API and PodResources, and
     /// its devices free again.
-    pub fn del_pod(&mut self, pod: Pod) -> Result<()> {
+    pub fn del_pod(&self, mut pod: Pod) -> Result<()> {
         let out = self.node.cni(
             "DEL",
             &pod.container_id,
@@ -486,13 +607,10 @@ impl Cluster {
             Some((NS, &pod.name)),
             &self.genie_conf(),
         )?;
+        self.free_devices(&mut pod);
         drop(pod.netns);
         let deleted = NetNs::delete_named(&self.root, &netns_name(&pod.name));
-        self.podres.set_pod(NS, &pod.name, &[]);
         self.node.api.delete_pod(NS, &pod.name);
-        for (_, id) in &pod.devices {
-            self.allocated.remove(id);
-        }
         ensure!(
             out.success,
             "genie DEL of {} failed: {} {}",
