@@ -354,6 +354,39 @@ fn status_writes_retry_conflicts_and_are_recorded() {
     assert!(e.is_not_found(), "{e}");
 }
 
+/// A connection dropped after the server applied the write and before it answered: the client
+/// retries, and the pod ends with the annotations asked for, once.
+#[test]
+fn a_status_write_whose_answer_is_lost_is_retried_and_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, kc) = server_with_token(dir.path(), "t");
+    server.add_pod("default", "web", &[("cni", "weave")]);
+    let c = client(&kc, fast());
+    let changes = BTreeMap::from([(
+        "k8s.v1.cni.cncf.io/network-status".to_string(),
+        Some("[]".to_string()),
+    )]);
+    // The GET's answer is lost, then the PUT's.
+    server.inject_resets(2);
+    let pod = c.set_pod_annotations("default", "web", &changes).unwrap();
+    assert_eq!(
+        pod.metadata.annotations["k8s.v1.cni.cncf.io/network-status"],
+        "[]"
+    );
+    assert_eq!(pod.metadata.annotations["cni"], "weave");
+    let stored = server.pod("default", "web").unwrap();
+    assert_eq!(
+        stored["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"],
+        "[]"
+    );
+    assert!(server.requests().len() >= 4, "{:?}", server.requests());
+    // More dropped answers than the retries: an error that says the server did not answer.
+    server.inject_resets(100);
+    let e = c.get_pod("default", "web").unwrap_err();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    server.inject_resets(0);
+}
+
 #[test]
 fn a_status_write_from_a_pod_read_earlier_loses_no_update() {
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,8 @@ struct State {
     delay: Duration,
     conflicts: usize,
     failures: Vec<u16>,
+    /// Requests still to be answered by dropping the connection (after they took effect).
+    resets: usize,
     /// Kinds (by plural) answered 404, as a cluster without their CRD.
     unserved: Vec<String>,
     connections: usize,
@@ -117,6 +119,7 @@ impl ApiServer {
             delay: Duration::ZERO,
             conflicts: 0,
             failures: Vec::new(),
+            resets: 0,
             unserved: Vec::new(),
             connections: 0,
             requests: Vec::new(),
@@ -204,6 +207,13 @@ impl ApiServer {
     /// stored resourceVersion moves on).
     pub fn inject_conflicts(&self, n: usize) {
         lock(&self.state).conflicts = n;
+    }
+
+    /// The next `n` requests take effect, then their connection is dropped without an answer, as
+    /// when a connection breaks (or a load balancer resets it) mid-call: the client cannot know
+    /// whether a write was applied.
+    pub fn inject_resets(&self, n: usize) {
+        lock(&self.state).resets = n;
     }
 
     /// The next requests answer these status codes, in order (e.g. 500, 429).

@@ -135,10 +135,22 @@ pub(super) async fn serve(
     }
 }
 
+/// An answer not given: the connection is dropped ([`super::ApiServer::inject_resets`]).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the test")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> Result<Response<Body>, Dropped> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -177,6 +189,13 @@ async fn handle(
         body: &body,
     };
     let answer = routes::answer(&mut lock(&state), &call);
+    {
+        let mut st = lock(&state);
+        if st.resets > 0 {
+            st.resets -= 1;
+            return Err(Dropped);
+        }
+    }
     let mut resp = match answer {
         Answer::Done(resp) => resp,
         Answer::Watch(spec) => {

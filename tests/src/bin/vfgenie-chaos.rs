@@ -26,8 +26,9 @@ const NS: &str = "team";
 const DEL_TRIES: usize = 5;
 
 /// The faults, each injected into one lifecycle.
-const FAULTS: [&str; 12] = [
+const FAULTS: [&str; 13] = [
     "none",
+    "api-reset",
     "disk-full",
     "read-only-state",
     "kill-genie-add",
@@ -129,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         // ADD, with this lifecycle's fault.
         match fault {
             "api-503" => node.api.inject_failures(&[503, 503]),
+            "api-reset" => node.api.inject_resets(1 + rng.below(3) as usize),
             "api-slow" => node.api.set_delay(Duration::from_millis(200)),
             // genie retries a conflict 5 times: storms of 1 to 8 in a row, some beyond that.
             "api-409-storm" => node.api.inject_conflicts(1 + rng.below(8) as usize),
@@ -175,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         node.api.inject_failures(&[]);
         node.api.set_delay(Duration::ZERO);
         node.api.inject_conflicts(0);
+        node.api.inject_resets(0);
         let _ = std::fs::remove_file(&flag);
         if !added {
             *f.failed_adds.entry(fault).or_default() += 1;
