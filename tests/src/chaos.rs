@@ -108,6 +108,22 @@ pub fn node_processes(node: &Node) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// `kind=N (M ADDs failed)` for every fault injected but `none`, comma-separated.
+pub fn faults_summary(
+    faults: &BTreeMap<&'static str, usize>,
+    failed_adds: &BTreeMap<&'static str, usize>,
+) -> String {
+    faults
+        .iter()
+        .filter(|(k, _)| **k != "none")
+        .map(|(k, v)| {
+            let failed = failed_adds.get(k).copied().unwrap_or(0);
+            format!("{k}={v} ({failed} ADDs failed)")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Interface → sorted IPv4/IPv6 addresses (without prefix length).
 pub type Addresses = BTreeMap<String, Vec<String>>;
 

@@ -256,15 +256,6 @@ fn main() -> anyhow::Result<()> {
         f.leaked_processes += procs.len();
         f.lifecycles += 1;
     }
-    let faults: Vec<String> = f
-        .faults
-        .iter()
-        .filter(|(k, _)| **k != "none")
-        .map(|(k, v)| {
-            let failed = f.failed_adds.get(k).copied().unwrap_or(0);
-            format!("{k}={v} ({failed} ADDs failed)")
-        })
-        .collect();
     let leaked = f.leaked_links
         + f.leaked_leases
         + f.leaked_records
@@ -274,7 +265,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "chaos: lifecycles {}, faults injected: {}, ADDs that succeeded {}, leaked: links={} leases={} VFs=n/a (host tier) records={} files={} processes={}, network-status mismatches {}, double assignments n/a (host tier), stuck DELs {}, in {:.1} s, seed {seed}",
         f.lifecycles,
-        faults.join(", "),
+        chaos::faults_summary(&f.faults, &f.failed_adds),
         f.adds_ok,
         f.leaked_links,
         f.leaked_leases,

@@ -144,20 +144,11 @@ impl Figures {
     }
 
     fn line(&self) -> String {
-        let faults: Vec<String> = self
-            .faults
-            .iter()
-            .filter(|(k, _)| **k != "none")
-            .map(|(k, v)| {
-                let failed = self.failed_adds.get(k).copied().unwrap_or(0);
-                format!("{k}={v} ({failed} ADDs failed)")
-            })
-            .collect();
         let leaked = |k: &str| self.leaked.get(k).copied().unwrap_or(0);
         format!(
             "chaos (lab): lifecycles {}, faults injected: {}, ADDs that succeeded {}, leaked: links={} leases={} VFs={} records={} files={} processes={}, network-status mismatches {}, double assignments {}, stuck DELs {}, in {:.1} s",
             self.lifecycles,
-            faults.join(", "),
+            chaos::faults_summary(&self.faults, &self.failed_adds),
             self.adds_ok,
             leaked("links"),
             leaked("leases"),
