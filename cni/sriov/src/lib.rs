@@ -319,7 +319,8 @@ fn del<H: Host>(
     let ifname = ifname_of(env)?;
     let Some(first) = timed("cache", || state.read(&env.container_id, &ifname))? else {
         tracing::info!("no record of this attachment: nothing to delete");
-        return Ok(());
+        // An ADD killed while writing its first record leaves only the writer's temp file.
+        return Ok(timed("cache", || state.remove(&env.container_id, &ifname))?);
     };
     let _lock = timed("lock", || state.lock(&first.pci, LOCK_TIMEOUT))?;
     // Read again under the lock: a concurrent DEL may have finished meanwhile.

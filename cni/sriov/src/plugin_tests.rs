@@ -233,6 +233,32 @@ fn del_after_the_pod_netns_is_gone_restores_the_vf_the_kernel_returned() {
     assert_eq!(w.snapshot(), before);
 }
 
+/// An ADD killed while its record writer had a temp file open (found by `hack/vmlab chaos`):
+/// the runtime's DEL leaves no file in the state dir, whether the record itself was in place
+/// (killed while rewriting it with the result) or not (killed while writing the intent).
+#[test]
+fn del_removes_the_temp_file_of_a_record_writer_killed_mid_add() {
+    let w = world();
+    let before = w.snapshot();
+    let attachments = w.node().state_dir.join("attachments");
+    let files = || {
+        std::fs::read_dir(&attachments)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    w.add(&full_conf(VF0)).unwrap();
+    std::fs::write(attachments.join(".c1-net1.json.tmp.24931"), "{\"kind\"").unwrap();
+    w.del(&full_conf(VF0)).unwrap();
+    assert_eq!(files(), Vec::<String>::new());
+    assert_eq!(w.snapshot(), before);
+
+    std::fs::write(attachments.join(".c1-net1.json.tmp.24932"), "").unwrap();
+    w.del(&full_conf(VF0)).unwrap();
+    assert_eq!(files(), Vec::<String>::new());
+    assert_eq!(w.snapshot(), before);
+}
+
 /// ADD with a fault at the `skip`+1-th call of `op` fails, and leaves the VF exactly as it was,
 /// without a record.
 fn add_failing_at(op: FakeOp, skip: usize) {

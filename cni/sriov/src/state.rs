@@ -186,13 +186,43 @@ impl StateDir {
         read_record(&path)
     }
 
+    /// Removes the attachment's record, and the temporary files of writers of this record that
+    /// were killed before their rename (`.<record>.tmp.<pid>`). Only the runtime's ADD of this
+    /// container and interface writes this record, and the runtime never runs it alongside a DEL
+    /// or GC of the same attachment, so no writer of these files is alive.
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), StateError> {
         let path = self.record_path(container_id, ifname)?;
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.root.join(ATTACHMENTS_DIR)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing", &path)(e)),
+        let dir = self.root.join(ATTACHMENTS_DIR);
+        let mut removed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(io("removing", &path)(e)),
+        };
+        let prefix = format!(".{container_id}-{ifname}.json.tmp.");
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let tmp = entry.path();
+                match fs::remove_file(&tmp) {
+                    Ok(()) => {
+                        tracing::info!(path = %tmp.display(), "removed the temporary file of a record writer that did not finish");
+                        removed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("removing", &tmp)(e)),
+                }
+            }
         }
+        if removed {
+            sync_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// `<state dir>/quarantine`.
@@ -426,6 +456,49 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["c2-net1.json".to_string()]);
+    }
+
+    /// A writer killed between creating its temp file and the rename leaves `.<record>.tmp.<pid>`;
+    /// removing the attachment removes those (with or without a record in place) and nothing of
+    /// another attachment.
+    #[test]
+    fn remove_takes_the_temp_files_of_killed_writers_of_that_record_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let att = dir.path().join(ATTACHMENTS_DIR);
+        state.write(&record("c1", "0000:01:10.2")).unwrap();
+        state.write(&record("c2", "0000:01:10.4")).unwrap();
+        for name in [
+            ".c1-net1.json.tmp.4242",
+            ".c1-net1.json.tmp.77",
+            ".c2-net1.json.tmp.4242",
+            ".c1-net1.json.tmp.x-net1.json.tmp.5",
+            ".c3-net1.json.tmp.9",
+        ] {
+            fs::write(att.join(name), "{").unwrap();
+        }
+        let names = || {
+            let mut v: Vec<_> = fs::read_dir(&att)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        state.remove("c1", "net1").unwrap();
+        assert_eq!(
+            names(),
+            [
+                ".c1-net1.json.tmp.x-net1.json.tmp.5",
+                ".c2-net1.json.tmp.4242",
+                ".c3-net1.json.tmp.9",
+                "c2-net1.json",
+            ]
+        );
+        // No record, only a killed writer's temp file (ADD killed while writing its intent).
+        state.remove("c3", "net1").unwrap();
+        assert!(!names().contains(&".c3-net1.json.tmp.9".to_string()));
+        assert!(names().contains(&"c2-net1.json".to_string()));
     }
 
     #[test]
