@@ -6,7 +6,9 @@
 //!   hold "the" lock on different inodes).
 //! - `attachments/<containerID>-<ifname>.json`: one record per attachment. ADD writes it *before*
 //!   changing anything (the intent: the VF's original PF-side state and netdev), rewrites it when
-//!   done (with the result), and DEL removes it after restoring the VF. Written atomically.
+//!   done (with the result), and DEL removes it after restoring the VF. Written atomically
+//!   (`.<record>.tmp.<pid>` renamed into place); DEL also removes the temp files of writers that
+//!   were killed before their rename.
 //! - `quarantine/<containerID>-<ifname>.json.<secs>.<nanos>.<pid>`: records that could not be read
 //!   or parsed when all of them were listed (ADD's holder check, GC), moved aside (one rename) and
 //!   logged at error level, so that one bad file does not stop every ADD and GC on the node. An
