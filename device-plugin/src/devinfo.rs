@@ -281,10 +281,74 @@ pub fn remove(path: &Path) -> Result<(), Error> {
     }
 }
 
+/// Removes an attachment's device-info file (a CNI plugin's, [`cni_file`]) and the temporary
+/// files of writers of it that were killed before their rename (`.<name>.tmp-<pid>-<n>`). Only
+/// the attachment's own ADD writes this file, and a runtime never runs it alongside that
+/// attachment's DEL, so no writer of these temporary files is alive. A device plugin's own files
+/// ([`dp_file`]) may have concurrent writers: [`remove`] is for those.
+pub fn remove_attachment_file(path: &Path) -> Result<(), Error> {
+    remove(path)?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let numbers = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if rest
+            .split_once('-')
+            .is_some_and(|(pid, n)| numbers(pid) && numbers(n))
+        {
+            remove(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// A writer killed between creating its temporary file and the rename leaves it beside the
+    /// attachment's file; removing the attachment's file removes those, and nothing else.
+    #[test]
+    fn removing_an_attachment_file_takes_the_temp_files_of_killed_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns-net-c1-net1-device.json");
+        write_raw(&path, b"{}").unwrap();
+        let left = [
+            ".ns-net-c1-net1-device.json.tmp-x-1",
+            ".ns-net-c2-net1-device.json.tmp-15185-0",
+            "ns-net-c2-net1-device.json",
+        ];
+        for name in [
+            ".ns-net-c1-net1-device.json.tmp-15185-0",
+            ".ns-net-c1-net1-device.json.tmp-7-12",
+        ]
+        .iter()
+        .chain(&left)
+        {
+            fs::write(dir.path().join(name), "{").unwrap();
+        }
+        remove_attachment_file(&path).unwrap();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, left);
+        // Only temporary files left (the writer was killed before its first rename).
+        fs::write(dir.path().join(".ns-net-c1-net1-device.json.tmp-99-0"), "").unwrap();
+        remove_attachment_file(&path).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), left.len());
+    }
 
     #[test]
     fn file_names_follow_the_spec_and_refuse_traversal() {

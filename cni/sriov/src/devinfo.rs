@@ -14,8 +14,10 @@ pub fn write(path: &Path, pci: &PciAddress, pf: &PciAddress) -> Result<(), DevIn
     devinfo::write(path, &info)
 }
 
+/// Removes the file (one already gone is fine) and the temporary files of a plugin killed while
+/// writing it.
 pub fn remove(path: &Path) -> Result<(), DevInfoError> {
-    devinfo::remove(path)
+    devinfo::remove_attachment_file(path)
 }
 
 #[cfg(test)]
@@ -34,8 +36,12 @@ mod tests {
         assert_eq!(v["version"], "1.1.0");
         assert_eq!(v["pci"]["pci-address"], "0000:01:10.1");
         assert_eq!(v["pci"]["pf-pci-address"], "0000:01:00.0");
+        // A plugin killed while writing it left its temporary file: removing takes it too.
+        let tmp = path.with_file_name(".net1-device.json.tmp-4242-0");
+        std::fs::write(&tmp, "{").unwrap();
         remove(&path).unwrap();
         remove(&path).unwrap();
         assert!(!path.exists());
+        assert!(!tmp.exists());
     }
 }

@@ -96,9 +96,10 @@ pub fn status_info(cni_path: Option<&Path>, device: Option<&str>) -> Option<Valu
     }))
 }
 
-/// Removes the attachment's device-info file; one already gone is fine.
+/// Removes the attachment's device-info file (one already gone is fine) and the temporary files
+/// of a genie killed while writing it.
 pub fn remove(cni_path: &Path) -> Result<(), DeviceError> {
-    vfdp::devinfo::remove(cni_path).map_err(DeviceError::InfoWrite)
+    vfdp::devinfo::remove_attachment_file(cni_path).map_err(DeviceError::InfoWrite)
 }
 
 #[cfg(test)]
@@ -121,8 +122,14 @@ mod tests {
         assert_eq!(mode, 0o444);
         let v = status_info(Some(&cni), Some("0000:02:10.0")).unwrap();
         assert_eq!(v["pci"]["vhost-net"], "/dev/vhost-net");
+        // A genie killed while copying it (found by `hack/vmlab chaos`) left its temporary file:
+        // DEL's removal takes it too.
+        let tmp = cni.with_file_name(".team-blue-c1-net1-device.json.tmp-15185-0");
+        std::fs::write(&tmp, "{").unwrap();
         remove(&cni).unwrap();
         remove(&cni).unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(std::fs::read_dir(cni.parent().unwrap()).unwrap().count(), 0);
         // Found by device when the resource part differs; none for another device.
         assert_eq!(
             find_dp_file(dir.path(), "y.com/other", "0000:02:10.0"),
