@@ -419,7 +419,7 @@ fn teardown(
 fn compete(c: &Cluster, pods: usize) -> Result<String> {
     let started = Instant::now();
     let next = AtomicUsize::new(0);
-    let outcomes: Mutex<Vec<Result<usize, String>>> = Mutex::new(Vec::new());
+    let outcomes: Mutex<Vec<Result<(usize, usize), String>>> = Mutex::new(Vec::new());
     let doubles = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..8 {
@@ -438,10 +438,19 @@ fn compete(c: &Cluster, pods: usize) -> Result<String> {
     let outcomes = outcomes.into_inner().map_err(|_| anyhow!("poisoned"))?;
     let attached = outcomes.iter().filter(|o| o.is_ok()).count();
     let refused: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
-    let busy: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
+    let busy: usize = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|o| o.0)
+        .sum();
+    let later: usize = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|o| o.1)
+        .sum();
     let doubles = doubles.load(Ordering::SeqCst);
     let line = format!(
-        "{pods} pods for 7 VFs: {attached} attached, {} refused, {busy} ADDs refused while the VF was still in an ended pod and retried, double assignments {doubles}, in {:.1} s",
+        "{pods} pods for 7 VFs: {attached} attached, {} refused, {busy} ADDs refused while the VF was still in an ended pod and retried, {later} ADDs that failed for now (code 11) retried, double assignments {doubles}, in {:.1} s",
         refused.len(),
         started.elapsed().as_secs_f64()
     );
@@ -461,8 +470,9 @@ fn compete(c: &Cluster, pods: usize) -> Result<String> {
 /// One competing pod: admitted when a device is free (up to 60 s), attached (a refused ADD is
 /// followed by DEL and retried, up to 20 times), held a moment; its devices freed by the kubelet,
 /// and a while later, still holding its VF (else another pod took it: a double assignment), its
-/// sandbox's DEL. Returns how many of its ADDs were refused before one succeeded.
-fn competitor(c: &Cluster, i: usize, doubles: &AtomicUsize) -> Result<usize> {
+/// sandbox's DEL. Returns how many of its ADDs were refused before one succeeded: as busy, and
+/// with "try again later" (code 11, e.g. the kubelet's PodResources API slow to answer).
+fn competitor(c: &Cluster, i: usize, doubles: &AtomicUsize) -> Result<(usize, usize)> {
     let name = format!("race-{i}");
     let (networks, pool) = match i % 7 < 5 {
         true => ("vlan100", NET_POOL),
@@ -498,19 +508,27 @@ fn competitor(c: &Cluster, i: usize, doubles: &AtomicUsize) -> Result<usize> {
         )
     };
     let mut refused = 0;
+    let mut later = 0;
     let attached = loop {
         let out = cni("ADD")?;
         if out.success {
             break Ok(());
         }
         // A VF still in an ended pod's netns is refused as busy (the sriov plugin's code 101,
-        // naming the holder); anything else fails the pod.
+        // naming the holder); a transient failure (code 11, "try again later") is retried as a
+        // kubelet retries a sandbox; anything else fails the pod.
         let code = out.json().ok().map(|e| e["code"].clone());
-        if code != Some(json!(101)) {
+        if code == Some(json!(11)) {
+            note(&format!(
+                "chaos: {name}: ADD failed for now, retried: {}",
+                out.stdout.trim()
+            ));
+            later += 1;
+        } else if code != Some(json!(101)) {
             let _ = cni("DEL");
             break Err(anyhow!("{name}: ADD failed: {}", out.stdout.trim()));
         }
-        if refused == 0 {
+        if code == Some(json!(101)) && refused == later {
             note(&format!(
                 "chaos: {name}: ADD refused, retried: {}",
                 out.stdout.trim()
@@ -550,5 +568,5 @@ fn competitor(c: &Cluster, i: usize, doubles: &AtomicUsize) -> Result<usize> {
     NetNs::delete_named(&c.root, &netns_name(&name))?;
     c.node.api.delete_pod(NS, &name);
     deleted?;
-    attached.map(|()| refused)
+    attached.map(|()| (refused - later, later))
 }
