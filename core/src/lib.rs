@@ -16,6 +16,7 @@ pub mod netns;
 pub mod paths;
 pub mod provision;
 pub mod sysfs;
+pub mod tempfiles;
 pub mod types;
 
 pub use paths::SysRoot;

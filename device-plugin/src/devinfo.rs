@@ -291,24 +291,9 @@ pub fn remove_attachment_file(path: &Path) -> Result<(), Error> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Ok(());
     };
-    let prefix = format!(".{name}.tmp-");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let numbers = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if rest
-            .split_once('-')
-            .is_some_and(|(pid, n)| numbers(pid) && numbers(n))
-        {
-            remove(&entry.path())?;
-        }
-    }
-    Ok(())
+    vfcore::tempfiles::remove_killed_writers(dir, name)
+        .map(drop)
+        .map_err(|(path, source)| Error::Write { path, source })
 }
 
 #[cfg(test)]

@@ -200,27 +200,16 @@ impl StateDir {
             Err(e) if e.kind() == ErrorKind::NotFound => false,
             Err(e) => return Err(io("removing", &path)(e)),
         };
-        let prefix = format!(".{container_id}-{ifname}.json.tmp.");
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                    continue;
-                };
-                if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-                    continue;
-                }
-                let tmp = entry.path();
-                match fs::remove_file(&tmp) {
-                    Ok(()) => {
-                        tracing::info!(path = %tmp.display(), "removed the temporary file of a record writer that did not finish");
-                        removed = true;
-                    }
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(io("removing", &tmp)(e)),
-                }
-            }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let temps = vfcore::tempfiles::remove_killed_writers(&dir, name)
+            .map_err(|(tmp, e)| io("removing", &tmp)(e))?;
+        for tmp in &temps {
+            tracing::info!(path = %tmp.display(), "removed the temporary file of a record writer that did not finish");
         }
+        removed |= !temps.is_empty();
         if removed {
             sync_dir(&dir)?;
         }

@@ -241,15 +241,9 @@ impl CacheDir {
     /// killed before their rename (the caller holds the pod's lock, so no writer of it is alive).
     pub fn remove_pod(&self, key: &PodKey) -> Result<(), CacheError> {
         remove_if_exists(&self.pod_path(key))?;
-        let prefix = format!(".{}.tmp.", key.file_name());
-        if let Ok(entries) = fs::read_dir(self.pods_dir()) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    remove_if_exists(&e.path())?;
-                }
-            }
-        }
-        Ok(())
+        vfcore::tempfiles::remove_killed_writers(&self.pods_dir(), &key.file_name())
+            .map(drop)
+            .map_err(|(tmp, e)| io("removing", &tmp)(e))
     }
 
     pub fn list_pods(&self) -> Result<Vec<Listed<PodRecord>>, CacheError> {
